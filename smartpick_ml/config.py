@@ -27,7 +27,7 @@ class TypeParams(_Strict):
     applications_mean: float = Field(gt=0)
     applications_sd_log: float = Field(ge=0)
     rank_bias: float
-    specialty_openness_power: float
+    specialty_choice_power: float
     years_since_graduation_mean: float = Field(ge=0)
     needs_visa_share: float = Field(ge=0, le=1)
     usce_none_share: float = Field(ge=0, le=1)

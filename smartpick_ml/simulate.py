@@ -27,13 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 from scipy.stats import norm
 
-from smartpick_ml.config import SimulationParams, TypeParams
+from smartpick_ml.config import SimulateConfig, SimulationParams, TypeParams
 from smartpick_ml.errors import ConfigError
 from smartpick_ml.matching import deferred_acceptance
 from smartpick_ml.reference import APPLICANT_TYPES, PGY1_POSITIONS, SPECIALTY_NAMES, STATE_REGION
@@ -144,8 +145,9 @@ def draw_applicants(rng: np.random.Generator, season: int, scale: float,
     rates = _imputed_rates(programs)
     spec_index = {s: i for i, s in enumerate(SPECIALTY_NAMES)}
     prog_spec = programs["specialty"].map(spec_index).to_numpy()
-    positions_by_spec = np.bincount(prog_spec, weights=programs["positions"].to_numpy(float),
-                                    minlength=len(SPECIALTY_NAMES))
+    positions = programs["positions"].to_numpy(float)
+    weighted = rates * APPLICATION_MIX[None, :]
+    type_share = weighted / np.maximum(weighted.sum(axis=1, keepdims=True), 1e-9)
     state_weight = programs.groupby("state")["positions"].sum()
     states = state_weight.index.to_numpy()
     state_p = state_weight.to_numpy(float) / state_weight.sum()
@@ -155,12 +157,11 @@ def draw_applicants(rng: np.random.Generator, season: int, scale: float,
         n = int(round(params.applicants[season][t] * scale))
         if n == 0:
             continue
-        # specialty choice: positions x (the type's mean interview rate in the specialty)^power
-        openness = np.bincount(prog_spec, weights=rates[:, j], minlength=len(SPECIALTY_NAMES))
-        counts = np.bincount(prog_spec, minlength=len(SPECIALTY_NAMES))
-        openness = np.where(counts > 0, openness / np.maximum(counts, 1), 0.0)
-        w = positions_by_spec * np.power(np.maximum(openness, 1e-3), tp.specialty_openness_power)
-        w = np.where(positions_by_spec > 0, w, 0.0)
+        # specialty choice: in proportion to the positions this type would fill in the specialty,
+        # where each program's positions split by type as its interviewees do (published rate x
+        # national application volume of the type)
+        w = np.bincount(prog_spec, weights=positions * type_share[:, j],
+                        minlength=len(SPECIALTY_NAMES)) ** tp.specialty_choice_power
         spec = rng.choice(len(SPECIALTY_NAMES), size=n, p=w / w.sum())
         step2 = np.clip(np.rint(rng.normal(tp.step2_mean, tp.step2_sd, n)), *STEP2_CLIP)
         if tp.years_since_graduation_mean > 0:
@@ -512,3 +513,59 @@ def oracle_q(inputs: MarketInputs, pairs: np.ndarray, replicates: int, seed: int
     q = draws.mean(axis=0)
     se = draws.std(axis=0, ddof=1) / np.sqrt(replicates)
     return OracleResult(q=q, standard_error=se, replicates=replicates)
+
+
+# ----------------------------------------------------------------------------- to disk
+
+
+def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = None,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Run every season of ``config`` and write the tables to ``config.output_dir``.
+
+    Writes ``programs``, ``applicants``, ``applications`` and ``program_outcomes`` (Parquet), the
+    validation report (Markdown) and a manifest with row counts and file hashes. Every file is
+    written to a temporary name and renamed into place, so an interrupted run leaves the previous
+    tables as they were.
+    """
+    from smartpick_ml.catalog import load_catalog
+    from smartpick_ml.io import sha256_file, write_json_atomic, write_parquet_atomic, \
+        write_text_atomic
+    from smartpick_ml.report import format_report, match_rates_by_type, unfilled_by_specialty
+
+    say = progress or (lambda _msg: None)
+    programs = programs if programs is not None else load_catalog(config.catalog, config.seed)
+    unknown = set(config.params.signals) - set(programs["specialty"])
+    if unknown:
+        raise ConfigError(f"params.signals names specialties not in the catalog: {sorted(unknown)}")
+    missing = [s for s in config.seasons if s not in config.params.applicants]
+    if missing:
+        raise ConfigError(f"seasons {missing} have no applicant counts in params.applicants")
+    seasons = []
+    for season in config.seasons:
+        say(f"season {season}")
+        seasons.append(simulate_season(programs, season, config.scale, config.params,
+                                       config.seed))
+    applicants = pd.concat([s.applicants for s in seasons], ignore_index=True)
+    applications = pd.concat([s.applications for s in seasons], ignore_index=True)
+    outcomes = pd.concat([s.program_outcomes for s in seasons], ignore_index=True)
+    out = Path(config.output_dir)
+    paths = {name: out / f"{name}.parquet" for name in
+             ("programs", "applicants", "applications", "program_outcomes")}
+    for name, frame in (("programs", programs), ("applicants", applicants),
+                        ("applications", applications), ("program_outcomes", outcomes)):
+        write_parquet_atomic(frame, paths[name])
+    rates = match_rates_by_type(applicants, applications)
+    unfilled = unfilled_by_specialty(programs, outcomes)
+    paths["report"] = out / "simulation_report.md"
+    write_text_atomic(paths["report"], format_report(rates, unfilled))
+    manifest = {
+        "seasons": config.seasons, "scale": config.scale, "seed": config.seed,
+        "catalog": config.catalog,
+        "rows": {"programs": len(programs), "applicants": len(applicants),
+                 "applications": len(applications)},
+        "sha256": {name: sha256_file(p) for name, p in paths.items()},
+        "match_rate_by_type": rates.to_dict(orient="records"),
+    }
+    paths["manifest"] = out / "simulation_manifest.json"
+    write_json_atomic(paths["manifest"], manifest)
+    return paths

@@ -1,0 +1,193 @@
+"""``smartpick``: one command, a subcommand per stage. ``smartpick --help`` is the guide."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from smartpick_ml.errors import SmartPickError
+
+DEFAULT_SIMULATE_CONFIG = "pipelines/simulate.toml"
+
+
+def _fail(exc: Exception) -> None:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    """Turns SmartPick's own errors into a one-paragraph message and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except SmartPickError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="smartpick-ml")
+def main() -> None:
+    """SmartPick ML — how likely is a residency program to take this applicant?
+
+    \b
+    Stages, in order (each writes what the next reads):
+      catalog    import the ERAS program catalog (or build the synthetic one)
+      simulate   simulate Match seasons on it, decided by deferred acceptance
+      run        the main job on the embedded default (what `make run` does)
+      schemas    print the data contracts (tables, columns, units, allowed values)
+
+    \b
+    Start here:
+      smartpick run                         # everything, on the default config
+      smartpick simulate --scale 0.1        # a small season to look at
+      smartpick catalog import ../shared/data/program_interview_rates
+    """
+
+
+@main.group()
+def catalog() -> None:
+    """Build the `programs` table: the real catalog or a synthetic one."""
+
+
+@catalog.command("import")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("data/raw/programs.parquet"), show_default=True,
+              help="Where to write the validated programs table (Parquet).")
+def catalog_import(directory: Path, out: Path) -> None:
+    """Import a directory of per-specialty interview-rate CSVs (ERAS format).
+
+    \b
+    Example:
+      smartpick catalog import ../shared/data/program_interview_rates
+    """
+    from smartpick_ml.catalog import import_catalog
+    from smartpick_ml.io import write_parquet_atomic
+
+    programs = import_catalog(directory)
+    write_parquet_atomic(programs, out)
+    click.echo(f"{len(programs):,} programs in {programs['specialty'].nunique()} specialties "
+               f"({int(programs['positions'].sum()):,} PGY-1 positions) -> {out}")
+    click.echo("next: smartpick simulate --catalog " + str(out))
+
+
+@catalog.command("synthetic")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic draw.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("data/raw/programs.parquet"), show_default=True)
+def catalog_synthetic(seed: int, out: Path) -> None:
+    """Build a synthetic catalog (for machines without ../shared)."""
+    from smartpick_ml.catalog import synthetic_catalog
+    from smartpick_ml.io import write_parquet_atomic
+
+    programs = synthetic_catalog(seed)
+    write_parquet_atomic(programs, out)
+    click.echo(f"{len(programs):,} synthetic programs -> {out}")
+
+
+@catalog.command("figures")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("smartpick_ml/resources/catalog_figures.json"), show_default=True)
+def catalog_figures_cmd(directory: Path, out: Path) -> None:
+    """Re-derive the figures the synthetic catalog is drawn from, from a real catalog."""
+    from smartpick_ml.catalog import catalog_figures, import_catalog
+    from smartpick_ml.io import write_json_atomic
+
+    write_json_atomic(out, catalog_figures(import_catalog(directory)))
+    click.echo(f"catalog figures -> {out}")
+
+
+def _simulate(config: Path, seasons: str | None, scale: float | None, seed: int | None,
+              catalog_source: str | None, output_dir: Path | None, report: bool) -> dict:
+    from tqdm import tqdm
+
+    from smartpick_ml.config import load_simulate_config
+    from smartpick_ml.simulate import simulate_to_disk
+
+    season_list = [int(s) for s in seasons.split(",")] if seasons else None
+    cfg = load_simulate_config(config, seasons=season_list, scale=scale, seed=seed,
+                               catalog=catalog_source,
+                               output_dir=str(output_dir) if output_dir else None)
+    started = time.perf_counter()
+    with tqdm(total=len(cfg.seasons), desc="simulate", unit="season", file=sys.stderr,
+              disable=None) as bar:
+        def progress(msg: str) -> None:
+            bar.set_postfix_str(msg)
+            if msg.startswith("season") and bar.n < bar.total:
+                bar.update(0)
+        paths = simulate_to_disk(cfg, progress=lambda m: (progress(m), bar.update(1)))
+    elapsed = time.perf_counter() - started
+    if report:
+        click.echo(paths["report"].read_text())
+    click.echo(f"simulated seasons {cfg.seasons} at scale {cfg.scale} in {elapsed:.1f} s")
+    for name, p in paths.items():
+        click.echo(f"  {name:17s} {p}")
+    return paths
+
+
+@main.command()
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path(DEFAULT_SIMULATE_CONFIG), show_default=True,
+              help="Simulation config (TOML); the flags below override its top-level keys.")
+@click.option("--seasons", help="Comma-separated Match years, e.g. 2023,2024,2025.")
+@click.option("--scale", type=float, help="Market size: 1.0 = the real Match (~45k applicants).")
+@click.option("--seed", type=int, help="Seed: the same seed gives byte-identical tables.")
+@click.option("--catalog", "catalog_source",
+              help="'auto' (../shared if present, else synthetic), 'synthetic', a CSV directory "
+                   "or a programs Parquet file.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the tables go (default data/raw).")
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Print the validation report (match rate by type vs published).")
+def simulate(config: Path, seasons: str | None, scale: float | None, seed: int | None,
+             catalog_source: str | None, output_dir: Path | None, report: bool) -> None:
+    """Simulate Match seasons: applicants, applications, interviews, rank lists, the match.
+
+    \b
+    Writes to data/raw/: programs, applicants, applications, program_outcomes (Parquet),
+    simulation_report.md and simulation_manifest.json.
+    \b
+    Examples:
+      smartpick simulate                               # pipelines/simulate.toml
+      smartpick simulate --scale 0.1 --seasons 2025    # a small, quick season
+    """
+    _simulate(config, seasons, scale, seed, catalog_source, output_dir, report)
+    click.echo("next: inspect data/raw/simulation_report.md")
+
+
+@main.command()
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path(DEFAULT_SIMULATE_CONFIG), show_default=True)
+def run(config: Path) -> None:
+    """The main job on the embedded default: catalog -> simulated seasons -> report.
+
+    Uses the real catalog from ../shared when present, otherwise the synthetic one.
+    """
+    _simulate(config, None, None, None, None, None, True)
+    click.echo("next: see README.md (training arrives with the training pipeline)")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the Markdown to this file instead of printing it.")
+def schemas(out: Path | None) -> None:
+    """Print the data contracts (programs, applicants, applications) as Markdown tables."""
+    from smartpick_ml.io import write_text_atomic
+    from smartpick_ml.schemas import SCHEMAS, schema_markdown
+
+    text = "# Data contracts\n\nGenerated by `smartpick schemas --out docs/schemas.md`.\n\n" + \
+        "\n\n".join(schema_markdown(s) for s in SCHEMAS.values()) + "\n"
+    if out:
+        write_text_atomic(out, text)
+        click.echo(f"schemas -> {out}")
+    else:
+        click.echo(text)
+
+
+if __name__ == "__main__":
+    main()
