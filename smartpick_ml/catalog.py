@@ -78,7 +78,8 @@ def _read_specialty_file(path: Path) -> pd.DataFrame:
     table = f"programs ({path.name})"
     if stem not in SPECIALTY_BY_STEM:
         known = ", ".join(sorted(SPECIALTY_BY_STEM))
-        raise DataValidationError(table, [f"unknown specialty '{stem}' (file name); known: {known}"])
+        raise DataValidationError(table, [
+            f"unknown specialty '{stem}' (file name); known: {known}"])
     raw = read_csv_text(path, table=table)
     missing = [c for c in REQUIRED_CATALOG_COLUMNS if c not in raw.columns]
     if missing:
@@ -108,11 +109,12 @@ def _read_specialty_file(path: Path) -> pd.DataFrame:
         out[dst] = values
     if problems:
         raise DataValidationError(table, problems)
-    for col in ("name", "city", "state", "region"):
-        blank = out[col].isna()
+    for col, src in (("name", "Program"), ("city", "City"), ("state", "State"),
+                     ("region", "Region")):
+        blank = out[col].isna() | (out[col].str.strip() == "")
         if blank.any():
             rows = ", ".join(str(i + 2) for i in out.index[blank][:5])
-            raise DataValidationError(table, [f"column '{col}': empty at line(s) {rows}"])
+            raise DataValidationError(table, [f"column '{src}': empty at line(s) {rows}"])
     # The same institution can run several sites under one program name: keep them all, named
     # apart by city, so names are unique within a specialty.
     dup = out["name"].duplicated(keep=False)
@@ -221,9 +223,12 @@ def derive_img_support(programs: pd.DataFrame) -> pd.DataFrame:
     orientation = u_orient < 0.12 + 0.8 * share
     seed_names = {name for name, *_ in SEED_PROGRAMS}
     is_seed = programs["name"].isin(seed_names).to_numpy()
+    # ... except that the data wins for visas: a program that interviewed no non-US IMG (rate 0)
+    # does not sponsor one, whatever its institution's reputation.
+    seed_visa = is_seed & ~(nonus == 0)
     out = pd.DataFrame(index=programs.index)
-    out["sponsors_j1"] = j1 | is_seed
-    out["sponsors_h1b"] = h1b | is_seed
+    out["sponsors_j1"] = j1 | seed_visa
+    out["sponsors_h1b"] = h1b | seed_visa
     out["img_share"] = img_share
     out["img_mentorship"] = mentorship | is_seed
     out["img_orientation"] = orientation | is_seed
@@ -335,7 +340,8 @@ def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> p
         for i, (name, city, state) in enumerate(seeds_by_specialty.get(spec.name, [])):
             frame.loc[i, ["name", "city", "state"]] = [name, city, state]
             # the brief's programs are named for their IMG support: give them IMG-open rates
-            frame.loc[i, "rate_us_img"] = max(float(np.nan_to_num(frame.loc[i, "rate_us_img"])), 0.1)
+            frame.loc[i, "rate_us_img"] = max(
+                float(np.nan_to_num(frame.loc[i, "rate_us_img"])), 0.1)
             frame.loc[i, "rate_non_us_img"] = max(
                 float(np.nan_to_num(frame.loc[i, "rate_non_us_img"])), 0.05)
         frame["region"] = frame["state"].map(STATE_REGION)

@@ -105,7 +105,7 @@ def parse_csv_table(path: str | os.PathLike[str], schema: TableSchema | str) -> 
         if spec.kind == "bool":
             low = text.str.lower()
             ok = blank | low.isin(_TRUE | _FALSE)
-            out[col] = pd.array([None if b else (v in _TRUE) for v, b in zip(low, blank)],
+            out[col] = pd.array([None if b else (v in _TRUE) for v, b in zip(low, blank, strict=True)],
                                 dtype="boolean")
         else:
             num = pd.to_numeric(text, errors="coerce")
@@ -135,6 +135,8 @@ def read_csv_text(path: str | os.PathLike[str], *, table: str) -> pd.DataFrame:
         line = data[: exc.start].count(b"\n") + 1
         raise DataValidationError(table, [f"{p.name}: not UTF-8 text (invalid byte "
                                           f"0x{data[exc.start]:02x} on line {line})"]) from None
+    if not text.strip():  # e.g. only a byte-order mark
+        raise DataValidationError(table, [f"{p.name}: the file is empty"])
     header = text.splitlines()[0]
     if "," not in header:
         for other in (";", "\t", "|"):
@@ -146,8 +148,14 @@ def read_csv_text(path: str | os.PathLike[str], *, table: str) -> pd.DataFrame:
         import io as _io
 
         df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataValidationError(table, [f"{p.name}: malformed CSV ({exc})"]) from None
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas silently turns the first field into the index when every row has one field more
+        # than the header (e.g. a trailing comma); that would shift every value one column left.
+        raise DataValidationError(table, [
+            f"{p.name}: the rows from line 2 on have more fields than the header on line 1 "
+            f"({len(df.columns)} columns); a trailing delimiter?"])
     if len(df) == 0:
         raise DataValidationError(table, [f"{p.name}: header only, no rows"])
     return df

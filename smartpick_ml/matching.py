@@ -45,7 +45,8 @@ class MatchResult:
             ``program_score`` of the least-preferred applicant it holds (an applicant scoring
             exactly the cutoff got in only if the tie-break by applicant index favoured them).
             ``-inf`` if it did not fill (it would have taken anyone it ranked), ``+inf`` if its
-            quota is 0 (it takes no one).
+            quota is 0 (it takes no one). Scores may be infinite, so read ``program_filled`` to
+            tell "full" from "not full" rather than testing the cutoff for ``-inf``.
         program_filled: int64 ``(n_programs,)``, the number of applicants matched to the program.
     """
 

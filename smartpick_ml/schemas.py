@@ -1,10 +1,11 @@
 """Data contracts: the three tables every stage reads and writes.
 
-Each table is declared once, as a :class:`TableSchema` of :class:`ColumnSpec` s (meaning, type, unit,
-allowed values), plus table-level rules. :func:`validate` checks a DataFrame against it, vectorised so
-that millions of application rows validate in well under a second, and raises one
+Each table is declared once, as a :class:`TableSchema` of :class:`ColumnSpec` s (meaning, type,
+unit, allowed values), plus table-level rules. :func:`validate` checks a DataFrame against it,
+vectorised so that millions of application rows validate in well under a second, and raises one
 :class:`~smartpick_ml.errors.DataValidationError` that names the table, the column, the rule and the
-first offending rows. Nothing is coerced silently: a column of the wrong type is an error, never a cast.
+first offending rows. Nothing is coerced silently: a column of the wrong type is an error, never a
+cast.
 ``docs/schemas.md`` is generated from these declarations (``smartpick schemas``).
 """
 
@@ -97,8 +98,8 @@ PROGRAMS = TableSchema(
         ColumnSpec("state", "str", "US state or territory, two-letter code.",
                    allowed=tuple(STATE_REGION)),
         ColumnSpec("region", "str", "US Census division.", allowed=REGIONS),
-        ColumnSpec("positions", "int", "PGY-1 positions offered in the Main Match.", unit="positions",
-                   min=1, max=300),
+        ColumnSpec("positions", "int", "PGY-1 positions offered in the Main Match.",
+                   unit="positions", min=1, max=300),
         ColumnSpec("program_type", "str", "University-based or community-based.",
                    allowed=PROGRAM_TYPES),
         _rate("rate_us_md", "US MD senior"),
@@ -236,6 +237,29 @@ def _is_text_column(s: pd.Series) -> bool:
     return False
 
 
+def _is_int_value(v: object) -> bool:
+    if isinstance(v, bool | np.bool_):
+        return False
+    if isinstance(v, int | np.integer):
+        return True
+    return isinstance(v, float | np.floating) and bool(np.isfinite(v)) and float(v).is_integer()
+
+
+def _is_real_value(v: object) -> bool:
+    number = isinstance(v, int | float | np.integer | np.floating)
+    return number and not isinstance(v, bool | np.bool_)
+
+
+def _wrong_type(where: str, expected: str, s: pd.Series, ok: Callable[[object], bool]) -> str:
+    """``column 'x': expected <kind>, got dtype <d>`` plus the first rows whose value is not one."""
+    text = f"{where}: expected {expected}, got dtype {s.dtype}"
+    values = s.astype(object)
+    bad = values.notna() & ~values.map(ok).astype(bool)
+    if bad.any():
+        text += f" at {_rows_text(s.index[bad.to_numpy()], values[bad])}"
+    return text
+
+
 def _check_column(spec: ColumnSpec, s: pd.Series) -> tuple[list[str], pd.Series]:
     """Check one column; return problems and the column in its canonical dtype."""
     where = f"column '{spec.name}'"
@@ -243,7 +267,7 @@ def _check_column(spec: ColumnSpec, s: pd.Series) -> tuple[list[str], pd.Series]
     null = s.isna()
     if spec.kind == "str":
         if not _is_text_column(s):
-            return [f"{where}: expected text, got dtype {s.dtype}"], s
+            return [_wrong_type(where, "text", s, lambda v: isinstance(v, str))], s
         out = s.astype("string") if not isinstance(s.dtype, pd.CategoricalDtype) else s
         out = out.astype(object).where(~null, None)
         blank = ~null & (s.astype(object).where(~null, "x").astype(str).str.strip() == "")
@@ -254,7 +278,7 @@ def _check_column(spec: ColumnSpec, s: pd.Series) -> tuple[list[str], pd.Series]
             if pd.api.types.is_object_dtype(s.dtype) and s.dropna().map(type).eq(bool).all():
                 pass
             else:
-                return [f"{where}: expected true/false, got dtype {s.dtype}"], s
+                return [_wrong_type(where, "true/false", s, lambda v: isinstance(v, bool))], s
         out = s.astype("boolean") if spec.nullable else s
         if not spec.nullable and not null.any():
             out = s.astype(bool)
@@ -265,18 +289,28 @@ def _check_column(spec: ColumnSpec, s: pd.Series) -> tuple[list[str], pd.Series]
                 if frac.any():
                     return [f"{where}: expected whole numbers, got fractions at "
                             f"{_rows_text(s.index[frac], s[frac])}"], s
+                huge = ~null & (s.abs() >= 2.0**63)
+                if huge.any():  # whole, but no 64-bit integer can hold it: no cast, no crash
+                    return [f"{where}: must be {spec.rule_text()}, broken at "
+                            f"{_rows_text(s.index[huge], s[huge])}"], s
                 if not spec.nullable and null.any():
                     pass  # reported below as missing values
                 else:
                     s = s.astype("Int64")
             else:
-                return [f"{where}: expected whole numbers, got dtype {s.dtype}"], s
+                return [_wrong_type(where, "whole numbers", s, _is_int_value)], s
+        if pd.api.types.is_unsigned_integer_dtype(s.dtype):
+            huge = ~null & (s.astype(np.float64) >= 2.0**63)
+            if huge.any():  # a uint64 this large would wrap round to a negative int64
+                return [f"{where}: must be {spec.rule_text()}, broken at "
+                        f"{_rows_text(s.index[huge], s[huge])}"], s
         out = s.astype("Int64") if spec.nullable else s
         if not spec.nullable and not null.any():
             out = s.astype(np.int64)
     else:  # float
-        if pd.api.types.is_bool_dtype(s.dtype) or not pd.api.types.is_numeric_dtype(s.dtype):
-            return [f"{where}: expected numbers, got dtype {s.dtype}"], s
+        if (pd.api.types.is_bool_dtype(s.dtype) or not pd.api.types.is_numeric_dtype(s.dtype)
+                or pd.api.types.is_complex_dtype(s.dtype)):
+            return [_wrong_type(where, "numbers", s, _is_real_value)], s
         out = s.astype(np.float64)
         inf = np.isinf(out.to_numpy(dtype=np.float64, na_value=np.nan))
         if inf.any():

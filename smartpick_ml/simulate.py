@@ -95,6 +95,7 @@ class MarketOutcome:
     program_cutoff: np.ndarray
     invite_threshold: np.ndarray
     program_filled: np.ndarray
+    attend_ratio: np.ndarray  # per applicant: interviews attended / invitations received
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -408,12 +409,27 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
     invited[cand_idx[keep]] = True
     invite_threshold = np.maximum(thr, 0.0)
     taste = m.applicant_util_obs + m.applicant_taste_sd * rng.standard_normal(n_pairs)
-    # applicants attend at most `max_interviews`, their favourites first
+    # applicants attend at most `max_interviews`, their favourites first ...
     inv_idx = np.flatnonzero(invited)
     keep_a, _ = _top_k_within_groups(m.pair_applicant[inv_idx], taste[inv_idx],
                                      np.full(m.n_applicants, m.max_interviews))
     interviewed = np.zeros(n_pairs, bool)
     interviewed[inv_idx[keep_a]] = True
+    # ... and programs fill declined slots from their waitlist (the next best by invitation
+    # utility), which moves interviews from applicants who hoard them to those who have few
+    declines = np.bincount(m.pair_program[inv_idx[~keep_a]], minlength=m.n_programs)
+    if declines.any():
+        rest = np.flatnonzero(~invited & np.isfinite(m.invite_offset)
+                              & (declines[m.pair_program] > 0))
+        keep_w, thr_w = _top_k_within_groups(m.pair_program[rest], invite_u[rest], declines)
+        wait_idx = rest[keep_w]
+        refilled = np.bincount(m.pair_program[wait_idx], minlength=m.n_programs) > 0
+        invite_threshold = np.where(refilled, thr_w, invite_threshold)
+        invited[wait_idx] = True
+        room = m.max_interviews - np.bincount(m.pair_applicant[interviewed],
+                                              minlength=m.n_applicants)
+        keep_r, _ = _top_k_within_groups(m.pair_applicant[wait_idx], taste[wait_idx], room)
+        interviewed[wait_idx[keep_r]] = True
     score = (m.score_obs + m.score_latent_weight * z[m.pair_applicant]
              + m.score_noise_sd * rng.standard_normal(n_pairs))
     idx = np.flatnonzero(interviewed)
@@ -428,7 +444,10 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
     matched[idx] = result.pair_matched
     cutoff = result.program_cutoff
     would_take = interviewed & (score >= cutoff[m.pair_program])
-    return MarketOutcome(interviewed=interviewed, rank_position=rank, program_score=score,
+    n_inv = np.bincount(m.pair_applicant[invited], minlength=m.n_applicants)
+    n_att = np.bincount(m.pair_applicant[interviewed], minlength=m.n_applicants)
+    attend_ratio = np.where(n_inv > 0, n_att / np.maximum(n_inv, 1), 1.0)
+    return MarketOutcome(attend_ratio=attend_ratio, interviewed=interviewed, rank_position=rank, program_score=score,
                          matched=matched, would_take=would_take, program_cutoff=cutoff,
                          invite_threshold=invite_threshold, program_filled=result.program_filled)
 
@@ -469,7 +488,8 @@ _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
 
 
 def analytic_take_probability(inputs: MarketInputs, pairs: np.ndarray,
-                              invite_threshold: np.ndarray, cutoff: np.ndarray) -> np.ndarray:
+                              invite_threshold: np.ndarray, cutoff: np.ndarray,
+                              attend_ratio: np.ndarray | None = None) -> np.ndarray:
     """P(program would take applicant) for ``pairs`` given one draw's program thresholds,
     integrating the applicant's own latent quality, invitation draw and ranking noise exactly."""
     m = inputs
@@ -479,10 +499,17 @@ def analytic_take_probability(inputs: MarketInputs, pairs: np.ndarray,
     s = m.score_obs[pairs]
     q = np.zeros(len(pairs))
     for node, weight in zip(_GH_NODES, _GH_WEIGHTS):
-        p_inv = expit(off + m.invite_latent_weight * node - tau)
+        # off = -inf: never invited (visa rule, rate 0), whatever the program's threshold
+        p_inv = np.where(np.isneginf(off), 0.0,
+                         expit(np.nan_to_num(off + m.invite_latent_weight * node - tau,
+                                             nan=0.0, posinf=50.0, neginf=-50.0)))
         p_rank = np.where(np.isneginf(c), 1.0,
                           norm.cdf((s + m.score_latent_weight * node - c) / m.score_noise_sd))
         q += weight * p_inv * p_rank
+    if attend_ratio is not None:
+        # applicants attend at most max_interviews: scale by the applicant's attendance share in
+        # this draw (an approximation: it does not vary with the applicant's own latent quality)
+        q *= attend_ratio[m.pair_applicant[pairs]]
     return q
 
 
@@ -507,7 +534,7 @@ def oracle_q(inputs: MarketInputs, pairs: np.ndarray, replicates: int, seed: int
     for r in range(replicates):
         out = run_market(inputs, rng)
         draws[r] = analytic_take_probability(inputs, pairs, out.invite_threshold,
-                                             out.program_cutoff)
+                                             out.program_cutoff, out.attend_ratio)
         if progress:
             progress(r + 1)
     q = draws.mean(axis=0)
