@@ -105,8 +105,9 @@ def parse_csv_table(path: str | os.PathLike[str], schema: TableSchema | str) -> 
         if spec.kind == "bool":
             low = text.str.lower()
             ok = blank | low.isin(_TRUE | _FALSE)
-            out[col] = pd.array([None if b else (v in _TRUE) for v, b in zip(low, blank, strict=True)],
-                                dtype="boolean")
+            out[col] = pd.array(
+                [None if b else (v in _TRUE) for v, b in zip(low, blank, strict=True)],
+                dtype="boolean")
         else:
             num = pd.to_numeric(text, errors="coerce")
             ok = blank | num.notna()

@@ -1,8 +1,8 @@
 """Published reference figures the package needs on a bare clone, each with its source.
 
-These are public aggregate figures (not the MIT-licensed catalog in ``../shared/data/``), embedded so
-that the synthetic default runs without ``../shared``. ``tests/test_reference.py`` checks them against
-the copies in ``../shared/reference/`` whenever that folder is present.
+These are public aggregate figures (not the MIT-licensed catalog in ``../shared/data/``), embedded
+so that the synthetic default runs without ``../shared``. ``tests/test_reference.py`` checks them
+against the copies in ``../shared/reference/`` whenever that folder is present.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ SPECIALTIES: tuple[Specialty, ...] = (
     Specialty("Emergency Medicine", "EM", "Emergency Medicine", "Emergency Medicine", 3198, "none"),
     Specialty("Family Medicine", "FM", "Family Medicine", "Family Medicine", 5491, "single"),
     Specialty("General Surgery", "GS", "General Surgery", "Surgery-General", 1807, "none"),
-    Specialty("Internal Medicine-Pediatrics", "MPED", "IM Peds", "Internal Medicine/Pediatrics", 404,
-              "none"),
+    Specialty("Internal Medicine-Pediatrics", "MPED", "IM Peds", "Internal Medicine/Pediatrics",
+              404, "none"),
     Specialty("Internal Medicine", "IM", "Internal Medicine", "Internal Medicine", 11632, "none"),
     Specialty("Interventional Radiology", "IR", "Interventional Radiology",
               "Interventional Radiology (Integrated)", 245, "gold_silver"),
@@ -114,8 +114,8 @@ REGIONS: tuple[str, ...] = tuple(dict.fromkeys(STATE_REGION.values()))
 #: The five programs the product brief names (../shared/seed/), as the catalog spells them, with
 #: the specialty used when the synthetic catalog has to create them.
 SEED_PROGRAMS: tuple[tuple[str, str, str, str], ...] = (
-    ("University of Southern California/Los Angeles General Medical Center (USC/LA General) Program",
-     "Los Angeles", "CA", "Internal Medicine"),
+    ("University of Southern California/Los Angeles General Medical Center (USC/LA General) "
+     "Program", "Los Angeles", "CA", "Internal Medicine"),
     ("Brooklyn Hospital Center Program", "Brooklyn", "NY", "Internal Medicine"),
     ("NYU Grossman School of Medicine Program", "New York", "NY", "Internal Medicine"),
     ("Cleveland Clinic Foundation Program", "Cleveland", "OH", "Internal Medicine"),
