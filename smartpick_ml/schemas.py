@@ -230,7 +230,8 @@ def _is_text_column(s: pd.Series) -> bool:
     if pd.api.types.is_string_dtype(s.dtype) and not pd.api.types.is_object_dtype(s.dtype):
         return True
     if isinstance(s.dtype, pd.CategoricalDtype):
-        return pd.api.types.is_string_dtype(s.cat.categories.dtype) or len(s.cat.categories) == 0
+        # object categories may hold anything (bytes, numbers): look at the values themselves
+        return bool(pd.Series(s.cat.categories, dtype=object).map(type).eq(str).all())
     if pd.api.types.is_object_dtype(s.dtype):
         nonnull = s.dropna()
         return bool(nonnull.map(type).eq(str).all())

@@ -4,6 +4,7 @@ column, rule and offending rows; nothing but DataValidationError ever escapes ``
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -182,7 +183,8 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.DataFrame], list[s
         ["column 'rate_us_do'", "infinite values at rows 1"]),
     "unknown applicant_type": (
         "applicants", _set("applicant_type", 2, "us_citizen"),
-        ["column 'applicant_type'", "must be one of {us_md_senior", "rows 2 (values 'us_citizen')"]),
+        ["column 'applicant_type'", "must be one of {us_md_senior",
+         "rows 2 (values 'us_citizen')"]),
     "unknown state": (
         "programs", _set("state", 0, "ZZ"),
         ["column 'state'", "must be one of", "rows 0 (values 'ZZ')"]),
@@ -276,6 +278,18 @@ def test_huge_and_unsigned_values_do_not_crash(applicants_frame):
     assert validate(ok, APPLICANTS)["step2_ck"].dtype == np.int64
 
 
+@pytest.mark.parametrize("values", [["none", b"\xff", "gold"], ["none", 3, "gold"]])
+def test_categorical_with_non_text_categories_is_not_text(applications_frame, values):
+    df = applications_frame.iloc[:3].assign(signal=pd.Series(values, dtype="category"))
+    msg = _error(df, "applications")
+    assert "column 'signal': expected text, got dtype category at rows 1" in msg
+
+
+def test_categorical_text_is_accepted(applications_frame):
+    df = applications_frame.assign(signal=applications_frame["signal"].astype("category"))
+    assert validate(df, APPLICATIONS)["signal"].tolist() == df["signal"].tolist()
+
+
 def test_complex_rates_are_rejected_not_truncated(programs_frame):
     df = programs_frame.assign(rate_us_md=np.array([0.3 + 0.5j, 0.1, 0.2]))
     msg = _error(df, "programs")
@@ -355,7 +369,9 @@ def _series(draw, values: list) -> pd.Series:
     dtype = draw(st.sampled_from([None] * 6 + _DTYPES))
     for attempt in (dtype, None, object):  # fall back when the values cannot take that dtype
         try:
-            return pd.Series(values, dtype=attempt) if attempt is not None else pd.Series(values)
+            with warnings.catch_warnings():  # casting junk warns; the test is not about that
+                warnings.simplefilter("ignore")
+                return pd.Series(values, dtype=attempt)
         except Exception:
             continue
     raise AssertionError("unreachable: any values fit an object Series")
