@@ -28,6 +28,8 @@ class TypeParams(_Strict):
     applications_sd_log: float = Field(ge=0)
     rank_bias: float
     specialty_choice_power: float
+    target_rate_weight: float
+    target_prestige_weight: float
     years_since_graduation_mean: float = Field(ge=0)
     needs_visa_share: float = Field(ge=0, le=1)
     usce_none_share: float = Field(ge=0, le=1)
@@ -49,15 +51,14 @@ class SimulationParams(_Strict):
     interview_strength_weight: float
     interviews_per_position: float = Field(gt=0)
     max_interviews_per_applicant: int = Field(gt=0)
-    target_rate_weight: float
     target_home_state_weight: float
     target_region_weight: float
-    target_prestige_weight: float
     applicant_taste_sd: float = Field(ge=0)
     applicant_prestige_weight: float
     applicant_home_weight: float
     program_home_state_bonus: float
     application_growth_per_season: float
+    applications_strength_elasticity: float = Field(ge=0)
     applications_reference_season: int
     signals: dict[str, dict[str, int]]
     positions_reference_season: int

@@ -234,6 +234,12 @@ def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
     growth = (1 + params.application_growth_per_season) ** (season - params.applications_reference_season)
     prog_state = programs["state"].to_numpy(dtype=object)
     prog_region = programs["region"].to_numpy(dtype=object)
+    target_rate = np.array([params.types[x].target_rate_weight for x in APPLICANT_TYPES])
+    strength = _observed_strength(applicants, params)
+    by_type = pd.Series(strength).groupby(type_idx)
+    strength_z = ((strength - by_type.transform("mean").to_numpy())
+                  / by_type.transform("std").fillna(1.0).replace(0, 1.0).to_numpy())
+    target_prestige = np.array([params.types[x].target_prestige_weight for x in APPLICANT_TYPES])
     out_app, out_prog, out_signal = [], [], []
     for specialty, app_idx in applicants.groupby("preferred_specialty").indices.items():
         prog_idx = np.flatnonzero((programs["specialty"].to_numpy() == specialty) & (positions > 0))
@@ -243,7 +249,8 @@ def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
         for start in range(0, len(app_idx), CHUNK):
             a = app_idx[start:start + CHUNK]
             t = type_idx[a]
-            senior = (t <= 1)[:, None]
+            tilt = target_rate[t][:, None]
+            prestige_pull = target_prestige[t][:, None]
             same_state = home[a][:, None] == prog_state[prog_idx][None, :]
             same_region = home_region[a][:, None] == prog_region[prog_idx][None, :]
             # A program's share of applications is set by its published rates: interviews per
@@ -252,18 +259,19 @@ def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
             # then tilts toward programs that interview its type more than average.
             mix = mixed_rate[prog_idx][None, :]
             w = (np.log(positions[prog_idx])[None, :] - np.log(mix)
-                 + params.target_rate_weight
-                 * (_stable_logit(rates[prog_idx][:, t].T) - _stable_logit(mix))
+                 + tilt * (_stable_logit(rates[prog_idx][:, t].T) - _stable_logit(mix))
                  + params.target_home_state_weight * same_state
                  + params.target_region_weight * same_region
-                 + params.target_prestige_weight * senior * prestige[prog_idx][None, :])
+                 + prestige_pull * prestige[prog_idx][None, :])
             visa_blocked = applicants["needs_visa"].to_numpy()[a][:, None] & ~sponsors[prog_idx][None, :]
             w = w - 6.0 * visa_blocked  # a few still apply where they cannot be taken
             w = w + rng.gumbel(size=w.shape)  # Gumbel-top-k = weighted sampling w/o replacement
             mean_apps = np.array([params.types[APPLICANT_TYPES[i]].applications_mean for i in t])
             sd_log = np.array([params.types[APPLICANT_TYPES[i]].applications_sd_log for i in t])
-            n_apps = np.rint(mean_apps * growth * np.exp(sd_log * rng.standard_normal(len(a))
-                                                         - sd_log**2 / 2))
+            # weaker applicants apply more widely (in SD units of their type's strength)
+            breadth = np.exp(-params.applications_strength_elasticity * strength_z[a])
+            n_apps = np.rint(mean_apps * growth * breadth
+                             * np.exp(sd_log * rng.standard_normal(len(a)) - sd_log**2 / 2))
             n_apps = np.clip(n_apps, 1, len(prog_idx)).astype(np.int64)
             order = np.argsort(-w, axis=1, kind="stable")
             take = np.arange(len(prog_idx))[None, :] < n_apps[:, None]
