@@ -173,6 +173,56 @@ def run(config: Path) -> None:
 
 
 @main.command()
+@click.option("--season", type=int, required=True, help="Season to score, e.g. 2025.")
+@click.option("--replicates", type=int, default=None,
+              help="Re-drawn seasons (default: oracle_replicates in the config).")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path(DEFAULT_SIMULATE_CONFIG), show_default=True,
+              help="The simulation config the season was made with.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("data/raw"), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Default: data/processed/oracle_<season>.parquet")
+def oracle(season: int, replicates: int | None, config: Path, data_dir: Path,
+           out: Path | None) -> None:
+    """The true q(a, p) for every application of a simulated season, and its error bound.
+
+    \b
+    Re-draws every unobserved quantity R times with the applications fixed; prints the oracle's
+    Brier and log-loss (the floor for any model) and how much its own Monte-Carlo noise can move
+    them. Example:
+      smartpick oracle --season 2025 --replicates 20
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from smartpick_ml.config import load_simulate_config
+    from smartpick_ml.io import read_table, write_parquet_atomic
+    from smartpick_ml.oracle import oracle_error_bound, oracle_for_season
+
+    cfg = load_simulate_config(config)
+    r = replicates or cfg.oracle_replicates
+    tables = {n: read_table(data_dir / f"{n}.parquet", n)
+              for n in ("applicants", "programs", "applications")}
+    outcomes = pd.read_parquet(data_dir / "program_outcomes.parquet")
+    with tqdm(total=r, desc="oracle", unit="season", file=sys.stderr, disable=None) as bar:
+        result = oracle_for_season(tables["applicants"], tables["programs"],
+                                   tables["applications"], outcomes, season, cfg.params, r,
+                                   cfg.seed, progress=lambda i: bar.update(1))
+    out = out or Path("data/processed") / f"oracle_{season}.parquet"
+    write_parquet_atomic(result, out)
+    ap = tables["applications"]
+    y = ap.loc[ap["season"] == season, "would_take"].to_numpy(dtype=float)
+    s = oracle_error_bound(y, result["oracle_q"].to_numpy(), result["oracle_se"].to_numpy(), r)
+    click.echo(f"oracle on season {season} ({len(result):,} applications, R = {r}):")
+    click.echo(f"  Brier    {s.brier:.5f}  (own Monte-Carlo error <= {s.brier_mc_error:.2e}, "
+               f"{100 * s.brier_relative_error:.2f} % of the score)")
+    click.echo(f"  log-loss {s.log_loss:.5f}  (own Monte-Carlo error <= {s.log_loss_mc_error:.2e}, "
+               f"{100 * s.log_loss_relative_error:.2f} % of the score)")
+    click.echo(f"  -> {out}")
+
+
+@main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the Markdown to this file instead of printing it.")
 def schemas(out: Path | None) -> None:

@@ -190,3 +190,33 @@ def test_interrupted_run_leaves_previous_tables(tmp_path, programs, monkeypatch)
     assert not [n for n in after if n.startswith(io_mod.TMP_PREFIX)]
     assert after["applications.parquet"] == before["applications.parquet"]
     assert paths["applicants"].exists()
+
+
+def test_oracle_error_bound_shrinks_with_replicates(season, programs, params):
+    from smartpick_ml.oracle import oracle_error_bound, oracle_for_season
+
+    y = season.applications["would_take"].to_numpy()
+    scores = {}
+    for r in (3, 12):
+        res = oracle_for_season(season.applicants, programs, season.applications,
+                                season.program_outcomes, 2025, params, r, seed=4)
+        scores[r] = oracle_error_bound(y, res["oracle_q"].to_numpy(),
+                                       res["oracle_se"].to_numpy(), r)
+    assert scores[12].brier_mc_error < scores[3].brier_mc_error
+    assert 0 < scores[12].brier_relative_error < 0.05
+    # both estimates score nearly the same: the noise is small next to the score
+    assert abs(scores[12].brier - scores[3].brier) < 0.05 * scores[12].brier
+
+
+def test_oracle_error_bound_matches_simulated_noise():
+    from smartpick_ml.oracle import oracle_error_bound
+
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0.05, 0.95, 200_000)
+    y = (rng.random(q.size) < q).astype(float)
+    se = np.full(q.size, 0.02)
+    noisy = np.clip(q + rng.normal(0, 0.02, q.size), 0.001, 0.999)
+    exact = oracle_error_bound(y, q, se, 10)
+    measured = np.mean((noisy - y) ** 2) - exact.brier
+    assert exact.brier_mc_error == pytest.approx(4e-4)
+    assert measured == pytest.approx(exact.brier_mc_error, rel=0.25)
