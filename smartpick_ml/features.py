@@ -1,0 +1,206 @@
+"""Stage 3 — features for q(a, p), one transformer shared by training and inference.
+
+Input is a *pairs frame*: one row per applicant × program, with the applicant's fields, the
+program's fields and the preference signal (:data:`PAIR_INPUT_COLUMNS`; :func:`build_pairs` joins
+the three tables into it). Everything in it is known when applications are sent: no interview,
+rank or match column ever enters. :class:`PairFeatures` turns it into model features, following the
+scikit-learn estimator API so the same object runs in training, in a saved model and in a service.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from smartpick_ml.errors import DataValidationError
+from smartpick_ml.reference import APPLICANT_TYPES, SPECIALTY_NAMES, STATE_REGION
+
+APPLICANT_INPUTS: tuple[str, ...] = (
+    "applicant_type", "step2_ck", "graduation_year", "season", "usce_months", "publications",
+    "needs_visa", "home_state")
+PROGRAM_INPUTS: tuple[str, ...] = (
+    "program_id", "specialty", "state", "positions", "program_type", "rate_us_md", "rate_us_do",
+    "rate_us_img", "rate_non_us_img", "rate_in_state", "rate_out_of_state", "rate_signal",
+    "rate_gold_signal", "rate_silver_signal", "rate_no_signal", "sponsors_j1", "sponsors_h1b",
+    "img_share", "img_mentorship", "img_orientation")
+PAIR_INPUTS: tuple[str, ...] = ("signal",)
+#: The columns a model takes, in order: what a service sends for each applicant × program pair.
+PAIR_INPUT_COLUMNS: tuple[str, ...] = APPLICANT_INPUTS + PROGRAM_INPUTS + PAIR_INPUTS
+
+RATE_BY_TYPE = {"us_md_senior": "rate_us_md", "us_do_senior": "rate_us_do",
+                "us_img": "rate_us_img", "non_us_img": "rate_non_us_img"}
+SIGNAL_CODES = {"none": 0, "signal": 1, "silver": 2, "gold": 3}
+SIGNAL_RATE_COLUMN = {"signal": "rate_signal", "silver": "rate_silver_signal",
+                      "gold": "rate_gold_signal"}
+CATEGORICAL_FEATURES: tuple[str, ...] = ("applicant_type", "specialty")
+#: Features whose effect on q must not be negative (monotonic constraints).
+INCREASING_FEATURES: tuple[str, ...] = ("step2_ck", "step2_vs_program")
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "applicant_type", "specialty", "step2_ck", "step2_vs_program", "years_since_graduation",
+    "usce_months", "publications", "needs_visa", "visa_sponsorship", "same_state", "same_region",
+    "positions", "university", "rate_own_type", "logit_rate_own_type", "rate_us_md",
+    "rate_non_us_img", "rate_img_vs_md", "rate_in_state", "rate_out_of_state", "img_share",
+    "img_mentorship", "img_orientation", "signal", "rate_own_signal", "rate_no_signal")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 0.005, 0.995)
+    return np.log(p / (1 - p))
+
+
+def _bool(frame: pd.DataFrame, col: str, default: float = np.nan) -> np.ndarray:
+    if col not in frame:
+        return np.full(len(frame), default)
+    return pd.to_numeric(frame[col].astype("boolean").astype("Float64"), errors="coerce"
+                         ).to_numpy(dtype=float, na_value=np.nan)
+
+
+def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def check_pair_inputs(pairs: pd.DataFrame) -> None:
+    """Fail with a clear message when a pairs frame lacks the columns a model needs."""
+    if not isinstance(pairs, pd.DataFrame):
+        raise DataValidationError("pairs", [f"expected a pandas DataFrame, got "
+                                            f"{type(pairs).__name__}"])
+    required = ("applicant_type", "step2_ck", "graduation_year", "season", "specialty",
+                "program_id")
+    missing = [c for c in required if c not in pairs.columns]
+    if missing:
+        raise DataValidationError("pairs", [f"missing required column(s): {', '.join(missing)}"])
+    bad_type = ~pairs["applicant_type"].isin(APPLICANT_TYPES)
+    if bad_type.any():
+        raise DataValidationError("pairs", [
+            f"column 'applicant_type': must be one of {list(APPLICANT_TYPES)}, got "
+            f"{pairs.loc[bad_type, 'applicant_type'].head(3).tolist()}"])
+    bad_spec = ~pairs["specialty"].isin(SPECIALTY_NAMES)
+    if bad_spec.any():
+        raise DataValidationError("pairs", [
+            f"column 'specialty': unknown specialty "
+            f"{pairs.loc[bad_spec, 'specialty'].head(3).tolist()}"])
+
+
+def visa_blocked(pairs: pd.DataFrame) -> np.ndarray:
+    """Pairs where the applicant needs a visa and the program sponsors none: a hard rule, q = 0."""
+    needs = _bool(pairs, "needs_visa", 0.0) == 1.0
+    j1 = _bool(pairs, "sponsors_j1", 1.0)
+    h1b = _bool(pairs, "sponsors_h1b", 0.0)
+    # unknown sponsorship is not treated as a refusal
+    sponsors = (np.nan_to_num(j1, nan=1.0) == 1.0) | (np.nan_to_num(h1b, nan=0.0) == 1.0)
+    return needs & ~sponsors
+
+
+class PairFeatures(TransformerMixin, BaseEstimator):
+    """Pairs frame -> model features (pandas out, stable column names and dtypes).
+
+    ``fit`` learns one thing from the training pairs: each program's typical Step 2 CK among the
+    applicants it interviewed (history a program's applicants can know), with the specialty's as
+    the fallback for programs it has not seen. Pass ``interviewed`` to ``fit``.
+    """
+
+    def __init__(self, min_interviewees: int = 5):
+        self.min_interviewees = min_interviewees
+
+    def fit(self, pairs: pd.DataFrame, y: object = None,
+            interviewed: np.ndarray | None = None) -> PairFeatures:
+        check_pair_inputs(pairs)
+        mask = np.ones(len(pairs), bool) if interviewed is None else np.asarray(interviewed, bool)
+        seen = pairs.loc[mask, ["program_id", "specialty", "step2_ck"]]
+        by_program = seen.groupby("program_id")["step2_ck"].agg(["mean", "size"])
+        by_program = by_program[by_program["size"] >= self.min_interviewees]
+        self.program_step2_ = by_program["mean"].astype(float).to_dict()
+        self.specialty_step2_ = seen.groupby("specialty")["step2_ck"].mean().astype(float
+                                                                                  ).to_dict()
+        self.overall_step2_ = float(seen["step2_ck"].mean()) if len(seen) else 245.0
+        self.feature_names_out_ = list(FEATURE_NAMES)
+        return self
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return np.asarray(FEATURE_NAMES, dtype=object)
+
+    def transform(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        check_pair_inputs(pairs)
+        n = len(pairs)
+        t = pairs["applicant_type"].to_numpy(dtype=object)
+        rates = {c: _num(pairs, c) for c in RATE_BY_TYPE.values()}
+        own = np.full(n, np.nan)
+        for typ, col in RATE_BY_TYPE.items():
+            sel = t == typ
+            own[sel] = rates[col][sel]
+        step2 = _num(pairs, "step2_ck")
+        typical = pairs["program_id"].map(self.program_step2_).to_numpy(dtype=float,
+                                                                        na_value=np.nan)
+        fallback = pairs["specialty"].map(self.specialty_step2_).to_numpy(dtype=float,
+                                                                           na_value=np.nan)
+        typical = np.where(np.isnan(typical), fallback, typical)
+        typical = np.where(np.isnan(typical), self.overall_step2_, typical)
+        home = pairs["home_state"].to_numpy(dtype=object) if "home_state" in pairs else \
+            np.full(n, None, dtype=object)
+        state = pairs["state"].to_numpy(dtype=object) if "state" in pairs else \
+            np.full(n, None, dtype=object)
+        home_region = pd.Series(home).map(STATE_REGION).to_numpy(dtype=object)
+        prog_region = pd.Series(state).map(STATE_REGION).to_numpy(dtype=object)
+        signal = pairs["signal"].fillna("none").to_numpy(dtype=object) if "signal" in pairs \
+            else np.full(n, "none", dtype=object)
+        own_signal_rate = np.full(n, np.nan)
+        for kind, col in SIGNAL_RATE_COLUMN.items():
+            sel = signal == kind
+            own_signal_rate[sel] = _num(pairs, col)[sel]
+        needs = _bool(pairs, "needs_visa", 0.0)
+        j1 = _bool(pairs, "sponsors_j1")
+        h1b = _bool(pairs, "sponsors_h1b")
+        sponsorship = np.where(np.isnan(j1) & np.isnan(h1b), np.nan,
+                               np.nan_to_num(j1) + 2 * np.nan_to_num(h1b))
+        out = pd.DataFrame({
+            "applicant_type": pd.Categorical(t, categories=APPLICANT_TYPES),
+            "specialty": pd.Categorical(pairs["specialty"].to_numpy(dtype=object),
+                                        categories=SPECIALTY_NAMES),
+            "step2_ck": step2,
+            "step2_vs_program": step2 - typical,
+            "years_since_graduation": _num(pairs, "season") - _num(pairs, "graduation_year"),
+            "usce_months": _num(pairs, "usce_months"),
+            "publications": _num(pairs, "publications"),
+            "needs_visa": needs,
+            "visa_sponsorship": sponsorship,
+            "same_state": (home == state).astype(float),
+            "same_region": ((home_region == prog_region) & pd.notna(home_region)).astype(float),
+            "positions": _num(pairs, "positions"),
+            "university": (pairs["program_type"].to_numpy(dtype=object) == "university"
+                           ).astype(float) if "program_type" in pairs else np.full(n, np.nan),
+            "rate_own_type": own,
+            "logit_rate_own_type": np.where(np.isnan(own), np.nan, _logit(own)),
+            "rate_us_md": rates["rate_us_md"],
+            "rate_non_us_img": rates["rate_non_us_img"],
+            "rate_img_vs_md": _logit(rates["rate_non_us_img"]) - _logit(rates["rate_us_md"]),
+            "rate_in_state": _num(pairs, "rate_in_state"),
+            "rate_out_of_state": _num(pairs, "rate_out_of_state"),
+            "img_share": _num(pairs, "img_share"),
+            "img_mentorship": _bool(pairs, "img_mentorship"),
+            "img_orientation": _bool(pairs, "img_orientation"),
+            "signal": pd.Series(signal).map(SIGNAL_CODES).fillna(0).to_numpy(dtype=float),
+            "rate_own_signal": own_signal_rate,
+            "rate_no_signal": _num(pairs, "rate_no_signal"),
+        }, index=pairs.index)
+        return out[list(FEATURE_NAMES)]
+
+
+def build_pairs(applications: pd.DataFrame, applicants: pd.DataFrame,
+                programs: pd.DataFrame) -> pd.DataFrame:
+    """Join applications with applicant and program fields: the pairs frame, in the order of
+    ``applications``, plus its outcome columns (kept for labels; never model inputs)."""
+    a_cols = ["applicant_id", *APPLICANT_INPUTS]
+    p_cols = [c for c in PROGRAM_INPUTS if c in programs.columns]
+    out = applications.merge(applicants[a_cols], on=["applicant_id", "season"], how="left",
+                             validate="many_to_one")
+    out = out.merge(programs[p_cols], on="program_id", how="left", validate="many_to_one")
+    missing = out["applicant_type"].isna() | out["specialty"].isna()
+    if missing.any():
+        raise DataValidationError("applications", [
+            f"{int(missing.sum())} application(s) reference an applicant or program that is not "
+            f"in the tables (first rows {list(np.flatnonzero(missing)[:5])})"])
+    return out

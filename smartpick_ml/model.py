@@ -1,0 +1,134 @@
+"""The match model: features -> gradient boosting -> calibration -> eligibility rule.
+
+:class:`MatchModel` follows the scikit-learn estimator API (``__init__`` stores parameters, ``fit``
+returns ``self``, learned state ends in ``_``), takes a pairs frame (see ``features``) and returns
+``predict_proba`` columns [P(not take), P(take)].
+
+- **Early stopping** uses a held-out set grouped by applicant that the caller passes in: the
+  estimator's built-in early stopping splits rows at random, which leaks an applicant's other rows.
+- **Calibration** (isotonic, sigmoid or none) is chosen on the held-out set by cross-fitting: each
+  method is fitted on one half of its applicants and scored on the other.
+- **Monotone** in Step 2 CK by construction (a higher score never lowers q, all else equal).
+- **Eligibility** is a hard rule, not a feature: a visa-needing applicant gets q = 0 at a program
+  that sponsors no visa.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+from smartpick_ml.features import INCREASING_FEATURES, PairFeatures, visa_blocked
+
+PROB_FLOOR = 1e-5
+CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+class _Calibrator:
+    """A monotone map from raw to calibrated probability."""
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def fit(self, p: np.ndarray, y: np.ndarray) -> _Calibrator:
+        if self.method == "isotonic":
+            self.iso_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+        elif self.method == "sigmoid":
+            z = np.log(np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR) /
+                       (1 - np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)))
+            self.lr_ = LogisticRegression(C=1e6).fit(z.reshape(-1, 1), y)
+        return self
+
+    def transform(self, p: np.ndarray) -> np.ndarray:
+        if self.method == "isotonic":
+            return self.iso_.predict(p)
+        if self.method == "sigmoid":
+            z = np.log(np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR) /
+                       (1 - np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)))
+            return self.lr_.predict_proba(z.reshape(-1, 1))[:, 1]
+        return p
+
+
+class MatchModel(ClassifierMixin, BaseEstimator):
+    """Calibrated gradient-boosted model of q(a, p) on a pairs frame."""
+
+    def __init__(self, learning_rate: float = 0.1, max_iter: int = 400, max_leaf_nodes: int = 31,
+                 min_samples_leaf: int = 100, l2_regularization: float = 1.0,
+                 n_iter_no_change: int = 20, calibration: str = "auto",
+                 random_state: int = 0):
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.n_iter_no_change = n_iter_no_change
+        self.calibration = calibration
+        self.random_state = random_state
+
+    def fit(self, pairs: pd.DataFrame, y: np.ndarray, *, holdout_pairs: pd.DataFrame,
+            holdout_y: np.ndarray, holdout_groups: np.ndarray,
+            interviewed: np.ndarray | None = None) -> MatchModel:
+        """Fit on ``pairs``; early-stop and choose calibration on the applicant-grouped hold-out."""
+        y = np.asarray(y, dtype=np.int64)
+        holdout_y = np.asarray(holdout_y, dtype=np.int64)
+        self.features_ = PairFeatures().fit(pairs, interviewed=interviewed)
+        X = self.features_.transform(pairs)
+        # two halves of the hold-out by applicant: one stops the boosting, one calibrates
+        groups = pd.Series(holdout_groups).astype(str)
+        codes = pd.util.hash_pandas_object(groups, index=False).to_numpy() % 2
+        es, cal = codes == 0, codes == 1
+        Xh = self.features_.transform(holdout_pairs)
+        self.booster_ = HistGradientBoostingClassifier(
+            learning_rate=self.learning_rate, max_iter=self.max_iter,
+            max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization, categorical_features="from_dtype",
+            monotonic_cst={f: 1 for f in INCREASING_FEATURES}, early_stopping=True,
+            n_iter_no_change=self.n_iter_no_change, random_state=self.random_state)
+        self.booster_.fit(X, y, X_val=Xh[es], y_val=holdout_y[es])
+        raw_cal = self.booster_.predict_proba(Xh[cal])[:, 1]
+        self.calibration_scores_ = self._compare_calibrations(raw_cal, holdout_y[cal],
+                                                              groups[cal].to_numpy())
+        method = self.calibration
+        if method == "auto":
+            method = min(self.calibration_scores_, key=self.calibration_scores_.get)
+        self.calibration_method_ = method
+        self.calibrator_ = _Calibrator(method).fit(raw_cal, holdout_y[cal])
+        self.classes_ = np.array([0, 1])
+        self.n_iter_ = int(self.booster_.n_iter_)
+        return self
+
+    @staticmethod
+    def _compare_calibrations(p: np.ndarray, y: np.ndarray, groups: np.ndarray
+                              ) -> dict[str, float]:
+        half = pd.util.hash_pandas_object(pd.Series(groups), index=False).to_numpy() // 2 % 2
+        scores = {}
+        for method in CALIBRATION_METHODS:
+            losses = []
+            for fold in (0, 1):
+                fit_on, score_on = half == fold, half != fold
+                if len(np.unique(y[fit_on])) < 2:
+                    losses.append(_log_loss(y[score_on], p[score_on]))
+                    continue
+                c = _Calibrator(method).fit(p[fit_on], y[fit_on])
+                losses.append(_log_loss(y[score_on], c.transform(p[score_on])))
+            scores[method] = float(np.mean(losses))
+        return scores
+
+    def predict_proba(self, pairs: pd.DataFrame) -> np.ndarray:
+        X = self.features_.transform(pairs)
+        q = self.calibrator_.transform(self.booster_.predict_proba(X)[:, 1])
+        q = np.clip(q, PROB_FLOOR, 1 - PROB_FLOOR)
+        q = np.where(visa_blocked(pairs), 0.0, q)
+        return np.column_stack([1 - q, q])
+
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(pairs)[:, 1] >= 0.5).astype(np.int64)
