@@ -11,6 +11,7 @@ import click
 from smartpick_ml.errors import SmartPickError
 
 DEFAULT_SIMULATE_CONFIG = "pipelines/simulate.toml"
+DEFAULT_TRAIN_CONFIG = "pipelines/train.toml"
 
 
 def _fail(exc: Exception) -> None:
@@ -37,6 +38,8 @@ def main() -> None:
     Stages, in order (each writes what the next reads):
       catalog    import the ERAS program catalog (or build the synthetic one)
       simulate   simulate Match seasons on it, decided by deferred acceptance
+      oracle     the true q for a simulated season (the floor for every model)
+      train      features -> calibrated gradient boosting -> baselines -> MLflow
       run        the main job on the embedded default (what `make run` does)
       schemas    print the data contracts (tables, columns, units, allowed values)
 
@@ -157,19 +160,81 @@ def simulate(config: Path, seasons: str | None, scale: float | None, seed: int |
       smartpick simulate --scale 0.1 --seasons 2025    # a small, quick season
     """
     _simulate(config, seasons, scale, seed, catalog_source, output_dir, report)
-    click.echo("next: inspect data/raw/simulation_report.md")
+    click.echo("next: smartpick train   # train on these seasons")
+
+
+def _train(config: Path, track: bool) -> None:
+    import logging
+
+    from tqdm import tqdm
+
+    from smartpick_ml.config import load_train_config
+    from smartpick_ml.train import default_tracking_uri, run_training
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = load_train_config(config)
+    stages = ["simulat", "loading", "building", "training gradient", "training baselines",
+              "scoring", "oracle", "permutation"]
+    with tqdm(total=len(stages), desc="train", unit="stage", file=sys.stderr,
+              disable=None) as bar:
+        def progress(msg: str) -> None:
+            bar.set_postfix_str(msg[:60])
+            if any(msg.startswith(s) for s in stages):
+                bar.update(1)
+        result = run_training(cfg, progress=progress, track=track)
+    m = result.metrics
+    click.echo("\nvalidation season " + str(cfg.data.validation_season) +
+               " — log-loss / Brier / ECE / ROC AUC (all applicants; IMGs in metrics.csv):")
+    for r in m[m["group"] == "all"].itertuples():
+        ratio = getattr(r, "log_loss_vs_reference", float("nan"))
+        extra = f"   {ratio:.3f}x oracle" if ratio == ratio else ""
+        click.echo(f"  {r.model:9s} {r.log_loss:.4f} / {r.brier:.4f} / {r.ece:.4f} / "
+                   f"{r.roc_auc:.4f}{extra}")
+    nonus = m[(m["group"] == "non_us_img") & (m["model"] == "model")]
+    if len(nonus):
+        click.echo(f"  non-US IMGs: model ECE {float(nonus['ece'].iloc[0]):.4f}")
+    click.echo(f"\n{result.champion_decision}")
+    click.echo(f"done in {result.timings['total']:.0f} s. Outputs:")
+    for name, p in result.outputs.items():
+        click.echo(f"  {name:16s} {p}")
+    if track:
+        click.echo(f"  mlflow           {default_tracking_uri(cfg)} (run {result.run_id}, "
+                   f"model version {result.model_version})")
+        click.echo("next: mlflow ui --backend-store-uri sqlite:///mlflow.db   # compare runs")
+    click.echo("      smartpick train --config pipelines/train.toml         # retrain")
 
 
 @main.command()
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path(DEFAULT_SIMULATE_CONFIG), show_default=True)
-def run(config: Path) -> None:
-    """The main job on the embedded default: catalog -> simulated seasons -> report.
+              default=Path(DEFAULT_TRAIN_CONFIG), show_default=True,
+              help="Training config (TOML): data, seasons, model settings, tracking.")
+@click.option("--track/--no-track", default=True, show_default=True,
+              help="Log to MLflow and move the champion alias (off: just save to models/).")
+def train(config: Path, track: bool) -> None:
+    """Train the match model, score it against baselines and the oracle, log it to MLflow.
 
-    Uses the real catalog from ../shared when present, otherwise the synthetic one.
+    \b
+    Simulates the default seasons first if data/raw is empty. Writes:
+      data/processed/features.parquet (+ manifest), data/processed/run/ (metrics, plots),
+      models/ (the champion, for services), mlflow.db (runs, registry: smartpick-match).
+    \b
+    Examples:
+      smartpick train                                  # pipelines/train.toml
+      MLFLOW_TRACKING_URI=sqlite:///other.db smartpick train
     """
-    _simulate(config, None, None, None, None, None, True)
-    click.echo("next: see README.md (training arrives with the training pipeline)")
+    _train(config, track)
+
+
+@main.command()
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path(DEFAULT_TRAIN_CONFIG), show_default=True)
+def run(config: Path) -> None:
+    """The main job on the embedded default (what `make run` does).
+
+    Simulates seasons 2023-2025 on the catalog (../shared when present, else synthetic) if
+    data/raw is empty, then trains, evaluates and registers the model — `smartpick train`.
+    """
+    _train(config, True)
 
 
 @main.command()

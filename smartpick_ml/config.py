@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smartpick_ml.errors import ConfigError
 from smartpick_ml.reference import APPLICANT_TYPES, SPECIALTY_NAMES
@@ -134,3 +134,67 @@ def load_simulate_config(path: str | Path, **overrides: Any) -> SimulateConfig:
     data = load_toml(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return build(SimulateConfig, data, str(path))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class TrainData(_Strict):
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed"
+    simulate: Literal["if-missing", "always", "never"] = "if-missing"
+    simulate_config: str = "pipelines/simulate.toml"
+    train_seasons: list[int] = Field(min_length=1)
+    validation_season: int
+    train_sample_fraction: float = Field(default=1.0, gt=0, le=1)
+    validation_sample_fraction: float = Field(default=1.0, gt=0, le=1)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _validation_not_in_training(self) -> TrainData:
+        if self.validation_season in self.train_seasons:
+            raise ValueError(f"validation_season {self.validation_season} is also a training "
+                             "season: validate on a season the model has not seen")
+        return self
+
+
+class TrainModel(_Strict):
+    learning_rate: float = Field(default=0.1, gt=0, le=1)
+    max_iter: int = Field(default=500, ge=1)
+    max_leaf_nodes: int = Field(default=31, ge=2)
+    min_samples_leaf: int = Field(default=100, ge=1)
+    l2_regularization: float = Field(default=1.0, ge=0)
+    n_iter_no_change: int = Field(default=20, ge=1)
+    calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
+
+
+class TrainEvaluation(_Strict):
+    oracle_replicates: int = Field(default=8, ge=2)
+    importance_rows: int = Field(default=20000, ge=100)
+    importance_repeats: int = Field(default=3, ge=1)
+    logistic_rows: int = Field(default=300000, ge=1000)
+
+
+class TrainTracking(_Strict):
+    experiment: str = "smartpick-match"
+    registered_model: str = "smartpick-match"
+    tracking_uri: str = ""
+
+
+class TrainOutput(_Strict):
+    model_dir: str = "models"
+
+
+class TrainConfig(_Strict):
+    """What ``smartpick train`` runs (``pipelines/train.toml``)."""
+
+    data: TrainData
+    model: TrainModel = TrainModel()
+    evaluation: TrainEvaluation = TrainEvaluation()
+    tracking: TrainTracking = TrainTracking()
+    output: TrainOutput = TrainOutput()
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    return build(TrainConfig, load_toml(path), str(path))

@@ -204,3 +204,28 @@ def build_pairs(applications: pd.DataFrame, applicants: pd.DataFrame,
             f"{int(missing.sum())} application(s) reference an applicant or program that is not "
             f"in the tables (first rows {list(np.flatnonzero(missing)[:5])})"])
     return out
+
+
+def synthetic_pairs(n: int = 5, seed: int = 0) -> pd.DataFrame:
+    """A few made-up applicant × program pairs with every model input: for MLflow input examples,
+    docs and smoke tests. No real applicant is ever used as an example."""
+    from smartpick_ml.catalog import synthetic_catalog
+
+    rng = np.random.default_rng(seed)
+    programs = synthetic_catalog(seed).sample(n=n, random_state=seed).reset_index(drop=True)
+    types = np.array(APPLICANT_TYPES)[np.arange(n) % len(APPLICANT_TYPES)]
+    applicants = pd.DataFrame({
+        "applicant_type": types,
+        "step2_ck": rng.integers(225, 265, n).astype(np.int64),
+        "graduation_year": np.where(np.isin(types, ["us_img", "non_us_img"]), 2022, 2025
+                                    ).astype(np.int64),
+        "season": np.int64(2025),
+        "usce_months": rng.integers(0, 12, n).astype(np.int64),
+        "publications": rng.integers(0, 6, n).astype(np.int64),
+        "needs_visa": types == "non_us_img",
+        "home_state": np.where(types == "non_us_img", None, "NY").astype(object),
+    })
+    pairs = pd.concat([applicants, programs[[c for c in PROGRAM_INPUTS if c in programs]]],
+                      axis=1)
+    pairs["signal"] = "none"
+    return pairs

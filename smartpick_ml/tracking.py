@@ -1,0 +1,131 @@
+"""MLflow tracking for training runs: params, metrics, plots, the model, the registry alias.
+
+Tracking defaults to ``sqlite:///mlflow.db`` in the working directory and honours
+``MLFLOW_TRACKING_URI``. The model is logged with the skops format (only the types in
+``persist.TRUSTED_TYPES`` are loadable), an explicit signature of ``predict_proba``'s output and a
+*synthetic* input example (never a real applicant), and registered as ``smartpick-match``. The
+``champion`` alias moves to the new version only if it beats the current champion's log-loss on the
+same validation rows; otherwise the new version becomes ``challenger``. The decision and its reason
+are logged as a tag and an artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smartpick_ml.config import TrainConfig
+from smartpick_ml.features import PAIR_INPUT_COLUMNS, synthetic_pairs
+from smartpick_ml.model import MatchModel, _log_loss
+from smartpick_ml.persist import TRUSTED_TYPES
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+#: A new model must beat the champion's log-loss by at least this relative margin to replace it.
+MIN_IMPROVEMENT = 1e-4
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = obj
+    return out
+
+
+def setup_mlflow(cfg: TrainConfig) -> Any:
+    import mlflow
+
+    from smartpick_ml.train import default_tracking_uri
+
+    mlflow.set_tracking_uri(default_tracking_uri(cfg))
+    mlflow.set_experiment(cfg.tracking.experiment)
+    return mlflow
+
+
+def champion_decision(name: str, new_version: str, new_loss: float, va: pd.DataFrame,
+                      y_va: np.ndarray) -> tuple[str, str]:
+    """Compare with the current champion on the same rows; move the alias only if better."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # no champion yet
+        client.set_registered_model_alias(name, CHAMPION, new_version)
+        return CHAMPION, f"champion: version {new_version} is the first model (log-loss {new_loss:.5f})"
+    if str(current.version) == str(new_version):
+        return CHAMPION, "champion: already"
+    try:
+        old = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+        old_loss = _log_loss(y_va, old.predict_proba(va)[:, 1])
+    except Exception as exc:  # an incompatible old model cannot defend its title
+        client.set_registered_model_alias(name, CHAMPION, new_version)
+        return CHAMPION, (f"champion: version {new_version} replaces {current.version}, which "
+                          f"could not score the validation data ({type(exc).__name__})")
+    if new_loss < old_loss * (1 - MIN_IMPROVEMENT):
+        client.set_registered_model_alias(name, CHAMPION, new_version)
+        return CHAMPION, (f"champion: version {new_version} log-loss {new_loss:.5f} beats "
+                          f"version {current.version} ({old_loss:.5f}) on the same validation rows")
+    client.set_registered_model_alias(name, CHALLENGER, new_version)
+    return CHALLENGER, (f"challenger: version {new_version} log-loss {new_loss:.5f} does not beat "
+                        f"champion version {current.version} ({old_loss:.5f}); champion unchanged")
+
+
+def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va: np.ndarray,
+                     metrics: pd.DataFrame, summary: dict[str, Any], outputs: dict[str, Path],
+                     importance: pd.DataFrame, timings: dict[str, float]
+                     ) -> tuple[str, str, str]:
+    """Log one run; returns (run id, registered version, alias decision)."""
+    mlflow = setup_mlflow(cfg)
+    from mlflow.models import infer_signature
+
+    with mlflow.start_run() as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in
+                           _flatten("", cfg.model_dump(), {}).items()})
+        values: dict[str, float] = {}
+        for r in metrics.itertuples():
+            for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "log_loss_vs_reference"):
+                v = getattr(r, k, float("nan"))
+                if v is not None and math.isfinite(float(v)):
+                    values[f"{r.model}.{r.group}.{k}"] = float(v)
+        for k, v in summary.items():
+            if isinstance(v, int | float) and math.isfinite(float(v)):
+                values[k] = float(v)
+        values.update({f"seconds.{k}": v for k, v in timings.items()})
+        mlflow.log_metrics(values)
+        mlflow.set_tags({"calibration": str(summary.get("calibration")),
+                         "validation_season": str(summary.get("validation_season"))})
+        for p in outputs.values():
+            if Path(p).is_file():
+                mlflow.log_artifact(str(p), artifact_path="evaluation")
+        with tempfile.TemporaryDirectory() as tmp:
+            imp = Path(tmp) / "permutation_importance.csv"
+            importance.to_csv(imp, index=False)
+            mlflow.log_artifact(str(imp), artifact_path="evaluation")
+            (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            mlflow.log_artifact(str(Path(tmp) / "summary.json"), artifact_path="evaluation")
+        example = synthetic_pairs(5)[list(PAIR_INPUT_COLUMNS)]
+        signature = infer_signature(example, model.predict_proba(example))
+        info = mlflow.sklearn.log_model(
+            model, name="model", signature=signature, input_example=example,
+            serialization_format="skops", skops_trusted_types=list(TRUSTED_TYPES),
+            pyfunc_predict_fn="predict_proba",
+            registered_model_name=cfg.tracking.registered_model)
+        version = str(info.registered_model_version)
+        new_loss = _log_loss(y_va, model.predict_proba(va)[:, 1])
+        alias, reason = champion_decision(cfg.tracking.registered_model, version, new_loss, va,
+                                          y_va)
+        mlflow.set_tag("alias_decision", reason)
+        mlflow.log_text(reason + "\n", "evaluation/alias_decision.txt")
+        log.info(reason)
+        return run.info.run_id, version, reason

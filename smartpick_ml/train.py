@@ -1,0 +1,411 @@
+"""Stage 4 — the training run: data -> features -> model + baselines + oracle -> metrics -> MLflow.
+
+:func:`run_training` executes one ``pipelines/*.toml`` config end to end:
+
+1. check the config and the data before any work (missing files, empty seasons, one-class labels);
+2. build pairs and labels (exact ``would_take`` in simulation, censored labels from real outcomes);
+3. split by season (train on earlier seasons, validate on the latest) and, inside the training
+   seasons, hold out applicants (never rows) for early stopping and calibration;
+4. write the processed features with a manifest;
+5. fit the model and two baselines (published-rate lookup; logistic regression);
+6. score them and the oracle on the validation season: metrics by applicant type, per-applicant
+   P(match) reliability, plots, permutation importance;
+7. log everything to MLflow, register the model, and move the ``champion`` alias only if the new
+   model beats the current champion on the same validation data; save the champion for services.
+
+A failure anywhere leaves the previous champion, its alias and ``models/`` untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from smartpick_ml import evaluate
+from smartpick_ml.config import TrainConfig, load_simulate_config
+from smartpick_ml.errors import ConfigError, DataValidationError
+from smartpick_ml.features import (
+    CATEGORICAL_FEATURES,
+    FEATURE_NAMES,
+    PAIR_INPUT_COLUMNS,
+    RATE_BY_TYPE,
+    PairFeatures,
+    build_pairs,
+    visa_blocked,
+)
+from smartpick_ml.io import read_table, sha256_file, write_json_atomic, write_parquet_atomic
+from smartpick_ml.labels import LABEL, training_labels
+from smartpick_ml.model import PROB_FLOOR, MatchModel
+
+log = logging.getLogger(__name__)
+RAW_TABLES = ("programs", "applicants", "applications")
+MODELS = ("model", "logistic", "lookup", "oracle")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced, for the CLI, the report and tests."""
+
+    metrics: pd.DataFrame
+    applicant_reliability: pd.DataFrame
+    model: MatchModel
+    run_id: str | None
+    model_version: str | None
+    champion_decision: str
+    outputs: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def ensure_data(cfg: TrainConfig, progress: Callable[[str], None]) -> None:
+    """Simulate the default seasons when asked to (or when tables are missing)."""
+    raw = Path(cfg.data.raw_dir)
+    missing = [t for t in (*RAW_TABLES, "program_outcomes")
+               if not (raw / f"{t}.parquet").exists()]
+    if cfg.data.simulate == "never":
+        if any(t in missing for t in RAW_TABLES):
+            raise ConfigError(f"data.simulate = 'never' but {raw} lacks: "
+                              f"{', '.join(t for t in missing if t in RAW_TABLES)}")
+        return
+    if cfg.data.simulate == "always" or missing:
+        from smartpick_ml.simulate import simulate_to_disk
+
+        sim = load_simulate_config(cfg.data.simulate_config, output_dir=str(raw))
+        needed = sorted({*cfg.data.train_seasons, cfg.data.validation_season})
+        absent = [s for s in needed if s not in sim.seasons]
+        if absent:
+            sim = sim.model_copy(update={"seasons": sorted({*sim.seasons, *needed})})
+        progress(f"simulating seasons {sim.seasons} at scale {sim.scale}")
+        simulate_to_disk(sim, progress=progress)
+
+
+def load_tables(cfg: TrainConfig) -> dict[str, pd.DataFrame]:
+    raw = Path(cfg.data.raw_dir)
+    tables = {t: read_table(raw / f"{t}.parquet", t) for t in RAW_TABLES}
+    outcomes = raw / "program_outcomes.parquet"
+    tables["program_outcomes"] = pd.read_parquet(outcomes) if outcomes.exists() else None
+    return tables
+
+
+def _sample_applicants(ids: pd.Series, fraction: float, seed: int, salt: str) -> np.ndarray:
+    """Keep a fixed share of applicants (all of their rows), chosen by a seeded hash of the id."""
+    if fraction >= 1.0:
+        return np.ones(len(ids), bool)
+    h = pd.util.hash_pandas_object(ids.astype(str) + f"|{salt}|{seed}", index=False).to_numpy()
+    return (h % 1_000_000) < fraction * 1_000_000
+
+
+@dataclass
+class Splits:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    validation: pd.DataFrame
+
+
+def make_splits(pairs: pd.DataFrame, cfg: TrainConfig) -> Splits:
+    """Train on earlier seasons, validate on the latest; hold out applicants, never rows."""
+    d = cfg.data
+    labelled = pairs[pairs[LABEL].notna()]
+    seasons = set(labelled["season"].unique())
+    for s in [*d.train_seasons, d.validation_season]:
+        if s not in seasons:
+            raise ConfigError(f"season {s} has no labelled applications in {d.raw_dir} "
+                              f"(seasons present: {sorted(int(x) for x in seasons)})")
+    train_all = labelled[labelled["season"].isin(d.train_seasons)]
+    val = labelled[labelled["season"] == d.validation_season]
+    train_all = train_all[_sample_applicants(train_all["applicant_id"], d.train_sample_fraction,
+                                             d.seed, "train")]
+    val = val[_sample_applicants(val["applicant_id"], d.validation_sample_fraction, d.seed,
+                                 "validation")]
+    held = _sample_applicants(train_all["applicant_id"], d.holdout_fraction, d.seed, "holdout")
+    splits = Splits(train_all[~held], train_all[held], val)
+    for name in ("train", "holdout", "validation"):
+        part = getattr(splits, name)
+        classes = part[LABEL].nunique()
+        if len(part) == 0 or classes < 2:
+            raise ConfigError(f"the {name} split has {len(part)} rows and {classes} label class(es):"
+                              " a model needs both outcomes; check seasons and sample fractions")
+    return splits
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """A content hash of a table (row order included), for manifests and caches."""
+    h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(h.tobytes() + ",".join(map(str, frame.columns)).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+class RateLookupBaseline:
+    """Published-rate lookup: the program's interview rate for the applicant's type times the
+    specialty's observed P(would take | interviewed). No applicant features at all."""
+
+    def fit(self, pairs: pd.DataFrame, y: np.ndarray, interviewed: np.ndarray
+            ) -> RateLookupBaseline:
+        inter = pd.Series(np.asarray(interviewed, bool), index=pairs.index)
+        took = pd.Series(np.asarray(y, float), index=pairs.index)
+        by_spec = took[inter].groupby(pairs.loc[inter, "specialty"]).mean()
+        self.take_given_interview_ = by_spec.to_dict()
+        self.overall_ = float(took[inter].mean())
+        own = self._own_rate(pairs)
+        self.rate_fill_ = (pd.Series(own).groupby(pairs["specialty"].to_numpy()).median()
+                           .to_dict())
+        return self
+
+    @staticmethod
+    def _own_rate(pairs: pd.DataFrame) -> np.ndarray:
+        t = pairs["applicant_type"].to_numpy(dtype=object)
+        own = np.full(len(pairs), np.nan)
+        for typ, col in RATE_BY_TYPE.items():
+            sel = t == typ
+            own[sel] = pd.to_numeric(pairs[col], errors="coerce").to_numpy(float)[sel]
+        return own
+
+    def predict_proba(self, pairs: pd.DataFrame) -> np.ndarray:
+        own = self._own_rate(pairs)
+        fill = pairs["specialty"].map(self.rate_fill_).to_numpy(dtype=float, na_value=0.05)
+        own = np.where(np.isnan(own), fill, own)
+        k = pairs["specialty"].map(self.take_given_interview_).to_numpy(dtype=float,
+                                                                        na_value=self.overall_)
+        q = np.clip(own * k, PROB_FLOOR, 1 - PROB_FLOOR)
+        q = np.where(visa_blocked(pairs), 0.0, q)
+        return np.column_stack([1 - q, q])
+
+
+def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
+    """Logistic regression on the same features: one-hot categoricals, imputed and scaled numbers."""
+    numeric = [f for f in FEATURE_NAMES if f not in CATEGORICAL_FEATURES]
+    pre = ColumnTransformer([
+        ("cat", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL_FEATURES)),
+        ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
+                              StandardScaler()), numeric)])
+    return Pipeline([("features", features), ("prep", pre),
+                     ("clf", LogisticRegression(max_iter=300, C=1.0, random_state=seed))])
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = obj
+    return out
+
+
+def _oracle_column(cfg: TrainConfig, tables: dict[str, pd.DataFrame], val: pd.DataFrame,
+                   progress: Callable[[str], None]) -> tuple[np.ndarray, dict[str, float]]:
+    """Oracle q for the validation rows (cached by data hash), or NaN for real data."""
+    outcomes = tables["program_outcomes"]
+    season = cfg.data.validation_season
+    if outcomes is None or not (outcomes["season"] == season).any():
+        return np.full(len(val), np.nan), {}
+    from smartpick_ml.oracle import oracle_error_bound, oracle_for_season
+
+    sim = load_simulate_config(cfg.data.simulate_config)
+    apps = tables["applications"]
+    key = frame_hash(apps[apps["season"] == season][["applicant_id", "program_id", "signal"]])
+    r = cfg.evaluation.oracle_replicates
+    cache = Path(cfg.data.processed_dir) / f"oracle_{season}_{key[:12]}_r{r}.parquet"
+    if cache.exists():
+        oracle = pd.read_parquet(cache)
+    else:
+        progress(f"oracle: {r} re-drawn seasons")
+        oracle = oracle_for_season(tables["applicants"], tables["programs"], apps, outcomes,
+                                   season, sim.params, r, sim.seed)
+        write_parquet_atomic(oracle, cache)
+    merged = val[["applicant_id", "program_id"]].merge(
+        oracle[["applicant_id", "program_id", "oracle_q", "oracle_se"]],
+        on=["applicant_id", "program_id"], how="left")
+    q = merged["oracle_q"].to_numpy(float)
+    bound = oracle_error_bound(val[LABEL].to_numpy(float), q, merged["oracle_se"].to_numpy(float),
+                               r)
+    return q, {"oracle_replicates": r, "oracle_brier_mc_error": bound.brier_mc_error,
+               "oracle_brier_mc_relative": bound.brier_relative_error,
+               "oracle_log_loss_mc_error": bound.log_loss_mc_error,
+               "oracle_log_loss_mc_relative": bound.log_loss_relative_error}
+
+
+def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None,
+                 track: bool = True) -> TrainResult:
+    """Run one training config end to end (see the module docstring)."""
+    say = progress or (lambda _m: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ensure_data(cfg, say)
+    timings["data"] = time.perf_counter() - t0
+
+    say("loading and validating tables")
+    tables = load_tables(cfg)
+    pairs = build_pairs(tables["applications"], tables["applicants"], tables["programs"])
+    pairs[LABEL] = training_labels(tables["applications"]).to_numpy()
+    splits = make_splits(pairs, cfg)
+    tr, ho, va = splits.train, splits.holdout, splits.validation
+    y_tr, y_ho, y_va = (s[LABEL].to_numpy(np.int64) for s in (tr, ho, va))
+    interviewed = tr["interviewed"].astype("boolean").fillna(False).to_numpy(bool) \
+        if "interviewed" in tr else None
+
+    # processed features, with a manifest of what they came from
+    say("building features")
+    t = time.perf_counter()
+    features = PairFeatures().fit(tr, interviewed=interviewed)
+    processed = Path(cfg.data.processed_dir)
+    feature_path = processed / "features.parquet"
+    feat = pd.concat([features.transform(s).assign(split=name, label=s[LABEL].to_numpy(),
+                                                   applicant_id=s["applicant_id"].to_numpy(),
+                                                   season=s["season"].to_numpy())
+                      for name, s in (("train", tr), ("holdout", ho), ("validation", va))],
+                     ignore_index=True)
+    write_parquet_atomic(feat, feature_path)
+    input_hashes = {n: frame_hash(tables[n]) for n in RAW_TABLES}
+    write_json_atomic(processed / "features_manifest.json", {
+        "rows": {"train": len(tr), "holdout": len(ho), "validation": len(va)},
+        "features": list(FEATURE_NAMES), "input_sha256": input_hashes,
+        "features_sha256": sha256_file(feature_path)})
+    del feat
+    timings["features"] = time.perf_counter() - t
+
+    say(f"training gradient boosting on {len(tr):,} pairs")
+    t = time.perf_counter()
+    m = cfg.model
+    model = MatchModel(learning_rate=m.learning_rate, max_iter=m.max_iter,
+                       max_leaf_nodes=m.max_leaf_nodes, min_samples_leaf=m.min_samples_leaf,
+                       l2_regularization=m.l2_regularization, n_iter_no_change=m.n_iter_no_change,
+                       calibration=m.calibration, random_state=cfg.data.seed)
+    model.fit(tr, y_tr, holdout_pairs=ho, holdout_y=y_ho,
+              holdout_groups=ho["applicant_id"].to_numpy(), interviewed=interviewed)
+    timings["model"] = time.perf_counter() - t
+
+    say("training baselines")
+    t = time.perf_counter()
+    lookup = RateLookupBaseline().fit(tr, y_tr, interviewed if interviewed is not None
+                                      else np.ones(len(tr), bool))
+    rng = np.random.default_rng(cfg.data.seed)
+    rows = rng.choice(len(tr), size=min(len(tr), cfg.evaluation.logistic_rows), replace=False)
+    logistic = logistic_baseline(features, cfg.data.seed)
+    logistic.fit(tr.iloc[np.sort(rows)], y_tr[np.sort(rows)])
+    timings["baselines"] = time.perf_counter() - t
+
+    say("scoring the validation season")
+    t = time.perf_counter()
+    scored = va[["applicant_id", "program_id", "season", "applicant_type", LABEL]].copy()
+    scored["matched"] = va["matched"].to_numpy() if "matched" in va else False
+    scored["model"] = model.predict_proba(va)[:, 1]
+    scored["logistic"] = np.where(visa_blocked(va), 0.0, logistic.predict_proba(va)[:, 1])
+    scored["lookup"] = lookup.predict_proba(va)[:, 1]
+    scored["oracle"], oracle_info = _oracle_column(cfg, tables, va, say)
+    prob_columns = {name: name for name in MODELS if scored[name].notna().all()}
+    reference = "oracle" if "oracle" in prob_columns else None
+    metrics = evaluate.metrics_table(scored, prob_columns, reference=reference)
+    per_applicant = {name: evaluate.applicant_match_table(scored, name, rank_column=None)
+                     for name in prob_columns}
+    reliability = evaluate.reliability_by_decile(per_applicant["model"])
+    timings["evaluate"] = time.perf_counter() - t
+
+    say("permutation importance")
+    t = time.perf_counter()
+    importance = permutation_importance_table(model, va, y_va, cfg)
+    timings["importance"] = time.perf_counter() - t
+
+    run_dir = Path(cfg.data.processed_dir) / "run"
+    outputs = {
+        "reliability_png": evaluate.plot_reliability(scored, prob_columns,
+                                                     run_dir / "reliability_by_type.png"),
+        "roc_pr_png": evaluate.plot_roc_pr(scored, prob_columns, run_dir / "roc_pr.png"),
+        "importance_png": evaluate.plot_importance(importance, run_dir / "importance.png"),
+        "pmatch_png": evaluate.plot_pmatch_deciles(per_applicant, run_dir / "pmatch_deciles.png"),
+    }
+    metrics_path = run_dir / "metrics.csv"
+    metrics.to_csv(metrics_path, index=False)
+    outputs["metrics_csv"] = metrics_path
+
+    summary = {
+        "validation_season": cfg.data.validation_season,
+        "rows": {"train": len(tr), "holdout": len(ho), "validation": len(va)},
+        "n_iter": model.n_iter_, "calibration": model.calibration_method_,
+        "calibration_scores": model.calibration_scores_, **oracle_info,
+    }
+    run_id = version = None
+    decision = "not tracked"
+    if track:
+        from smartpick_ml.tracking import log_training_run
+
+        run_id, version, decision = log_training_run(
+            cfg, model, va, y_va, metrics, summary, outputs, importance, timings)
+    if track and decision.startswith("champion"):
+        from smartpick_ml.persist import save_model
+
+        save_model(model, cfg.output.model_dir, {
+            "model_version": version, "mlflow_run_id": run_id,
+            "input_columns": list(PAIR_INPUT_COLUMNS), "feature_names": list(FEATURE_NAMES),
+            "validation_season": cfg.data.validation_season,
+            "metrics": _headline_metrics(metrics), "training_data_sha256": input_hashes})
+        outputs["model_dir"] = Path(cfg.output.model_dir)
+    elif not track:
+        from smartpick_ml.persist import save_model
+
+        save_model(model, cfg.output.model_dir, {
+            "model_version": None, "input_columns": list(PAIR_INPUT_COLUMNS),
+            "feature_names": list(FEATURE_NAMES), "metrics": _headline_metrics(metrics),
+            "validation_season": cfg.data.validation_season,
+            "training_data_sha256": input_hashes})
+        outputs["model_dir"] = Path(cfg.output.model_dir)
+    timings["total"] = time.perf_counter() - t0
+    return TrainResult(metrics=metrics, applicant_reliability=reliability, model=model,
+                       run_id=run_id, model_version=version, champion_decision=decision,
+                       outputs=outputs, timings=timings)
+
+
+def _headline_metrics(metrics: pd.DataFrame) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in metrics[metrics["group"] == "all"].itertuples():
+        for k in ("log_loss", "brier", "ece", "roc_auc"):
+            out[f"{r.model}.{k}"] = float(getattr(r, k))
+    return out
+
+
+def permutation_importance_table(model: MatchModel, va: pd.DataFrame, y: np.ndarray,
+                                 cfg: TrainConfig) -> pd.DataFrame:
+    """Log-loss increase when each input column is shuffled (on a validation sample)."""
+    from sklearn.inspection import permutation_importance
+
+    rng = np.random.default_rng(cfg.data.seed)
+    n = min(len(va), cfg.evaluation.importance_rows)
+    idx = np.sort(rng.choice(len(va), size=n, replace=False))
+    cols = [c for c in PAIR_INPUT_COLUMNS if c in va.columns and c != "program_id"]
+    X = va.iloc[idx][[*cols, "program_id"]].reset_index(drop=True)
+    res = permutation_importance(model, X, y[idx], scoring="neg_log_loss",
+                                 n_repeats=cfg.evaluation.importance_repeats,
+                                 random_state=cfg.data.seed)
+    table = pd.DataFrame({"feature": X.columns, "importance_mean": res.importances_mean,
+                          "importance_std": res.importances_std})
+    table = table[table["feature"] != "program_id"]
+    return table.sort_values("importance_mean", ascending=False).reset_index(drop=True)
+
+
+def default_tracking_uri(cfg: TrainConfig) -> str:
+    return cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+        "sqlite:///mlflow.db"
+
+
+__all__ = ["TrainResult", "run_training", "make_splits", "RateLookupBaseline",
+           "logistic_baseline", "DataValidationError"]
