@@ -1,0 +1,419 @@
+"""Stage 5 — what a backend service calls: rank programs for one applicant, plan where to apply.
+
+Three lines::
+
+    from smartpick_ml import MatchPredictor
+    predictor = MatchPredictor.load("models")            # or "models:/smartpick-match@champion"
+    ranked = predictor.rank({"applicant_type": "non_us_img", "step2_ck": 248,
+                             "graduation_year": 2022, "needs_visa": True},
+                            specialty="Internal Medicine", k=20)
+
+- ``predict(pairs)``: q for applicant × program rows (a pairs frame, ``features.PAIR_INPUT_COLUMNS``).
+- ``rank(applicant, preferences, specialty, k)``: every program with q, the applicant's utility U,
+  expected value EV = q·U, eligibility with the reason, and the inputs that move q most.
+- ``match_probability(applicant, rank_list)``: P(match at each rank), P(unmatched), E[U].
+- ``plan(applicant, preferences, max_applications | budget)``: the exact optimal application list
+  for every length, its P(match), E[U] and ERAS fees (``portfolio``).
+
+Applicant profiles and preferences are validated by pydantic: a bad field gets an error naming it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
+    model_validator
+
+from smartpick_ml.errors import DataValidationError, SmartPickError
+from smartpick_ml.features import (
+    APPLICANT_INPUTS,
+    PROGRAM_INPUTS,
+    check_pair_inputs,
+    visa_blocked,
+)
+from smartpick_ml.portfolio import fees_for_sizes, match_probability, plan_table
+from smartpick_ml.reference import APPLICANT_TYPES, REGIONS, SPECIALTY_NAMES, STATE_REGION
+from smartpick_ml.schemas import STEP2_MAX, STEP2_MIN
+
+DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "positions",
+                   "program_type", "sponsors_j1", "sponsors_h1b", "img_share", "img_mentorship",
+                   "img_orientation")
+
+
+class InputError(SmartPickError, ValueError):
+    """An applicant profile, preference or request argument is invalid (the message names it)."""
+
+
+def _default_season() -> int:
+    """The Match a person applying now enters: applications open in June for next spring."""
+    today = _dt.date.today()
+    return today.year + 1 if today.month >= 6 else today.year
+
+
+class ApplicantProfile(BaseModel):
+    """One applicant, as a service sends it. Unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    applicant_type: Literal["us_md_senior", "us_do_senior", "us_img", "non_us_img"]
+    step2_ck: int = Field(ge=STEP2_MIN, le=STEP2_MAX)
+    graduation_year: int = Field(ge=1950, le=2100)
+    season: int = Field(default_factory=_default_season, ge=2000, le=2100)
+    usce_months: int = Field(default=0, ge=0, le=240)
+    publications: int = Field(default=0, ge=0, le=1000)
+    needs_visa: bool = False
+    home_state: str | None = None
+    preferred_specialty: str | None = None
+    signals: dict[str, Literal["signal", "gold", "silver"]] = Field(default_factory=dict)
+
+    @field_validator("home_state")
+    @classmethod
+    def _state(cls, v: str | None) -> str | None:
+        if v is not None and v not in STATE_REGION:
+            raise ValueError(f"'{v}' is not a US state code")
+        return v
+
+    @field_validator("preferred_specialty")
+    @classmethod
+    def _specialty(cls, v: str | None) -> str | None:
+        if v is not None and v not in SPECIALTY_NAMES:
+            raise ValueError(f"unknown specialty '{v}'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApplicantProfile:
+        if self.needs_visa and self.applicant_type != "non_us_img":
+            raise ValueError("needs_visa: only non_us_img applicants can need a visa")
+        if self.graduation_year > self.season:
+            raise ValueError("graduation_year: must not be after the season")
+        return self
+
+
+class Preferences(BaseModel):
+    """What the applicant values, for the utility U of a program (documented default: U ≥ 1).
+
+    U = 1 + location_weight · (1 if the program is in a preferred state, 0.5 if only in a preferred
+    region) + img_support_weight · (mentorship + orientation) / 2 + university_weight · (1 if the
+    program type matches ``program_type``) + visa_weight · (1 if it sponsors H-1B).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    states: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    program_type: Literal["university", "community", "any"] = "any"
+    location_weight: float = Field(default=0.5, ge=0, le=5)
+    img_support_weight: float = Field(default=0.5, ge=0, le=5)
+    university_weight: float = Field(default=0.25, ge=0, le=5)
+    visa_weight: float = Field(default=0.0, ge=0, le=5)
+
+    @field_validator("states")
+    @classmethod
+    def _states(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s not in STATE_REGION]
+        if bad:
+            raise ValueError(f"not US state codes: {bad}")
+        return v
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v: list[str]) -> list[str]:
+        bad = [r for r in v if r not in REGIONS]
+        if bad:
+            raise ValueError(f"unknown regions {bad}; known: {list(REGIONS)}")
+        return v
+
+
+def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
+    if isinstance(data, model):
+        return data
+    if data is None and what == "preferences":
+        return model()
+    if not isinstance(data, Mapping):
+        raise InputError(f"{what}: expected an object with fields, got {type(data).__name__}")
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or what
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            parts.append(f"{what}.{loc}: {msg}" if err["loc"] else f"{what}: {msg}")
+        raise InputError("; ".join(parts)) from None
+
+
+def utility(programs: pd.DataFrame, prefs: Preferences) -> np.ndarray:
+    """The applicant's value of each program (see :class:`Preferences`); always ≥ 1."""
+    in_state = programs["state"].isin(prefs.states).to_numpy(float)
+    in_region = programs["region"].isin(prefs.regions).to_numpy(float) \
+        if "region" in programs else np.zeros(len(programs))
+    location = np.maximum(in_state, 0.5 * in_region)
+    support = (programs.get("img_mentorship", pd.Series(False, index=programs.index))
+               .astype("boolean").fillna(False).to_numpy(float)
+               + programs.get("img_orientation", pd.Series(False, index=programs.index))
+               .astype("boolean").fillna(False).to_numpy(float)) / 2
+    uni = np.zeros(len(programs)) if prefs.program_type == "any" else \
+        (programs["program_type"] == prefs.program_type).to_numpy(float)
+    h1b = programs.get("sponsors_h1b", pd.Series(False, index=programs.index)
+                       ).astype("boolean").fillna(False).to_numpy(float)
+    return (1.0 + prefs.location_weight * location + prefs.img_support_weight * support
+            + prefs.university_weight * uni + prefs.visa_weight * h1b)
+
+
+# Inputs whose effect on q is reported as the "top factors", with the neutral value each is
+# compared against (a specialty-typical program, or the typical applicant).
+_FACTOR_PROGRAM_COLUMNS = ("rate_us_md", "rate_us_do", "rate_us_img", "rate_non_us_img",
+                           "img_share", "positions", "rate_in_state", "rate_out_of_state")
+_FACTOR_LABELS = {
+    "own_rate": "program's interview rate for your applicant type",
+    "step2_ck": "your Step 2 CK score",
+    "home_state": "in-state (home-state) advantage",
+    "img_share": "program's IMG share",
+    "positions": "program size",
+    "signal": "preference signal",
+    "usce_months": "your US clinical experience",
+    "years_since_graduation": "years since graduation",
+}
+
+
+class MatchPredictor:
+    """Loads a trained model and the program catalog; answers per-applicant questions."""
+
+    def __init__(self, model: Any, programs: pd.DataFrame, manifest: dict[str, Any] | None = None):
+        self.model = model
+        self.manifest = manifest or {}
+        self.programs = programs.reset_index(drop=True)
+        self._index = pd.Index(self.programs["program_id"])
+        if not self._index.is_unique:
+            raise DataValidationError("programs", ["program_id must be unique"])
+        cols = [c for c in PROGRAM_INPUTS if c in self.programs.columns]
+        self._program_block = self.programs[cols]
+        self._visa_ok = ~visa_blocked(self._program_block.assign(needs_visa=True))
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, source: str | Path = "models", programs: pd.DataFrame | str | Path | None = None,
+             strict: bool = False) -> MatchPredictor:
+        """Load from a model directory (verified against its manifest) or an MLflow model URI."""
+        from smartpick_ml.catalog import load_catalog
+
+        src = str(source)
+        manifest: dict[str, Any] = {}
+        if src.startswith(("models:/", "runs:/")):
+            import mlflow
+
+            model = mlflow.sklearn.load_model(src)
+            default_programs: Path | None = None
+        else:
+            from smartpick_ml.persist import load_model
+
+            model, manifest = load_model(src, strict=strict)
+            default_programs = Path(src) / "programs.parquet"
+        if isinstance(programs, pd.DataFrame):
+            table = programs
+        elif programs is not None:
+            table = load_catalog(programs)
+        elif default_programs is not None and default_programs.exists():
+            table = load_catalog(default_programs)
+        elif Path("data/raw/programs.parquet").exists():
+            table = load_catalog("data/raw/programs.parquet")
+        else:
+            table = load_catalog("auto")
+        return cls(model, table, manifest)
+
+    # ------------------------------------------------------------------ scoring
+
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        """q for each applicant × program row of a pairs frame."""
+        check_pair_inputs(pairs)
+        if len(pairs) == 0:
+            raise InputError("pairs: empty (no rows to score)")
+        for col in ("step2_ck", "graduation_year", "season"):
+            v = pd.to_numeric(pairs[col], errors="coerce")
+            if v.isna().any():
+                raise InputError(f"pairs.{col}: missing or not a number at rows "
+                                 f"{list(np.flatnonzero(v.isna())[:5])}")
+        step2 = pd.to_numeric(pairs["step2_ck"])
+        if ((step2 < STEP2_MIN) | (step2 > STEP2_MAX)).any():
+            raise InputError(f"pairs.step2_ck: must be between {STEP2_MIN} and {STEP2_MAX}")
+        q = self.model.predict_proba(pairs)[:, 1]
+        if not np.isfinite(q).all():  # a model must never hand a service NaN
+            raise SmartPickError("model produced non-finite probabilities")
+        return q
+
+    def _pairs(self, profile: ApplicantProfile, rows: np.ndarray) -> pd.DataFrame:
+        block = self._program_block.iloc[rows].reset_index(drop=True)
+        values = profile.model_dump()
+        pairs = pd.DataFrame({c: [values[c]] * len(block) for c in APPLICANT_INPUTS})
+        pairs = pd.concat([pairs, block], axis=1)
+        pairs["signal"] = block["program_id"].map(profile.signals).fillna("none").to_numpy()
+        return pairs
+
+    def _rows(self, specialty: str | None, program_ids: Sequence[str] | None = None
+              ) -> np.ndarray:
+        if program_ids is not None:
+            if len(program_ids) == 0:
+                raise InputError("rank_list: empty (give at least one program_id)")
+            idx = self._index.get_indexer(list(program_ids))
+            if (idx < 0).any():
+                unknown = [p for p, i in zip(program_ids, idx) if i < 0][:5]
+                raise InputError(f"rank_list: unknown program_id(s) {unknown}")
+            if len(set(program_ids)) != len(program_ids):
+                raise InputError("rank_list: a program appears twice")
+            return idx
+        if specialty is None:
+            return np.arange(len(self.programs))
+        if specialty not in SPECIALTY_NAMES:
+            raise InputError(f"specialty: unknown specialty '{specialty}'")
+        rows = np.flatnonzero(self.programs["specialty"].to_numpy() == specialty)
+        if len(rows) == 0:
+            raise InputError(f"specialty: no programs of '{specialty}' in the catalog")
+        return rows
+
+    def rank(self, applicant: Mapping[str, Any] | ApplicantProfile,
+             preferences: Mapping[str, Any] | Preferences | None = None,
+             specialty: str | None = None, k: int | None = None,
+             explain: bool = True) -> pd.DataFrame:
+        """Programs ranked by expected value EV = q·U, eligible ones first."""
+        profile = _parse(ApplicantProfile, applicant, "applicant")
+        prefs = _parse(Preferences, preferences, "preferences")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise InputError(f"k: must be a whole number ≥ 1, got {k!r}")
+        rows = self._rows(specialty or profile.preferred_specialty)
+        pairs = self._pairs(profile, rows)
+        q = self.predict(pairs)
+        out = self.programs.iloc[rows][[c for c in DISPLAY_COLUMNS if c in self.programs]
+                                       ].reset_index(drop=True)
+        out["q"] = q
+        out["utility"] = utility(self.programs.iloc[rows].reset_index(drop=True), prefs)
+        out["ev"] = out["q"] * out["utility"]
+        blocked = profile.needs_visa & ~self._visa_ok[rows]
+        out["eligible"] = ~blocked
+        out["reason"] = np.where(blocked, "needs a visa; program sponsors neither J-1 nor H-1B",
+                                 "")
+        out = out.sort_values(["eligible", "ev", "q"], ascending=[False, False, False],
+                              kind="stable").reset_index(drop=True)
+        if k is not None:
+            out = out.head(k)
+        if explain:
+            out["top_factors"] = self._explain(profile, out)
+        return out
+
+    def _explain(self, profile: ApplicantProfile, ranked: pd.DataFrame, top: int = 3
+                 ) -> list[str]:
+        """For each row, the inputs whose neutral value would change q most (signed Δq)."""
+        n = len(ranked)
+        if n == 0:
+            return []
+        rows = self._index.get_indexer(ranked["program_id"])
+        base = self._pairs(profile, rows)
+        q0 = ranked["q"].to_numpy()
+        own_col = {"us_md_senior": "rate_us_md", "us_do_senior": "rate_us_do",
+                   "us_img": "rate_us_img", "non_us_img": "rate_non_us_img"}[
+            profile.applicant_type]
+        spec_median = self.programs.groupby("specialty")[own_col].median()
+        variants: dict[str, pd.DataFrame] = {}
+        v = base.copy()
+        v[own_col] = base["specialty"].map(spec_median).to_numpy()
+        variants["own_rate"] = v
+        v = base.copy()
+        v["step2_ck"] = 245
+        variants["step2_ck"] = v
+        v = base.copy()
+        v["home_state"] = None
+        variants["home_state"] = v
+        v = base.copy()
+        v["img_share"] = base["specialty"].map(
+            self.programs.groupby("specialty")["img_share"].median()).to_numpy()
+        variants["img_share"] = v
+        v = base.copy()
+        v["positions"] = base["specialty"].map(
+            self.programs.groupby("specialty")["positions"].median()).to_numpy()
+        variants["positions"] = v
+        if profile.signals:
+            v = base.copy()
+            v["signal"] = "none"
+            variants["signal"] = v
+        if profile.applicant_type in ("us_img", "non_us_img"):
+            v = base.copy()
+            v["usce_months"] = 0
+            variants["usce_months"] = v
+        names = list(variants)
+        stacked = pd.concat([variants[nm] for nm in names], ignore_index=True)
+        q_alt = self.model.predict_proba(stacked)[:, 1].reshape(len(names), n)
+        delta = q0[None, :] - q_alt
+        texts = []
+        for j in range(n):
+            order = np.argsort(-np.abs(delta[:, j]))[:top]
+            texts.append("; ".join(f"{_FACTOR_LABELS[names[i]]} {delta[i, j]:+.3f}"
+                                   for i in order if abs(delta[i, j]) >= 5e-4))
+        return texts
+
+    def match_probability(self, applicant: Mapping[str, Any] | ApplicantProfile,
+                          rank_list: Sequence[str],
+                          preferences: Mapping[str, Any] | Preferences | None = None
+                          ) -> dict[str, Any]:
+        """For a rank list in the applicant's order: P(match at each rank), P(unmatched), E[U]."""
+        profile = _parse(ApplicantProfile, applicant, "applicant")
+        prefs = _parse(Preferences, preferences, "preferences")
+        if isinstance(rank_list, str) or not isinstance(rank_list, Sequence):
+            raise InputError("rank_list: expected a list of program_id strings")
+        rows = self._rows(None, list(rank_list))
+        q = self.predict(self._pairs(profile, rows))
+        u = utility(self.programs.iloc[rows].reset_index(drop=True), prefs)
+        res = match_probability(q, u)
+        table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1),
+                              "program_id": list(rank_list),
+                              "name": self.programs["name"].to_numpy()[rows], "q": q,
+                              "utility": u, "p_match_here": res.p_match_at})
+        return {"ranks": table, "p_match": res.p_match, "p_unmatched": res.p_unmatched,
+                "expected_utility": res.expected_utility}
+
+    def plan(self, applicant: Mapping[str, Any] | ApplicantProfile,
+             preferences: Mapping[str, Any] | Preferences | None = None,
+             specialty: str | None = None, max_applications: int | None = None,
+             budget: float | None = None, schedule: str = "2025") -> dict[str, Any]:
+        """The exact optimal application list for every length h (equal ERAS cost per program
+        within a specialty: optimal lists are nested), with P(match), E[U] and fees."""
+        profile = _parse(ApplicantProfile, applicant, "applicant")
+        prefs = _parse(Preferences, preferences, "preferences")
+        spec = specialty or profile.preferred_specialty
+        if spec is None:
+            raise InputError("specialty: give a specialty (or applicant.preferred_specialty); "
+                             "ERAS fees are per specialty")
+        if budget is not None and (not np.isfinite(budget) or budget <= 0):
+            raise InputError(f"budget: must be a positive number of dollars, got {budget!r}")
+        if max_applications is not None and (not isinstance(max_applications, int)
+                                             or isinstance(max_applications, bool)
+                                             or max_applications < 1):
+            raise InputError(f"max_applications: must be a whole number ≥ 1, got "
+                             f"{max_applications!r}")
+        ranked = self.rank(profile, prefs, specialty=spec, explain=False)
+        eligible = ranked[ranked["eligible"]].reset_index(drop=True)
+        if len(eligible) == 0:
+            raise InputError(f"applicant: no program in {spec} can take this applicant")
+        h_max = min(max_applications or len(eligible), len(eligible))
+        if budget is not None:
+            fees = fees_for_sizes(np.arange(1, len(eligible) + 1), schedule) + 80
+            affordable = int(np.sum(fees <= budget))
+            if affordable == 0:
+                raise InputError(f"budget: ${budget:,.0f} does not cover one application "
+                                 f"(${int(fees[0])} with the USMLE transcript fee)")
+            h_max = min(h_max, affordable)
+        table = plan_table(eligible["q"].to_numpy(), eligible["utility"].to_numpy(), h_max,
+                           schedule)
+        table.insert(1, "program_added", eligible["program_id"].to_numpy()[table["added"]])
+        table.insert(2, "name_added", eligible["name"].to_numpy()[table["added"]])
+        best = table.iloc[-1]
+        chosen = eligible.iloc[table["added"].to_numpy()].reset_index(drop=True)
+        return {"specialty": spec, "table": table, "programs": chosen,
+                "p_match": float(best["p_match"]),
+                "expected_utility": float(best["expected_utility"]),
+                "fee_usd": int(best["fee_usd"])}
