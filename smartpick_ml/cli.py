@@ -40,6 +40,8 @@ def main() -> None:
       simulate   simulate Match seasons on it, decided by deferred acceptance
       oracle     the true q for a simulated season (the floor for every model)
       train      features -> calibrated gradient boosting -> baselines -> MLflow
+      rank       rank programs for one applicant by expected value
+      plan       the best application list of every length, with ERAS fees
       run        the main job on the embedded default (what `make run` does)
       schemas    print the data contracts (tables, columns, units, allowed values)
 
@@ -235,6 +237,134 @@ def run(config: Path) -> None:
     data/raw is empty, then trains, evaluates and registers the model — `smartpick train`.
     """
     _train(config, True)
+
+
+def _read_profile(path: Path) -> tuple[dict, dict | None]:
+    """A profile file: JSON or TOML with the applicant's fields and an optional
+    `preferences` object. Returns (applicant, preferences)."""
+    import json
+    import tomllib
+
+    from smartpick_ml.inference import InputError
+
+    if not path.is_file():
+        raise InputError(f"profile: file not found: {path}")
+    text = path.read_bytes()
+    try:
+        data = tomllib.loads(text.decode()) if path.suffix.lower() == ".toml" else \
+            json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"profile: {path.name} is not valid "
+                         f"{'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError("profile: expected an object with the applicant's fields")
+    prefs = data.pop("preferences", None)
+    return data, prefs
+
+
+def _write_table(frame, out: Path | None) -> None:
+    from smartpick_ml.io import write_text_atomic
+
+    if out is None:
+        return
+    if out.suffix.lower() == ".json":
+        write_text_atomic(out, frame.to_json(orient="records", indent=2))
+    else:
+        write_text_atomic(out, frame.to_csv(index=False))
+    click.echo(f"-> {out}")
+
+
+_PROFILE_HELP = """\b
+Profile file (JSON or TOML), e.g. profile.json:
+  {"applicant_type": "non_us_img", "step2_ck": 248, "graduation_year": 2022,
+   "needs_visa": true, "usce_months": 6, "preferred_specialty": "Internal Medicine",
+   "preferences": {"states": ["NY", "NJ"], "img_support_weight": 1.0}}
+"""
+
+
+@main.command()
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Applicant profile (JSON/TOML), optional `preferences`.")
+@click.option("--specialty", help="Rank this specialty (default: the profile's "
+              "preferred_specialty, else all 4,777 programs).")
+@click.option("--top", "k", type=int, default=20, show_default=True, help="Rows to show.")
+@click.option("--model", "model_source", default="models", show_default=True,
+              help="Model directory or MLflow URI (models:/smartpick-match@champion).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the ranked programs (.csv or .json).")
+def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
+         out: Path | None) -> None:
+    """Rank programs for one applicant by expected value EV = q x U.
+
+    q: the chance the program would take the applicant; U: their value of the program (from
+    `preferences`); ineligible programs (visa) are listed last with the reason.
+
+    """
+    from smartpick_ml.inference import MatchPredictor
+
+    applicant, prefs = _read_profile(profile_path)
+    predictor = MatchPredictor.load(model_source)
+    ranked = predictor.rank(applicant, prefs, specialty=specialty, k=k)
+    shown = ranked[["name", "state", "q", "utility", "ev", "eligible", "top_factors"]].copy()
+    shown["name"] = shown["name"].str.slice(0, 48)
+    click.echo(shown.to_string(index=True, float_format=lambda x: f"{x:.3f}",
+                               max_colwidth=70))
+    _write_table(ranked, out)
+    click.echo("next: smartpick plan --profile " + str(profile_path))
+
+
+rank.help = (rank.help or "") + _PROFILE_HELP
+
+
+@main.command()
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Applicant profile (JSON/TOML), optional `preferences`.")
+@click.option("--specialty", help="Specialty to apply in (default: preferred_specialty).")
+@click.option("--max-applications", type=int, default=None,
+              help="Longest list to consider (default: every eligible program).")
+@click.option("--budget", type=float, default=None, help="ERAS budget in US dollars.")
+@click.option("--schedule", type=click.Choice(["2025", "2026", "2024"]), default="2025",
+              show_default=True, help="ERAS fee schedule.")
+@click.option("--model", "model_source", default="models", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the plan table (.csv or .json).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG of P(match) and fees against list length.")
+def plan(profile_path: Path, specialty: str | None, max_applications: int | None,
+         budget: float | None, schedule: str, model_source: str, out: Path | None,
+         plot: Path | None) -> None:
+    """The best application list for every length: P(match), E[U] and ERAS fees.
+
+    Exact (nested optimal portfolios, Kapur & Hong 2022), compared with the naive
+    "top h by EV" list.
+
+    """
+    from smartpick_ml.inference import MatchPredictor
+
+    applicant, prefs = _read_profile(profile_path)
+    predictor = MatchPredictor.load(model_source)
+    result = predictor.plan(applicant, prefs, specialty=specialty,
+                            max_applications=max_applications, budget=budget,
+                            schedule=schedule)
+    t = result["table"]
+    marks = sorted({1, 5, 10, 15, 20, 30, 40, 60, 80, 100, 150, len(t)} & set(t["h"]))
+    view = t[t["h"].isin(marks)][["h", "p_match", "expected_utility", "fee_usd",
+                                  "usd_per_extra_pp", "gain_vs_naive"]]
+    click.echo(f"{result['specialty']}: best list of each length (of {len(t)})")
+    click.echo(view.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    click.echo(f"\nlongest list: P(match) {result['p_match']:.1%}, fee ${result['fee_usd']:,}")
+    click.echo("programs, in the order the optimal list adds them:")
+    for i, r in enumerate(result["programs"].head(15).itertuples(), 1):
+        click.echo(f"  {i:3d}. {r.name[:60]:60s} q={r.q:.3f}")
+    _write_table(t, out)
+    if plot:
+        from smartpick_ml.evaluate import plot_plan
+
+        plot_plan(t, plot, title=result["specialty"])
+        click.echo(f"-> {plot}")
+
+
+plan.help = (plan.help or "") + _PROFILE_HELP
 
 
 @main.command()

@@ -554,3 +554,29 @@ def plot_importance(importances: pd.DataFrame, path: str | os.PathLike[str],
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def plot_plan(table: pd.DataFrame, path: str | os.PathLike[str], title: str = "") -> Path:
+    """P(match) of the best list of each length, with the ERAS fee on a second axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    try:
+        ax.plot(table["h"], 100 * table["p_match"], color="tab:blue", label="P(match), optimal")
+        if "naive_p_match" in table:
+            ax.plot(table["h"], 100 * table["naive_p_match"], color="tab:blue", linestyle=":",
+                    label="P(match), top-h by EV")
+        ax.set_xlabel("programs applied to (h)")
+        ax.set_ylabel("P(match) %")
+        ax.set_ylim(0, 100)
+        ax.grid(True, alpha=0.3)
+        ax2 = ax.twinx()
+        ax2.plot(table["h"], table["fee_usd"], color="tab:red", label="ERAS fee (USD)")
+        ax2.set_ylabel("fee (USD)", color="tab:red")
+        lines = ax.get_legend_handles_labels()
+        lines2 = ax2.get_legend_handles_labels()
+        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right", fontsize=8)
+        ax.set_title(f"P(match) and ERAS fees by list length — {title}" if title else "P(match) and ERAS fees by list length")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
