@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check smartpick_ml tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_simulate.py
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) data/raw/*.parquet data/processed/*.parquet models/*.joblib mlflow.db mlruns

@@ -1,0 +1,56 @@
+"""Benchmark: rank all 4,777 programs for one applicant, and score a single pair.
+
+Goals (issue #5): rank p50 <= 5 ms, p99 <= 15 ms including feature construction; >= 5x faster than
+plain `predict_proba` on a pairs frame (the baseline, measured in the same run); single pair
+<= 0.2 ms. Threads are pinned to 1 (small batches on a busy 2-core machine are slower with 2).
+
+Run after a training run (needs models/): .venv/bin/python benchmarks/bench_inference.py
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from smartpick_ml import MatchPredictor
+
+APPLICANT = {"applicant_type": "non_us_img", "step2_ck": 248, "graduation_year": 2022,
+             "needs_visa": True, "usce_months": 6, "season": 2025}
+
+
+def timeit(fn, repeats: int) -> np.ndarray:
+    fn()  # warm-up
+    out = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - t0
+    return out * 1000
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    predictor = MatchPredictor.load("models")
+    from smartpick_ml.inference import ApplicantProfile
+
+    profile = ApplicantProfile(**APPLICANT)
+    rows = np.arange(len(predictor.programs))
+    pairs = predictor._pairs(profile, rows)
+    one = pairs.iloc[:1]
+    with threadpool_limits(1):
+        base = timeit(lambda: predictor.model.predict_proba(predictor._pairs(profile, rows)), 30)
+        rank = timeit(lambda: predictor.rank(APPLICANT, explain=False), 30)
+        single = timeit(lambda: predictor.model.predict_proba(one), 200)
+    print(f"programs: {len(rows):,}")
+    print(f"baseline predict_proba on a pairs frame (incl. building it): p50 {np.median(base):.1f} ms")
+    print(f"rank(all programs, no explanations): p50 {np.median(rank):.1f} ms, p99 "
+          f"{np.percentile(rank, 99):.1f} ms   [goal p50 <= 5 ms, p99 <= 15 ms]; "
+          f"ratio vs baseline {np.median(base) / np.median(rank):.2f}x   [goal >= 5x]")
+    print(f"single pair predict_proba: p50 {np.median(single):.2f} ms   [goal <= 0.2 ms]")
+
+
+if __name__ == "__main__":
+    main()
