@@ -10,7 +10,10 @@ matched) it follows from the cutoff characterisation of deferred acceptance (Aze
 - an unmatched applicant: 0 for every program on their list;
 - applied but not interviewed: 0;
 - interviewed but not ranked by the applicant: unknown (we cannot tell whether the program would
-  have taken them).
+  have taken them);
+- where the match outcome is missing (``matched`` null on a ranked program, or the matched
+  program's rank missing), only programs ranked above every possible match are 0; the rest of
+  the list is unknown.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ LABEL = "would_take"
 
 
 def labels_from_outcomes(applications: pd.DataFrame) -> pd.Series:
-    """Derive ``would_take`` (nullable Int64: 1, 0 or <NA>) from interview, rank and match columns."""
+    """Derive ``would_take`` (nullable Int64: 1, 0 or <NA>) from interview, rank, match columns."""
     needed = ("applicant_id", "season", "interviewed", "rank_position", "matched")
     missing = [c for c in needed if c not in applications.columns]
     if missing:
@@ -32,17 +35,29 @@ def labels_from_outcomes(applications: pd.DataFrame) -> pd.Series:
             f"cannot derive would_take: missing outcome column(s) {', '.join(missing)}"])
     ap = applications
     interviewed = ap["interviewed"].astype("boolean")
-    matched = ap["matched"].astype("boolean").fillna(False).to_numpy(bool)
+    matched_flag = ap["matched"].astype("boolean")
+    matched = matched_flag.fillna(False).to_numpy(bool)
     rank = pd.to_numeric(ap["rank_position"], errors="coerce").to_numpy(dtype=float)
-    key = [ap["applicant_id"], ap["season"]]
-    matched_rank = pd.Series(np.where(matched, rank, np.nan), index=ap.index)
-    matched_rank = matched_rank.groupby(key).transform("max").to_numpy()
-    is_matched_applicant = ~np.isnan(matched_rank)
-    label = np.full(len(ap), np.nan)
     ranked = ~np.isnan(rank)
+    # a ranked program whose match outcome was not recorded: the applicant may have matched there
+    unknown = matched_flag.isna().to_numpy(bool) & ranked
+    key = [ap["applicant_id"], ap["season"]]
+
+    def per_applicant(values: np.ndarray, how: str) -> np.ndarray:
+        grouped = pd.Series(values, index=ap.index).groupby(key, dropna=False)
+        return grouped.transform(how).to_numpy()
+
+    has_match = per_applicant(matched, "any").astype(bool)
+    has_unknown = per_applicant(unknown, "any").astype(bool)
+    # every program ranked above this bound rejected the applicant: the match, or, when no match
+    # is recorded, the best-ranked program whose outcome is unknown (NaN: no bound is known, e.g.
+    # a match whose rank is missing, and then nothing ranked is known to have rejected them)
+    bound = np.where(has_match, per_applicant(np.where(matched, rank, np.nan), "max"),
+                     per_applicant(np.where(unknown, rank, np.nan), "min"))
+    label = np.full(len(ap), np.nan)
     label[matched] = 1
-    label[ranked & is_matched_applicant & (rank < matched_rank)] = 0
-    label[ranked & ~is_matched_applicant] = 0
+    label[ranked & ~np.isnan(bound) & (rank < bound)] = 0
+    label[ranked & ~has_match & ~has_unknown] = 0  # unmatched: rejected by every ranked program
     label[(interviewed == False).to_numpy(bool, na_value=False)] = 0  # noqa: E712
     out = pd.Series(label, index=ap.index).astype("Int64")
     return out.rename(LABEL)
