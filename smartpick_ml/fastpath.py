@@ -45,10 +45,14 @@ APPLICANT_ONLY = ("applicant_type", "step2_ck", "years_since_graduation", "usce_
 #: features that depend on the applicant *and* the program, or on the request (signals)
 PER_REQUEST = ("step2_vs_program", "same_state", "same_region", "signal", "rate_own_signal")
 MAX_LEAVES = 64
-# 2**k mod 67 is distinct for k < 64: the position of a single set bit by table lookup
-_MOD67 = np.full(67, -1, np.int64)
-for _k in range(64):
-    _MOD67[(1 << _k) % 67] = _k
+# position of a single set bit: multiply by a de Bruijn constant, the top 6 bits index a table
+# (64-bit masks for trees of up to 64 leaves, 32-bit -- half the memory traffic -- up to 32)
+_DEBRUIJN = {64: (0x03F79D71B4CA8B09, (1 << 64) - 1, 58), 32: (0x077CB531, (1 << 32) - 1, 27)}
+_DEBRUIJN_TABLE = {}
+for _w, (_c, _m, _s) in _DEBRUIJN.items():
+    _DEBRUIJN_TABLE[_w] = np.zeros(_w, np.int64)
+    for _k in range(_w):
+        _DEBRUIJN_TABLE[_w][(((1 << _k) * _c) & _m) >> _s] = _k
 
 
 @numba.njit(cache=True)
@@ -160,7 +164,7 @@ def _applicant_masks(applicant_values, internal, tree_of, feature, threshold, mg
                      bitset_idx, mask, raw_bitsets, known_bitsets, f_idx_map,
                      is_applicant_feature, n_trees, out):
     for t in range(n_trees):
-        out[t] = np.uint64(0xFFFFFFFFFFFFFFFF)
+        out[t] = ~mask[0] | mask[0]  # all ones in the masks' own width
     for k in range(internal.shape[0]):
         j = internal[k]
         f = feature[j]
@@ -171,17 +175,25 @@ def _applicant_masks(applicant_values, internal, tree_of, feature, threshold, mg
             out[tree_of[j]] &= mask[j]
 
 
-@numba.njit(cache=True)
-def _quickscore(X, program_masks, applicant_masks, var_features, var_start, var_thr, var_tree,
-                var_mask, nan_start, nan_tree, nan_mask, leaf_start, leaf_value, mod67, baseline,
-                out):
+@numba.njit(cache=True, parallel=True)
+def _quickscore(X, program_masks, applicant_masks, default_masks, default_row, var_start,
+                var_thr, var_tree, var_mask, nan_start, nan_tree, nan_mask, leaf_start,
+                leaf_value, table, debruijn, width_mask, shift, baseline, out):
+    """Exit leaves by bit masks. Column 0 of X (Step 2 CK gap) varies for every row; columns 1+
+    only for rows flagged non-default (in-state, signalled), the rest use ``default_masks``."""
     n_trees = applicant_masks.shape[0]
-    row_masks = np.empty(n_trees, np.uint64)
-    for r in range(X.shape[0]):
-        for t in range(n_trees):
-            row_masks[t] = program_masks[r, t] & applicant_masks[t]
-        for v in range(var_features.shape[0]):
-            x = X[r, var_features[v]]
+    for r in numba.prange(X.shape[0]):
+        row_masks = np.empty(n_trees, applicant_masks.dtype)
+        n_var = 1
+        if default_row[r]:
+            for t in range(n_trees):
+                row_masks[t] = program_masks[r, t] & applicant_masks[t] & default_masks[t]
+        else:
+            n_var = X.shape[1]
+            for t in range(n_trees):
+                row_masks[t] = program_masks[r, t] & applicant_masks[t]
+        for v in range(n_var):
+            x = X[r, v]
             if np.isnan(x):
                 for k in range(nan_start[v], nan_start[v + 1]):
                     row_masks[nan_tree[k]] &= nan_mask[k]
@@ -193,9 +205,9 @@ def _quickscore(X, program_masks, applicant_masks, var_features, var_start, var_
                     k += 1
         total = 0.0
         for t in range(n_trees):
-            m = row_masks[t]
+            m = np.uint64(row_masks[t])
             lowest = m & (~m + np.uint64(1))
-            leaf = mod67[lowest % np.uint64(67)]
+            leaf = table[((lowest * debruijn) & width_mask) >> shift]
             total += leaf_value[leaf_start[t] + leaf]
         out[r] = baseline + total
 
@@ -231,17 +243,22 @@ class FastScorer:
                 self.typical_step2 = 245.0 - X["step2_vs_program"].to_numpy(float)
         self.state = block["state"].to_numpy(dtype=object)
         self.region = pd.Series(self.state).map(STATE_REGION).to_numpy(dtype=object)
+        self._state_codes = {st: i for i, st in enumerate(STATE_REGION)}
+        self._region_codes = {rg: i for i, rg in enumerate(dict.fromkeys(STATE_REGION.values()))}
+        self.state_code = np.array([self._state_codes.get(x, -2) for x in self.state])
+        self.region_code = np.array([self._region_codes.get(x, -2) for x in self.region])
         self.program_index = pd.Index(block["program_id"])
         self.signal_rates = {kind: pd.to_numeric(block[col], errors="coerce").to_numpy(float)
                              if col in block else np.full(n, np.nan)
                              for kind, col in SIGNAL_RATE_COLUMN.items()}
         self.visa_ok = ~visa_blocked(block.assign(needs_visa=True))
-        self._buffer = np.empty_like(self.base[APPLICANT_TYPES[0]])
         self._out = np.empty(n)
+        self._var_buffer = np.empty((n, len(PER_REQUEST)))
         n_nodes = self.feature.shape[0]
         self._left = np.empty(n_nodes, np.int64)
         self._right = np.empty(n_nodes, np.int64)
         self._roots = np.empty(self.roots.shape[0], np.int64)
+        self._var_cols = [COL[name] for name in PER_REQUEST]
         self._is_applicant = np.zeros(len(FEATURE_NAMES), np.bool_)
         for name in APPLICANT_ONLY:
             self._is_applicant[COL[name]] = True
@@ -345,7 +362,6 @@ class FastScorer:
             nan_trees.extend(tree_of[fails_on_nan])
             nan_masks.extend(mask[fails_on_nan])
             nan_start.append(len(nan_trees))
-        self.var_features = np.arange(len(PER_REQUEST), dtype=np.int64)
         self.var_start = np.asarray(var_start, np.int64)
         self.var_thr = np.asarray(thr, np.float64)
         self.var_tree = np.asarray(trees, np.int64)
@@ -354,7 +370,30 @@ class FastScorer:
         self.nan_tree = np.asarray(nan_trees, np.int64)
         self.nan_mask = np.asarray(nan_masks, np.uint64)
         self._applicant_mask = np.empty(n_trees, np.uint64)
-        self._var_cols = [COL[name] for name in PER_REQUEST]
+        # masks of the per-request splits (other than the Step 2 CK gap) that fail at their
+        # default values: not in-state, not in-region, no signal (rate of own signal missing)
+        default = np.full(n_trees, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64)
+        for v, x in ((1, 0.0), (2, 0.0), (3, 0.0), (4, np.nan)):
+            if np.isnan(x):
+                sl = slice(self.nan_start[v], self.nan_start[v + 1])
+                pairs = zip(self.nan_tree[sl], self.nan_mask[sl])
+            else:
+                sl = slice(self.var_start[v], self.var_start[v + 1])
+                pairs = ((t, m) for t, m, th in zip(self.var_tree[sl], self.var_mask[sl],
+                                                    self.var_thr[sl]) if th < x)
+            for t, m in pairs:
+                default[t] &= m
+        self._default_mask = default
+        max_leaves = int(np.max(np.diff(leaf_start)))
+        self.width = 32 if max_leaves <= 32 else 64
+        if self.width == 32:  # keep the low 32 bits: leaves never use the others
+            low = np.uint64(0xFFFFFFFF)
+            for name in ("var_mask", "nan_mask", "_default_mask"):
+                setattr(self, name, (getattr(self, name) & low).astype(np.uint32))
+            self.program_masks = {t: (m & low).astype(np.uint32)
+                                  for t, m in self.program_masks.items()}
+            self.mask32 = (self.mask & low).astype(np.uint32)
+            self._applicant_mask = np.empty(n_trees, np.uint32)
         return True
 
     @staticmethod
@@ -383,54 +422,69 @@ class FastScorer:
               rows: np.ndarray | None = None) -> np.ndarray:
         """q for every program (or ``rows`` of them) for one validated applicant record."""
         typ = applicant["applicant_type"]
-        X = self._buffer
-        np.copyto(X, self.base[typ])
         step2 = float(applicant["step2_ck"])
-        X[:, COL["step2_ck"]] = step2
-        X[:, COL["step2_vs_program"]] = step2 - self.typical_step2
-        X[:, COL["years_since_graduation"]] = float(applicant["season"]) - float(
+        # the applicant's own values, in the booster's column order (row 0 carries the type code)
+        values = self.base[typ][0].copy()
+        values[COL["step2_ck"]] = step2
+        values[COL["years_since_graduation"]] = float(applicant["season"]) - float(
             applicant["graduation_year"])
-        X[:, COL["usce_months"]] = float(applicant.get("usce_months", 0))
-        X[:, COL["publications"]] = float(applicant.get("publications", 0))
-        X[:, COL["needs_visa"]] = 1.0 if applicant.get("needs_visa") else 0.0
+        values[COL["usce_months"]] = float(applicant.get("usce_months", 0))
+        values[COL["publications"]] = float(applicant.get("publications", 0))
+        values[COL["needs_visa"]] = 1.0 if applicant.get("needs_visa") else 0.0
+        # the per-request columns, for the programs asked about
+        sel = slice(None) if rows is None else rows
+        n = self.n_programs if rows is None else len(rows)
+        Xv = self._var_buffer if rows is None else np.empty((n, len(PER_REQUEST)))
+        Xv[:, 0] = step2 - self.typical_step2[sel]
         home = applicant.get("home_state")
         if home is None:
-            X[:, COL["same_state"]] = 0.0
-            X[:, COL["same_region"]] = 0.0
+            Xv[:, 1] = 0.0
+            Xv[:, 2] = 0.0
         else:
-            X[:, COL["same_state"]] = self.state == home
-            X[:, COL["same_region"]] = self.region == STATE_REGION.get(home)
+            Xv[:, 1] = self.state_code[sel] == self._state_codes.get(home, -1)
+            Xv[:, 2] = self.region_code[sel] == self._region_codes.get(STATE_REGION.get(home), -1)
+        Xv[:, 3] = 0.0
+        Xv[:, 4] = np.nan
         if signals:
-            idx = self.program_index.get_indexer(list(signals))
-            for i, kind in zip(idx, signals.values()):
+            where = pd.Index(self.program_index[sel]) if rows is not None else self.program_index
+            idx = where.get_indexer(list(signals))
+            full_idx = self.program_index.get_indexer(list(signals))
+            for i, fi, kind in zip(idx, full_idx, signals.values()):
                 if i >= 0:
-                    X[i, COL["signal"]] = SIGNAL_CODES[kind]
-                    X[i, COL["rate_own_signal"]] = self.signal_rates[kind][i]
-        applicant_values = X[0].copy()
-        if self.quick:
-            _applicant_masks(applicant_values, self.internal, self.tree_of, self.feature,
-                             self.threshold, self.mgl, self.is_cat, self.bitset_idx, self.mask,
-                             self.raw_bitsets, self.known_bitsets, self.f_idx_map,
-                             self._is_applicant, self.roots.shape[0], self._applicant_mask)
-            Xv = np.ascontiguousarray(X[:, self._var_cols] if rows is None
-                                      else X[rows][:, self._var_cols])
-            pm = self.program_masks[typ] if rows is None else \
-                np.ascontiguousarray(self.program_masks[typ][rows])
-            out = self._out if rows is None else np.empty(len(Xv))
-            _quickscore(Xv, pm, self._applicant_mask, self.var_features, self.var_start,
-                        self.var_thr, self.var_tree, self.var_mask, self.nan_start, self.nan_tree,
-                        self.nan_mask, self.leaf_start, self.leaf_value, _MOD67, self.baseline,
+                    Xv[i, 3] = SIGNAL_CODES[kind]
+                    Xv[i, 4] = self.signal_rates[kind][fi]
+        if not self.quick:
+            X = np.ascontiguousarray(self.base[typ][sel])
+            for k, c in enumerate(self._var_cols):
+                X[:, c] = Xv[:, k]
+            for c in np.flatnonzero(self._is_applicant):
+                X[:, c] = values[c]
+            _specialise(self.roots, self.feature, self.threshold, self.mgl, self.left,
+                        self.right, self.is_leaf, self.is_cat, self.bitset_idx, self.raw_bitsets,
+                        self.known_bitsets, self.f_idx_map, values, self._is_applicant,
+                        self._left, self._right, self._roots)
+            out = np.empty(len(X))
+            _raw_scores(X, self._roots, self.feature, self.threshold, self.mgl, self._left,
+                        self._right, self.is_leaf, self.value, self.is_cat, self.bitset_idx,
+                        self.raw_bitsets, self.known_bitsets, self.f_idx_map, self.baseline,
                         out)
             return self._finish(out, applicant, rows)
-        _specialise(self.roots, self.feature, self.threshold, self.mgl, self.left, self.right,
-                    self.is_leaf, self.is_cat, self.bitset_idx, self.raw_bitsets,
-                    self.known_bitsets, self.f_idx_map, applicant_values, self._is_applicant,
-                    self._left, self._right, self._roots)
-        Xs = X if rows is None else np.ascontiguousarray(X[rows])
-        out = self._out if rows is None else np.empty(len(Xs))
-        _raw_scores(Xs, self._roots, self.feature, self.threshold, self.mgl, self._left,
-                    self._right, self.is_leaf, self.value, self.is_cat, self.bitset_idx,
-                    self.raw_bitsets, self.known_bitsets, self.f_idx_map, self.baseline, out)
+        _applicant_masks(values, self.internal, self.tree_of, self.feature, self.threshold,
+                         self.mgl, self.is_cat, self.bitset_idx,
+                         self.mask32 if self.width == 32 else self.mask, self.raw_bitsets,
+                         self.known_bitsets, self.f_idx_map, self._is_applicant,
+                         self.roots.shape[0], self._applicant_mask)
+        pm = self.program_masks[typ]
+        if rows is not None:
+            pm = np.ascontiguousarray(pm[rows])
+        out = np.empty(len(Xv)) if rows is not None else self._out[:n]
+        default_row = (Xv[:, 1] == 0) & (Xv[:, 2] == 0) & (Xv[:, 3] == 0) & np.isnan(Xv[:, 4])
+        _quickscore(Xv, pm, self._applicant_mask, self._default_mask, default_row,
+                    self.var_start, self.var_thr, self.var_tree, self.var_mask, self.nan_start,
+                    self.nan_tree, self.nan_mask, self.leaf_start, self.leaf_value,
+                    _DEBRUIJN_TABLE[self.width], np.uint64(_DEBRUIJN[self.width][0]),
+                    np.uint64(_DEBRUIJN[self.width][1]), np.uint64(_DEBRUIJN[self.width][2]),
+                    self.baseline, out)
         return self._finish(out, applicant, rows)
 
     def _finish(self, raw: np.ndarray, applicant: dict[str, Any], rows: np.ndarray | None

@@ -46,6 +46,9 @@ DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "position
                    "img_orientation")
 
 
+_VISA_REASON = "needs a visa; program sponsors neither J-1 nor H-1B"
+
+
 class InputError(SmartPickError, ValueError):
     """An applicant profile, preference or request argument is invalid (the message names it)."""
 
@@ -195,6 +198,56 @@ class MatchPredictor:
         cols = [c for c in PROGRAM_INPUTS if c in self.programs.columns]
         self._program_block = self.programs[cols]
         self._visa_ok = ~visa_blocked(self._program_block.assign(needs_visa=True))
+        # text columns converted once to pandas' string dtype: building each answer then does no
+        # per-row type inference
+        self._display_arrays = {
+            c: (self.programs[c].astype("str").array
+                if pd.api.types.is_object_dtype(self.programs[c].dtype) else self.programs[c].array)
+            for c in DISPLAY_COLUMNS if c in self.programs}
+        self._fast: Any = None
+        self._fast_failed = False
+
+    def _scorer(self) -> Any:
+        """The compiled fast path (built on first use; None if this model cannot use it)."""
+        if self._fast is None and not self._fast_failed:
+            from smartpick_ml.model import MatchModel
+
+            if isinstance(self.model, MatchModel):
+                from smartpick_ml.fastpath import FastScorer
+
+                self._fast = FastScorer(self.model, self.programs)
+            else:
+                self._fast_failed = True
+        return self._fast
+
+    def _utility(self, prefs: Preferences, rows: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "_utility_inputs"):
+            p = self.programs
+            flag = lambda c: (p[c].astype("boolean").fillna(False).to_numpy(float)  # noqa: E731
+                              if c in p else np.zeros(len(p)))
+            self._utility_inputs = {
+                "state": p["state"].to_numpy(dtype=object),
+                "region": p["region"].to_numpy(dtype=object),
+                "support": (flag("img_mentorship") + flag("img_orientation")) / 2,
+                "type": p["program_type"].to_numpy(dtype=object),
+                "h1b": flag("sponsors_h1b")}
+        x = self._utility_inputs
+        location = np.maximum(np.isin(x["state"][rows], prefs.states),
+                              0.5 * np.isin(x["region"][rows], prefs.regions))
+        uni = np.zeros(len(rows)) if prefs.program_type == "any" else \
+            (x["type"][rows] == prefs.program_type).astype(float)
+        return (1.0 + prefs.location_weight * location + prefs.img_support_weight
+                * x["support"][rows] + prefs.university_weight * uni
+                + prefs.visa_weight * x["h1b"][rows])
+
+    def _q(self, profile: ApplicantProfile, rows: np.ndarray) -> np.ndarray:
+        """q for one applicant at ``rows`` of the catalog: the fast path when available."""
+        fast = self._scorer()
+        if fast is None:
+            return self.predict(self._pairs(profile, rows))
+        full = len(rows) == len(self.programs) and bool(np.all(rows == np.arange(len(rows))))
+        q = fast.score(profile.model_dump(), profile.signals, None if full else rows)
+        return q.copy()
 
     # ------------------------------------------------------------------ loading
 
@@ -253,7 +306,8 @@ class MatchPredictor:
         values = profile.model_dump()
         pairs = pd.DataFrame({c: [values[c]] * len(block) for c in APPLICANT_INPUTS})
         pairs = pd.concat([pairs, block], axis=1)
-        pairs["signal"] = block["program_id"].map(profile.signals).fillna("none").to_numpy()
+        pairs["signal"] = np.array([profile.signals.get(p, "none") for p in block["program_id"]],
+                                   dtype=object)
         return pairs
 
     def _rows(self, specialty: str | None, program_ids: Sequence[str] | None = None
@@ -287,21 +341,20 @@ class MatchPredictor:
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
             raise InputError(f"k: must be a whole number ≥ 1, got {k!r}")
         rows = self._rows(specialty or profile.preferred_specialty)
-        pairs = self._pairs(profile, rows)
-        q = self.predict(pairs)
-        out = self.programs.iloc[rows][[c for c in DISPLAY_COLUMNS if c in self.programs]
-                                       ].reset_index(drop=True)
-        out["q"] = q
-        out["utility"] = utility(self.programs.iloc[rows].reset_index(drop=True), prefs)
-        out["ev"] = out["q"] * out["utility"]
-        blocked = profile.needs_visa & ~self._visa_ok[rows]
-        out["eligible"] = ~blocked
-        out["reason"] = np.where(blocked, "needs a visa; program sponsors neither J-1 nor H-1B",
-                                 "")
-        out = out.sort_values(["eligible", "ev", "q"], ascending=[False, False, False],
-                              kind="stable").reset_index(drop=True)
+        q = self._q(profile, rows)
+        u = self._utility(prefs, rows)
+        ev = q * u
+        eligible = ~(profile.needs_visa & ~self._visa_ok[rows])
+        order = np.lexsort((-q, -ev, ~eligible))  # eligible first, then EV, then q
         if k is not None:
-            out = out.head(k)
+            order = order[:k]
+        take = rows[order]
+        # one DataFrame built from numpy columns: much cheaper than pandas take + setitem
+        columns = {c: v.take(take) for c, v in self._display_arrays.items()}
+        columns.update(q=q[order], utility=u[order], ev=ev[order], eligible=eligible[order],
+                       reason=pd.Categorical.from_codes(
+                           eligible[order].astype(np.int8), categories=[_VISA_REASON, ""]))
+        out = pd.DataFrame(columns, copy=False)
         if explain:
             out["top_factors"] = self._explain(profile, out)
         return out
@@ -366,7 +419,7 @@ class MatchPredictor:
         if isinstance(rank_list, str) or not isinstance(rank_list, Sequence):
             raise InputError("rank_list: expected a list of program_id strings")
         rows = self._rows(None, list(rank_list))
-        q = self.predict(self._pairs(profile, rows))
+        q = self._q(profile, rows)
         u = utility(self.programs.iloc[rows].reset_index(drop=True), prefs)
         res = match_probability(q, u)
         table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1),
