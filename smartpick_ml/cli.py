@@ -348,11 +348,14 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
                             schedule=schedule)
     t = result["table"]
     marks = sorted({1, 5, 10, 15, 20, 30, 40, 60, 80, 100, 150, len(t)} & set(t["h"]))
-    view = t[t["h"].isin(marks)][["h", "p_match", "expected_utility", "fee_usd",
-                                  "usd_per_extra_pp", "gain_vs_naive"]]
+    view = t[t["h"].isin(marks)][["h", "p_match", "p_match_corrected", "expected_utility",
+                                  "fee_usd", "usd_per_extra_pp", "gain_vs_naive"]]
     click.echo(f"{result['specialty']}: best list of each length (of {len(t)})")
     click.echo(view.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    click.echo(f"\nlongest list: P(match) {result['p_match']:.1%}, fee ${result['fee_usd']:,}")
+    click.echo(f"\nlongest list: P(match) {result['p_match_corrected']:.1%} (independence formula "
+               f"{result['p_match']:.1%}), fee ${result['fee_usd']:,}")
+    click.echo("p_match assumes programs decide independently; p_match_corrected is calibrated on "
+               "held-out applicants (see README)")
     click.echo("programs, in the order the optimal list adds them:")
     for i, r in enumerate(result["programs"].head(15).itertuples(), 1):
         click.echo(f"  {i:3d}. {r.name[:60]:60s} q={r.q:.3f}")

@@ -565,6 +565,9 @@ def plot_plan(table: pd.DataFrame, path: str | os.PathLike[str], title: str = ""
         if "naive_p_match" in table:
             ax.plot(table["h"], 100 * table["naive_p_match"], color="tab:blue", linestyle=":",
                     label="P(match), top-h by EV")
+        if "p_match_corrected" in table:
+            ax.plot(table["h"], 100 * table["p_match_corrected"], color="tab:green",
+                    label="P(match), corrected for correlated decisions")
         ax.set_xlabel("programs applied to (h)")
         ax.set_ylabel("P(match) %")
         ax.set_ylim(0, 100)

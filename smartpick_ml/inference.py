@@ -422,12 +422,23 @@ class MatchPredictor:
         q = self._q(profile, rows)
         u = utility(self.programs.iloc[rows].reset_index(drop=True), prefs)
         res = match_probability(q, u)
+        corrected = self.correct_p_match(res.p_match, profile.applicant_type)
         table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1),
                               "program_id": list(rank_list),
                               "name": self.programs["name"].to_numpy()[rows], "q": q,
                               "utility": u, "p_match_here": res.p_match_at})
         return {"ranks": table, "p_match": res.p_match, "p_unmatched": res.p_unmatched,
-                "expected_utility": res.expected_utility}
+                "expected_utility": res.expected_utility, "p_match_corrected": corrected}
+
+    def correct_p_match(self, p_match: float | np.ndarray, applicant_type: str
+                        ) -> float | np.ndarray:
+        """P(match) of a list corrected for correlated programs' decisions (``pmatch``); the
+        independence value is returned unchanged by models trained without the correction."""
+        cal = getattr(self.model, "pmatch_calibrator_", None)
+        if cal is None:
+            return p_match
+        out = cal.transform(np.asarray(p_match, float), applicant_type)
+        return float(out[0]) if np.ndim(p_match) == 0 else out
 
     def plan(self, applicant: Mapping[str, Any] | ApplicantProfile,
              preferences: Mapping[str, Any] | Preferences | None = None,
@@ -462,11 +473,14 @@ class MatchPredictor:
             h_max = min(h_max, affordable)
         table = plan_table(eligible["q"].to_numpy(), eligible["utility"].to_numpy(), h_max,
                            schedule)
+        table.insert(3, "p_match_corrected",
+                     self.correct_p_match(table["p_match"].to_numpy(), profile.applicant_type))
         table.insert(1, "program_added", eligible["program_id"].to_numpy()[table["added"]])
         table.insert(2, "name_added", eligible["name"].to_numpy()[table["added"]])
         best = table.iloc[-1]
         chosen = eligible.iloc[table["added"].to_numpy()].reset_index(drop=True)
         return {"specialty": spec, "table": table, "programs": chosen,
                 "p_match": float(best["p_match"]),
+                "p_match_corrected": float(best["p_match_corrected"]),
                 "expected_utility": float(best["expected_utility"]),
                 "fee_usd": int(best["fee_usd"])}

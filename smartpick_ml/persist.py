@@ -34,6 +34,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "smartpick_ml.features.PairFeatures",
     "smartpick_ml.model.MatchModel",
     "smartpick_ml.model._Calibrator",
+    "smartpick_ml.pmatch.PMatchCalibrator",
 )
 
 

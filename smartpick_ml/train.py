@@ -293,6 +293,17 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
                        calibration=m.calibration, random_state=cfg.data.seed)
     model.fit(tr, y_tr, holdout_pairs=ho, holdout_y=y_ho,
               holdout_groups=ho["applicant_id"].to_numpy(), interviewed=interviewed)
+    # list-level P(match): learn how far 1 - prod(1 - q) overstates it, on held-out applicants
+    if "matched" in ho:
+        from smartpick_ml.pmatch import PMatchCalibrator, independent_p_match
+
+        q_ho = model.predict_proba(ho)[:, 1]
+        p_ind = independent_p_match(q_ho, ho["applicant_id"].to_numpy())
+        per = ho.groupby("applicant_id").agg(matched=("matched", "any"),
+                                             applicant_type=("applicant_type", "first"))
+        per = per.loc[p_ind.index]
+        model.pmatch_calibrator_ = PMatchCalibrator().fit(
+            p_ind.to_numpy(), per["matched"].to_numpy(bool), per["applicant_type"].to_numpy())
     timings["model"] = time.perf_counter() - t
 
     say("training baselines")
@@ -318,7 +329,14 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     metrics = evaluate.metrics_table(scored, prob_columns, reference=reference)
     per_applicant = {name: evaluate.applicant_match_table(scored, name, rank_column=None)
                      for name in prob_columns}
-    reliability = evaluate.reliability_by_decile(per_applicant["model"])
+    if hasattr(model, "pmatch_calibrator_"):
+        corrected = per_applicant["model"].copy()
+        corrected["p_match"] = model.pmatch_calibrator_.transform(
+            corrected["p_match"].to_numpy(), corrected["applicant_type"].to_numpy())
+        per_applicant["model, P(match) corrected"] = corrected
+        reliability = evaluate.reliability_by_decile(corrected)
+    else:
+        reliability = evaluate.reliability_by_decile(per_applicant["model"])
     timings["evaluate"] = time.perf_counter() - t
 
     say("permutation importance")

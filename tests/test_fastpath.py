@@ -151,3 +151,17 @@ def test_match_probability_and_plan(predictor):
 def test_bad_input_names_the_field(predictor, call, field):
     with pytest.raises(InputError, match=field.replace(".", r"\.")):
         call(predictor)
+
+
+def test_pmatch_correction_is_monotone_and_lowers_overconfidence(world, predictor):
+    cal = getattr(world.model, "pmatch_calibrator_", None)
+    assert cal is not None
+    p = np.linspace(0, 1, 101)
+    for typ in APPLICANT_TYPES:
+        out = cal.transform(p, typ)
+        assert (np.diff(out) >= -1e-12).all() and ((out >= 0) & (out <= 1)).all()
+    plan = predictor.plan(APPLICANT, specialty="Internal Medicine", max_applications=30)
+    t = plan["table"]
+    assert (np.diff(t["p_match_corrected"]) >= -1e-12).all()
+    # the independence formula is over-confident in the simulation (shared latent strengths)
+    assert t["p_match_corrected"].iloc[-1] <= t["p_match"].iloc[-1] + 0.05
