@@ -1,6 +1,6 @@
 """Saving and loading a model for services that do not use MLflow.
 
-One artifact (``smartpick-match.skops``) plus ``manifest.json`` (version, scikit-learn version,
+One artifact (``smartpick-match-<sha256 prefix>.skops``) plus ``manifest.json`` (version, scikit-learn version,
 feature schema, metrics, training-data hash, SHA-256 of the artifact), both written atomically.
 
 The artifact is a **skops** file, not a pickle: loading it reconstructs only the types listed in
@@ -24,7 +24,8 @@ from smartpick_ml import __version__
 from smartpick_ml.errors import ModelIntegrityError
 from smartpick_ml.io import sha256_file, write_bytes_atomic, write_json_atomic
 
-ARTIFACT_NAME = "smartpick-match.skops"
+ARTIFACT_PREFIX = "smartpick-match-"
+ARTIFACT_SUFFIX = ".skops"
 MANIFEST_NAME = "manifest.json"
 #: Every type a SmartPick model is built from that skops does not trust by default.
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -44,18 +45,23 @@ def untrusted_types(model: Any) -> list[str]:
 
 
 def save_model(model: Any, model_dir: str | Path, manifest_extra: dict[str, Any]) -> Path:
-    """Write the artifact, then the manifest naming its hash; each atomically.
+    """Write the artifact under a name that carries its hash, then the manifest naming it.
 
-    The manifest is written last: a reader who finds a manifest finds the artifact it describes.
+    Each write is atomic and the previous artifact is removed only after the new manifest is in
+    place: a run killed at any point leaves a manifest whose artifact exists and matches it.
     """
+    import hashlib
+
     d = Path(model_dir)
     extra = sorted(set(untrusted_types(model)) - set(TRUSTED_TYPES))
     if extra:
         raise ModelIntegrityError(f"model contains types not in TRUSTED_TYPES: {extra}")
-    artifact = d / ARTIFACT_NAME
-    write_bytes_atomic(artifact, sio.dumps(model))
+    data = sio.dumps(model)
+    digest = hashlib.sha256(data).hexdigest()
+    artifact = d / f"{ARTIFACT_PREFIX}{digest[:16]}{ARTIFACT_SUFFIX}"
+    write_bytes_atomic(artifact, data)
     manifest = {
-        "artifact": ARTIFACT_NAME,
+        "artifact": artifact.name,
         "sha256": sha256_file(artifact),
         "smartpick_ml_version": __version__,
         "sklearn_version": sklearn.__version__,
@@ -63,7 +69,15 @@ def save_model(model: Any, model_dir: str | Path, manifest_extra: dict[str, Any]
         **manifest_extra,
     }
     write_json_atomic(d / MANIFEST_NAME, manifest)
+    for old in d.glob(f"{ARTIFACT_PREFIX}*{ARTIFACT_SUFFIX}"):
+        if old.name != artifact.name:
+            old.unlink(missing_ok=True)
     return artifact
+
+
+def artifact_path(model_dir: str | Path) -> Path:
+    """The artifact the manifest in ``model_dir`` names."""
+    return Path(model_dir) / str(read_manifest(model_dir).get("artifact"))
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
@@ -81,7 +95,10 @@ def load_model(model_dir: str | Path, strict: bool = False) -> tuple[Any, dict[s
     """Load the model in ``model_dir`` after checking it against its manifest."""
     d = Path(model_dir)
     manifest = read_manifest(d)
-    artifact = d / str(manifest.get("artifact", ARTIFACT_NAME))
+    name = str(manifest.get("artifact", ""))
+    if not name or Path(name).name != name:
+        raise ModelIntegrityError(f"model manifest in {d} names no valid artifact ({name!r})")
+    artifact = d / name
     if not artifact.is_file():
         raise ModelIntegrityError(f"model artifact missing: {artifact}")
     digest = sha256_file(artifact)

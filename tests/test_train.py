@@ -330,7 +330,7 @@ def test_saved_model_loads_and_predicts_like_the_trained_one(world, sample) -> N
     assert manifest["model_version"] == "1"
     assert manifest["mlflow_run_id"] == world.result.run_id
     assert manifest["input_columns"] == list(PAIR_INPUT_COLUMNS)
-    assert manifest["sha256"] == sha256_file(world.model_dir / persist.ARTIFACT_NAME)
+    assert manifest["sha256"] == sha256_file(persist.artifact_path(world.model_dir))
     assert manifest["validation_season"] == 2025
     assert manifest["metrics"]["model.log_loss"] == pytest.approx(
         _all_row(world.result.metrics, "model")["log_loss"])
@@ -355,13 +355,13 @@ def _swap(path: Path) -> None:
 @pytest.mark.parametrize("damage", [_flip_byte, _truncate, _swap],
                          ids=["one-byte-flipped", "truncated", "swapped"])
 def test_damaged_artifact_is_refused(model_copy, damage) -> None:
-    damage(model_copy / persist.ARTIFACT_NAME)
+    damage(persist.artifact_path(model_copy))
     with pytest.raises(ModelIntegrityError, match="manifest"):
         persist.load_model(model_copy)
 
 
 def test_missing_artifact_or_manifest_is_refused(model_copy) -> None:
-    (model_copy / persist.ARTIFACT_NAME).unlink()
+    (persist.artifact_path(model_copy)).unlink()
     with pytest.raises(ModelIntegrityError, match="missing"):
         persist.load_model(model_copy)
     (model_copy / persist.MANIFEST_NAME).unlink()
@@ -379,3 +379,22 @@ def test_other_sklearn_version_warns_and_strict_refuses(model_copy, sample, worl
     assert np.array_equal(_q(model, sample.iloc[:50]), _q(world.model, sample.iloc[:50]))
     with pytest.raises(ModelIntegrityError, match=r"scikit-learn 1\.0\.0"):
         persist.load_model(model_copy, strict=True)
+
+
+def test_killed_save_leaves_the_last_good_model(model_copy, world, monkeypatch) -> None:
+    """A save that dies after writing the new artifact but before its manifest: the previous
+    manifest still names the previous artifact, which still loads and predicts."""
+    before, _ = persist.load_model(model_copy)
+    old_artifact = persist.artifact_path(model_copy)
+    other = before.set_params(random_state=99)  # any different bytes
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing the manifest")
+
+    monkeypatch.setattr(persist, "write_json_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        persist.save_model(other, model_copy, {})
+    model, _ = persist.load_model(model_copy)
+    assert persist.artifact_path(model_copy) == old_artifact
+    assert model.predict_proba(world.validation.head(50)).shape == (50, 2)
+    assert not list(model_copy.glob(".tmp-*"))
