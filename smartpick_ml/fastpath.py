@@ -79,6 +79,20 @@ def _go_left(x: float, feat: int, thr: float, mgl: bool, is_cat: bool, bitset: i
 
 
 @numba.njit(cache=True)
+def _skip_applicant_splits(j, feature, threshold, mgl, left, right, is_leaf, is_cat, bitset_idx,
+                           raw_bitsets, known_bitsets, f_idx_map, applicant_values,
+                           is_applicant_feature):
+    """From node ``j``, follow the splits on the applicant's own features to the first other."""
+    while (not is_leaf[j]) and is_applicant_feature[feature[j]]:
+        if _go_left(applicant_values[feature[j]], feature[j], threshold[j], mgl[j], is_cat[j],
+                    bitset_idx[j], raw_bitsets, known_bitsets, f_idx_map):
+            j = left[j]
+        else:
+            j = right[j]
+    return j
+
+
+@numba.njit(cache=True)
 def _specialise(roots, feature, threshold, mgl, left, right, is_leaf, is_cat, bitset_idx,
                 raw_bitsets, known_bitsets, f_idx_map, applicant_values, is_applicant_feature,
                 out_left, out_right, out_roots):
@@ -93,28 +107,18 @@ def _specialise(roots, feature, threshold, mgl, left, right, is_leaf, is_cat, bi
         if is_leaf[i]:
             continue
         for side in range(2):
-            j = out_left[i] if side == 0 else out_right[i]
-            while (not is_leaf[j]) and is_applicant_feature[feature[j]]:
-                x = applicant_values[feature[j]]
-                if _go_left(x, feature[j], threshold[j], mgl[j], is_cat[j], bitset_idx[j],
-                            raw_bitsets, known_bitsets, f_idx_map):
-                    j = left[j]
-                else:
-                    j = right[j]
+            j = _skip_applicant_splits(
+                out_left[i] if side == 0 else out_right[i], feature, threshold, mgl, left,
+                right, is_leaf, is_cat, bitset_idx, raw_bitsets, known_bitsets, f_idx_map,
+                applicant_values, is_applicant_feature)
             if side == 0:
                 out_left[i] = j
             else:
                 out_right[i] = j
     for t in range(roots.shape[0]):
-        j = roots[t]
-        while (not is_leaf[j]) and is_applicant_feature[feature[j]]:
-            x = applicant_values[feature[j]]
-            if _go_left(x, feature[j], threshold[j], mgl[j], is_cat[j], bitset_idx[j],
-                        raw_bitsets, known_bitsets, f_idx_map):
-                j = left[j]
-            else:
-                j = right[j]
-        out_roots[t] = j
+        out_roots[t] = _skip_applicant_splits(
+            roots[t], feature, threshold, mgl, left, right, is_leaf, is_cat, bitset_idx,
+            raw_bitsets, known_bitsets, f_idx_map, applicant_values, is_applicant_feature)
 
 
 @numba.njit(cache=True)

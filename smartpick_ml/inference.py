@@ -38,7 +38,7 @@ from smartpick_ml.features import (
     visa_blocked,
 )
 from smartpick_ml.portfolio import fees_for_sizes, match_probability, plan_table
-from smartpick_ml.reference import APPLICANT_TYPES, REGIONS, SPECIALTY_NAMES, STATE_REGION
+from smartpick_ml.reference import REGIONS, SPECIALTY_NAMES, STATE_REGION
 from smartpick_ml.schemas import STEP2_MAX, STEP2_MIN
 
 DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "positions",
@@ -151,22 +151,31 @@ def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
         raise InputError("; ".join(parts)) from None
 
 
-def utility(programs: pd.DataFrame, prefs: Preferences) -> np.ndarray:
+def utility_inputs(programs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The program attributes the utility uses, as arrays (computed once per catalog)."""
+    def flag(c: str) -> np.ndarray:
+        if c not in programs:
+            return np.zeros(len(programs))
+        return programs[c].astype("boolean").fillna(False).to_numpy(float)
+
+    return {"state": programs["state"].to_numpy(dtype=object),
+            "region": programs["region"].to_numpy(dtype=object),
+            "support": (flag("img_mentorship") + flag("img_orientation")) / 2,
+            "type": programs["program_type"].to_numpy(dtype=object),
+            "h1b": flag("sponsors_h1b")}
+
+
+def utility(inputs: dict[str, np.ndarray], prefs: Preferences,
+            rows: np.ndarray | slice = slice(None)) -> np.ndarray:
     """The applicant's value of each program (see :class:`Preferences`); always ≥ 1."""
-    in_state = programs["state"].isin(prefs.states).to_numpy(float)
-    in_region = programs["region"].isin(prefs.regions).to_numpy(float) \
-        if "region" in programs else np.zeros(len(programs))
-    location = np.maximum(in_state, 0.5 * in_region)
-    support = (programs.get("img_mentorship", pd.Series(False, index=programs.index))
-               .astype("boolean").fillna(False).to_numpy(float)
-               + programs.get("img_orientation", pd.Series(False, index=programs.index))
-               .astype("boolean").fillna(False).to_numpy(float)) / 2
-    uni = np.zeros(len(programs)) if prefs.program_type == "any" else \
-        (programs["program_type"] == prefs.program_type).to_numpy(float)
-    h1b = programs.get("sponsors_h1b", pd.Series(False, index=programs.index)
-                       ).astype("boolean").fillna(False).to_numpy(float)
-    return (1.0 + prefs.location_weight * location + prefs.img_support_weight * support
-            + prefs.university_weight * uni + prefs.visa_weight * h1b)
+    location = np.maximum(np.isin(inputs["state"][rows], prefs.states),
+                          0.5 * np.isin(inputs["region"][rows], prefs.regions))
+    n = len(inputs["state"][rows])
+    uni = np.zeros(n) if prefs.program_type == "any" else \
+        (inputs["type"][rows] == prefs.program_type).astype(float)
+    return (1.0 + prefs.location_weight * location
+            + prefs.img_support_weight * inputs["support"][rows]
+            + prefs.university_weight * uni + prefs.visa_weight * inputs["h1b"][rows])
 
 
 # Inputs whose effect on q is reported as the "top factors", with the neutral value each is
@@ -222,23 +231,8 @@ class MatchPredictor:
 
     def _utility(self, prefs: Preferences, rows: np.ndarray) -> np.ndarray:
         if not hasattr(self, "_utility_inputs"):
-            p = self.programs
-            flag = lambda c: (p[c].astype("boolean").fillna(False).to_numpy(float)  # noqa: E731
-                              if c in p else np.zeros(len(p)))
-            self._utility_inputs = {
-                "state": p["state"].to_numpy(dtype=object),
-                "region": p["region"].to_numpy(dtype=object),
-                "support": (flag("img_mentorship") + flag("img_orientation")) / 2,
-                "type": p["program_type"].to_numpy(dtype=object),
-                "h1b": flag("sponsors_h1b")}
-        x = self._utility_inputs
-        location = np.maximum(np.isin(x["state"][rows], prefs.states),
-                              0.5 * np.isin(x["region"][rows], prefs.regions))
-        uni = np.zeros(len(rows)) if prefs.program_type == "any" else \
-            (x["type"][rows] == prefs.program_type).astype(float)
-        return (1.0 + prefs.location_weight * location + prefs.img_support_weight
-                * x["support"][rows] + prefs.university_weight * uni
-                + prefs.visa_weight * x["h1b"][rows])
+            self._utility_inputs = utility_inputs(self.programs)
+        return utility(self._utility_inputs, prefs, rows)
 
     def _q(self, profile: ApplicantProfile, rows: np.ndarray) -> np.ndarray:
         """q for one applicant at ``rows`` of the catalog: the fast path when available."""
@@ -420,7 +414,7 @@ class MatchPredictor:
             raise InputError("rank_list: expected a list of program_id strings")
         rows = self._rows(None, list(rank_list))
         q = self._q(profile, rows)
-        u = utility(self.programs.iloc[rows].reset_index(drop=True), prefs)
+        u = self._utility(prefs, rows)
         res = match_probability(q, u)
         corrected = self.correct_p_match(res.p_match, profile.applicant_type)
         table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1),

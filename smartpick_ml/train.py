@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -201,15 +200,6 @@ def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
 
 
 # ----------------------------------------------------------------------------- the run
-
-
-def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = obj
-    return out
 
 
 def _oracle_column(cfg: TrainConfig, tables: dict[str, pd.DataFrame], val: pd.DataFrame,
