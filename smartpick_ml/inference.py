@@ -416,7 +416,8 @@ class MatchPredictor:
         q = self._q(profile, rows)
         u = self._utility(prefs, rows)
         res = match_probability(q, u)
-        corrected = self.correct_p_match(res.p_match, profile.applicant_type)
+        # a list matches at least as often as its likeliest program would take you
+        corrected = max(self.correct_p_match(res.p_match, profile.applicant_type), float(q.max()))
         table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1),
                               "program_id": list(rank_list),
                               "name": self.programs["name"].to_numpy()[rows], "q": q,
@@ -467,8 +468,9 @@ class MatchPredictor:
             h_max = min(h_max, affordable)
         table = plan_table(eligible["q"].to_numpy(), eligible["utility"].to_numpy(), h_max,
                            schedule)
-        table.insert(3, "p_match_corrected",
-                     self.correct_p_match(table["p_match"].to_numpy(), profile.applicant_type))
+        best_q = np.maximum.accumulate(eligible["q"].to_numpy()[table["added"].to_numpy()])
+        table.insert(3, "p_match_corrected", np.maximum(
+            self.correct_p_match(table["p_match"].to_numpy(), profile.applicant_type), best_q))
         table.insert(1, "program_added", eligible["program_id"].to_numpy()[table["added"]])
         table.insert(2, "name_added", eligible["name"].to_numpy()[table["added"]])
         best = table.iloc[-1]

@@ -165,3 +165,12 @@ def test_pmatch_correction_is_monotone_and_lowers_overconfidence(world, predicto
     assert (np.diff(t["p_match_corrected"]) >= -1e-12).all()
     # the independence formula is over-confident in the simulation (shared latent strengths)
     assert t["p_match_corrected"].iloc[-1] <= t["p_match"].iloc[-1] + 0.05
+
+
+def test_corrected_p_match_never_below_the_best_single_program(predictor):
+    plan = predictor.plan(APPLICANT, specialty="Internal Medicine", max_applications=20)
+    t = plan["table"]
+    q_added = plan["programs"]["q"].to_numpy()
+    assert (t["p_match_corrected"].to_numpy() >= np.maximum.accumulate(q_added) - 1e-12).all()
+    one = predictor.match_probability(APPLICANT, [plan["programs"]["program_id"].iloc[0]])
+    assert one["p_match_corrected"] >= one["p_match"] - 1e-12  # one program: exactly q
