@@ -53,7 +53,8 @@ def main() -> None:
     single_fast = timeit(lambda: fast.score(record, None, np.array([17])), 500)
     rank_default = timeit(lambda: predictor.rank(APPLICANT, explain=False), 200)
     print(f"programs: {len(rows):,}")
-    print(f"baseline predict_proba on a pairs frame (incl. building it): p50 {np.median(base):.1f} ms")
+    print("baseline predict_proba on a pairs frame (incl. building it): "
+          f"p50 {np.median(base):.1f} ms")
     print(f"rank(all programs, no explanations): p50 {np.median(rank):.1f} ms, p99 "
           f"{np.percentile(rank, 99):.1f} ms   [goal p50 <= 5 ms, p99 <= 15 ms]; "
           f"ratio vs baseline {np.median(base) / np.median(rank):.2f}x   [goal >= 5x]")

@@ -15,7 +15,8 @@ import pandas as pd
 from smartpick_ml.features import build_pairs
 from smartpick_ml.io import read_table
 from smartpick_ml.labels import LABEL
-from smartpick_ml.model import MatchModel, _log_loss
+from smartpick_ml.model import MatchModel
+from smartpick_ml.numeric import log_loss
 
 
 def fit_on(pairs: pd.DataFrame, fraction: float) -> tuple[float, MatchModel, int]:
@@ -42,7 +43,7 @@ def main() -> None:
     val = pairs[pairs["season"] == validation].sample(n=300_000, random_state=0)
     base_t, _, base_rows = fit_on(train, 0.25)
     full_t, model, rows = fit_on(train, 1.0)
-    loss = _log_loss(val[LABEL].to_numpy(), model.predict_proba(val)[:, 1])
+    loss = log_loss(val[LABEL].to_numpy(), model.predict_proba(val)[:, 1])
     print(f"season {season}: {rows:,} applications ({train['applicant_id'].nunique():,} "
           f"applicants), {model.n_iter_} trees, validation log-loss {loss:.4f}")
     print(f"training on the full season: {full_t:.0f} s   [goal <= 600 s]; baseline (a quarter "

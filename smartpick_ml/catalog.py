@@ -31,8 +31,10 @@ import pandas as pd
 
 from smartpick_ml.errors import DataValidationError
 from smartpick_ml.io import read_csv_text
+from smartpick_ml.numeric import clipped_logit
 from smartpick_ml.reference import (
     CATALOG_PROGRAM_COUNTS,
+    RATE_COLUMN_BY_TYPE,
     SEED_PROGRAMS,
     SPECIALTIES,
     SPECIALTY_BY_NAME,
@@ -57,8 +59,7 @@ CATALOG_COLUMNS: dict[str, str] = {
 REQUIRED_CATALOG_COLUMNS = ("Program", "City", "State", "Region", "MD", "DO", "US IMG",
                             "Non US IMG")
 RATE_COLUMNS: tuple[str, ...] = tuple(CATALOG_COLUMNS.values())
-TYPE_RATE_COLUMNS: tuple[str, ...] = ("rate_us_md", "rate_us_do", "rate_us_img",
-                                      "rate_non_us_img")
+TYPE_RATE_COLUMNS: tuple[str, ...] = tuple(RATE_COLUMN_BY_TYPE.values())
 SUPPRESSED = "-"
 
 _UNIVERSITY_PATTERN = re.compile(
@@ -253,11 +254,6 @@ def finish_programs(programs: pd.DataFrame, totals: dict[str, int] | None = None
 FIGURES_RESOURCE = "catalog_figures.json"
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 0.005, 0.995)
-    return np.log(p / (1 - p))
-
-
 def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
     """Summarise a real catalog into the figures the synthetic catalog is drawn from.
 
@@ -277,14 +273,14 @@ def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
             if len(v) == 0:
                 continue
             nz = v[v > 0]
-            lg = _logit(nz) if len(nz) else np.array([-4.0])
+            lg = clipped_logit(nz) if len(nz) else np.array([-4.0])
             spec["rates"][col] = {"zero_share": round(float((v == 0).mean()), 4),
                                   "logit_mean": round(float(lg.mean()), 4),
                                   "logit_sd": round(float(lg.std(ddof=1)) if len(lg) > 1 else 0.5,
                                                     4)}
         figs["specialties"][specialty] = spec
     full = programs.dropna(subset=list(TYPE_RATE_COLUMNS))
-    lg = np.column_stack([_logit(full[c].to_numpy(dtype=float)) for c in TYPE_RATE_COLUMNS])
+    lg = np.column_stack([clipped_logit(full[c].to_numpy(dtype=float)) for c in TYPE_RATE_COLUMNS])
     figs["type_logit_correlation"] = np.round(np.corrcoef(lg, rowvar=False), 4).tolist()
     figs["programs_per_state"] = {k: int(v) for k, v in
                                   programs["state"].value_counts().sort_index().items()}

@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from smartpick_ml.io import atomic_path
+from smartpick_ml.numeric import log_loss
 from smartpick_ml.reference import APPLICANT_TYPE_LABELS
 
 if TYPE_CHECKING:
@@ -151,10 +152,9 @@ def binary_metrics(y_true: ArrayLike, y_prob: ArrayLike) -> dict[str, float]:
     n = y.shape[0]
     if n == 0:
         return {"n": 0.0, **{k: math.nan for k in METRIC_COLUMNS if k != "n"}}
-    # Log-loss by hand rather than sklearn.log_loss: that one raises on a single-class subset
-    # unless labels= is passed, and its clip depends on the dtype.
-    pc = np.clip(p, EPS, 1.0 - EPS)
-    log_loss = float(-np.mean(y * np.log(pc) + (1.0 - y) * np.log1p(-pc)))
+    # numeric.log_loss rather than sklearn's: that one raises on a single-class subset unless
+    # labels= is passed, and its clip depends on the dtype.
+    loss = log_loss(y, p, EPS)
     two_classes = 0 < y.sum() < n
     return {
         "n": float(n),
@@ -162,7 +162,7 @@ def binary_metrics(y_true: ArrayLike, y_prob: ArrayLike) -> dict[str, float]:
         "mean_prediction": float(p.mean()),
         "roc_auc": float(roc_auc_score(y, p)) if two_classes else math.nan,
         "pr_auc": float(average_precision_score(y, p)) if two_classes else math.nan,
-        "log_loss": log_loss,
+        "log_loss": loss,
         "brier": float(np.mean((p - y) ** 2)),
         "ece": expected_calibration_error(y, p),
     }
@@ -239,8 +239,8 @@ def _log_loss_ratio(y: NDArray[np.float64], p: NDArray[np.float64], p_ref: NDArr
     both = in_group & ~np.isnan(p) & ~np.isnan(p_ref)
     if not both.any():
         return math.nan
-    model_ll = binary_metrics(y[both], p[both])["log_loss"]
-    ref_ll = binary_metrics(y[both], p_ref[both])["log_loss"]
+    model_ll = log_loss(y[both], p[both], EPS)
+    ref_ll = log_loss(y[both], p_ref[both], EPS)
     return model_ll / ref_ll if ref_ll > 0 else math.nan
 
 
@@ -428,7 +428,7 @@ def plot_reliability(frame: pd.DataFrame, prob_columns: Mapping[str, str],
     groups = _group_order(labelled[group])
     fig, axes = _grid(plt, max(len(groups), 1), ncols=2, panel_size=(4.6, 4.4))
     try:
-        for ax, g in zip(axes, groups, strict=False):
+        for ax, g in zip(axes, groups, strict=True):
             sub = labelled[labelled[group].astype(str) == g]
             y = sub[label].to_numpy(dtype=float)
             for model, col in prob_columns.items():
@@ -578,7 +578,8 @@ def plot_plan(table: pd.DataFrame, path: str | os.PathLike[str], title: str = ""
         lines = ax.get_legend_handles_labels()
         lines2 = ax2.get_legend_handles_labels()
         ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right", fontsize=8)
-        ax.set_title(f"P(match) and ERAS fees by list length — {title}" if title else "P(match) and ERAS fees by list length")
+        heading = "P(match) and ERAS fees by list length"
+        ax.set_title(f"{heading} — {title}" if title else heading)
         fig.tight_layout()
         return _save(fig, path)
     finally:

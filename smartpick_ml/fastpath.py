@@ -30,7 +30,6 @@ from smartpick_ml.features import (
     APPLICANT_INPUTS,
     FEATURE_NAMES,
     PROGRAM_INPUTS,
-    RATE_BY_TYPE,
     SIGNAL_CODES,
     SIGNAL_RATE_COLUMN,
     visa_blocked,
@@ -315,14 +314,16 @@ class FastScorer:
             leaves: list[int] = []
             below: dict[int, list[int]] = {}
 
-            def walk(j: int) -> list[int]:
+            # called only within this iteration; the defaults bind this tree's containers
+            def walk(j: int, t: int = t, leaves: list[int] = leaves,
+                     below: dict[int, list[int]] = below) -> list[int]:
                 tree_of[j] = t
                 if self.is_leaf[j]:
                     leaves.append(j)
                     return [len(leaves) - 1]
-                got = walk(int(self.left[j]))
+                got = walk(int(self.left[j]), t, leaves, below)
                 below[j] = got
-                return got + walk(int(self.right[j]))
+                return got + walk(int(self.right[j]), t, leaves, below)
 
             walk(int(root))
             if len(leaves) > MAX_LEAVES:
@@ -380,11 +381,11 @@ class FastScorer:
         for v, x in ((1, 0.0), (2, 0.0), (3, 0.0), (4, np.nan)):
             if np.isnan(x):
                 sl = slice(self.nan_start[v], self.nan_start[v + 1])
-                pairs = zip(self.nan_tree[sl], self.nan_mask[sl])
+                pairs = zip(self.nan_tree[sl], self.nan_mask[sl], strict=True)
             else:
                 sl = slice(self.var_start[v], self.var_start[v + 1])
                 pairs = ((t, m) for t, m, th in zip(self.var_tree[sl], self.var_mask[sl],
-                                                    self.var_thr[sl]) if th < x)
+                                                    self.var_thr[sl], strict=True) if th < x)
             for t, m in pairs:
                 default[t] &= m
         self._default_mask = default
@@ -453,7 +454,7 @@ class FastScorer:
             where = pd.Index(self.program_index[sel]) if rows is not None else self.program_index
             idx = where.get_indexer(list(signals))
             full_idx = self.program_index.get_indexer(list(signals))
-            for i, fi, kind in zip(idx, full_idx, signals.values()):
+            for i, fi, kind in zip(idx, full_idx, signals.values(), strict=True):
                 if i >= 0:
                     Xv[i, 3] = SIGNAL_CODES[kind]
                     Xv[i, 4] = self.signal_rates[kind][fi]
@@ -501,4 +502,4 @@ class FastScorer:
         return q
 
 
-__all__ = ["FastScorer", "APPLICANT_INPUTS", "RATE_BY_TYPE"]
+__all__ = ["FastScorer", "APPLICANT_INPUTS"]

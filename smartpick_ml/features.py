@@ -14,7 +14,13 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from smartpick_ml.errors import DataValidationError
-from smartpick_ml.reference import APPLICANT_TYPES, SPECIALTY_NAMES, STATE_REGION
+from smartpick_ml.numeric import clipped_logit
+from smartpick_ml.reference import (
+    APPLICANT_TYPES,
+    RATE_COLUMN_BY_TYPE,
+    SPECIALTY_NAMES,
+    STATE_REGION,
+)
 
 APPLICANT_INPUTS: tuple[str, ...] = (
     "applicant_type", "step2_ck", "graduation_year", "season", "usce_months", "publications",
@@ -28,8 +34,6 @@ PAIR_INPUTS: tuple[str, ...] = ("signal",)
 #: The columns a model takes, in order: what a service sends for each applicant × program pair.
 PAIR_INPUT_COLUMNS: tuple[str, ...] = APPLICANT_INPUTS + PROGRAM_INPUTS + PAIR_INPUTS
 
-RATE_BY_TYPE = {"us_md_senior": "rate_us_md", "us_do_senior": "rate_us_do",
-                "us_img": "rate_us_img", "non_us_img": "rate_non_us_img"}
 SIGNAL_CODES = {"none": 0, "signal": 1, "silver": 2, "gold": 3}
 SIGNAL_RATE_COLUMN = {"signal": "rate_signal", "silver": "rate_silver_signal",
                       "gold": "rate_gold_signal"}
@@ -43,11 +47,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "positions", "university", "rate_own_type", "logit_rate_own_type", "rate_us_md",
     "rate_non_us_img", "rate_img_vs_md", "rate_in_state", "rate_out_of_state", "img_share",
     "img_mentorship", "img_orientation", "signal", "rate_own_signal", "rate_no_signal")
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 0.005, 0.995)
-    return np.log(p / (1 - p))
 
 
 def _bool(frame: pd.DataFrame, col: str, default: float = np.nan) -> np.ndarray:
@@ -85,14 +84,38 @@ def check_pair_inputs(pairs: pd.DataFrame) -> None:
             f"{pairs.loc[bad_spec, 'specialty'].head(3).tolist()}"])
 
 
+def sponsors_visa(programs: pd.DataFrame) -> np.ndarray:
+    """Programs that sponsor a J-1 or an H-1B visa; an unknown J-1 status is not a refusal."""
+    j1 = np.nan_to_num(_bool(programs, "sponsors_j1", 1.0), nan=1.0) == 1.0
+    h1b = np.nan_to_num(_bool(programs, "sponsors_h1b", 0.0), nan=0.0) == 1.0
+    return j1 | h1b
+
+
 def visa_blocked(pairs: pd.DataFrame) -> np.ndarray:
     """Pairs where the applicant needs a visa and the program sponsors none: a hard rule, q = 0."""
-    needs = _bool(pairs, "needs_visa", 0.0) == 1.0
-    j1 = _bool(pairs, "sponsors_j1", 1.0)
-    h1b = _bool(pairs, "sponsors_h1b", 0.0)
-    # unknown sponsorship is not treated as a refusal
-    sponsors = (np.nan_to_num(j1, nan=1.0) == 1.0) | (np.nan_to_num(h1b, nan=0.0) == 1.0)
-    return needs & ~sponsors
+    return (_bool(pairs, "needs_visa", 0.0) == 1.0) & ~sponsors_visa(pairs)
+
+
+def own_type_rate(pairs: pd.DataFrame) -> np.ndarray:
+    """Each pair's program interview rate for the pair's applicant type (NaN where suppressed)."""
+    t = pairs["applicant_type"].to_numpy(dtype=object)
+    own = np.full(len(pairs), np.nan)
+    for typ, col in RATE_COLUMN_BY_TYPE.items():
+        sel = t == typ
+        own[sel] = _num(pairs, col)[sel]
+    return own
+
+
+def applicant_pairs(applicant: dict, programs: pd.DataFrame,
+                    signals: dict[str, str] | None = None) -> pd.DataFrame:
+    """The pairs frame of one applicant against ``programs`` (rows in the same order)."""
+    block = programs[[c for c in PROGRAM_INPUTS if c in programs.columns]].reset_index(drop=True)
+    pairs = pd.DataFrame({c: [applicant[c]] * len(block) for c in APPLICANT_INPUTS})
+    pairs = pd.concat([pairs, block], axis=1)
+    signals = signals or {}
+    pairs["signal"] = np.array([signals.get(p, "none") for p in block["program_id"]],
+                               dtype=object)
+    return pairs
 
 
 class PairFeatures(TransformerMixin, BaseEstimator):
@@ -127,11 +150,8 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         check_pair_inputs(pairs)
         n = len(pairs)
         t = pairs["applicant_type"].to_numpy(dtype=object)
-        rates = {c: _num(pairs, c) for c in RATE_BY_TYPE.values()}
-        own = np.full(n, np.nan)
-        for typ, col in RATE_BY_TYPE.items():
-            sel = t == typ
-            own[sel] = rates[col][sel]
+        own = own_type_rate(pairs)
+        rate_md, rate_nonus = _num(pairs, "rate_us_md"), _num(pairs, "rate_non_us_img")
         step2 = _num(pairs, "step2_ck")
         typical = pairs["program_id"].map(self.program_step2_).to_numpy(dtype=float,
                                                                         na_value=np.nan)
@@ -173,10 +193,10 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             "university": (pairs["program_type"].to_numpy(dtype=object) == "university"
                            ).astype(float) if "program_type" in pairs else np.full(n, np.nan),
             "rate_own_type": own,
-            "logit_rate_own_type": np.where(np.isnan(own), np.nan, _logit(own)),
-            "rate_us_md": rates["rate_us_md"],
-            "rate_non_us_img": rates["rate_non_us_img"],
-            "rate_img_vs_md": _logit(rates["rate_non_us_img"]) - _logit(rates["rate_us_md"]),
+            "logit_rate_own_type": np.where(np.isnan(own), np.nan, clipped_logit(own)),
+            "rate_us_md": rate_md,
+            "rate_non_us_img": rate_nonus,
+            "rate_img_vs_md": clipped_logit(rate_nonus) - clipped_logit(rate_md),
             "rate_in_state": _num(pairs, "rate_in_state"),
             "rate_out_of_state": _num(pairs, "rate_out_of_state"),
             "img_share": _num(pairs, "img_share"),
@@ -213,19 +233,15 @@ def synthetic_pairs(n: int = 5, seed: int = 0) -> pd.DataFrame:
 
     rng = np.random.default_rng(seed)
     programs = synthetic_catalog(seed).sample(n=n, random_state=seed).reset_index(drop=True)
-    types = np.array(APPLICANT_TYPES)[np.arange(n) % len(APPLICANT_TYPES)]
-    applicants = pd.DataFrame({
-        "applicant_type": types,
-        "step2_ck": rng.integers(225, 265, n).astype(np.int64),
-        "graduation_year": np.where(np.isin(types, ["us_img", "non_us_img"]), 2022, 2025
-                                    ).astype(np.int64),
-        "season": np.int64(2025),
-        "usce_months": rng.integers(0, 12, n).astype(np.int64),
-        "publications": rng.integers(0, 6, n).astype(np.int64),
-        "needs_visa": types == "non_us_img",
-        "home_state": np.where(types == "non_us_img", None, "NY").astype(object),
-    })
-    pairs = pd.concat([applicants, programs[[c for c in PROGRAM_INPUTS if c in programs]]],
-                      axis=1)
-    pairs["signal"] = "none"
-    return pairs
+    rows = []
+    for i in range(n):
+        typ = APPLICANT_TYPES[i % len(APPLICANT_TYPES)]
+        img = typ in ("us_img", "non_us_img")
+        applicant = {"applicant_type": typ, "step2_ck": int(rng.integers(225, 265)),
+                     "graduation_year": 2022 if img else 2025, "season": 2025,
+                     "usce_months": int(rng.integers(0, 12)),
+                     "publications": int(rng.integers(0, 6)),
+                     "needs_visa": typ == "non_us_img",
+                     "home_state": None if typ == "non_us_img" else "NY"}
+        rows.append(applicant_pairs(applicant, programs.iloc[[i]]))
+    return pd.concat(rows, ignore_index=True)

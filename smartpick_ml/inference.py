@@ -8,7 +8,8 @@ Three lines::
                              "graduation_year": 2022, "needs_visa": True},
                             specialty="Internal Medicine", k=20)
 
-- ``predict(pairs)``: q for applicant × program rows (a pairs frame, ``features.PAIR_INPUT_COLUMNS``).
+- ``predict(pairs)``: q for applicant × program rows (a pairs frame,
+  ``features.PAIR_INPUT_COLUMNS``).
 - ``rank(applicant, preferences, specialty, k)``: every program with q, the applicant's utility U,
   expected value EV = q·U, eligibility with the reason, and the inputs that move q most.
 - ``match_probability(applicant, rank_list)``: P(match at each rank), P(unmatched), E[U].
@@ -27,18 +28,22 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
-    model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smartpick_ml.errors import DataValidationError, SmartPickError
 from smartpick_ml.features import (
-    APPLICANT_INPUTS,
     PROGRAM_INPUTS,
+    applicant_pairs,
     check_pair_inputs,
     visa_blocked,
 )
-from smartpick_ml.portfolio import fees_for_sizes, match_probability, plan_table
-from smartpick_ml.reference import REGIONS, SPECIALTY_NAMES, STATE_REGION
+from smartpick_ml.portfolio import (
+    USMLE_TRANSCRIPT_FEE_USD,
+    fees_for_sizes,
+    match_probability,
+    plan_table,
+)
+from smartpick_ml.reference import RATE_COLUMN_BY_TYPE, REGIONS, SPECIALTY_NAMES, STATE_REGION
 from smartpick_ml.schemas import STEP2_MAX, STEP2_MIN
 
 DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "positions",
@@ -296,13 +301,8 @@ class MatchPredictor:
         return q
 
     def _pairs(self, profile: ApplicantProfile, rows: np.ndarray) -> pd.DataFrame:
-        block = self._program_block.iloc[rows].reset_index(drop=True)
-        values = profile.model_dump()
-        pairs = pd.DataFrame({c: [values[c]] * len(block) for c in APPLICANT_INPUTS})
-        pairs = pd.concat([pairs, block], axis=1)
-        pairs["signal"] = np.array([profile.signals.get(p, "none") for p in block["program_id"]],
-                                   dtype=object)
-        return pairs
+        return applicant_pairs(profile.model_dump(), self._program_block.iloc[rows],
+                               profile.signals)
 
     def _rows(self, specialty: str | None, program_ids: Sequence[str] | None = None
               ) -> np.ndarray:
@@ -311,7 +311,7 @@ class MatchPredictor:
                 raise InputError("rank_list: empty (give at least one program_id)")
             idx = self._index.get_indexer(list(program_ids))
             if (idx < 0).any():
-                unknown = [p for p, i in zip(program_ids, idx) if i < 0][:5]
+                unknown = [p for p, i in zip(program_ids, idx, strict=True) if i < 0][:5]
                 raise InputError(f"rank_list: unknown program_id(s) {unknown}")
             if len(set(program_ids)) != len(program_ids):
                 raise InputError("rank_list: a program appears twice")
@@ -362,9 +362,7 @@ class MatchPredictor:
         rows = self._index.get_indexer(ranked["program_id"])
         base = self._pairs(profile, rows)
         q0 = ranked["q"].to_numpy()
-        own_col = {"us_md_senior": "rate_us_md", "us_do_senior": "rate_us_do",
-                   "us_img": "rate_us_img", "non_us_img": "rate_non_us_img"}[
-            profile.applicant_type]
+        own_col = RATE_COLUMN_BY_TYPE[profile.applicant_type]
         spec_median = self.programs.groupby("specialty")[own_col].median()
         variants: dict[str, pd.DataFrame] = {}
         v = base.copy()
@@ -460,7 +458,8 @@ class MatchPredictor:
             raise InputError(f"applicant: no program in {spec} can take this applicant")
         h_max = min(max_applications or len(eligible), len(eligible))
         if budget is not None:
-            fees = fees_for_sizes(np.arange(1, len(eligible) + 1), schedule) + 80
+            fees = (fees_for_sizes(np.arange(1, len(eligible) + 1), schedule)
+                    + USMLE_TRANSCRIPT_FEE_USD)
             affordable = int(np.sum(fees <= budget))
             if affordable == 0:
                 raise InputError(f"budget: ${budget:,.0f} does not cover one application "

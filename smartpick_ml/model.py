@@ -23,14 +23,15 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from smartpick_ml.features import INCREASING_FEATURES, PairFeatures, visa_blocked
+from smartpick_ml.numeric import log_loss
 
 PROB_FLOOR = 1e-5
 CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    """Log-loss of probabilities as the model would output them (floored at PROB_FLOOR)."""
+    return log_loss(y, np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR))
 
 
 class _Calibrator:

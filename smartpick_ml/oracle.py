@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from smartpick_ml.config import SimulationParams
+from smartpick_ml.numeric import log_loss
 from smartpick_ml.simulate import build_market_inputs, oracle_q
 
 EPS = 1e-15
@@ -71,7 +72,7 @@ def oracle_error_bound(y: np.ndarray, q: np.ndarray, se: np.ndarray,
     q = np.clip(np.asarray(q, dtype=float), EPS, 1 - EPS)
     se = np.asarray(se, dtype=float)
     brier = float(np.mean((q - y) ** 2))
-    log_loss = float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
+    loss = log_loss(y, q, EPS)
     brier_err = float(np.mean(se**2))
     ll_err = float(np.mean(se**2 * (y / q**2 + (1 - y) / (1 - q) ** 2) / 2))
-    return OracleScores(brier, log_loss, brier_err, ll_err, replicates)
+    return OracleScores(brier, loss, brier_err, ll_err, replicates)

@@ -1,7 +1,8 @@
 """Saving and loading a model for services that do not use MLflow.
 
-One artifact (``smartpick-match-<sha256 prefix>.skops``) plus ``manifest.json`` (version, scikit-learn version,
-feature schema, metrics, training-data hash, SHA-256 of the artifact), both written atomically.
+One artifact (``smartpick-match-<sha256 prefix>.skops``) plus ``manifest.json`` (version,
+scikit-learn version, feature schema, metrics, training-data hash, SHA-256 of the artifact),
+both written atomically.
 
 The artifact is a **skops** file, not a pickle: loading it reconstructs only the types listed in
 :data:`TRUSTED_TYPES` and refuses anything else, so a tampered file cannot run arbitrary code. The

@@ -28,6 +28,14 @@ CATALOG_RATE_COLUMN: dict[str, str] = {
     "non_us_img": "Non US IMG",
 }
 
+#: Programs-table column holding each type's interview rate.
+RATE_COLUMN_BY_TYPE: dict[str, str] = {
+    "us_md_senior": "rate_us_md",
+    "us_do_senior": "rate_us_do",
+    "us_img": "rate_us_img",
+    "non_us_img": "rate_non_us_img",
+}
+
 SignalScheme = Literal["none", "single", "gold_silver"]
 
 

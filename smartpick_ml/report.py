@@ -25,7 +25,7 @@ def match_rates_by_type(applicants: pd.DataFrame, applications: pd.DataFrame) ->
     out["match_rate_pct"] = (100 * out["match_rate_pct"]).round(1)
     out["published_match_rate_pct"] = [
         MATCH_RESULTS.get(int(s), {}).get(t, (None, float("nan")))[1]
-        for s, t in zip(out["season"], out["applicant_type"])]
+        for s, t in zip(out["season"], out["applicant_type"], strict=True)]
     out["difference_pp"] = (out["match_rate_pct"] - out["published_match_rate_pct"]).round(1)
     out["applicant_type"] = pd.Categorical(out["applicant_type"], categories=APPLICANT_TYPES,
                                            ordered=True)

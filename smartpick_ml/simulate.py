@@ -36,19 +36,26 @@ from scipy.stats import norm
 
 from smartpick_ml.config import SimulateConfig, SimulationParams, TypeParams
 from smartpick_ml.errors import ConfigError
+from smartpick_ml.features import sponsors_visa
 from smartpick_ml.matching import deferred_acceptance
-from smartpick_ml.reference import APPLICANT_TYPES, PGY1_POSITIONS, SPECIALTY_NAMES, STATE_REGION
+from smartpick_ml.numeric import clipped_logit
+from smartpick_ml.reference import (
+    APPLICANT_TYPES,
+    PGY1_POSITIONS,
+    RATE_COLUMN_BY_TYPE,
+    SPECIALTY_NAMES,
+    STATE_REGION,
+)
 from smartpick_ml.schemas import APPLICANTS, APPLICATIONS, validate
 
-RATE_OF_TYPE = {"us_md_senior": "rate_us_md", "us_do_senior": "rate_us_do",
-                "us_img": "rate_us_img", "non_us_img": "rate_non_us_img"}
 STEP2_REFERENCE_MEAN, STEP2_REFERENCE_SD = 249.0, 15.0  # USMLE, US/Canadian MD first-takers
 STEP2_CLIP = (200, 290)
 MAX_RATE = 0.97
 _LOGISTIC_PROBIT = np.pi / 8.0  # E[logistic(a + bZ)] ~= logistic(a / sqrt(1 + pi b^2 / 8))
 CHUNK = 4096
-#: National share of applications by type (applicants x applications per applicant: NRMP 2025 counts,
-#: AAIM ~35 per US graduate and ~77 per IMG), used to average a program's per-type interview rates.
+#: National share of applications by type (applicants x applications per applicant:
+#: NRMP 2025 counts, AAIM ~35 per US graduate and ~77 per IMG), used to average a program's per-type
+#: interview rates.
 APPLICATION_MIX = np.array([20368 * 35, 8392 * 35, 4587 * 77, 11465 * 77], dtype=float)
 APPLICATION_MIX /= APPLICATION_MIX.sum()
 
@@ -105,7 +112,7 @@ def _imputed_rates(programs: pd.DataFrame) -> np.ndarray:
     """Published rate per program and type; suppressed values take the specialty's median."""
     out = np.empty((len(programs), len(APPLICANT_TYPES)))
     for j, t in enumerate(APPLICANT_TYPES):
-        col = programs[RATE_OF_TYPE[t]].astype(float)
+        col = programs[RATE_COLUMN_BY_TYPE[t]].astype(float)
         med = col.groupby(programs["specialty"]).transform("median")
         out[:, j] = col.fillna(med).fillna(col.median()).fillna(0.05).to_numpy()
     return np.clip(out, 0.0, MAX_RATE)
@@ -117,10 +124,6 @@ def _prestige(programs: pd.DataFrame, rates: np.ndarray) -> np.ndarray:
     z = -logit(md)
     z = (z - z.mean()) / (z.std() + 1e-9)
     return z + 0.5 * (programs["program_type"].to_numpy() == "university")
-
-
-def _stable_logit(p: np.ndarray) -> np.ndarray:
-    return logit(np.clip(p, 0.005, 0.995))
 
 
 def season_positions(programs: pd.DataFrame, season: int, scale: float,
@@ -209,14 +212,6 @@ def _observed_strength(applicants: pd.DataFrame, params: SimulationParams) -> np
             + bias.to_numpy(float))
 
 
-def _sponsors_any(programs: pd.DataFrame) -> np.ndarray:
-    j1 = programs["sponsors_j1"].astype("boolean").fillna(True).to_numpy(bool) \
-        if "sponsors_j1" in programs else np.ones(len(programs), bool)
-    h1b = programs["sponsors_h1b"].astype("boolean").fillna(False).to_numpy(bool) \
-        if "sponsors_h1b" in programs else np.zeros(len(programs), bool)
-    return j1 | h1b
-
-
 def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
                       programs: pd.DataFrame, positions: np.ndarray,
                       params: SimulationParams) -> pd.DataFrame:
@@ -224,14 +219,15 @@ def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
     rates = _imputed_rates(programs)
     mixed_rate = np.clip(rates @ APPLICATION_MIX, 0.01, 1.0)
     prestige = _prestige(programs, rates)
-    sponsors = _sponsors_any(programs)
+    sponsors = sponsors_visa(programs)
     type_idx = applicants["applicant_type"].map({t: i for i, t in enumerate(APPLICANT_TYPES)}
                                                 ).to_numpy()
     home = applicants["home_state"].to_numpy(dtype=object)
     home_region = np.array([STATE_REGION.get(h) if isinstance(h, str) else None for h in home],
                            dtype=object)
     season = int(applicants["season"].iloc[0])
-    growth = (1 + params.application_growth_per_season) ** (season - params.applications_reference_season)
+    growth = ((1 + params.application_growth_per_season)
+              ** (season - params.applications_reference_season))
     prog_state = programs["state"].to_numpy(dtype=object)
     prog_region = programs["region"].to_numpy(dtype=object)
     target_rate = np.array([params.types[x].target_rate_weight for x in APPLICANT_TYPES])
@@ -259,11 +255,12 @@ def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
             # then tilts toward programs that interview its type more than average.
             mix = mixed_rate[prog_idx][None, :]
             w = (np.log(positions[prog_idx])[None, :] - np.log(mix)
-                 + tilt * (_stable_logit(rates[prog_idx][:, t].T) - _stable_logit(mix))
+                 + tilt * (clipped_logit(rates[prog_idx][:, t].T) - clipped_logit(mix))
                  + params.target_home_state_weight * same_state
                  + params.target_region_weight * same_region
                  + prestige_pull * prestige[prog_idx][None, :])
-            visa_blocked = applicants["needs_visa"].to_numpy()[a][:, None] & ~sponsors[prog_idx][None, :]
+            needs_visa = applicants["needs_visa"].to_numpy()[a][:, None]
+            visa_blocked = needs_visa & ~sponsors[prog_idx][None, :]
             w = w - 6.0 * visa_blocked  # a few still apply where they cannot be taken
             w = w + rng.gumbel(size=w.shape)  # Gumbel-top-k = weighted sampling w/o replacement
             mean_apps = np.array([params.types[APPLICANT_TYPES[i]].applications_mean for i in t])
@@ -285,7 +282,7 @@ def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
                        * (home[rows] == prog_state[cols]) + rng.gumbel(size=len(rows)))
                 row_start = np.concatenate([[0], np.cumsum(n_apps)[:-1]])
                 rank_in_row = np.empty(len(rows), dtype=np.int64)
-                for i, (s0, k) in enumerate(zip(row_start, n_apps)):
+                for s0, k in zip(row_start, n_apps, strict=True):
                     rank_in_row[s0 + np.argsort(-fav[s0:s0 + k], kind="stable")] = np.arange(k)
                 if "signal" in signal_plan:
                     signal[rank_in_row < signal_plan["signal"]] = "signal"
@@ -340,8 +337,9 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     x = params.interview_strength_weight * (strength[pa] - mean_s[key])
     # in-state / out-of-state and signal effects from the program's own published rates
     rin = programs.get("rate_in_state", pd.Series(np.nan, index=programs.index)).to_numpy(float)
-    rout = programs.get("rate_out_of_state", pd.Series(np.nan, index=programs.index)).to_numpy(float)
-    d_state = np.nan_to_num(np.clip(_stable_logit(rin) - _stable_logit(rout), 0, 3), nan=0.5)
+    rout = programs.get("rate_out_of_state",
+                        pd.Series(np.nan, index=programs.index)).to_numpy(float)
+    d_state = np.nan_to_num(np.clip(clipped_logit(rin) - clipped_logit(rout), 0, 3), nan=0.5)
     x = x + d_state[pp] * (same_state - 0.5)
     if "signal" in applications:
         sig = applications["signal"].to_numpy(dtype=object)
@@ -349,11 +347,11 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
         for kind, col in (("signal", "rate_signal"), ("gold", "rate_gold_signal"),
                           ("silver", "rate_silver_signal")):
             rs = programs.get(col, pd.Series(np.nan, index=programs.index)).to_numpy(float)
-            d = np.nan_to_num(np.clip(_stable_logit(rs) - _stable_logit(no), 0, 4), nan=1.0)
+            d = np.nan_to_num(np.clip(clipped_logit(rs) - clipped_logit(no), 0, 4), nan=1.0)
             x = x + (sig == kind) * d[pp]
     invite_latent = params.interview_strength_weight * params.latent_weight
     # anchor: choose an offset per (program, type) so the expected share invited = published rate
-    c = _stable_logit(np.clip(r, 1e-3, MAX_RATE)).copy()
+    c = clipped_logit(np.clip(r, 1e-3, MAX_RATE)).copy()
     c_key = np.zeros(n_key)
     target = np.bincount(key, weights=r, minlength=n_key) / np.maximum(cnt, 1)
     for _ in range(12):
@@ -366,7 +364,7 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     offset = c_key[key] + x
     del c
     never = (r <= 0)
-    sponsors = _sponsors_any(programs)
+    sponsors = sponsors_visa(programs)
     never |= applicants["needs_visa"].to_numpy(bool)[pa] & ~sponsors[pp]
     offset = np.where(never, -np.inf, offset)
     score_obs = strength[pa] + params.program_home_state_bonus * same_state
@@ -455,7 +453,8 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
     n_inv = np.bincount(m.pair_applicant[invited], minlength=m.n_applicants)
     n_att = np.bincount(m.pair_applicant[interviewed], minlength=m.n_applicants)
     attend_ratio = np.where(n_inv > 0, n_att / np.maximum(n_inv, 1), 1.0)
-    return MarketOutcome(attend_ratio=attend_ratio, interviewed=interviewed, rank_position=rank, program_score=score,
+    return MarketOutcome(attend_ratio=attend_ratio, interviewed=interviewed, rank_position=rank,
+                         program_score=score,
                          matched=matched, would_take=would_take, program_cutoff=cutoff,
                          invite_threshold=invite_threshold, program_filled=result.program_filled)
 
@@ -506,7 +505,7 @@ def analytic_take_probability(inputs: MarketInputs, pairs: np.ndarray,
     c = cutoff[m.pair_program[pairs]]
     s = m.score_obs[pairs]
     q = np.zeros(len(pairs))
-    for node, weight in zip(_GH_NODES, _GH_WEIGHTS):
+    for node, weight in zip(_GH_NODES, _GH_WEIGHTS, strict=True):
         # off = -inf: never invited (visa rule, rate 0), whatever the program's threshold
         p_inv = np.where(np.isneginf(off), 0.0,
                          expit(np.nan_to_num(off + m.invite_latent_weight * node - tau,
@@ -563,8 +562,12 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
     tables as they were.
     """
     from smartpick_ml.catalog import load_catalog
-    from smartpick_ml.io import sha256_file, write_json_atomic, write_parquet_atomic, \
-        write_text_atomic
+    from smartpick_ml.io import (
+        sha256_file,
+        write_json_atomic,
+        write_parquet_atomic,
+        write_text_atomic,
+    )
     from smartpick_ml.report import format_report, match_rates_by_type, unfilled_by_specialty
 
     say = progress or (lambda _msg: None)

@@ -23,7 +23,8 @@ import pandas as pd
 
 from smartpick_ml.config import TrainConfig
 from smartpick_ml.features import PAIR_INPUT_COLUMNS, synthetic_pairs
-from smartpick_ml.model import MatchModel, _log_loss
+from smartpick_ml.model import MatchModel
+from smartpick_ml.numeric import log_loss
 from smartpick_ml.persist import TRUSTED_TYPES
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,13 @@ def champion_decision(name: str, new_version: str, new_loss: float, va: pd.DataF
         current = client.get_model_version_by_alias(name, CHAMPION)
     except Exception:  # no champion yet
         client.set_registered_model_alias(name, CHAMPION, new_version)
-        return CHAMPION, f"champion: version {new_version} is the first model (log-loss {new_loss:.5f})"
+        return CHAMPION, (f"champion: version {new_version} is the first model "
+                          f"(log-loss {new_loss:.5f})")
     if str(current.version) == str(new_version):
         return CHAMPION, "champion: already"
     try:
         old = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
-        old_loss = _log_loss(y_va, old.predict_proba(va)[:, 1])
+        old_loss = log_loss(y_va, old.predict_proba(va)[:, 1])
     except Exception as exc:  # an incompatible old model cannot defend its title
         client.set_registered_model_alias(name, CHAMPION, new_version)
         return CHAMPION, (f"champion: version {new_version} replaces {current.version}, which "
@@ -122,7 +124,7 @@ def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va
             pyfunc_predict_fn="predict_proba",
             registered_model_name=cfg.tracking.registered_model)
         version = str(info.registered_model_version)
-        new_loss = _log_loss(y_va, model.predict_proba(va)[:, 1])
+        new_loss = log_loss(y_va, model.predict_proba(va)[:, 1])
         alias, reason = champion_decision(cfg.tracking.registered_model, version, new_loss, va,
                                           y_va)
         mlflow.set_tag("alias_decision", reason)

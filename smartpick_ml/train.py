@@ -41,9 +41,9 @@ from smartpick_ml.features import (
     CATEGORICAL_FEATURES,
     FEATURE_NAMES,
     PAIR_INPUT_COLUMNS,
-    RATE_BY_TYPE,
     PairFeatures,
     build_pairs,
+    own_type_rate,
     visa_blocked,
 )
 from smartpick_ml.io import read_table, sha256_file, write_json_atomic, write_parquet_atomic
@@ -138,8 +138,9 @@ def make_splits(pairs: pd.DataFrame, cfg: TrainConfig) -> Splits:
         part = getattr(splits, name)
         classes = part[LABEL].nunique()
         if len(part) == 0 or classes < 2:
-            raise ConfigError(f"the {name} split has {len(part)} rows and {classes} label class(es):"
-                              " a model needs both outcomes; check seasons and sample fractions")
+            raise ConfigError(f"the {name} split has {len(part)} rows and {classes} label "
+                              "class(es): a model needs both outcomes; check seasons and sample "
+                              "fractions")
     return splits
 
 
@@ -163,22 +164,13 @@ class RateLookupBaseline:
         by_spec = took[inter].groupby(pairs.loc[inter, "specialty"]).mean()
         self.take_given_interview_ = by_spec.to_dict()
         self.overall_ = float(took[inter].mean())
-        own = self._own_rate(pairs)
+        own = own_type_rate(pairs)
         self.rate_fill_ = (pd.Series(own).groupby(pairs["specialty"].to_numpy()).median()
                            .to_dict())
         return self
 
-    @staticmethod
-    def _own_rate(pairs: pd.DataFrame) -> np.ndarray:
-        t = pairs["applicant_type"].to_numpy(dtype=object)
-        own = np.full(len(pairs), np.nan)
-        for typ, col in RATE_BY_TYPE.items():
-            sel = t == typ
-            own[sel] = pd.to_numeric(pairs[col], errors="coerce").to_numpy(float)[sel]
-        return own
-
     def predict_proba(self, pairs: pd.DataFrame) -> np.ndarray:
-        own = self._own_rate(pairs)
+        own = own_type_rate(pairs)
         fill = pairs["specialty"].map(self.rate_fill_).to_numpy(dtype=float, na_value=0.05)
         own = np.where(np.isnan(own), fill, own)
         k = pairs["specialty"].map(self.take_given_interview_).to_numpy(dtype=float,
@@ -189,7 +181,7 @@ class RateLookupBaseline:
 
 
 def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
-    """Logistic regression on the same features: one-hot categoricals, imputed and scaled numbers."""
+    """Logistic regression on the same features: one-hot categoricals, imputed, scaled numbers."""
     numeric = [f for f in FEATURE_NAMES if f not in CATEGORICAL_FEATURES]
     pre = ColumnTransformer([
         ("cat", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL_FEATURES)),

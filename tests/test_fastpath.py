@@ -46,7 +46,7 @@ def test_fast_path_equals_predict_proba_on_a_full_season(world, scorer, programs
         applicant = {c: first[c] for c in APPLICANT_INPUTS}
         applicant["home_state"] = first["home_state"] if isinstance(first["home_state"], str) \
             else None
-        signals = {p: s for p, s in zip(g["program_id"], g["signal"]) if s != "none"}
+        signals = {p: s for p, s in zip(g["program_id"], g["signal"], strict=True) if s != "none"}
         rows = index.get_indexer(g["program_id"])
         got[val.index.get_indexer(g.index)] = scorer.score(applicant, signals, rows)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
@@ -63,7 +63,8 @@ def test_fallback_walk_equals_quickscorer(world, programs):
     np.testing.assert_allclose(slow.score(applicant), fast.score(applicant), atol=1e-12)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(typ=st.sampled_from(APPLICANT_TYPES), step2=st.integers(150, 300),
        years=st.integers(0, 15), usce=st.integers(0, 240), pubs=st.integers(0, 60),
        home=st.one_of(st.none(), st.sampled_from(sorted(STATE_REGION))),
