@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import pandas as pd
 
-from smartpick_ml.reference import APPLICANT_TYPE_LABELS, APPLICANT_TYPES, MATCH_RESULTS
+from smartpick_ml.reference import (
+    APPLICANT_TYPE_LABELS,
+    APPLICANT_TYPES,
+    MATCH_RESULTS,
+    RATE_COLUMN_BY_TYPE,
+    SPECIALTIES,
+)
 
 
-def match_rates_by_type(applicants: pd.DataFrame, applications: pd.DataFrame) -> pd.DataFrame:
-    """Per season and applicant type: applicants, match rate, interviews and applications per
-    applicant, with the published match rate beside the simulated one."""
+def applicant_outcomes(applicants: pd.DataFrame, applications: pd.DataFrame) -> pd.DataFrame:
+    """One row per applicant and season: the applicant's row plus ``applications``,
+    ``interviews`` and ``matched`` (an applicant with no application keeps a row of zeros)."""
     per_app = applications.groupby(["season", "applicant_id"]).agg(
         applications=("program_id", "size"),
         interviews=("interviewed", "sum"),
         matched=("matched", "any"))
     df = applicants.merge(per_app.reset_index(), on=["season", "applicant_id"], how="left")
-    df[["applications", "interviews"]] = df[["applications", "interviews"]].fillna(0)
+    df[["applications", "interviews"]] = df[["applications", "interviews"]].fillna(0).astype(int)
     df["matched"] = df["matched"].fillna(False).astype(bool)
+    return df
+
+
+def match_rates_by_type(applicants: pd.DataFrame, applications: pd.DataFrame) -> pd.DataFrame:
+    """Per season and applicant type: applicants, match rate, interviews and applications per
+    applicant, with the published match rate beside the simulated one."""
+    df = applicant_outcomes(applicants, applications)
     out = df.groupby(["season", "applicant_type"]).agg(
         applicants=("applicant_id", "size"),
         match_rate_pct=("matched", "mean"),
@@ -43,6 +56,46 @@ def unfilled_by_specialty(programs: pd.DataFrame, program_outcomes: pd.DataFrame
     out["unfilled"] = out["positions"] - out["filled"]
     out["unfilled_pct"] = (100 * out["unfilled"] / out["positions"].clip(lower=1)).round(1)
     return out
+
+
+def match_rates_by_specialty(applicants: pd.DataFrame, applications: pd.DataFrame,
+                             programs: pd.DataFrame, program_outcomes: pd.DataFrame
+                             ) -> pd.DataFrame:
+    """Per season and specialty (the one each applicant applies in): applicants, match rate,
+    positions and the share filled, and the specialty's share of all positions simulated beside
+    its published share (NRMP 2026 positions; no per-specialty match rate by type is published)."""
+    df = applicant_outcomes(applicants, applications)
+    rates = df.groupby(["season", "preferred_specialty"]).agg(
+        applicants=("applicant_id", "size"), matched=("matched", "sum")).reset_index()
+    rates = rates.rename(columns={"preferred_specialty": "specialty"})
+    fill = unfilled_by_specialty(programs, program_outcomes)
+    out = fill[["season", "specialty", "positions", "filled"]].merge(
+        rates, on=["season", "specialty"], how="outer")
+    out[["positions", "filled", "applicants", "matched"]] = \
+        out[["positions", "filled", "applicants", "matched"]].fillna(0).astype(int)
+    out["match_rate_pct"] = (100 * out["matched"] / out["applicants"].clip(lower=1)).round(1)
+    out["fill_pct"] = (100 * out["filled"] / out["positions"].clip(lower=1)).round(1)
+    out["applicants_per_position"] = (out["applicants"] / out["positions"].clip(lower=1)).round(2)
+    total = out.groupby("season")["positions"].transform("sum").clip(lower=1)
+    out["positions_share_pct"] = (100 * out["positions"] / total).round(2)
+    published = {s.name: s.positions_2026 for s in SPECIALTIES}
+    out["published_positions_share_pct"] = (
+        100 * out["specialty"].map(published) / sum(published.values())).round(2)
+    return out.sort_values(["season", "positions"], ascending=[True, False]).reset_index(drop=True)
+
+
+def catalog_summary(programs: pd.DataFrame) -> pd.DataFrame:
+    """Per specialty: programs, PGY-1 positions, the median interview rate of each applicant
+    type (published ERAS rates in the real catalog) and the share of programs sponsoring a visa."""
+    g = programs.groupby("specialty")
+    out = pd.DataFrame({"programs": g.size(), "positions": g["positions"].sum()})
+    for t, col in RATE_COLUMN_BY_TYPE.items():
+        out[f"median interview rate: {APPLICANT_TYPE_LABELS[t]}"] = g[col].median()
+    visa = [c for c in ("sponsors_j1", "sponsors_h1b") if c in programs]
+    if visa:
+        sponsors = programs[visa].astype("boolean").fillna(False).any(axis=1)
+        out["visa_sponsor_pct"] = (100 * sponsors.groupby(programs["specialty"]).mean()).round(1)
+    return out.sort_values("positions", ascending=False).reset_index()
 
 
 def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame) -> str:

@@ -46,7 +46,13 @@ from smartpick_ml.features import (
     own_type_rate,
     visa_blocked,
 )
-from smartpick_ml.io import read_table, sha256_file, write_json_atomic, write_parquet_atomic
+from smartpick_ml.io import (
+    read_table,
+    sha256_file,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from smartpick_ml.labels import LABEL, training_labels
 from smartpick_ml.model import PROB_FLOOR, MatchModel
 
@@ -344,6 +350,9 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
         "n_iter": model.n_iter_, "calibration": model.calibration_method_,
         "calibration_scores": model.calibration_scores_, **oracle_info,
     }
+    from smartpick_ml import run_report
+
+    data_summary = run_report.data_summary({"train": tr, "holdout": ho, "validation": va})
     run_id = version = None
     decision = "not tracked"
     if track:
@@ -351,6 +360,17 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
 
         run_id, version, decision = log_training_run(
             cfg, model, va, y_va, metrics, summary, outputs, importance, timings)
+    # the run report: rendered before anything is published (a failure leaves no report), then
+    # written beside the plots, to the MLflow run, and beside the model when it is saved below
+    report = run_report.render_run_report(
+        cfg, data_summary, metrics, {k: p for k, p in outputs.items() if p.suffix == ".png"},
+        importance, reliability, summary, decision, run_id, version, timings)
+    write_parquet_atomic(scored, run_dir / run_report.SCORES_NAME)  # ids, labels, q: for notebooks
+    write_text_atomic(run_dir / run_report.IMPORTANCE_NAME, importance.to_csv(index=False))
+    outputs["validation_scores"] = run_dir / run_report.SCORES_NAME
+    outputs["report_html"] = run_report.write_report(report, run_dir / run_report.REPORT_NAME)
+    if run_id is not None:
+        run_report.log_report(outputs["report_html"], run_id)
     if track and decision.startswith("champion"):
         from smartpick_ml.persist import save_model
 
@@ -369,6 +389,9 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
             "validation_season": cfg.data.validation_season,
             "training_data_sha256": input_hashes})
         outputs["model_dir"] = Path(cfg.output.model_dir)
+    if "model_dir" in outputs:
+        outputs["model_report"] = run_report.write_report(
+            report, Path(cfg.output.model_dir) / run_report.REPORT_NAME)
     timings["total"] = time.perf_counter() - t0
     return TrainResult(metrics=metrics, applicant_reliability=reliability, model=model,
                        run_id=run_id, model_version=version, champion_decision=decision,
