@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,34 @@ from smartpick_ml.errors import SmartPickError
 
 DEFAULT_SIMULATE_CONFIG = "pipelines/simulate.toml"
 DEFAULT_TRAIN_CONFIG = "pipelines/train.toml"
+
+
+class _Progress:
+    """Progress of a long stage on stderr: a tqdm bar on a terminal, otherwise (CI logs, pipes)
+    one line per message with the elapsed time, so a long run never looks hung."""
+
+    def __init__(self, desc: str, total: int, unit: str):
+        from tqdm import tqdm
+
+        self.desc, self.t0 = desc, time.perf_counter()
+        self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr) \
+            if sys.stderr.isatty() else None
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            if exc[0] is None:
+                self.bar.update(self.bar.total - self.bar.n)
+            self.bar.close()
+
+    def note(self, msg: str, advance: int = 0) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(msg[:60])
+            self.bar.update(min(advance, self.bar.total - self.bar.n))
+        else:
+            click.echo(f"[{self.desc} {time.perf_counter() - self.t0:6.1f}s] {msg}", err=True)
 
 
 def _fail(exc: Exception) -> None:
@@ -34,28 +63,48 @@ class _Group(click.Group):
 def main() -> None:
     """SmartPick ML — how likely is a residency program to take this applicant?
 
+    q(applicant, program) from a calibrated gradient-boosted model, trained on simulated Match
+    seasons decided by the real deferred-acceptance algorithm; then, for one applicant, programs
+    ranked by expected value and the best application list with its ERAS fees.
+
     \b
     Stages, in order (each writes what the next reads):
-      catalog    import the ERAS program catalog (or build the synthetic one)
-      simulate   simulate Match seasons on it, decided by deferred acceptance
-      oracle     the true q for a simulated season (the floor for every model)
+      catalog    import the ERAS program catalog (or build the synthetic one) -> data/raw/
+      simulate   simulate Match seasons on it, by deferred acceptance        -> data/raw/
+      oracle     the true q for a simulated season (the floor for any model) -> data/processed/
       train      features -> calibrated gradient boosting -> baselines -> MLflow
-      rank       rank programs for one applicant by expected value
-      plan       the best application list of every length, with ERAS fees
-      run        the main job on the embedded default (what `make run` does)
+                 -> data/processed/run/ (report.html, plots), models/, mlflow.db
+      rank       rank programs for one applicant by expected value           -> terminal, --out
+      plan       the best application list of every length, with ERAS fees   -> terminal, --out
+      run        the main job on the default config (what `make run` does)
       schemas    print the data contracts (tables, columns, units, allowed values)
 
     \b
     Start here:
-      smartpick run                         # everything, on the default config
-      smartpick simulate --scale 0.1        # a small season to look at
-      smartpick catalog import ../shared/data/program_interview_rates
+      smartpick run                         # simulate if needed, train, evaluate, register
+      smartpick rank --profile examples/profile_non_us_img.json
+      smartpick simulate --scale 0.1 --seasons 2025 --output-dir data/small   # a quick look
+
+    \b
+    Paths are relative to the working directory (run from the project root). Every command
+    ends by printing where its outputs went and what to run next; `smartpick COMMAND --help`
+    has examples and defaults.
     """
 
 
 @main.group()
 def catalog() -> None:
-    """Build the `programs` table: the real catalog or a synthetic one."""
+    """Build the `programs` table: the real catalog or a synthetic one.
+
+    \b
+    Output: data/raw/programs.parquet (change with --out). Not needed before `simulate`,
+    which builds the catalog itself (`--catalog auto`: ../shared when present, else synthetic).
+
+    \b
+    Examples:
+      smartpick catalog import ../shared/data/program_interview_rates
+      smartpick catalog synthetic --seed 0
+    """
 
 
 @catalog.command("import")
@@ -66,7 +115,11 @@ def catalog() -> None:
 def catalog_import(directory: Path, out: Path) -> None:
     """Import a directory of per-specialty interview-rate CSVs (ERAS format).
 
+    Validates every file against the `programs` contract and fills what the files lack by
+    documented rules (positions, IMG-support markers; see smartpick_ml/catalog.py).
+
     \b
+    Output: data/raw/programs.parquet (default of --out).
     Example:
       smartpick catalog import ../shared/data/program_interview_rates
     """
@@ -85,13 +138,23 @@ def catalog_import(directory: Path, out: Path) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("data/raw/programs.parquet"), show_default=True)
 def catalog_synthetic(seed: int, out: Path) -> None:
-    """Build a synthetic catalog (for machines without ../shared)."""
+    """Build a synthetic catalog (for machines without ../shared).
+
+    Same program count per specialty as the real one; interview rates drawn from per-specialty
+    distributions measured on it (smartpick_ml/resources/catalog_figures.json).
+
+    \b
+    Output: data/raw/programs.parquet (default of --out).
+    Example:
+      smartpick catalog synthetic --seed 1 --out data/raw/programs.parquet
+    """
     from smartpick_ml.catalog import synthetic_catalog
     from smartpick_ml.io import write_parquet_atomic
 
     programs = synthetic_catalog(seed)
     write_parquet_atomic(programs, out)
     click.echo(f"{len(programs):,} synthetic programs -> {out}")
+    click.echo(f"next: smartpick simulate --catalog {out}")
 
 
 @catalog.command("figures")
@@ -99,18 +162,23 @@ def catalog_synthetic(seed: int, out: Path) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("smartpick_ml/resources/catalog_figures.json"), show_default=True)
 def catalog_figures_cmd(directory: Path, out: Path) -> None:
-    """Re-derive the figures the synthetic catalog is drawn from, from a real catalog."""
+    """Re-derive the figures the synthetic catalog is drawn from, from a real catalog.
+
+    \b
+    Output: smartpick_ml/resources/catalog_figures.json (default of --out).
+    Example:
+      smartpick catalog figures ../shared/data/program_interview_rates
+    """
     from smartpick_ml.catalog import catalog_figures, import_catalog
     from smartpick_ml.io import write_json_atomic
 
     write_json_atomic(out, catalog_figures(import_catalog(directory)))
     click.echo(f"catalog figures -> {out}")
+    click.echo("next: smartpick catalog synthetic   # a synthetic catalog drawn from them")
 
 
 def _simulate(config: Path, seasons: str | None, scale: float | None, seed: int | None,
               catalog_source: str | None, output_dir: Path | None, report: bool) -> dict:
-    from tqdm import tqdm
-
     from smartpick_ml.config import load_simulate_config
     from smartpick_ml.simulate import simulate_to_disk
 
@@ -119,13 +187,14 @@ def _simulate(config: Path, seasons: str | None, scale: float | None, seed: int 
                                catalog=catalog_source,
                                output_dir=str(output_dir) if output_dir else None)
     started = time.perf_counter()
-    with tqdm(total=len(cfg.seasons), desc="simulate", unit="season", file=sys.stderr,
-              disable=None) as bar:
+    seasons_started = 0
+    with _Progress("simulate", len(cfg.seasons), "season") as bar:
         def progress(msg: str) -> None:
-            bar.set_postfix_str(msg)
-            if msg.startswith("season") and bar.n < bar.total:
-                bar.update(0)
-        paths = simulate_to_disk(cfg, progress=lambda m: (progress(m), bar.update(1)))
+            # "season N" is said when season N starts: the previous one is then done
+            nonlocal seasons_started
+            bar.note(msg, advance=1 if msg.startswith("season") and seasons_started else 0)
+            seasons_started += msg.startswith("season")
+        paths = simulate_to_disk(cfg, progress=progress)
     elapsed = time.perf_counter() - started
     if report:
         click.echo(paths["report"].read_text())
@@ -153,22 +222,30 @@ def simulate(config: Path, seasons: str | None, scale: float | None, seed: int |
              catalog_source: str | None, output_dir: Path | None, report: bool) -> None:
     """Simulate Match seasons: applicants, applications, interviews, rank lists, the match.
 
+    Defaults come from pipelines/simulate.toml (seasons 2023-2025, scale 1.0 = the real
+    market, ~45k applicants and ~3M applications a season, about 20 s a season on 2 cores);
+    the flags override them. The same seed gives byte-identical tables.
+
     \b
-    Writes to data/raw/: programs, applicants, applications, program_outcomes (Parquet),
-    simulation_report.md and simulation_manifest.json.
+    Output: data/raw/ (or --output-dir): programs, applicants, applications,
+    program_outcomes (Parquet), simulation_report.md (match rate by type vs NRMP) and
+    simulation_manifest.json (row counts, hashes).
+
     \b
     Examples:
       smartpick simulate                               # pipelines/simulate.toml
       smartpick simulate --scale 0.1 --seasons 2025    # a small, quick season
+      smartpick simulate --catalog synthetic --output-dir data/synthetic
     """
-    _simulate(config, seasons, scale, seed, catalog_source, output_dir, report)
-    click.echo("next: smartpick train   # train on these seasons")
+    paths = _simulate(config, seasons, scale, seed, catalog_source, output_dir, report)
+    click.echo("next:")
+    click.echo("  smartpick train   # train on these seasons (reads data/raw/, see its --config)")
+    click.echo(f"  less {paths['report']}   # match rate by type vs NRMP")
+    click.echo("  notebooks/01_season_explorer.ipynb   # explore the seasons in Jupyter")
 
 
 def _train(config: Path, track: bool) -> None:
     import logging
-
-    from tqdm import tqdm
 
     from smartpick_ml.config import load_train_config
     from smartpick_ml.train import default_tracking_uri, run_training
@@ -177,12 +254,9 @@ def _train(config: Path, track: bool) -> None:
     cfg = load_train_config(config)
     stages = ["simulat", "loading", "building", "training gradient", "training baselines",
               "scoring", "oracle", "permutation"]
-    with tqdm(total=len(stages), desc="train", unit="stage", file=sys.stderr,
-              disable=None) as bar:
+    with _Progress("train", len(stages), "stage") as bar:
         def progress(msg: str) -> None:
-            bar.set_postfix_str(msg[:60])
-            if any(msg.startswith(s) for s in stages):
-                bar.update(1)
+            bar.note(msg, advance=int(any(msg.startswith(s) for s in stages)))
         result = run_training(cfg, progress=progress, track=track)
     m = result.metrics
     click.echo("\nvalidation season " + str(cfg.data.validation_season) +
@@ -198,12 +272,18 @@ def _train(config: Path, track: bool) -> None:
     click.echo(f"\n{result.champion_decision}")
     click.echo(f"done in {result.timings['total']:.0f} s. Outputs:")
     for name, p in result.outputs.items():
-        click.echo(f"  {name:16s} {p}")
+        click.echo(f"  {name:18s} {p}")
+    uri = default_tracking_uri(cfg)
     if track:
-        click.echo(f"  mlflow           {default_tracking_uri(cfg)} (run {result.run_id}, "
+        click.echo(f"  {'mlflow':18s} {uri} (run {result.run_id}, "
                    f"model version {result.model_version})")
-        click.echo("next: mlflow ui --backend-store-uri sqlite:///mlflow.db   # compare runs")
-    click.echo("      smartpick train --config pipelines/train.toml         # retrain")
+    report = result.outputs.get("model_report", result.outputs.get("report_html"))
+    click.echo("next:")
+    click.echo(f"  {report}   # the run report (a browser): metrics, plots, decision")
+    click.echo("  smartpick rank --profile examples/profile_non_us_img.json   # use the model")
+    if track:
+        click.echo(f"  mlflow ui --backend-store-uri {uri}   # compare runs")
+    click.echo("  notebooks/02_model_report.ipynb   # the champion, explored (Jupyter)")
 
 
 @main.command()
@@ -215,13 +295,24 @@ def _train(config: Path, track: bool) -> None:
 def train(config: Path, track: bool) -> None:
     """Train the match model, score it against baselines and the oracle, log it to MLflow.
 
+    Trains on the config's earlier seasons and validates on the latest (2023-2024 / 2025 by
+    default); simulates them first if data/raw is empty. The new model becomes `champion` only
+    if it beats the current champion on the same validation rows, else `challenger`.
+
     \b
-    Simulates the default seasons first if data/raw is empty. Writes:
-      data/processed/features.parquet (+ manifest), data/processed/run/ (metrics, plots),
-      models/ (the champion, for services), mlflow.db (runs, registry: smartpick-match).
+    Output:
+      data/processed/run/report.html   the run report: data, metrics vs baselines and the
+                                       oracle per applicant type, plots, alias decision, config
+      data/processed/run/              metrics.csv, the plots (PNG), validation_scores.parquet
+      data/processed/features.parquet  model features (+ features_manifest.json)
+      models/                          the champion for services (+ manifest.json, report.html)
+      mlflow.db                        runs and the registry `smartpick-match` (aliases
+                                       champion / challenger); the report is logged there too
+
     \b
     Examples:
       smartpick train                                  # pipelines/train.toml
+      smartpick train --no-track                       # just save to models/
       MLFLOW_TRACKING_URI=sqlite:///other.db smartpick train
     """
     _train(config, track)
@@ -235,6 +326,15 @@ def run(config: Path) -> None:
 
     Simulates seasons 2023-2025 on the catalog (../shared when present, else synthetic) if
     data/raw is empty, then trains, evaluates and registers the model — `smartpick train`.
+    About 5 minutes on a 2-core machine.
+
+    \b
+    Output: data/raw/ (seasons), data/processed/run/report.html (the run report) and plots,
+    models/ (the champion + report.html), mlflow.db (runs and registry).
+
+    \b
+    Example:
+      smartpick run          # then open models/report.html in a browser
     """
     _train(config, True)
 
@@ -253,7 +353,7 @@ def _read_profile(path: Path) -> tuple[dict, dict | None]:
     try:
         data = tomllib.loads(text.decode()) if path.suffix.lower() == ".toml" else \
             json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: [[[[…
         raise InputError(f"profile: {path.name} is not valid "
                          f"{'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}") from None
     if not isinstance(data, dict):
@@ -297,8 +397,18 @@ def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
     """Rank programs for one applicant by expected value EV = q x U.
 
     q: the chance the program would take the applicant; U: their value of the program (from
-    `preferences`); ineligible programs (visa) are listed last with the reason.
+    `preferences`); ineligible programs (visa) are listed last with the reason. Uses the model
+    in models/ (saved by `smartpick train`) unless --model says otherwise.
 
+    \b
+    Output: the top rows on the terminal; every column (q, U, EV, eligibility, the inputs
+    that move q most) for all ranked programs in --out (.csv or .json).
+
+    \b
+    Examples:
+      smartpick rank --profile examples/profile_non_us_img.json --top 20
+      smartpick rank --profile me.json --specialty Psychiatry --out ranked.csv
+      smartpick rank --profile me.json --model models:/smartpick-match@champion
     """
     from smartpick_ml.inference import MatchPredictor
 
@@ -310,10 +420,12 @@ def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
     click.echo(shown.to_string(index=True, float_format=lambda x: f"{x:.3f}",
                                max_colwidth=70))
     _write_table(ranked, out)
-    click.echo("next: smartpick plan --profile " + str(profile_path))
+    if out is None:
+        click.echo("(--out ranked.csv saves every column for every program)")
+    click.echo(f"next: smartpick plan --profile {profile_path}   # the best application list")
 
 
-rank.help = (rank.help or "") + _PROFILE_HELP
+rank.help = inspect.cleandoc(rank.help or "") + "\n\n" + _PROFILE_HELP
 
 
 @main.command()
@@ -336,8 +448,18 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
     """The best application list for every length: P(match), E[U] and ERAS fees.
 
     Exact (nested optimal portfolios, Kapur & Hong 2022), compared with the naive
-    "top h by EV" list.
+    "top h by EV" list. P(match) is shown by the independence formula and corrected for
+    programs' correlated decisions.
 
+    \b
+    Output: a summary on the terminal; the whole table (one row per list length h: the
+    program added, P(match), E[U], fee) in --out (.csv or .json); a PNG of P(match) and
+    fees against h in --plot.
+
+    \b
+    Examples:
+      smartpick plan --profile examples/profile_non_us_img.json --max-applications 120
+      smartpick plan --profile me.json --budget 1500 --out plan.csv --plot plan.png
     """
     from smartpick_ml.inference import MatchPredictor
 
@@ -365,9 +487,13 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
 
         plot_plan(t, plot, title=result["specialty"])
         click.echo(f"-> {plot}")
+    if out is None and plot is None:
+        click.echo("(--out plan.csv saves the whole table; --plot plan.png draws it)")
+    click.echo(f"next: smartpick rank --profile {profile_path} --out ranked.csv   # every "
+               "program's q, U and EV")
 
 
-plan.help = (plan.help or "") + _PROFILE_HELP
+plan.help = inspect.cleandoc(plan.help or "") + "\n\n" + _PROFILE_HELP
 
 
 @main.command()
@@ -385,14 +511,19 @@ def oracle(season: int, replicates: int | None, config: Path, data_dir: Path,
            out: Path | None) -> None:
     """The true q(a, p) for every application of a simulated season, and its error bound.
 
-    \b
     Re-draws every unobserved quantity R times with the applications fixed; prints the oracle's
     Brier and log-loss (the floor for any model) and how much its own Monte-Carlo noise can move
-    them. Example:
+    them. (`smartpick train` computes and caches the oracle itself; this is for a closer look.)
+
+    \b
+    Output: data/processed/oracle_<season>.parquet (or --out): applicant_id, program_id,
+    season, oracle_q, oracle_se.
+
+    \b
+    Example:
       smartpick oracle --season 2025 --replicates 20
     """
     import pandas as pd
-    from tqdm import tqdm
 
     from smartpick_ml.config import load_simulate_config
     from smartpick_ml.io import read_table, write_parquet_atomic
@@ -403,10 +534,11 @@ def oracle(season: int, replicates: int | None, config: Path, data_dir: Path,
     tables = {n: read_table(data_dir / f"{n}.parquet", n)
               for n in ("applicants", "programs", "applications")}
     outcomes = pd.read_parquet(data_dir / "program_outcomes.parquet")
-    with tqdm(total=r, desc="oracle", unit="season", file=sys.stderr, disable=None) as bar:
+    with _Progress("oracle", r, "season") as bar:
         result = oracle_for_season(tables["applicants"], tables["programs"],
                                    tables["applications"], outcomes, season, cfg.params, r,
-                                   cfg.seed, progress=lambda i: bar.update(1))
+                                   cfg.seed,
+                                   progress=lambda i: bar.note(f"season {i}/{r} re-drawn", 1))
     out = out or Path("data/processed") / f"oracle_{season}.parquet"
     write_parquet_atomic(result, out)
     ap = tables["applications"]
@@ -418,13 +550,20 @@ def oracle(season: int, replicates: int | None, config: Path, data_dir: Path,
     click.echo(f"  log-loss {s.log_loss:.5f}  (own Monte-Carlo error <= {s.log_loss_mc_error:.2e}, "
                f"{100 * s.log_loss_relative_error:.2f} % of the score)")
     click.echo(f"  -> {out}")
+    click.echo("next: smartpick train   # compares every model with this floor")
 
 
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the Markdown to this file instead of printing it.")
 def schemas(out: Path | None) -> None:
-    """Print the data contracts (programs, applicants, applications) as Markdown tables."""
+    """Print the data contracts (programs, applicants, applications) as Markdown tables.
+
+    \b
+    Output: the terminal, or the file given to --out.
+    Example:
+      smartpick schemas --out docs/schemas.md
+    """
     from smartpick_ml.io import write_text_atomic
     from smartpick_ml.schemas import SCHEMAS, schema_markdown
 
@@ -433,6 +572,7 @@ def schemas(out: Path | None) -> None:
     if out:
         write_text_atomic(out, text)
         click.echo(f"schemas -> {out}")
+        click.echo("next: smartpick catalog import DIR   # validated against these contracts")
     else:
         click.echo(text)
 

@@ -219,7 +219,8 @@ def _oracle_column(cfg: TrainConfig, tables: dict[str, pd.DataFrame], val: pd.Da
     else:
         progress(f"oracle: {r} re-drawn seasons")
         oracle = oracle_for_season(tables["applicants"], tables["programs"], apps, outcomes,
-                                   season, sim.params, r, sim.seed)
+                                   season, sim.params, r, sim.seed,
+                                   progress=lambda i: progress(f"oracle: season {i}/{r} re-drawn"))
         write_parquet_atomic(oracle, cache)
     merged = val[["applicant_id", "program_id"]].merge(
         oracle[["applicant_id", "program_id", "oracle_q", "oracle_se"]],

@@ -131,3 +131,69 @@ def test_data_summary_names_missing_column():
     with pytest.raises(ValueError, match=r"train.*would_take"):
         run_report.data_summary({"train": pd.DataFrame({"applicant_id": [], "season": [],
                                                         "applicant_type": []})})
+
+
+# ----------------------------------------------------------------- the season explorer's tables
+
+
+@pytest.fixture(scope="module")
+def season_tables(small_training_run) -> dict[str, pd.DataFrame]:
+    from smartpick_ml.io import read_table
+
+    raw = small_training_run.raw_dir
+    tables = {n: read_table(raw / f"{n}.parquet", n)
+              for n in ("programs", "applicants", "applications")}
+    tables["program_outcomes"] = pd.read_parquet(raw / "program_outcomes.parquet")
+    return tables
+
+
+def test_applicant_outcomes_one_row_per_applicant(season_tables):
+    from smartpick_ml.report import applicant_outcomes
+
+    a, ap = season_tables["applicants"], season_tables["applications"]
+    per = applicant_outcomes(a, ap)
+    assert len(per) == len(a)
+    assert per["applications"].sum() == len(ap)
+    assert per["interviews"].sum() == int(ap["interviewed"].fillna(False).sum())
+    matched = ap[ap["matched"].fillna(False).astype(bool)]
+    assert per["matched"].sum() == matched[["season", "applicant_id"]].drop_duplicates().shape[0]
+
+
+def test_match_rates_by_specialty_adds_up(season_tables):
+    from smartpick_ml.report import match_rates_by_specialty
+
+    t = season_tables
+    out = match_rates_by_specialty(t["applicants"], t["applications"], t["programs"],
+                                   t["program_outcomes"])
+    for season, part in out.groupby("season"):
+        assert part["applicants"].sum() == (t["applicants"]["season"] == season).sum()
+        outcomes = t["program_outcomes"][t["program_outcomes"]["season"] == season]
+        assert part["positions"].sum() == outcomes["positions"].sum()
+        np.testing.assert_allclose(part["positions_share_pct"].sum(), 100, atol=0.2)
+        # in a match, every matched applicant fills one position of their specialty
+        assert (part["matched"] == part["filled"]).all()
+    np.testing.assert_allclose(
+        out.drop_duplicates("specialty")["published_positions_share_pct"].sum(), 100, atol=2)
+    assert out["match_rate_pct"].between(0, 100).all() and out["fill_pct"].between(0, 100).all()
+
+
+def test_catalog_summary_counts_every_program(season_tables):
+    from smartpick_ml.report import catalog_summary
+
+    programs = season_tables["programs"]
+    out = catalog_summary(programs)
+    assert out["programs"].sum() == len(programs)
+    assert out["positions"].sum() == programs["positions"].sum()
+    assert out["positions"].is_monotonic_decreasing
+    assert out["visa_sponsor_pct"].between(0, 100).all()
+
+
+def test_oracle_distance_is_the_ratio(small_training_run):
+    m = small_training_run.result.metrics
+    wide = run_report.oracle_distance(m)
+    row = m[(m["model"] == "lookup") & (m["group"] == "non_us_img")].iloc[0]
+    got = wide.loc[run_report.MODEL_LABELS["lookup"], APPLICANT_TYPE_LABELS["non_us_img"]]
+    np.testing.assert_allclose(got, row["log_loss_vs_reference"])
+    np.testing.assert_allclose(wide.loc[run_report.MODEL_LABELS["oracle"]], 1.0)
+    with pytest.raises(ValueError, match="log_loss_vs_reference"):
+        run_report.oracle_distance(m.drop(columns="log_loss_vs_reference"))
