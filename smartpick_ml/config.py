@@ -16,7 +16,9 @@ from smartpick_ml.reference import APPLICANT_TYPES, SPECIALTY_NAMES
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML spells nan / inf; no parameter means anything with them (a NaN weight would silently
+    # turn a whole simulated season into NaN), so they are errors like any other bad value
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TypeParams(_Strict):

@@ -44,7 +44,15 @@ from smartpick_ml.portfolio import (
     plan_table,
 )
 from smartpick_ml.reference import RATE_COLUMN_BY_TYPE, REGIONS, SPECIALTY_NAMES, STATE_REGION
-from smartpick_ml.schemas import STEP2_MAX, STEP2_MIN
+from smartpick_ml.schemas import (
+    APPLICANTS,
+    APPLICATIONS,
+    PROGRAMS,
+    STEP2_MAX,
+    STEP2_MIN,
+    ColumnSpec,
+    _check_column,
+)
 
 DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "positions",
                    "program_type", "sponsors_j1", "sponsors_h1b", "img_share", "img_mentorship",
@@ -136,6 +144,26 @@ class Preferences(BaseModel):
         if bad:
             raise ValueError(f"unknown regions {bad}; known: {list(REGIONS)}")
         return v
+
+
+#: each pairs column keeps the contract of the table it comes from (what ``predict`` checks)
+_PAIR_SPECS: dict[str, ColumnSpec] = {
+    c.name: c for t in (APPLICATIONS, PROGRAMS, APPLICANTS) for c in t.columns}
+
+
+def _check_pair_values(pairs: Any) -> None:
+    """Every known column of a pairs frame holds values of its contract's type and range, so the
+    model never sees text where it expects a number (a pandas TypeError deep in the features)."""
+    if not isinstance(pairs, pd.DataFrame):
+        raise DataValidationError("pairs", [f"expected a pandas DataFrame, got "
+                                            f"{type(pairs).__name__}"])
+    if pairs.columns.duplicated().any():
+        dup = sorted(map(str, set(pairs.columns[pairs.columns.duplicated()])))
+        raise DataValidationError("pairs", [f"duplicate column names: {dup}"])
+    problems = [p for col in pairs.columns if col in _PAIR_SPECS
+                for p in _check_column(_PAIR_SPECS[col], pairs[col])[0]]
+    if problems:
+        raise DataValidationError("pairs", problems)
 
 
 def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
@@ -284,6 +312,7 @@ class MatchPredictor:
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
         """q for each applicant × program row of a pairs frame."""
+        _check_pair_values(pairs)
         check_pair_inputs(pairs)
         if len(pairs) == 0:
             raise InputError("pairs: empty (no rows to score)")
@@ -445,7 +474,8 @@ class MatchPredictor:
         if spec is None:
             raise InputError("specialty: give a specialty (or applicant.preferred_specialty); "
                              "ERAS fees are per specialty")
-        if budget is not None and (not np.isfinite(budget) or budget <= 0):
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
+                                   or not 0 < budget < np.inf):
             raise InputError(f"budget: must be a positive number of dollars, got {budget!r}")
         if max_applications is not None and (not isinstance(max_applications, int)
                                              or isinstance(max_applications, bool)
