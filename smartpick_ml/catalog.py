@@ -236,15 +236,58 @@ def derive_img_support(programs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Graduation cut-offs programs state (years since graduation) and how often each is stated.
+GRADUATION_CUTOFFS = np.array([1.0, 2.0, 3.0, 5.0, 7.0])
+GRADUATION_CUTOFF_ODDS = np.array([0.10, 0.20, 0.35, 0.25, 0.10])
+
+
+def derive_screening(programs: pd.DataFrame) -> pd.DataFrame:
+    """Derive the screens a program applies before inviting (simulated attributes).
+
+    Programs filter applications before anyone reads them: a minimum Step 2 CK score and, for
+    graduates, a cut-off on years since graduation (FREIDA lists both per program; the NRMP
+    Program Director Survey reports Step 2 CK as the most-cited factor in selecting whom to
+    interview). The catalog files carry neither, so each program gets fixed coins keyed by its
+    name (the same program always gets the same screens):
+
+    - Step 2 CK minimum: stated by 35-65 % of programs, more often the more selective the
+      program (a lower MD interview rate than its specialty's others); the floor rises from
+      ~210 at open programs to ~245 at the most selective, in steps of 5.
+    - Graduation cut-off: stated by ~60 % of programs that interview graduates at all
+      (university programs a little more often): 1, 2, 3, 5 or 7 years, 3 the most common.
+    These are assumptions of the simulation, not published per-program figures.
+    """
+    keys = (programs["specialty"] + "|" + programs["name"]).tolist()
+    u_has_floor, u_floor, u_has_cut, u_cut = (
+        np.array([stable_uniform(k, salt) for k in keys])
+        for salt in ("step2-floor", "step2-floor-value", "grad-cutoff", "grad-cutoff-value"))
+    rate_md = programs["rate_us_md"].astype(float)
+    selectivity = (1.0 - rate_md.groupby(programs["specialty"]).rank(pct=True)).fillna(0.5)
+    selectivity = selectivity.to_numpy()
+    has_floor = u_has_floor < 0.35 + 0.3 * selectivity
+    floor = 5.0 * np.round((212.0 + 30.0 * selectivity + 10.0 * (u_floor - 0.5)) / 5.0)
+    img_rate = np.fmax(programs["rate_us_img"].to_numpy(float),
+                       programs["rate_non_us_img"].to_numpy(float))
+    takes_graduates = ~(img_rate == 0)  # unknown (suppressed) counts as taking graduates
+    university = (programs["program_type"] == "university").to_numpy()
+    has_cut = takes_graduates & (u_has_cut < 0.55 + 0.1 * university)
+    cut = GRADUATION_CUTOFFS[np.searchsorted(np.cumsum(GRADUATION_CUTOFF_ODDS),
+                                             u_cut * GRADUATION_CUTOFF_ODDS.sum(), side="right")]
+    out = pd.DataFrame(index=programs.index)
+    out["step2_minimum"] = np.where(has_floor, floor, np.nan)
+    out["max_years_since_graduation"] = np.where(has_cut, cut, np.nan)
+    return out
+
+
 def finish_programs(programs: pd.DataFrame, totals: dict[str, int] | None = None) -> pd.DataFrame:
-    """Add ids, program type, positions and IMG-support markers; validate."""
+    """Add ids, program type, positions, IMG-support markers and screens; validate."""
     programs = programs.copy()
     programs.insert(0, "program_id", _assign_ids(programs))
     programs["program_type"] = programs["name"].map(program_type_from_name)
     programs["positions"] = assign_positions(programs, totals)
-    support = derive_img_support(programs)
-    for col in support.columns:
-        programs[col] = support[col]
+    for derived in (derive_img_support(programs), derive_screening(programs)):
+        for col in derived.columns:
+            programs[col] = derived[col]
     ordered = [c for c in PROGRAMS.column_names if c in programs.columns]
     return validate(programs[ordered], PROGRAMS)
 

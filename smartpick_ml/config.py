@@ -49,6 +49,9 @@ class SimulationParams(_Strict):
     usce_weight: float
     publications_weight: float
     years_since_graduation_penalty: float
+    score_weight_prestige_slope: float = 0.0
+    university_publications_weight: float = 0.0
+    community_usce_weight: float = 0.0
     interview_noise_sd: float = Field(gt=0)
     interview_strength_weight: float
     interviews_per_position: float = Field(gt=0)

@@ -42,7 +42,11 @@ COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 APPLICANT_ONLY = ("applicant_type", "step2_ck", "years_since_graduation", "usce_months",
                   "publications", "needs_visa")
 #: features that depend on the applicant *and* the program, or on the request (signals)
-PER_REQUEST = ("step2_vs_program", "same_state", "same_region", "signal", "rate_own_signal")
+PER_REQUEST = ("step2_vs_program", "step2_over_minimum", "years_within_cutoff", "same_state",
+               "same_region", "signal", "rate_own_signal")
+#: the first ALWAYS_VARYING per-request features differ on every row (margins over the program's
+#: typical score and published screens); the others only on in-state / in-region / signalled rows
+ALWAYS_VARYING = 3
 MAX_LEAVES = 64
 # position of a single set bit: multiply by a de Bruijn constant, the top 6 bits index a table
 # (64-bit masks for trees of up to 64 leaves, 32-bit -- half the memory traffic -- up to 32)
@@ -179,15 +183,16 @@ def _applicant_masks(applicant_values, internal, tree_of, feature, threshold, mg
 
 
 @numba.njit(cache=True, parallel=True)
-def _quickscore(X, program_masks, applicant_masks, default_masks, default_row, var_start,
-                var_thr, var_tree, var_mask, nan_start, nan_tree, nan_mask, leaf_start,
+def _quickscore(X, program_masks, applicant_masks, default_masks, default_row, n_always,
+                var_start, var_thr, var_tree, var_mask, nan_start, nan_tree, nan_mask, leaf_start,
                 leaf_value, table, debruijn, width_mask, shift, baseline, out):
-    """Exit leaves by bit masks. Column 0 of X (Step 2 CK gap) varies for every row; columns 1+
-    only for rows flagged non-default (in-state, signalled), the rest use ``default_masks``."""
+    """Exit leaves by bit masks. The first ``n_always`` columns of X vary on every row; the
+    others only on rows flagged non-default (in-state, signalled), the rest use
+    ``default_masks``."""
     n_trees = applicant_masks.shape[0]
     for r in numba.prange(X.shape[0]):
         row_masks = np.empty(n_trees, applicant_masks.dtype)
-        n_var = 1
+        n_var = n_always
         if default_row[r]:
             for t in range(n_trees):
                 row_masks[t] = program_masks[r, t] & applicant_masks[t] & default_masks[t]
@@ -244,6 +249,10 @@ class FastScorer:
             if typ == APPLICANT_TYPES[0]:
                 # typical Step 2 CK of each program's interviewees: 245 - (245 - typical)
                 self.typical_step2 = 245.0 - X["step2_vs_program"].to_numpy(float)
+        # the programs' published screens (NaN: none stated)
+        self.step2_minimum, self.graduation_cutoff = (
+            pd.to_numeric(block[col], errors="coerce").to_numpy(float) if col in block
+            else np.full(n, np.nan) for col in ("step2_minimum", "max_years_since_graduation"))
         self.state = block["state"].to_numpy(dtype=object)
         self.region = pd.Series(self.state).map(STATE_REGION).to_numpy(dtype=object)
         self._state_codes = {st: i for i, st in enumerate(STATE_REGION)}
@@ -375,10 +384,10 @@ class FastScorer:
         self.nan_tree = np.asarray(nan_trees, np.int64)
         self.nan_mask = np.asarray(nan_masks, np.uint64)
         self._applicant_mask = np.empty(n_trees, np.uint64)
-        # masks of the per-request splits (other than the Step 2 CK gap) that fail at their
-        # default values: not in-state, not in-region, no signal (rate of own signal missing)
+        # masks of the per-request splits (other than the always-varying margins) that fail at
+        # their default values: not in-state, not in-region, no signal (own signal rate missing)
         default = np.full(n_trees, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64)
-        for v, x in ((1, 0.0), (2, 0.0), (3, 0.0), (4, np.nan)):
+        for v, x in ((3, 0.0), (4, 0.0), (5, 0.0), (6, np.nan)):
             if np.isnan(x):
                 sl = slice(self.nan_start[v], self.nan_start[v + 1])
                 pairs = zip(self.nan_tree[sl], self.nan_mask[sl], strict=True)
@@ -431,8 +440,8 @@ class FastScorer:
         # the applicant's own values, in the booster's column order (row 0 carries the type code)
         values = self.base[typ][0].copy()
         values[COL["step2_ck"]] = step2
-        values[COL["years_since_graduation"]] = float(applicant["season"]) - float(
-            applicant["graduation_year"])
+        years = float(applicant["season"]) - float(applicant["graduation_year"])
+        values[COL["years_since_graduation"]] = years
         values[COL["usce_months"]] = float(applicant.get("usce_months", 0))
         values[COL["publications"]] = float(applicant.get("publications", 0))
         values[COL["needs_visa"]] = 1.0 if applicant.get("needs_visa") else 0.0
@@ -441,23 +450,25 @@ class FastScorer:
         n = self.n_programs if rows is None else len(rows)
         Xv = self._var_buffer if rows is None else np.empty((n, len(PER_REQUEST)))
         Xv[:, 0] = step2 - self.typical_step2[sel]
+        Xv[:, 1] = step2 - self.step2_minimum[sel]
+        Xv[:, 2] = self.graduation_cutoff[sel] - years
         home = applicant.get("home_state")
         if home is None:
-            Xv[:, 1] = 0.0
-            Xv[:, 2] = 0.0
+            Xv[:, 3] = 0.0
+            Xv[:, 4] = 0.0
         else:
-            Xv[:, 1] = self.state_code[sel] == self._state_codes.get(home, -1)
-            Xv[:, 2] = self.region_code[sel] == self._region_codes.get(STATE_REGION.get(home), -1)
-        Xv[:, 3] = 0.0
-        Xv[:, 4] = np.nan
+            Xv[:, 3] = self.state_code[sel] == self._state_codes.get(home, -1)
+            Xv[:, 4] = self.region_code[sel] == self._region_codes.get(STATE_REGION.get(home), -1)
+        Xv[:, 5] = 0.0
+        Xv[:, 6] = np.nan
         if signals:
             where = pd.Index(self.program_index[sel]) if rows is not None else self.program_index
             idx = where.get_indexer(list(signals))
             full_idx = self.program_index.get_indexer(list(signals))
             for i, fi, kind in zip(idx, full_idx, signals.values(), strict=True):
                 if i >= 0:
-                    Xv[i, 3] = SIGNAL_CODES[kind]
-                    Xv[i, 4] = self.signal_rates[kind][fi]
+                    Xv[i, 5] = SIGNAL_CODES[kind]
+                    Xv[i, 6] = self.signal_rates[kind][fi]
         if not self.quick:
             X = np.ascontiguousarray(self.base[typ][sel])
             for k, c in enumerate(self._var_cols):
@@ -483,10 +494,10 @@ class FastScorer:
         if rows is not None:
             pm = np.ascontiguousarray(pm[rows])
         out = np.empty(len(Xv)) if rows is not None else self._out[:n]
-        default_row = (Xv[:, 1] == 0) & (Xv[:, 2] == 0) & (Xv[:, 3] == 0) & np.isnan(Xv[:, 4])
+        default_row = (Xv[:, 3] == 0) & (Xv[:, 4] == 0) & (Xv[:, 5] == 0) & np.isnan(Xv[:, 6])
         _quickscore(Xv, pm, self._applicant_mask, self._default_mask, default_row,
-                    self.var_start, self.var_thr, self.var_tree, self.var_mask, self.nan_start,
-                    self.nan_tree, self.nan_mask, self.leaf_start, self.leaf_value,
+                    ALWAYS_VARYING, self.var_start, self.var_thr, self.var_tree, self.var_mask,
+                    self.nan_start, self.nan_tree, self.nan_mask, self.leaf_start, self.leaf_value,
                     _DEBRUIJN_TABLE[self.width], np.uint64(_DEBRUIJN[self.width][0]),
                     np.uint64(_DEBRUIJN[self.width][1]), np.uint64(_DEBRUIJN[self.width][2]),
                     self.baseline, out)

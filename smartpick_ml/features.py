@@ -29,7 +29,8 @@ PROGRAM_INPUTS: tuple[str, ...] = (
     "program_id", "specialty", "state", "positions", "program_type", "rate_us_md", "rate_us_do",
     "rate_us_img", "rate_non_us_img", "rate_in_state", "rate_out_of_state", "rate_signal",
     "rate_gold_signal", "rate_silver_signal", "rate_no_signal", "sponsors_j1", "sponsors_h1b",
-    "img_share", "img_mentorship", "img_orientation")
+    "img_share", "img_mentorship", "img_orientation", "step2_minimum",
+    "max_years_since_graduation")
 PAIR_INPUTS: tuple[str, ...] = ("signal",)
 #: The columns a model takes, in order: what a service sends for each applicant × program pair.
 PAIR_INPUT_COLUMNS: tuple[str, ...] = APPLICANT_INPUTS + PROGRAM_INPUTS + PAIR_INPUTS
@@ -39,10 +40,12 @@ SIGNAL_RATE_COLUMN = {"signal": "rate_signal", "silver": "rate_silver_signal",
                       "gold": "rate_gold_signal"}
 CATEGORICAL_FEATURES: tuple[str, ...] = ("applicant_type", "specialty")
 #: Features whose effect on q must not be negative (monotonic constraints).
-INCREASING_FEATURES: tuple[str, ...] = ("step2_ck", "step2_vs_program")
+INCREASING_FEATURES: tuple[str, ...] = ("step2_ck", "step2_vs_program", "step2_over_minimum",
+                                         "years_within_cutoff")
 
 FEATURE_NAMES: tuple[str, ...] = (
-    "applicant_type", "specialty", "step2_ck", "step2_vs_program", "years_since_graduation",
+    "applicant_type", "specialty", "step2_ck", "step2_vs_program", "step2_over_minimum",
+    "years_within_cutoff", "years_since_graduation",
     "usce_months", "publications", "needs_visa", "visa_sponsorship", "same_state", "same_region",
     "positions", "university", "rate_own_type", "logit_rate_own_type", "rate_us_md",
     "rate_non_us_img", "rate_img_vs_md", "rate_in_state", "rate_out_of_state", "img_share",
@@ -174,6 +177,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         needs = _bool(pairs, "needs_visa", 0.0)
         j1 = _bool(pairs, "sponsors_j1")
         h1b = _bool(pairs, "sponsors_h1b")
+        years = _num(pairs, "season") - _num(pairs, "graduation_year")
         sponsorship = np.where(np.isnan(j1) & np.isnan(h1b), np.nan,
                                np.nan_to_num(j1) + 2 * np.nan_to_num(h1b))
         out = pd.DataFrame({
@@ -182,7 +186,10 @@ class PairFeatures(TransformerMixin, BaseEstimator):
                                         categories=SPECIALTY_NAMES),
             "step2_ck": step2,
             "step2_vs_program": step2 - typical,
-            "years_since_graduation": _num(pairs, "season") - _num(pairs, "graduation_year"),
+            # margins over the program's published screens (NaN: the program states none)
+            "step2_over_minimum": step2 - _num(pairs, "step2_minimum"),
+            "years_within_cutoff": _num(pairs, "max_years_since_graduation") - years,
+            "years_since_graduation": years,
             "usce_months": _num(pairs, "usce_months"),
             "publications": _num(pairs, "publications"),
             "needs_visa": needs,

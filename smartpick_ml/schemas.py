@@ -121,6 +121,12 @@ PROGRAMS = TableSchema(
                    nullable=True, required=False),
         ColumnSpec("img_orientation", "bool", "Has an IMG-specific orientation / onboarding.",
                    nullable=True, required=False),
+        ColumnSpec("step2_minimum", "float", "Published minimum USMLE Step 2 CK score for an "
+                   "interview (FREIDA lists it); null where the program states none.",
+                   unit="points", nullable=True, required=False, min=STEP2_MIN, max=STEP2_MAX),
+        ColumnSpec("max_years_since_graduation", "float", "Longest time since medical-school "
+                   "graduation the program accepts (FREIDA's graduation cut-off); null where "
+                   "none.", unit="years", nullable=True, required=False, min=0.0, max=60.0),
     ),
 )
 

@@ -311,6 +311,25 @@ def _expected_logistic(a: np.ndarray, b: float) -> np.ndarray:
     return expit(a / np.sqrt(1.0 + _LOGISTIC_PROBIT * b * b))
 
 
+def pair_strength(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
+                  pair_program: np.ndarray, prestige: np.ndarray,
+                  params: SimulationParams) -> np.ndarray:
+    """Observed strength of each applicant *as each program weighs it*: selective programs weigh
+    Step 2 CK more, university programs research more, community programs US clinical
+    experience more (what program directors report valuing differs by program kind)."""
+    base = _observed_strength(applicants, params)[pair_applicant]
+    z_step = ((applicants["step2_ck"].to_numpy(float) - STEP2_REFERENCE_MEAN)
+              / STEP2_REFERENCE_SD)[pair_applicant]
+    university = (programs["program_type"].to_numpy() == "university")[pair_program]
+    step_extra = params.score_weight * (np.exp(params.score_weight_prestige_slope
+                                               * prestige[pair_program]) - 1.0)
+    research = np.log1p(applicants["publications"].to_numpy(float))[pair_applicant]
+    usce = np.log1p(applicants["usce_months"].to_numpy(float))[pair_applicant]
+    return (base + step_extra * z_step
+            + params.university_publications_weight * research * university
+            + params.community_usce_weight * usce * ~university)
+
+
 def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
                         applications: pd.DataFrame, positions: np.ndarray,
                         params: SimulationParams) -> MarketInputs:
@@ -324,7 +343,7 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     rates = _imputed_rates(programs)
     prestige = _prestige(programs, rates)
     t = applicants["applicant_type"].map({x: i for i, x in enumerate(APPLICANT_TYPES)}).to_numpy()
-    strength = _observed_strength(applicants, params)
+    strength = pair_strength(applicants, programs, pa, pp, prestige, params)
     home = applicants["home_state"].to_numpy(dtype=object)
     same_state = (home[pa] == programs["state"].to_numpy(dtype=object)[pp]).astype(float)
     r = rates[pp, t[pa]]
@@ -333,8 +352,8 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     key = pp * len(APPLICANT_TYPES) + t[pa]
     n_key = programs.shape[0] * len(APPLICANT_TYPES)
     cnt = np.bincount(key, minlength=n_key)
-    mean_s = np.bincount(key, weights=strength[pa], minlength=n_key) / np.maximum(cnt, 1)
-    x = params.interview_strength_weight * (strength[pa] - mean_s[key])
+    mean_s = np.bincount(key, weights=strength, minlength=n_key) / np.maximum(cnt, 1)
+    x = params.interview_strength_weight * (strength - mean_s[key])
     # in-state / out-of-state and signal effects from the program's own published rates
     rin = programs.get("rate_in_state", pd.Series(np.nan, index=programs.index)).to_numpy(float)
     rout = programs.get("rate_out_of_state",
@@ -349,6 +368,10 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
             rs = programs.get(col, pd.Series(np.nan, index=programs.index)).to_numpy(float)
             d = np.nan_to_num(np.clip(clipped_logit(rs) - clipped_logit(no), 0, 4), nan=1.0)
             x = x + (sig == kind) * d[pp]
+    # screens: a published Step 2 CK minimum or graduation cut-off removes the application before
+    # anyone reads it; the anchoring below then spreads the program's interviews over the rest
+    screened = screened_out(applicants, programs, pa, pp)
+    x = np.where(screened, -np.inf, x)
     invite_latent = params.interview_strength_weight * params.latent_weight
     # anchor: choose an offset per (program, type) so the expected share invited = published rate
     c = clipped_logit(np.clip(r, 1e-3, MAX_RATE)).copy()
@@ -367,7 +390,7 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     sponsors = sponsors_visa(programs)
     never |= applicants["needs_visa"].to_numpy(bool)[pa] & ~sponsors[pp]
     offset = np.where(never, -np.inf, offset)
-    score_obs = strength[pa] + params.program_home_state_bonus * same_state
+    score_obs = strength + params.program_home_state_bonus * same_state
     util = (params.applicant_prestige_weight * prestige[pp]
             + params.applicant_home_weight * same_state)
     capacity = np.ceil(positions * params.interviews_per_position).astype(np.int64)
@@ -379,6 +402,22 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
         score_noise_sd=params.interview_noise_sd, applicant_util_obs=util,
         applicant_taste_sd=params.applicant_taste_sd, quotas=positions.astype(np.int64),
         capacity=capacity, max_interviews=params.max_interviews_per_applicant)
+
+
+def screened_out(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
+                 pair_program: np.ndarray) -> np.ndarray:
+    """Pairs a program's published screens reject (below its Step 2 CK minimum, or graduated
+    longer ago than its cut-off); programs without the columns screen no one."""
+    out = np.zeros(len(pair_applicant), bool)
+    if "step2_minimum" in programs:
+        floor = programs["step2_minimum"].to_numpy(float)[pair_program]
+        out |= applicants["step2_ck"].to_numpy(float)[pair_applicant] < floor
+    if "max_years_since_graduation" in programs:
+        cut = programs["max_years_since_graduation"].to_numpy(float)[pair_program]
+        years = (applicants["season"].to_numpy(float)
+                 - applicants["graduation_year"].to_numpy(float))[pair_applicant]
+        out |= years > cut
+    return out
 
 
 def _top_k_within_groups(group: np.ndarray, value: np.ndarray, k: np.ndarray
