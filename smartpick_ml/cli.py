@@ -280,7 +280,10 @@ def _train(config: Path, track: bool) -> None:
     report = result.outputs.get("model_report", result.outputs.get("report_html"))
     click.echo("next:")
     click.echo(f"  {report}   # the run report (a browser): metrics, plots, decision")
-    click.echo("  smartpick rank --profile examples/profile_non_us_img.json   # use the model")
+    model_dir = result.outputs.get("model_dir")
+    model_flag = f" --model {model_dir}" if model_dir and Path(model_dir) != Path("models") else ""
+    click.echo(f"  smartpick rank --profile examples/profile_non_us_img.json{model_flag}"
+               "   # use the model")
     if track:
         click.echo(f"  mlflow ui --backend-store-uri {uri}   # compare runs")
     click.echo("  notebooks/02_model_report.ipynb   # the champion, explored (Jupyter)")

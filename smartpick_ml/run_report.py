@@ -324,6 +324,10 @@ def champion_run(tracking_uri: str, name: str = "smartpick-match",
     mv = client.get_model_version_by_alias(name, alias)
     run = client.get_run(mv.run_id)
     importance = None
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as BAR
+
+    bar_setting = os.environ.get(BAR.name)
+    os.environ[BAR.name] = "false"  # one small file: no download bar in a notebook
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(
@@ -332,6 +336,11 @@ def champion_run(tracking_uri: str, name: str = "smartpick-match",
             importance = pd.read_csv(local)
         except Exception:  # an older run without the artifact: the rest is still worth showing
             importance = None
+        finally:
+            if bar_setting is None:
+                os.environ.pop(BAR.name, None)
+            else:
+                os.environ[BAR.name] = bar_setting
     return ChampionRun(name=name, version=str(mv.version), run_id=mv.run_id,
                        metrics=metrics_from_mlflow(run.data.metrics),
                        decision=run.data.tags.get("alias_decision", ""), importance=importance)

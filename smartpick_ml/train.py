@@ -220,7 +220,7 @@ def _oracle_column(cfg: TrainConfig, tables: dict[str, pd.DataFrame], val: pd.Da
         progress(f"oracle: {r} re-drawn seasons")
         oracle = oracle_for_season(tables["applicants"], tables["programs"], apps, outcomes,
                                    season, sim.params, r, sim.seed,
-                                   progress=lambda i: progress(f"oracle: season {i}/{r} re-drawn"))
+                                   progress=lambda i: progress(f"re-drawn season {i}/{r} (oracle)"))
         write_parquet_atomic(oracle, cache)
     merged = val[["applicant_id", "program_id"]].merge(
         oracle[["applicant_id", "program_id", "oracle_q", "oracle_se"]],
@@ -357,10 +357,21 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     run_id = version = None
     decision = "not tracked"
     if track:
+        from smartpick_ml.persist import save_model
         from smartpick_ml.tracking import log_training_run
 
+        def save_champion(run_id: str, version: str) -> None:
+            # models/ first, then the alias: a run killed while saving leaves both on the previous
+            # champion (tests/test_crash_safety.py)
+            save_model(model, cfg.output.model_dir, {
+                "model_version": version, "mlflow_run_id": run_id,
+                "input_columns": list(PAIR_INPUT_COLUMNS), "feature_names": list(FEATURE_NAMES),
+                "validation_season": cfg.data.validation_season,
+                "metrics": _headline_metrics(metrics), "training_data_sha256": input_hashes})
+
         run_id, version, decision = log_training_run(
-            cfg, model, va, y_va, metrics, summary, outputs, importance, timings)
+            cfg, model, va, y_va, metrics, summary, outputs, importance, timings,
+            before_promotion=save_champion)
     # the run report: rendered before anything is published (a failure leaves no report), then
     # written beside the plots, to the MLflow run, and beside the model when it is saved below
     report = run_report.render_run_report(
@@ -372,14 +383,7 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     outputs["report_html"] = run_report.write_report(report, run_dir / run_report.REPORT_NAME)
     if run_id is not None:
         run_report.log_report(outputs["report_html"], run_id)
-    if track and decision.startswith("champion"):
-        from smartpick_ml.persist import save_model
-
-        save_model(model, cfg.output.model_dir, {
-            "model_version": version, "mlflow_run_id": run_id,
-            "input_columns": list(PAIR_INPUT_COLUMNS), "feature_names": list(FEATURE_NAMES),
-            "validation_season": cfg.data.validation_season,
-            "metrics": _headline_metrics(metrics), "training_data_sha256": input_hashes})
+    if track and decision.startswith("champion"):  # saved by save_champion, above
         outputs["model_dir"] = Path(cfg.output.model_dir)
     elif not track:
         from smartpick_ml.persist import save_model

@@ -85,7 +85,7 @@ def test_train_ends_with_outputs_report_and_next(small_training_run, monkeypatch
     said: list[str] = []
 
     def fake_run_training(cfg, progress, track):
-        for msg in ("loading and validating tables", "oracle: season 1/2 re-drawn"):
+        for msg in ("loading and validating tables", "re-drawn season 1/2 (oracle)"):
             progress(msg)
             said.append(msg)
         return world.result
