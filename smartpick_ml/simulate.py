@@ -545,10 +545,12 @@ def analytic_take_probability(inputs: MarketInputs, pairs: np.ndarray,
     s = m.score_obs[pairs]
     q = np.zeros(len(pairs))
     for node, weight in zip(_GH_NODES, _GH_WEIGHTS, strict=True):
-        # off = -inf: never invited (visa rule, rate 0), whatever the program's threshold
+        # off = -inf: never invited (visa rule, rate 0, screens), whatever the program's
+        # threshold (which may be -inf too: the NaN of -inf - -inf is masked here)
+        with np.errstate(invalid="ignore"):
+            gap = off + m.invite_latent_weight * node - tau
         p_inv = np.where(np.isneginf(off), 0.0,
-                         expit(np.nan_to_num(off + m.invite_latent_weight * node - tau,
-                                             nan=0.0, posinf=50.0, neginf=-50.0)))
+                         expit(np.nan_to_num(gap, nan=0.0, posinf=50.0, neginf=-50.0)))
         p_rank = np.where(np.isneginf(c), 1.0,
                           norm.cdf((s + m.score_latent_weight * node - c) / m.score_noise_sd))
         q += weight * p_inv * p_rank
