@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +54,27 @@ def setup_mlflow(cfg: TrainConfig) -> Any:
 
 
 def champion_decision(name: str, new_version: str, new_loss: float, va: pd.DataFrame,
-                      y_va: np.ndarray) -> tuple[str, str]:
-    """Compare with the current champion on the same rows; move the alias only if better."""
+                      y_va: np.ndarray, before_promotion: Callable[[], None] | None = None
+                      ) -> tuple[str, str]:
+    """Compare with the current champion on the same rows; move the alias only if better.
+
+    ``before_promotion`` runs just before the champion alias moves (training saves the model for
+    services there): a run killed in it leaves the alias on the previous champion.
+    """
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
+
+    def promote() -> None:
+        if before_promotion is not None:
+            before_promotion()
+        client.set_registered_model_alias(name, CHAMPION, new_version)
+
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except Exception:  # no champion yet
-        client.set_registered_model_alias(name, CHAMPION, new_version)
+        promote()
         return CHAMPION, (f"champion: version {new_version} is the first model "
                           f"(log-loss {new_loss:.5f})")
     if str(current.version) == str(new_version):
@@ -71,11 +83,11 @@ def champion_decision(name: str, new_version: str, new_loss: float, va: pd.DataF
         old = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
         old_loss = log_loss(y_va, old.predict_proba(va)[:, 1])
     except Exception as exc:  # an incompatible old model cannot defend its title
-        client.set_registered_model_alias(name, CHAMPION, new_version)
+        promote()
         return CHAMPION, (f"champion: version {new_version} replaces {current.version}, which "
                           f"could not score the validation data ({type(exc).__name__})")
     if new_loss < old_loss * (1 - MIN_IMPROVEMENT):
-        client.set_registered_model_alias(name, CHAMPION, new_version)
+        promote()
         return CHAMPION, (f"champion: version {new_version} log-loss {new_loss:.5f} beats "
                           f"version {current.version} ({old_loss:.5f}) on the same validation rows")
     client.set_registered_model_alias(name, CHALLENGER, new_version)
@@ -85,9 +97,13 @@ def champion_decision(name: str, new_version: str, new_loss: float, va: pd.DataF
 
 def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va: np.ndarray,
                      metrics: pd.DataFrame, summary: dict[str, Any], outputs: dict[str, Path],
-                     importance: pd.DataFrame, timings: dict[str, float]
+                     importance: pd.DataFrame, timings: dict[str, float],
+                     before_promotion: Callable[[str, str], None] | None = None
                      ) -> tuple[str, str, str]:
-    """Log one run; returns (run id, registered version, alias decision)."""
+    """Log one run; returns (run id, registered version, alias decision).
+
+    ``before_promotion(run_id, version)`` runs only if the new version becomes champion, before
+    the alias moves (see :func:`champion_decision`)."""
     mlflow = setup_mlflow(cfg)
     from mlflow.models import infer_signature
 
@@ -125,8 +141,10 @@ def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va
             registered_model_name=cfg.tracking.registered_model)
         version = str(info.registered_model_version)
         new_loss = log_loss(y_va, model.predict_proba(va)[:, 1])
-        alias, reason = champion_decision(cfg.tracking.registered_model, version, new_loss, va,
-                                          y_va)
+        alias, reason = champion_decision(
+            cfg.tracking.registered_model, version, new_loss, va, y_va,
+            None if before_promotion is None
+            else lambda: before_promotion(run.info.run_id, version))
         mlflow.set_tag("alias_decision", reason)
         mlflow.log_text(reason + "\n", "evaluation/alias_decision.txt")
         log.info(reason)
