@@ -1,9 +1,11 @@
 """MLflow tracking for training runs: params, metrics, plots, the model, the registry alias.
 
 Tracking defaults to ``sqlite:///mlflow.db`` in the working directory and honours
-``MLFLOW_TRACKING_URI``. The model is logged with the skops format (only the types in
-``persist.TRUSTED_TYPES`` are loadable), an explicit signature of ``predict_proba``'s output and a
-*synthetic* input example (never a real applicant), and registered as ``smartpick-match``. The
+``MLFLOW_TRACKING_URI``. The model is logged by ``serving.log_model``: one skops file (only the
+types in ``persist.TRUSTED_TYPES`` are loadable) behind a ``sklearn`` flavour and a
+``python_function`` flavour for ``mlflow models serve`` (fast path, ranking, 4xx errors), the
+training catalog, an explicit signature and a *synthetic* input example (never a real applicant);
+it is registered as ``smartpick-match``. The
 ``champion`` alias moves to the new version only if it beats the current champion's log-loss on the
 same validation rows; otherwise the new version becomes ``challenger``. The decision and its reason
 are logged as a tag and an artifact.
@@ -23,10 +25,8 @@ import numpy as np
 import pandas as pd
 
 from smartpick_ml.config import TrainConfig
-from smartpick_ml.features import PAIR_INPUT_COLUMNS, synthetic_pairs
 from smartpick_ml.model import MatchModel
 from smartpick_ml.numeric import log_loss
-from smartpick_ml.persist import TRUSTED_TYPES
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -105,7 +105,6 @@ def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va
     ``before_promotion(run_id, version)`` runs only if the new version becomes champion, before
     the alias moves (see :func:`champion_decision`)."""
     mlflow = setup_mlflow(cfg)
-    from mlflow.models import infer_signature
 
     with mlflow.start_run() as run:
         mlflow.log_params({k: str(v)[:500] for k, v in
@@ -132,13 +131,13 @@ def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va
             mlflow.log_artifact(str(imp), artifact_path="evaluation")
             (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             mlflow.log_artifact(str(Path(tmp) / "summary.json"), artifact_path="evaluation")
-        example = synthetic_pairs(5)[list(PAIR_INPUT_COLUMNS)]
-        signature = infer_signature(example, model.predict_proba(example))
-        info = mlflow.sklearn.log_model(
-            model, name="model", signature=signature, input_example=example,
-            serialization_format="skops", skops_trusted_types=list(TRUSTED_TYPES),
-            pyfunc_predict_fn="predict_proba",
-            registered_model_name=cfg.tracking.registered_model)
+        # the served model: sklearn + pyfunc flavours over one skops file, with the catalog the
+        # model was trained on (public program data) for the fast path and ranking
+        from smartpick_ml.catalog import load_catalog
+        from smartpick_ml.serving import log_model
+
+        programs = load_catalog(Path(cfg.data.raw_dir) / "programs.parquet")
+        info = log_model(model, programs, registered_model_name=cfg.tracking.registered_model)
         version = str(info.registered_model_version)
         new_loss = log_loss(y_va, model.predict_proba(va)[:, 1])
         alias, reason = champion_decision(

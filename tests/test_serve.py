@@ -1,32 +1,50 @@
 """The registered champion served by the real MLflow scoring server (``mlflow models serve``).
 
 Starts the server as a subprocess on a free local port against the ``small_training_run`` tracking
-store, scores a few synthetic pairs over HTTP, and checks malformed requests get a 4xx with a
-message. The server is always stopped (its whole process group) in a ``finally`` block. Takes
-~15 s, so it stays in the default suite.
+store (the model logged by ``serving.log_model``: pyfunc over the skops file), and checks over HTTP:
+pair scoring equals ``predict_proba`` (catalog programs through the fast path, others through the
+fallback), ranking one applicant equals ``MatchPredictor.rank``, nullable booleans keep their
+nulls, every bad input gets a 4xx whose message names the field, a bounded mixed load (8 clients)
+gives no wrong answer, no 5xx and no memory growth, and a hypothesis fuzz of request bodies never
+gets anything but a correct 200 or a 4xx with a message. The server is always stopped (its whole
+process group) in a ``finally`` block. About 40 s with the fixture already built.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from smartpick_ml.features import PAIR_INPUT_COLUMNS, synthetic_pairs
+from smartpick_ml.features import (
+    APPLICANT_INPUTS,
+    PAIR_INPUT_COLUMNS,
+    PROGRAM_INPUTS,
+    synthetic_pairs,
+)
+from smartpick_ml.serving import request_body
 
-STARTUP_TIMEOUT = 90.0
+STARTUP_TIMEOUT = 120.0
+#: fuzz cases: one HTTP request each (the server refuses a whole request for one bad row)
+FUZZ_CASES = 3000 if os.environ.get("SMARTPICK_FUZZ") == "slow" else 300
 
 
 def _free_port() -> int:
@@ -50,14 +68,40 @@ def _request(url: str, body: bytes | None = None, timeout: float = 30.0
         return err.code, err.read().decode()
 
 
-def _split_body(frame: pd.DataFrame) -> bytes:
-    return json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split",
-                                                                   index=False))}).encode()
+def _split_body(frame: pd.DataFrame, **params: Any) -> bytes:
+    return request_body(frame, **params)
+
+
+def _as_received(body: bytes) -> pd.DataFrame:
+    """The frame the server parses from ``body`` (what in-process predictions must see)."""
+    split = json.loads(body)["dataframe_split"]
+    return pd.DataFrame(split["data"], columns=split["columns"])
+
+
+def _group_rss_kb(pgid: int) -> int:
+    """Resident memory of every process in the server's process group (mlflow + uvicorn)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            for line in (stat.parent / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class Server:
+    def __init__(self, base: str, pgid: int):
+        self.base, self.pgid = base, pgid
 
 
 @pytest.fixture(scope="module")
-def server(small_training_run, tmp_path_factory) -> Iterator[str]:
-    """Base URL of ``mlflow models serve -m models:/smartpick-match@champion``."""
+def server(small_training_run, tmp_path_factory) -> Iterator[Server]:
+    """``mlflow models serve -m models:/smartpick-match@champion`` on 127.0.0.1."""
     world = small_training_run
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
@@ -88,7 +132,7 @@ def server(small_training_run, tmp_path_factory) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail(f"server not up after {STARTUP_TIMEOUT:.0f} s:\n{_log_tail(log)}")
             time.sleep(0.5)
-        yield base
+        yield Server(base, proc.pid)
     finally:
         # the server runs in its own session: stop its whole process group (mlflow + uvicorn)
         if proc.poll() is None:
@@ -100,58 +144,334 @@ def server(small_training_run, tmp_path_factory) -> Iterator[str]:
                 proc.wait(timeout=15)
 
 
-def test_served_champion_predicts_like_the_trained_model(server, small_training_run) -> None:
+@pytest.fixture(scope="module")
+def programs(small_training_run) -> pd.DataFrame:
+    """The catalog the model was trained with (the one logged with it)."""
+    return pd.read_parquet(small_training_run.raw_dir / "programs.parquet")
+
+
+@functools.cache
+def _applicant_pool() -> pd.DataFrame:
+    """Synthetic applicants of every type (``synthetic_pairs`` draws a catalog: build once)."""
+    return synthetic_pairs(40, seed=0)[list(APPLICANT_INPUTS)]
+
+
+def catalog_pairs(programs: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Synthetic applicants against catalog programs (the fast path), with signals and home
+    states so that every per-request feature varies."""
+    rng = np.random.default_rng(seed)
+    pool = _applicant_pool()
+    pairs = pool.iloc[rng.integers(len(pool), size=n)].reset_index(drop=True)
+    sample = programs.sample(n=n, random_state=seed).reset_index(drop=True)
+    for c in PROGRAM_INPUTS:
+        if c in sample.columns:
+            pairs[c] = sample[c].to_numpy()
+    pairs["signal"] = rng.choice(["none", "signal", "gold", "silver"], size=n)
+    us = pairs["applicant_type"] != "non_us_img"
+    pairs.loc[us, "home_state"] = np.where(rng.random(int(us.sum())) < 0.5,
+                                           pairs.loc[us, "state"], "NY")
+    return pairs[[c for c in PAIR_INPUT_COLUMNS if c in pairs.columns]]
+
+
+def _q(text: str) -> np.ndarray:
+    return np.asarray(json.loads(text)["predictions"], dtype=float)
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def test_served_champion_predicts_like_the_trained_model(server, small_training_run,
+                                                         programs) -> None:
     model = small_training_run.model
     pairs = synthetic_pairs(8, seed=4)[list(PAIR_INPUT_COLUMNS)]
     # add real validation rows too: missing rates, missing home state, signals
     va = small_training_run.validation
     pairs = pd.concat([pairs, va[va["rate_us_md"].isna()].head(2)[list(PAIR_INPUT_COLUMNS)],
-                       va[va["signal"] != "none"].head(2)[list(PAIR_INPUT_COLUMNS)]],
-                      ignore_index=True)
-    status, text = _request(f"{server}/invocations", _split_body(pairs))
+                       va[va["signal"] != "none"].head(2)[list(PAIR_INPUT_COLUMNS)],
+                       catalog_pairs(programs, 12, seed=5)], ignore_index=True)
+    body = _split_body(pairs)
+    status, text = _request(f"{server.base}/invocations", body)
     assert status == 200, text
-    got = np.asarray(json.loads(text)["predictions"], dtype=float)
+    got = _q(text)
     assert got.shape == (len(pairs), 2)
-    np.testing.assert_allclose(got, model.predict_proba(pairs), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, model.predict_proba(_as_received(body)), rtol=0, atol=1e-12)
     # the hard visa rule survives serving: q = 0 exactly
     blocked = pairs.iloc[:3].assign(applicant_type="non_us_img", needs_visa=True,
                                     sponsors_j1=False, sponsors_h1b=False)
-    status, text = _request(f"{server}/invocations", _split_body(blocked))
+    status, text = _request(f"{server.base}/invocations", _split_body(blocked))
     assert status == 200, text
     assert [row[1] for row in json.loads(text)["predictions"]] == [0.0, 0.0, 0.0]
 
 
-def test_unknown_sponsorship_is_served(server, small_training_run) -> None:
-    # the programs contract allows unknown sponsorship (null): not a refusal, and not an error
-    pairs = synthetic_pairs(4, seed=2)[list(PAIR_INPUT_COLUMNS)]
-    pairs["sponsors_j1"] = pd.array([None, True, None, False], dtype="boolean")
-    status, text = _request(f"{server}/invocations", _split_body(pairs))
+def test_catalog_pairs_of_one_applicant_in_one_request(server, small_training_run,
+                                                       programs) -> None:
+    # many programs for one applicant: one fast-path call; a program twice goes to the fallback
+    one = catalog_pairs(programs, 40, seed=9)
+    for c in APPLICANT_INPUTS:
+        one[c] = one[c].iloc[1]
+    one = pd.concat([one, one.iloc[[3]]], ignore_index=True)
+    body = _split_body(one)
+    status, text = _request(f"{server.base}/invocations", body)
     assert status == 200, text
-    got = np.asarray(json.loads(text)["predictions"], dtype=float)
+    np.testing.assert_allclose(_q(text), small_training_run.model.predict_proba(
+        _as_received(body)), rtol=0, atol=1e-12)
+
+
+def test_unknown_sponsorship_is_served_as_unknown(server, small_training_run, programs) -> None:
+    # the programs contract allows unknown sponsorship (null): not a refusal, and not an error.
+    # MLflow's own boolean parsing would turn null into False, i.e. q = 0 for a visa-needing
+    # applicant; the served model keeps it unknown
+    pairs = catalog_pairs(programs, 4, seed=2).assign(
+        applicant_type="non_us_img", needs_visa=True, home_state=None)
+    pairs["sponsors_j1"] = pd.array([None, True, None, False], dtype="boolean")
+    pairs["sponsors_h1b"] = pd.array([None, None, False, None], dtype="boolean")
+    pairs["img_mentorship"] = pd.array([None, True, None, False], dtype="boolean")
+    body = _split_body(pairs)
+    assert json.loads(body)["dataframe_split"]["data"][0][
+        list(pairs.columns).index("sponsors_j1")] is None
+    status, text = _request(f"{server.base}/invocations", body)
+    assert status == 200, text
+    got = _q(text)
     np.testing.assert_allclose(got, small_training_run.model.predict_proba(pairs), atol=1e-12)
+    assert got[0, 1] > 0 and got[2, 1] > 0  # unknown J-1: not blocked
+    assert got[3, 1] == 0.0  # no J-1, unknown H-1B: blocked
 
 
-@pytest.mark.parametrize("case", ["missing_column", "not_a_dataframe", "not_json",
-                                  "unknown_applicant_type"])
-def test_malformed_request_gets_a_4xx_with_a_message(server, case) -> None:
-    pairs = synthetic_pairs(3)[list(PAIR_INPUT_COLUMNS)]
-    if case == "missing_column":
-        body, needle = _split_body(pairs.drop(columns=["step2_ck"])), "step2_ck"
-    elif case == "not_a_dataframe":
-        body, needle = json.dumps({"rows": [1, 2, 3]}).encode(), "dataframe_split"
-    elif case == "not_json":
-        body, needle = b"{this is not json", "json"
-    else:
-        body, needle = _split_body(pairs.assign(applicant_type="martian")), "applicant_type"
-    status, text = _request(f"{server}/invocations", body)
+def test_ranking_one_applicant(server, small_training_run, programs) -> None:
+    from smartpick_ml.inference import MatchPredictor
+
+    applicant = {"applicant_type": "us_img", "step2_ck": 247, "graduation_year": 2022,
+                 "season": 2025, "usce_months": 6, "publications": 2, "needs_visa": False,
+                 "home_state": "NY"}
+    prefs = {"states": ["NY", "NJ"], "location_weight": 1.0}
+    first = programs["program_id"][programs["specialty"] == "Internal Medicine"].iloc[0]
+    signals = {str(first): "gold"}
+    body = _split_body(pd.DataFrame([applicant]), task="rank", specialty="Internal Medicine",
+                       k=15, preferences=json.dumps(prefs), signals=json.dumps(signals))
+    status, text = _request(f"{server.base}/invocations", body)
+    assert status == 200, text
+    got = pd.DataFrame(json.loads(text)["predictions"])
+    want = MatchPredictor(small_training_run.model, programs).rank(
+        {**applicant, "signals": signals}, prefs, specialty="Internal Medicine", k=15,
+        explain=False)
+    assert got["program_id"].tolist() == want["program_id"].tolist()
+    np.testing.assert_allclose(got["q"], want["q"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["ev"], want["ev"], rtol=0, atol=1e-12)
+    assert (got["specialty"] == "Internal Medicine").all()
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _bad_request(case: str, programs: pd.DataFrame) -> tuple[bytes, str]:
+    """A malformed request and the field its error message must name."""
+    pairs = catalog_pairs(programs, 3, seed=11)
+    one = pairs[list(APPLICANT_INPUTS)].head(1)
+    if case == "missing_applicant_column":
+        return _split_body(pairs.drop(columns=["step2_ck"])), "step2_ck"
+    if case == "missing_program_column":
+        return _split_body(pairs.drop(columns=["state"])), "state"
+    if case == "not_a_dataframe":
+        return json.dumps({"rows": [1, 2, 3]}).encode(), "dataframe_split"
+    if case == "not_json":
+        return b"{this is not json", "json"
+    if case == "unknown_applicant_type":
+        return _split_body(pairs.assign(applicant_type="martian")), "applicant_type"
+    if case == "unknown_specialty":
+        return _split_body(pairs.assign(specialty="Astrology")), "specialty"
+    if case == "step2_out_of_range":
+        return _split_body(pairs.assign(step2_ck=[240, 400, 250])), "step2_ck"
+    if case == "step2_not_whole":
+        return _split_body(pairs.assign(step2_ck=245.5)), "step2_ck"
+    if case == "wrong_type_text":
+        return _split_body(pairs.assign(step2_ck="high")), "step2_ck"
+    if case == "wrong_type_bool":
+        return _split_body(pairs.assign(needs_visa="yes")), "needs_visa"
+    if case == "nan_step2":
+        return _split_body(pairs.assign(step2_ck=[240.0, np.nan, 250.0])), "step2_ck"
+    if case == "nan_in_required_bool":
+        return _split_body(pairs.assign(needs_visa=pd.array([None, False, False],
+                                                            dtype="boolean"))), "needs_visa"
+    if case == "infinite_rate":
+        d = json.loads(_split_body(pairs))
+        d["dataframe_split"]["data"][0][d["dataframe_split"]["columns"].index("rate_us_md")] = \
+            math.inf
+        return json.dumps(d).encode(), "rate_us_md"
+    if case == "rate_out_of_range":
+        return _split_body(pairs.assign(rate_us_md=1.5)), "rate_us_md"
+    if case == "unknown_signal":
+        return _split_body(pairs.assign(signal="platinum")), "signal"
+    if case == "visa_for_us_md":
+        return _split_body(pairs.assign(applicant_type="us_md_senior", needs_visa=True)), \
+            "needs_visa"
+    if case == "empty_frame":
+        return _split_body(pairs.head(0)), "empty"
+    if case == "unknown_task":
+        return _split_body(pairs, task="explain"), "params.task"
+    if case == "rank_two_rows":
+        return _split_body(pairs[list(APPLICANT_INPUTS)], task="rank"), "one applicant"
+    if case == "rank_unknown_specialty":
+        return _split_body(one, task="rank", specialty="Astrology"), "specialty"
+    if case == "rank_bad_preferences":
+        return _split_body(one, task="rank", preferences='{"states": ["XX"]}'), "states"
+    if case == "rank_preferences_not_json":
+        return _split_body(one, task="rank", preferences="{nope"), "preferences"
+    if case == "rank_negative_k":
+        return _split_body(one, task="rank", k=-3), "params.k"
+    raise AssertionError(case)
+
+
+BAD_CASES = ["missing_applicant_column", "missing_program_column", "not_a_dataframe", "not_json",
+             "unknown_applicant_type", "unknown_specialty", "step2_out_of_range",
+             "step2_not_whole", "wrong_type_text", "wrong_type_bool", "nan_step2",
+             "nan_in_required_bool", "infinite_rate", "rate_out_of_range", "unknown_signal",
+             "visa_for_us_md", "empty_frame", "unknown_task", "rank_two_rows",
+             "rank_unknown_specialty", "rank_bad_preferences", "rank_preferences_not_json",
+             "rank_negative_k"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_request_gets_a_4xx_naming_the_field(server, programs, case) -> None:
+    body, needle = _bad_request(case, programs)
+    status, text = _request(f"{server.base}/invocations", body)
     assert 400 <= status < 500, (status, text[:500])
     error = json.loads(text)
     assert error["error_code"] in {"BAD_REQUEST", "INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST"}
-    message = error["message"]
-    if case == "unknown_applicant_type":
-        # the model's own error (DataValidationError) is not an MlflowException: the server
-        # answers with a generic message and puts ours in the stack trace it returns
-        assert "compatible with the model" in message
-        message = error.get("stack_trace", "")
-        assert "DataValidationError" in message
-    assert needle.lower() in message.lower(), message[:500]
+    # the message itself names the field: not only MLflow's stack trace
+    assert needle.lower() in error["message"].lower(), error["message"][-500:]
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def _mixed_requests(programs: pd.DataFrame, model: Any, n: int, seed: int
+                    ) -> list[tuple[bytes, np.ndarray | str]]:
+    """``n`` requests, about a third malformed: (body, expected predictions or field named)."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[bytes, np.ndarray | str]] = []
+    for i in range(n):
+        if rng.random() < 0.35:
+            out.append(_bad_request(BAD_CASES[int(rng.integers(len(BAD_CASES)))], programs))
+        else:
+            body = _split_body(catalog_pairs(programs, int(rng.integers(1, 4)), seed=1000 + i))
+            out.append((body, model.predict_proba(_as_received(body))))
+    return out
+
+
+def test_bounded_mixed_load(server, small_training_run, programs) -> None:
+    """8 clients × 50 requests, valid and malformed mixed: no wrong answer, no 5xx, no growth."""
+    clients, per_client = 8, 50
+    warm = _mixed_requests(programs, small_training_run.model, 40, seed=1)
+    work = _mixed_requests(programs, small_training_run.model, clients * per_client, seed=2)
+    for body, _ in warm:  # the first requests of each kind allocate pandas' caches
+        _request(f"{server.base}/invocations", body)
+    rss_start = _group_rss_kb(server.pgid)
+    problems: list[str] = []
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        for body, expected in work[k::clients]:
+            t0 = time.perf_counter()
+            status, text = _request(f"{server.base}/invocations", body)
+            dt = time.perf_counter() - t0
+            if isinstance(expected, str):
+                ok = 400 <= status < 500 and expected.lower() in \
+                    json.loads(text).get("message", "").lower()
+            else:
+                ok = status == 200 and np.allclose(_q(text), expected, rtol=0, atol=1e-12)
+            with lock:
+                latencies.append(dt)
+                if not ok:
+                    problems.append(f"{status}: {text[-200:]}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rss_end = _group_rss_kb(server.pgid)
+    assert len(latencies) == clients * per_client
+    assert not problems, problems[:3]
+    assert rss_start > 0
+    # no leak: resident memory after 400 more requests within 25 MB of where it started
+    assert rss_end - rss_start < 25_000, (rss_start, rss_end)
+    print(f"mixed load: p50 {np.median(latencies) * 1000:.1f} ms, "
+          f"p99 {np.percentile(latencies, 99) * 1000:.1f} ms, RSS {rss_start // 1024} -> "
+          f"{rss_end // 1024} MB")
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+_JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["us_img", "non_us_img", "Internal Medicine", "NY", "gold", "none", "", "1"]),
+    st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                              st.integers(), max_size=2))
+
+
+@st.composite
+def _fuzzed_body(draw: st.DrawFn, programs: pd.DataFrame) -> bytes:
+    seed = draw(st.integers(0, 10_000))
+    frame = catalog_pairs(programs, draw(st.integers(1, 3)), seed=seed)
+    split = json.loads(request_body(frame))["dataframe_split"]
+    kind = draw(st.sampled_from(["value", "value", "value", "drop", "extra", "params", "shape",
+                                 "none"]))
+    body: Any = {"dataframe_split": split}
+    if kind == "value":
+        for _ in range(draw(st.integers(1, 3))):
+            row = draw(st.integers(0, len(split["data"]) - 1))
+            col = draw(st.integers(0, len(split["columns"]) - 1))
+            split["data"][row][col] = draw(_JSON_VALUES)
+    elif kind == "drop":
+        col = draw(st.integers(0, len(split["columns"]) - 1))
+        split["columns"].pop(col)
+        for row in split["data"]:
+            row.pop(col)
+    elif kind == "extra":
+        split["columns"].append(draw(st.text(min_size=1, max_size=8)))
+        for row in split["data"]:
+            row.append(draw(_JSON_VALUES))
+    elif kind == "params":
+        body["params"] = {draw(st.sampled_from(["task", "k", "specialty", "explain",
+                                                "preferences", "signals", "other"])):
+                          draw(_JSON_VALUES)}
+    elif kind == "shape":
+        body = draw(st.one_of(_JSON_VALUES, st.fixed_dictionaries(
+            {"dataframe_split": st.one_of(_JSON_VALUES, st.fixed_dictionaries(
+                {"columns": st.lists(st.text(max_size=5), max_size=3),
+                 "data": st.lists(st.lists(_JSON_VALUES, max_size=3), max_size=2)}))})))
+    return json.dumps(body).encode()
+
+
+@pytest.mark.fuzz
+def test_fuzzed_requests_get_a_right_answer_or_a_4xx(server, small_training_run,
+                                                     programs) -> None:
+    model = small_training_run.model
+    seen = {"ok": 0, "4xx": 0}
+
+    @settings(max_examples=FUZZ_CASES, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(body=_fuzzed_body(programs))
+    def check(body: bytes) -> None:
+        status, text = _request(f"{server.base}/invocations", body)
+        assert status < 500, (status, text[-500:])
+        if status == 200:
+            q = _q(text)
+            assert np.isfinite(q).all() and ((q >= 0) & (q <= 1)).all()
+            params = json.loads(body).get("params") or {}
+            if params.get("task", "score") == "score":
+                # accepted: exactly what the model gives for the values the server received
+                frame = _as_received(body)
+                np.testing.assert_allclose(q, model.predict_proba(frame), rtol=0, atol=1e-12)
+            seen["ok"] += 1
+        else:
+            assert 400 <= status < 500, (status, text[-500:])
+            message = json.loads(text).get("message", "")
+            assert isinstance(message, str) and message.strip(), text[-500:]
+            seen["4xx"] += 1
+
+    check()
+    # both outcomes were exercised
+    assert seen["ok"] > 0 and seen["4xx"] > 0, seen

@@ -1,0 +1,111 @@
+"""Load test (issue #6): the served model takes a bounded mixed load without a wrong answer.
+
+Serves ``models:/smartpick-match@champion`` like ``bench_serve.py`` (needs ``mlflow.db`` from
+``make run``, or ``--tracking-uri``), then ``--clients`` threads (8) send ``--requests`` (5,000):
+about 70 % valid pair-scoring requests of 1-5 catalog programs each, checked against
+``predict_proba`` computed in this process, and 30 % malformed bodies (bad JSON, wrong shape,
+unknown specialty or applicant type, Step 2 CK out of range, NaN, missing column, wrong type, empty
+frame, bad params), each of which must get a 4xx whose message names the field. Prints p50 / p99,
+the server group's RSS after warm-up and at the end, and the counts of wrong answers and 5xx.
+Exits non-zero if any answer was wrong, any 5xx came back, or RSS grew by more than 10 %.
+
+    .venv/bin/python benchmarks/bench_load.py [--tracking-uri sqlite:///mlflow.db] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+from bench_serve import (
+    MODEL_URI,
+    Check,
+    as_received,
+    catalog_pairs,
+    expect_q,
+    load_served,
+    run_load,
+    serve,
+)
+
+from smartpick_ml.features import APPLICANT_INPUTS
+from smartpick_ml.serving import request_body
+
+
+def bad_request(kind: int, pairs: pd.DataFrame) -> tuple[bytes, str]:
+    """One of a dozen malformed requests and the word its error message must contain."""
+    cases = [
+        (lambda: b"{not json", "json"),
+        (lambda: json.dumps({"rows": [1, 2]}).encode(), "dataframe_split"),
+        (lambda: request_body(pairs.assign(specialty="Astrology")), "specialty"),
+        (lambda: request_body(pairs.assign(applicant_type="martian")), "applicant_type"),
+        (lambda: request_body(pairs.assign(step2_ck=400)), "step2_ck"),
+        (lambda: request_body(pairs.assign(step2_ck=np.nan)), "step2_ck"),
+        (lambda: request_body(pairs.drop(columns=["state"])), "state"),
+        (lambda: request_body(pairs.assign(needs_visa="yes")), "needs_visa"),
+        (lambda: request_body(pairs.head(0)), "empty"),
+        (lambda: request_body(pairs, task="explain"), "params.task"),
+        (lambda: request_body(pairs.assign(rate_us_md=math.inf)), "rate_us_md"),
+        (lambda: request_body(pairs[list(APPLICANT_INPUTS)], task="rank"), "one applicant"),
+    ]
+    make, needle = cases[kind % len(cases)]
+    return make(), needle
+
+
+def expect_4xx(needle: str) -> Check:
+    def check(status: int, text: bytes) -> bool:
+        if not 400 <= status < 500:
+            return False
+        return needle.lower() in json.loads(text).get("message", "").lower()
+    return check
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI",
+                                                             "sqlite:///mlflow.db"))
+    ap.add_argument("--model-uri", default=MODEL_URI)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--invalid-share", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    model, programs = load_served(args.model_uri, args.tracking_uri)
+    rng = np.random.default_rng(args.seed)
+    work: list[tuple[bytes, Check]] = []
+    invalid = 0
+    for i in range(args.requests):
+        pairs = catalog_pairs(programs, int(rng.integers(1, 6)), seed=args.seed * 100_000 + i)
+        if rng.random() < args.invalid_share:
+            body, needle = bad_request(int(rng.integers(1 << 30)), pairs)
+            work.append((body, expect_4xx(needle)))
+            invalid += 1
+        else:
+            body = request_body(pairs)
+            work.append((body, expect_q(model.predict_proba(as_received(body)))))
+    with serve(args.model_uri, args.tracking_uri, args.workers) as (port, pgid):
+        run_load(port, pgid, work[:200], args.clients)  # warm-up: caches, allocator pools
+        res = run_load(port, pgid, work, args.clients)
+    growth = (res["rss1"] - res["rss0"]) / max(res["rss0"], 1)
+    print(f"{args.clients} clients, {res['n']} requests ({invalid} malformed, "
+          f"{res['n'] - invalid} valid), {args.workers} worker(s), load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"  {res['rps']:.0f} req/s, p50 {res['p50']:.1f} ms, p99 {res['p99']:.1f} ms, "
+          f"server CPU {res['cpu_ms']:.1f} ms/request")
+    print(f"  wrong answers: {len(res['wrong'])}, 5xx: {res['5xx']}, server RSS "
+          f"{res['rss0'] / 1024:.0f} MB -> {res['rss1'] / 1024:.0f} MB ({growth:+.1%})")
+    for w in res["wrong"][:5]:
+        print(f"  wrong: {w}")
+    if res["wrong"] or res["5xx"] or growth > 0.10:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
