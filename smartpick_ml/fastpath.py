@@ -264,8 +264,6 @@ class FastScorer:
                              if col in block else np.full(n, np.nan)
                              for kind, col in SIGNAL_RATE_COLUMN.items()}
         self.visa_ok = ~visa_blocked(block.assign(needs_visa=True))
-        self._out = np.empty(n)
-        self._var_buffer = np.empty((n, len(PER_REQUEST)))
         n_nodes = self.feature.shape[0]
         self._left = np.empty(n_nodes, np.int64)
         self._right = np.empty(n_nodes, np.int64)
@@ -448,7 +446,9 @@ class FastScorer:
         # the per-request columns, for the programs asked about
         sel = slice(None) if rows is None else rows
         n = self.n_programs if rows is None else len(rows)
-        Xv = self._var_buffer if rows is None else np.empty((n, len(PER_REQUEST)))
+        # scratch arrays are per call, never shared on self: one scorer serves many threads
+        # (tests/test_concurrency.py); they cost microseconds
+        Xv = np.empty((n, len(PER_REQUEST)))
         Xv[:, 0] = step2 - self.typical_step2[sel]
         Xv[:, 1] = step2 - self.step2_minimum[sel]
         Xv[:, 2] = self.graduation_cutoff[sel] - years
@@ -475,27 +475,30 @@ class FastScorer:
                 X[:, c] = Xv[:, k]
             for c in np.flatnonzero(self._is_applicant):
                 X[:, c] = values[c]
+            left, right = np.empty_like(self._left), np.empty_like(self._right)
+            roots = np.empty_like(self._roots)
             _specialise(self.roots, self.feature, self.threshold, self.mgl, self.left,
                         self.right, self.is_leaf, self.is_cat, self.bitset_idx, self.raw_bitsets,
                         self.known_bitsets, self.f_idx_map, values, self._is_applicant,
-                        self._left, self._right, self._roots)
+                        left, right, roots)
             out = np.empty(len(X))
-            _raw_scores(X, self._roots, self.feature, self.threshold, self.mgl, self._left,
-                        self._right, self.is_leaf, self.value, self.is_cat, self.bitset_idx,
+            _raw_scores(X, roots, self.feature, self.threshold, self.mgl, left,
+                        right, self.is_leaf, self.value, self.is_cat, self.bitset_idx,
                         self.raw_bitsets, self.known_bitsets, self.f_idx_map, self.baseline,
                         out)
             return self._finish(out, applicant, rows)
+        applicant_mask = np.empty_like(self._applicant_mask)
         _applicant_masks(values, self.internal, self.tree_of, self.feature, self.threshold,
                          self.mgl, self.is_cat, self.bitset_idx,
                          self.mask32 if self.width == 32 else self.mask, self.raw_bitsets,
                          self.known_bitsets, self.f_idx_map, self._is_applicant,
-                         self.roots.shape[0], self._applicant_mask)
+                         self.roots.shape[0], applicant_mask)
         pm = self.program_masks[typ]
         if rows is not None:
             pm = np.ascontiguousarray(pm[rows])
-        out = np.empty(len(Xv)) if rows is not None else self._out[:n]
+        out = np.empty(len(Xv))
         default_row = (Xv[:, 3] == 0) & (Xv[:, 4] == 0) & (Xv[:, 5] == 0) & np.isnan(Xv[:, 6])
-        _quickscore(Xv, pm, self._applicant_mask, self._default_mask, default_row,
+        _quickscore(Xv, pm, applicant_mask, self._default_mask, default_row,
                     ALWAYS_VARYING, self.var_start, self.var_thr, self.var_tree, self.var_mask,
                     self.nan_start, self.nan_tree, self.nan_mask, self.leaf_start, self.leaf_value,
                     _DEBRUIJN_TABLE[self.width], np.uint64(_DEBRUIJN[self.width][0]),
