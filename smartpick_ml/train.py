@@ -116,6 +116,22 @@ def _sample_applicants(ids: pd.Series, fraction: float, seed: int, salt: str) ->
     return (h % 1_000_000) < fraction * 1_000_000
 
 
+def scoped_applications(applications: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
+    """The applications a run joins: its seasons' rows of the sampled applicants (every row of
+    each, so labels derived per applicant are unchanged). ``make_splits`` draws the same sample;
+    joining only these keeps time and memory in proportion to the sample, not the market."""
+    d = cfg.data
+    season = applications["season"].to_numpy()
+    keep = np.zeros(len(applications), bool)
+    for chosen, fraction, salt in ((np.isin(season, d.train_seasons), d.train_sample_fraction,
+                                    "train"),
+                                   (season == d.validation_season,
+                                    d.validation_sample_fraction, "validation")):
+        keep[chosen] = _sample_applicants(applications.loc[chosen, "applicant_id"], fraction,
+                                          d.seed, salt)
+    return applications[keep]
+
+
 @dataclass
 class Splits:
     train: pd.DataFrame
@@ -245,8 +261,9 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
 
     say("loading and validating tables")
     tables = load_tables(cfg)
-    pairs = build_pairs(tables["applications"], tables["applicants"], tables["programs"])
-    pairs[LABEL] = training_labels(tables["applications"]).to_numpy()
+    scoped = scoped_applications(tables["applications"], cfg)
+    pairs = build_pairs(scoped, tables["applicants"], tables["programs"])
+    pairs[LABEL] = training_labels(scoped).to_numpy()
     splits = make_splits(pairs, cfg)
     tr, ho, va = splits.train, splits.holdout, splits.validation
     y_tr, y_ho, y_va = (s[LABEL].to_numpy(np.int64) for s in (tr, ho, va))
