@@ -151,19 +151,26 @@ _PAIR_SPECS: dict[str, ColumnSpec] = {
     c.name: c for t in (APPLICATIONS, PROGRAMS, APPLICANTS) for c in t.columns}
 
 
-def _check_pair_values(pairs: Any) -> None:
+def _check_pair_values(pairs: Any) -> pd.DataFrame:
     """Every known column of a pairs frame holds values of its contract's type and range, so the
-    model never sees text where it expects a number (a pandas TypeError deep in the features)."""
+    model never sees text where it expects a number (a pandas TypeError deep in the features);
+    returns the frame with those columns in their canonical dtypes (e.g. a null as None, not
+    pd.NA), as the model saw them in training."""
     if not isinstance(pairs, pd.DataFrame):
         raise DataValidationError("pairs", [f"expected a pandas DataFrame, got "
                                             f"{type(pairs).__name__}"])
     if pairs.columns.duplicated().any():
         dup = sorted(map(str, set(pairs.columns[pairs.columns.duplicated()])))
         raise DataValidationError("pairs", [f"duplicate column names: {dup}"])
-    problems = [p for col in pairs.columns if col in _PAIR_SPECS
-                for p in _check_column(_PAIR_SPECS[col], pairs[col])[0]]
+    problems: list[str] = []
+    canonical: dict[str, pd.Series] = {}
+    for col in pairs.columns:
+        if col in _PAIR_SPECS:
+            col_problems, canonical[col] = _check_column(_PAIR_SPECS[col], pairs[col])
+            problems.extend(col_problems)
     if problems:
         raise DataValidationError("pairs", problems)
+    return pairs.assign(**canonical)
 
 
 def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
@@ -312,7 +319,7 @@ class MatchPredictor:
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
         """q for each applicant × program row of a pairs frame."""
-        _check_pair_values(pairs)
+        pairs = _check_pair_values(pairs)
         check_pair_inputs(pairs)
         if len(pairs) == 0:
             raise InputError("pairs: empty (no rows to score)")

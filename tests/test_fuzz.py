@@ -11,7 +11,8 @@ Anything else -- a ``KeyError`` / ``TypeError`` / pandas ``ValueError``, NaN pro
 partial output file -- fails the test. Hypothesis' per-example deadline is off (a loaded CI machine
 is slow), but every example is small, so a hang would show as a stuck test.
 
-Profiles: ``smartpick-fuzz`` (1,000 examples per test, the default suite) and
+Profiles: ``smartpick-fuzz`` (1,000 examples per test, the default suite; ``predict`` on pairs
+frames, ~50 ms a call, a quarter of that on top of the 3,000 other MatchPredictor cases) and
 ``smartpick-fuzz-slow`` (20,000 per test), selected with ``SMARTPICK_FUZZ=slow``; both are applied
 per test, so they never change other test files' hypothesis settings. All tests here carry the
 ``fuzz`` marker::
@@ -57,6 +58,9 @@ settings.register_profile("smartpick-fuzz-slow", parent=settings.get_profile("sm
 PROFILE = "smartpick-fuzz-slow" if os.environ.get("SMARTPICK_FUZZ") == "slow" else "smartpick-fuzz"
 #: applied to every test here (not loaded globally: other files keep their own settings)
 FUZZ = settings(settings.get_profile(PROFILE))
+#: ``predict`` on a pairs frame costs ~50 ms of pandas / sklearn overhead per call: a quarter of
+#: the cases, on top of the 3,000 that rank / match_probability / plan give MatchPredictor
+FUZZ_PREDICT = settings(FUZZ, max_examples=FUZZ.max_examples // 4)
 
 pytestmark = pytest.mark.fuzz
 
@@ -574,7 +578,7 @@ def test_fuzz_plan(predictor, one_thread, applicant, preferences, max_applicatio
 PAIR_JUNK = st.one_of(JUNK, st.just(pd.NA), st.just(np.nan), st.just(np.int64(2**62)))
 
 
-@FUZZ
+@FUZZ_PREDICT
 @given(st.data())
 def test_fuzz_predict_pairs(predictor, one_thread, data) -> None:
     """Pairs frames (what a service sends to the model directly) with cells or columns broken."""
@@ -700,6 +704,19 @@ def test_regression_plan_budget_of_the_wrong_type(predictor, budget):
 
     with pytest.raises(InputError, match="budget: must be a positive number"):
         predictor.plan(VALID_APPLICANT, specialty=SPECIALTY, budget=budget)
+
+
+def test_regression_predict_takes_pd_na_as_null(predictor, one_thread):
+    """Found by fuzzing: a nullable column of pd.NA (home_state) raised "boolean value of NA is
+    ambiguous" in the features; it means the same as None."""
+    from smartpick_ml.features import PAIR_INPUT_COLUMNS, applicant_pairs
+
+    programs = predictor.programs[predictor.programs["specialty"] == SPECIALTY].iloc[:3]
+    applicant = {k: v for k, v in VALID_APPLICANT.items() if k != "signals"}
+    pairs = applicant_pairs({**applicant, "home_state": None}, programs)[list(PAIR_INPUT_COLUMNS)]
+    expected = predictor.predict(pairs)
+    pairs["home_state"] = pd.Series([pd.NA] * len(pairs), dtype=object)
+    np.testing.assert_array_equal(predictor.predict(pairs), expected)
 
 
 @pytest.mark.parametrize("column, value", [("needs_visa", "yes"), ("applicant_type", ["us_img"]),
