@@ -58,7 +58,7 @@ def test_same_seed_same_tables_byte_for_byte(tmp_path) -> None:
 def _train(world, tmp_path, name: str):
     data = world.config_with(
         data={"processed_dir": str(tmp_path / name / "processed")},
-        model={"max_iter": 25},
+        model={"max_iter": 10},
         evaluation={"oracle_replicates": 2, "importance_rows": 500, "importance_repeats": 1,
                     "logistic_rows": 5000},
         output={"model_dir": str(tmp_path / name / "models")})

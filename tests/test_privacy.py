@@ -99,7 +99,7 @@ def marked_run(small_training_run, tmp_path_factory):
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     data = w.config_with(
         data={"raw_dir": str(root / "raw"), "processed_dir": str(root / "processed")},
-        model={"max_iter": 20},
+        model={"max_iter": 10},
         evaluation={"oracle_replicates": 2, "importance_rows": 500, "importance_repeats": 1,
                     "logistic_rows": 5000},
         tracking={"tracking_uri": tracking_uri}, output={"model_dir": str(root / "models")})
