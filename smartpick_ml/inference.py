@@ -60,6 +60,15 @@ DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "position
 
 
 _VISA_REASON = "needs a visa; program sponsors neither J-1 nor H-1B"
+_REASON_DTYPE = pd.CategoricalDtype([_VISA_REASON, ""])
+
+
+def _display_array(column: pd.Series) -> Any:
+    """A catalog column as the array ``rank`` takes rows from (see ``MatchPredictor``)."""
+    if not (pd.api.types.is_object_dtype(column.dtype)
+            or pd.api.types.is_string_dtype(column.dtype)):
+        return column.array
+    return pd.Categorical(column.astype("str"))
 
 
 class InputError(SmartPickError, ValueError):
@@ -247,12 +256,10 @@ class MatchPredictor:
         cols = [c for c in PROGRAM_INPUTS if c in self.programs.columns]
         self._program_block = self.programs[cols]
         self._visa_ok = ~visa_blocked(self._program_block.assign(needs_visa=True))
-        # text columns converted once to pandas' string dtype: building each answer then does no
-        # per-row type inference
-        self._display_arrays = {
-            c: (self.programs[c].astype("str").array
-                if pd.api.types.is_object_dtype(self.programs[c].dtype) else self.programs[c].array)
-            for c in DISPLAY_COLUMNS if c in self.programs}
+        # text columns converted once to categoricals: each answer then takes small integer
+        # codes, with no per-row string copies or type inference
+        self._display_arrays = {c: _display_array(self.programs[c])
+                                for c in DISPLAY_COLUMNS if c in self.programs}
         self._fast: Any = None
         self._fast_failed = False
 
@@ -382,8 +389,8 @@ class MatchPredictor:
         # one DataFrame built from numpy columns: much cheaper than pandas take + setitem
         columns = {c: v.take(take) for c, v in self._display_arrays.items()}
         columns.update(q=q[order], utility=u[order], ev=ev[order], eligible=eligible[order],
-                       reason=pd.Categorical.from_codes(
-                           eligible[order].astype(np.int8), categories=[_VISA_REASON, ""]))
+                       reason=pd.Categorical.from_codes(eligible[order].astype(np.int8),
+                                                        dtype=_REASON_DTYPE, validate=False))
         out = pd.DataFrame(columns, copy=False)
         if explain:
             out["top_factors"] = self._explain(profile, out)
