@@ -37,6 +37,15 @@ from smartpick_ml.features import APPLICANT_INPUTS
 from smartpick_ml.serving import request_body
 
 
+def _with_value(body: bytes, column: str, value: object) -> bytes:
+    """``body`` with ``column`` of its first row set to ``value`` (e.g. ``inf``, which pandas'
+    ``to_json`` would write as null: ``json.dumps`` writes ``Infinity``)."""
+    d = json.loads(body)
+    split = d["dataframe_split"]
+    split["data"][0][split["columns"].index(column)] = value
+    return json.dumps(d).encode()
+
+
 def bad_request(kind: int, pairs: pd.DataFrame) -> tuple[bytes, str]:
     """One of a dozen malformed requests and the word its error message must contain."""
     cases = [
@@ -50,7 +59,7 @@ def bad_request(kind: int, pairs: pd.DataFrame) -> tuple[bytes, str]:
         (lambda: request_body(pairs.assign(needs_visa="yes")), "needs_visa"),
         (lambda: request_body(pairs.head(0)), "empty"),
         (lambda: request_body(pairs, task="explain"), "params.task"),
-        (lambda: request_body(pairs.assign(rate_us_md=math.inf)), "rate_us_md"),
+        (lambda: _with_value(request_body(pairs), "rate_us_md", math.inf), "rate_us_md"),
         (lambda: request_body(pairs[list(APPLICANT_INPUTS)], task="rank"), "one applicant"),
     ]
     make, needle = cases[kind % len(cases)]
@@ -79,17 +88,26 @@ def main() -> None:
 
     model, programs = load_served(args.model_uri, args.tracking_uri)
     rng = np.random.default_rng(args.seed)
-    work: list[tuple[bytes, Check]] = []
-    invalid = 0
+    bodies: list[bytes] = []
+    needles: list[str | None] = []  # None: a valid request
     for i in range(args.requests):
         pairs = catalog_pairs(programs, int(rng.integers(1, 6)), seed=args.seed * 100_000 + i)
         if rng.random() < args.invalid_share:
             body, needle = bad_request(int(rng.integers(1 << 30)), pairs)
-            work.append((body, expect_4xx(needle)))
-            invalid += 1
         else:
-            body = request_body(pairs)
-            work.append((body, expect_q(model.predict_proba(as_received(body)))))
+            body, needle = request_body(pairs), None
+        bodies.append(body)
+        needles.append(needle)
+    # expected answers: one predict_proba over every valid request's rows
+    valid = [i for i, nd in enumerate(needles) if nd is None]
+    frames = [as_received(bodies[i]) for i in valid]
+    q = model.predict_proba(pd.concat(frames, ignore_index=True))
+    ends = np.cumsum([len(f) for f in frames])
+    expected = dict(zip(valid, np.split(q, ends[:-1]), strict=True))
+    work: list[tuple[bytes, Check]] = [
+        (b, expect_q(expected[i]) if nd is None else expect_4xx(nd))
+        for i, (b, nd) in enumerate(zip(bodies, needles, strict=True))]
+    invalid = len(bodies) - len(valid)
     with serve(args.model_uri, args.tracking_uri, args.workers) as (port, pgid):
         run_load(port, pgid, work[:200], args.clients)  # warm-up: caches, allocator pools
         res = run_load(port, pgid, work, args.clients)
