@@ -60,7 +60,8 @@ def bad_request(kind: int, pairs: pd.DataFrame) -> tuple[bytes, str]:
         (lambda: request_body(pairs.head(0)), "empty"),
         (lambda: request_body(pairs, task="explain"), "params.task"),
         (lambda: _with_value(request_body(pairs), "rate_us_md", math.inf), "rate_us_md"),
-        (lambda: request_body(pairs[list(APPLICANT_INPUTS)], task="rank"), "one applicant"),
+        (lambda: request_body(pd.concat([pairs, pairs])[list(APPLICANT_INPUTS)], task="rank"),
+         "one applicant"),
     ]
     make, needle = cases[kind % len(cases)]
     return make(), needle
