@@ -122,6 +122,11 @@ def scoped_applications(applications: pd.DataFrame, cfg: TrainConfig) -> pd.Data
     joining only these keeps time and memory in proportion to the sample, not the market."""
     d = cfg.data
     season = applications["season"].to_numpy()
+    present = sorted(int(x) for x in np.unique(season))
+    for s in [*d.train_seasons, d.validation_season]:
+        if s not in present:
+            raise ConfigError(f"season {s} has no labelled applications in {d.raw_dir} "
+                              f"(seasons present: {present})")
     keep = np.zeros(len(applications), bool)
     for chosen, fraction, salt in ((np.isin(season, d.train_seasons), d.train_sample_fraction,
                                     "train"),
