@@ -44,7 +44,10 @@ from smartpick_ml.serving import request_body
 
 STARTUP_TIMEOUT = 120.0
 #: fuzz cases: one HTTP request each (the server refuses a whole request for one bad row)
-FUZZ_CASES = 3000 if os.environ.get("SMARTPICK_FUZZ") == "slow" else 150
+#: real HTTP round trips (~150 ms each): enough to show the server's JSON layer and status codes;
+#: the bulk of the fuzzing goes through the same pyfunc in process (INPROCESS_FUZZ_CASES)
+FUZZ_CASES = 3000 if os.environ.get("SMARTPICK_FUZZ") == "slow" else 60
+INPROCESS_FUZZ_CASES = 20_000 if os.environ.get("SMARTPICK_FUZZ") == "slow" else 1000
 
 
 def _free_port() -> int:
@@ -482,4 +485,57 @@ def test_fuzzed_requests_get_a_right_answer_or_a_4xx(server, small_training_run,
 
     check()
     # both outcomes were exercised
+    assert seen["ok"] > 0 and seen["4xx"] > 0, seen
+
+
+@pytest.fixture(scope="module")
+def champion_pyfunc(small_training_run) -> Any:
+    """The pyfunc ``mlflow models serve`` loads: ``models:/smartpick-match@champion``."""
+    import mlflow
+
+    from tests.conftest import isolated_mlflow
+
+    world = small_training_run
+    with isolated_mlflow(world.tracking_uri, cwd=world.root):
+        return mlflow.pyfunc.load_model(f"models:/{world.registered_model}@champion")
+
+
+@pytest.mark.fuzz
+def test_fuzzed_bodies_through_the_served_pyfunc_in_process(champion_pyfunc, small_training_run,
+                                                            programs) -> None:
+    """The scoring server's own steps without HTTP: MLflow's JSON parsing of the body
+    (``scoring_server._parse_json_data``), then ``pyfunc.predict(data, params=...)`` (MLflow's
+    schema enforcement, then our serving model). Each body gets a right answer or an
+    MlflowException with a 4xx error code and a message, never another exception type."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import _parse_json_data
+
+    model = small_training_run.model
+    pyfunc = champion_pyfunc
+    schema = pyfunc.metadata.get_input_schema()
+    seen = {"ok": 0, "4xx": 0}
+
+    @settings(max_examples=INPROCESS_FUZZ_CASES, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(body=_fuzzed_body(programs), as_text=st.booleans())
+    def check(body: bytes, as_text: bool) -> None:
+        try:
+            parsed = _parse_json_data(body.decode() if as_text else body, pyfunc.metadata, schema)
+            raw = pyfunc.predict(parsed.data, params=parsed.params)
+        except MlflowException as exc:
+            assert exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"), (
+                exc.error_code, exc.message)
+            assert isinstance(exc.message, str) and exc.message.strip()
+            seen["4xx"] += 1
+            return
+        params = parsed.params or {}
+        if params.get("task", "score") == "score":
+            # what the server would send: JSON-encoded, as the HTTP fuzz above reads it
+            q = _q(json.dumps({"predictions": np.asarray(raw, dtype=float).tolist()}))
+            assert np.isfinite(q).all() and ((q >= 0) & (q <= 1)).all()
+            np.testing.assert_allclose(q, model.predict_proba(_as_received(body)), rtol=0,
+                                       atol=1e-12)
+        seen["ok"] += 1
+
+    check()
     assert seen["ok"] > 0 and seen["4xx"] > 0, seen
