@@ -371,7 +371,7 @@ def _write_table(frame, out: Path | None) -> None:
     if out is None:
         return
     if out.suffix.lower() == ".json":
-        write_text_atomic(out, frame.to_json(orient="records", indent=2))
+        write_text_atomic(out, frame.to_json(orient="records", indent=2, double_precision=15))
     else:
         write_text_atomic(out, frame.to_csv(index=False))
     click.echo(f"-> {out}")
