@@ -26,14 +26,13 @@ from bench_serve import (
     MODEL_URI,
     Check,
     as_received,
-    catalog_pairs,
     expect_q,
     load_served,
     run_load,
     serve,
 )
 
-from smartpick_ml.features import APPLICANT_INPUTS
+from smartpick_ml.features import APPLICANT_INPUTS, synthetic_catalog_pairs
 from smartpick_ml.serving import request_body
 
 
@@ -92,7 +91,8 @@ def main() -> None:
     bodies: list[bytes] = []
     needles: list[str | None] = []  # None: a valid request
     for i in range(args.requests):
-        pairs = catalog_pairs(programs, int(rng.integers(1, 6)), seed=args.seed * 100_000 + i)
+        pairs = synthetic_catalog_pairs(programs, int(rng.integers(1, 6)),
+                                        seed=args.seed * 100_000 + i)
         if rng.random() < args.invalid_share:
             body, needle = bad_request(int(rng.integers(1 << 30)), pairs)
         else:

@@ -18,7 +18,6 @@ the req/s ratio against the baseline. Goal: >= 200 req/s with p99 <= 50 ms, 8 cl
 from __future__ import annotations
 
 import argparse
-import functools
 import http.client
 import json
 import os
@@ -38,9 +37,8 @@ import numpy as np
 import pandas as pd
 
 from smartpick_ml.features import (
-    APPLICANT_INPUTS,
     PAIR_INPUT_COLUMNS,
-    PROGRAM_INPUTS,
+    synthetic_catalog_pairs,
     synthetic_pairs,
 )
 from smartpick_ml.serving import CATALOG_FILE, request_body
@@ -109,25 +107,6 @@ def serve(model_uri: str, tracking_uri: str, workers: int = 1, timeout: float = 
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=20)
         Path(log.name).unlink(missing_ok=True)
-
-
-@functools.cache
-def _applicant_pool() -> pd.DataFrame:
-    """Synthetic applicants of every type (``synthetic_pairs`` draws a catalog: build once)."""
-    return synthetic_pairs(40, seed=0)[list(APPLICANT_INPUTS)]
-
-
-def catalog_pairs(programs: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Synthetic applicants against ``n`` catalog programs (signals, home states vary)."""
-    rng = np.random.default_rng(seed)
-    pool = _applicant_pool()
-    pairs = pool.iloc[rng.integers(len(pool), size=n)].reset_index(drop=True)
-    sample = programs.sample(n=n, random_state=seed).reset_index(drop=True)
-    for c in PROGRAM_INPUTS:
-        if c in sample.columns:
-            pairs[c] = sample[c].to_numpy()
-    pairs["signal"] = rng.choice(["none", "signal", "gold", "silver"], size=n)
-    return pairs[[c for c in PAIR_INPUT_COLUMNS if c in pairs.columns]]
 
 
 def as_received(body: bytes) -> pd.DataFrame:
@@ -253,7 +232,7 @@ def main() -> None:
     args = ap.parse_args()
 
     model, programs = load_served(args.model_uri, args.tracking_uri)
-    bodies = [request_body(catalog_pairs(programs, 1, seed=i)) for i in range(100)]
+    bodies = [request_body(synthetic_catalog_pairs(programs, 1, seed=i)) for i in range(100)]
     checks = [expect_q(model.predict_proba(as_received(b))) for b in bodies]
     results = []
     for w in (int(x) for x in args.workers.split(",")):

@@ -9,6 +9,8 @@ scikit-learn estimator API so the same object runs in training, in a saved model
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -252,3 +254,26 @@ def synthetic_pairs(n: int = 5, seed: int = 0) -> pd.DataFrame:
                      "home_state": None if typ == "non_us_img" else "NY"}
         rows.append(applicant_pairs(applicant, programs.iloc[[i]]))
     return pd.concat(rows, ignore_index=True)
+
+
+@functools.cache
+def _synthetic_applicants() -> pd.DataFrame:
+    """Made-up applicants of every type (``synthetic_pairs`` draws a catalog: build once)."""
+    return synthetic_pairs(40, seed=0)[list(APPLICANT_INPUTS)]
+
+
+def synthetic_catalog_pairs(programs: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Made-up applicants against ``n`` programs of a real catalog, with signals and home states
+    varied so every per-request feature moves: for serving tests and benchmarks."""
+    rng = np.random.default_rng(seed)
+    pool = _synthetic_applicants()
+    pairs = pool.iloc[rng.integers(len(pool), size=n)].reset_index(drop=True)
+    sample = programs.sample(n=n, random_state=seed).reset_index(drop=True)
+    for c in PROGRAM_INPUTS:
+        if c in sample.columns:
+            pairs[c] = sample[c].to_numpy()
+    pairs["signal"] = rng.choice(["none", "signal", "gold", "silver"], size=n)
+    us = pairs["applicant_type"] != "non_us_img"
+    pairs.loc[us, "home_state"] = np.where(rng.random(int(us.sum())) < 0.5,
+                                           pairs.loc[us, "state"], "NY")
+    return pairs[[c for c in PAIR_INPUT_COLUMNS if c in pairs.columns]]

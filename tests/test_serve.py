@@ -12,7 +12,6 @@ process group) in a ``finally`` block. About 40 s with the fixture already built
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -38,7 +37,7 @@ from threadpoolctl import threadpool_limits
 from smartpick_ml.features import (
     APPLICANT_INPUTS,
     PAIR_INPUT_COLUMNS,
-    PROGRAM_INPUTS,
+    synthetic_catalog_pairs,
     synthetic_pairs,
 )
 from smartpick_ml.serving import request_body
@@ -154,29 +153,6 @@ def programs(small_training_run) -> pd.DataFrame:
     return pd.read_parquet(small_training_run.raw_dir / "programs.parquet")
 
 
-@functools.cache
-def _applicant_pool() -> pd.DataFrame:
-    """Synthetic applicants of every type (``synthetic_pairs`` draws a catalog: build once)."""
-    return synthetic_pairs(40, seed=0)[list(APPLICANT_INPUTS)]
-
-
-def catalog_pairs(programs: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Synthetic applicants against catalog programs (the fast path), with signals and home
-    states so that every per-request feature varies."""
-    rng = np.random.default_rng(seed)
-    pool = _applicant_pool()
-    pairs = pool.iloc[rng.integers(len(pool), size=n)].reset_index(drop=True)
-    sample = programs.sample(n=n, random_state=seed).reset_index(drop=True)
-    for c in PROGRAM_INPUTS:
-        if c in sample.columns:
-            pairs[c] = sample[c].to_numpy()
-    pairs["signal"] = rng.choice(["none", "signal", "gold", "silver"], size=n)
-    us = pairs["applicant_type"] != "non_us_img"
-    pairs.loc[us, "home_state"] = np.where(rng.random(int(us.sum())) < 0.5,
-                                           pairs.loc[us, "state"], "NY")
-    return pairs[[c for c in PAIR_INPUT_COLUMNS if c in pairs.columns]]
-
-
 def _q(text: str) -> np.ndarray:
     return np.asarray(json.loads(text)["predictions"], dtype=float)
 
@@ -192,7 +168,7 @@ def test_served_champion_predicts_like_the_trained_model(server, small_training_
     va = small_training_run.validation
     pairs = pd.concat([pairs, va[va["rate_us_md"].isna()].head(2)[list(PAIR_INPUT_COLUMNS)],
                        va[va["signal"] != "none"].head(2)[list(PAIR_INPUT_COLUMNS)],
-                       catalog_pairs(programs, 12, seed=5)], ignore_index=True)
+                       synthetic_catalog_pairs(programs, 12, seed=5)], ignore_index=True)
     body = _split_body(pairs)
     status, text = _request(f"{server.base}/invocations", body)
     assert status == 200, text
@@ -210,7 +186,7 @@ def test_served_champion_predicts_like_the_trained_model(server, small_training_
 def test_catalog_pairs_of_one_applicant_in_one_request(server, small_training_run,
                                                        programs) -> None:
     # many programs for one applicant: one fast-path call; a program twice goes to the fallback
-    one = catalog_pairs(programs, 40, seed=9)
+    one = synthetic_catalog_pairs(programs, 40, seed=9)
     for c in APPLICANT_INPUTS:
         one[c] = one[c].iloc[1]
     one = pd.concat([one, one.iloc[[3]]], ignore_index=True)
@@ -225,7 +201,7 @@ def test_unknown_sponsorship_is_served_as_unknown(server, small_training_run, pr
     # the programs contract allows unknown sponsorship (null): not a refusal, and not an error.
     # MLflow's own boolean parsing would turn null into False, i.e. q = 0 for a visa-needing
     # applicant; the served model keeps it unknown
-    pairs = catalog_pairs(programs, 4, seed=2).assign(
+    pairs = synthetic_catalog_pairs(programs, 4, seed=2).assign(
         applicant_type="non_us_img", needs_visa=True, home_state=None)
     pairs["sponsors_j1"] = pd.array([None, True, None, False], dtype="boolean")
     pairs["sponsors_h1b"] = pd.array([None, None, False, None], dtype="boolean")
@@ -269,7 +245,7 @@ def test_ranking_one_applicant(server, small_training_run, programs) -> None:
 
 def _bad_request(case: str, programs: pd.DataFrame) -> tuple[bytes, str]:
     """A malformed request and the field its error message must name."""
-    pairs = catalog_pairs(programs, 3, seed=11)
+    pairs = synthetic_catalog_pairs(programs, 3, seed=11)
     one = pairs[list(APPLICANT_INPUTS)].head(1)
     if case == "missing_applicant_column":
         return _split_body(pairs.drop(columns=["step2_ck"])), "step2_ck"
@@ -358,7 +334,7 @@ def _mixed_requests(programs: pd.DataFrame, model: Any, n: int, seed: int
         if rng.random() < 0.35:
             out.append(_bad_request(BAD_CASES[int(rng.integers(len(BAD_CASES)))], programs))
         else:
-            out.append((_split_body(catalog_pairs(programs, int(rng.integers(1, 4)),
+            out.append((_split_body(synthetic_catalog_pairs(programs, int(rng.integers(1, 4)),
                                                   seed=1000 + i)), ""))
             valid.append(i)
     # expected answers: one predict_proba over every valid request's rows
@@ -426,7 +402,7 @@ _JSON_VALUES = st.one_of(
 @st.composite
 def _fuzzed_body(draw: st.DrawFn, programs: pd.DataFrame) -> bytes:
     seed = draw(st.integers(0, 10_000))
-    frame = catalog_pairs(programs, draw(st.integers(1, 3)), seed=seed)
+    frame = synthetic_catalog_pairs(programs, draw(st.integers(1, 3)), seed=seed)
     split = json.loads(request_body(frame))["dataframe_split"]
     kind = draw(st.sampled_from(["value", "value", "value", "drop", "extra", "params", "shape",
                                  "none"]))
