@@ -47,15 +47,7 @@ from smartpick_ml.portfolio import (
     plan_table,
 )
 from smartpick_ml.reference import RATE_COLUMN_BY_TYPE, REGIONS, SPECIALTY_NAMES, STATE_REGION
-from smartpick_ml.schemas import (
-    APPLICANTS,
-    APPLICATIONS,
-    PROGRAMS,
-    STEP2_MAX,
-    STEP2_MIN,
-    ColumnSpec,
-    _check_column,
-)
+from smartpick_ml.schemas import PAIR_COLUMN_SPECS, STEP2_MAX, STEP2_MIN, _check_column
 
 DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "positions",
                    "program_type", "sponsors_j1", "sponsors_h1b", "img_share", "img_mentorship",
@@ -158,11 +150,6 @@ class Preferences(BaseModel):
         return v
 
 
-#: each pairs column keeps the contract of the table it comes from (what ``predict`` checks)
-_PAIR_SPECS: dict[str, ColumnSpec] = {
-    c.name: c for t in (APPLICATIONS, PROGRAMS, APPLICANTS) for c in t.columns}
-
-
 #: a batch this small scores faster on one OpenMP thread: waking and spin-waiting the pool costs
 #: more than the work (on a loaded 2-core machine, up to seconds for 3 rows); results are the same
 SMALL_BATCH_ROWS = 1000
@@ -190,8 +177,8 @@ def _check_pair_values(pairs: Any) -> pd.DataFrame:
     problems: list[str] = []
     canonical: dict[str, pd.Series] = {}
     for col in pairs.columns:
-        if col in _PAIR_SPECS:
-            col_problems, canonical[col] = _check_column(_PAIR_SPECS[col], pairs[col])
+        if col in PAIR_COLUMN_SPECS:
+            col_problems, canonical[col] = _check_column(PAIR_COLUMN_SPECS[col], pairs[col])
             problems.extend(col_problems)
     if problems:
         raise DataValidationError("pairs", problems)

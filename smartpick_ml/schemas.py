@@ -219,6 +219,12 @@ APPLICATIONS = TableSchema(
     rules=(_matched_implies_interviewed, _ranked_implies_interviewed, _one_match_per_applicant),
 )
 
+
+#: The contract of each column of a pairs frame (applicant × program rows, what a model takes):
+#: every column keeps the rule of the table it comes from.
+PAIR_COLUMN_SPECS: dict[str, ColumnSpec] = {
+    c.name: c for t in (APPLICATIONS, PROGRAMS, APPLICANTS) for c in t.columns}
+
 SCHEMAS: dict[str, TableSchema] = {s.name: s for s in (PROGRAMS, APPLICANTS, APPLICATIONS)}
 
 

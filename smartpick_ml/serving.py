@@ -50,6 +50,7 @@ under one lock, with one numba thread: single requests are far too small to shar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -71,8 +72,7 @@ from smartpick_ml.features import (
     synthetic_pairs,
 )
 from smartpick_ml.persist import TRUSTED_TYPES
-from smartpick_ml.reference import SPECIALTY_NAMES
-from smartpick_ml.schemas import APPLICANTS, PROGRAMS, ColumnSpec
+from smartpick_ml.schemas import PAIR_COLUMN_SPECS, ColumnSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,10 @@ PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "exp
 #: rows per request above which the fast path may use more than one numba thread
 PARALLEL_ROWS = 2000
 
-_SPECS: dict[str, ColumnSpec] = {c.name: c for c in (*PROGRAMS.columns, *APPLICANTS.columns)}
-_SPECS["signal"] = ColumnSpec("signal", "str", "Preference signal sent to the program.",
-                              nullable=True, required=False, allowed=tuple(SIGNAL_CODES))
-# ``preferred_specialty`` of the applicants contract is not a model input; the specialty of a
-# pair is the program's (checked against the catalog's specialties)
-_SPECS["specialty"] = ColumnSpec("specialty", "str", "Program specialty.",
-                                 allowed=SPECIALTY_NAMES)
+# the pairs contract, except that a request may leave a pair's signal null (= "none")
+_SPECS: dict[str, ColumnSpec] = {
+    **PAIR_COLUMN_SPECS,
+    "signal": dataclasses.replace(PAIR_COLUMN_SPECS["signal"], nullable=True)}
 #: columns a pair-scoring request must carry (the contracts' required columns)
 REQUIRED_PAIR_COLUMNS: tuple[str, ...] = tuple(
     c for c in PAIR_INPUT_COLUMNS if c in _SPECS and _SPECS[c].required)
