@@ -25,6 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 import pandas as pd
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from smartpick_ml.features import (
     APPLICANT_INPUTS,
@@ -44,18 +45,10 @@ APPLICANT_ONLY = ("applicant_type", "step2_ck", "years_since_graduation", "usce_
 #: features that depend on the applicant *and* the program, or on the request (signals)
 PER_REQUEST = ("step2_vs_program", "step2_over_minimum", "years_within_cutoff", "same_state",
                "same_region", "signal", "rate_own_signal")
-#: the first ALWAYS_VARYING per-request features differ on every row (margins over the program's
-#: typical score and published screens); the others only on in-state / in-region / signalled rows
-ALWAYS_VARYING = 3
+# (the first three differ on every row: margins over the program's typical score and published
+# screens; the others only on in-state / in-region / signalled rows. ``_quickscore`` relies on
+# this order.)
 MAX_LEAVES = 64
-# position of a single set bit: multiply by a de Bruijn constant, the top 6 bits index a table
-# (64-bit masks for trees of up to 64 leaves, 32-bit -- half the memory traffic -- up to 32)
-_DEBRUIJN = {64: (0x03F79D71B4CA8B09, (1 << 64) - 1, 58), 32: (0x077CB531, (1 << 32) - 1, 27)}
-_DEBRUIJN_TABLE = {}
-for _w, (_c, _m, _s) in _DEBRUIJN.items():
-    _DEBRUIJN_TABLE[_w] = np.zeros(_w, np.int64)
-    for _k in range(_w):
-        _DEBRUIJN_TABLE[_w][(((1 << _k) * _c) & _m) >> _s] = _k
 
 
 @numba.njit(cache=True)
@@ -182,42 +175,69 @@ def _applicant_masks(applicant_values, internal, tree_of, feature, threshold, mg
             out[tree_of[j]] &= mask[j]
 
 
-@numba.njit(cache=True, parallel=True)
-def _quickscore(X, program_masks, applicant_masks, default_masks, default_row, n_always,
-                var_start, var_thr, var_tree, var_mask, nan_start, nan_tree, nan_mask, leaf_start,
-                leaf_value, table, debruijn, width_mask, shift, baseline, out):
-    """Exit leaves by bit masks. The first ``n_always`` columns of X vary on every row; the
-    others only on rows flagged non-default (in-state, signalled), the rest use
-    ``default_masks``."""
-    n_trees = applicant_masks.shape[0]
-    for r in numba.prange(X.shape[0]):
-        row_masks = np.empty(n_trees, applicant_masks.dtype)
-        n_var = n_always
+@numba.njit(cache=True)
+def _prefix_row(thresholds, thr_start, v, x):
+    """Row of feature ``v``'s prefix table for value ``x``: the number of its distinct split
+    thresholds ``< x`` (the splits that fail), offset to the table's first row; NaN has its own
+    row after the last."""
+    lo = thr_start[v]
+    end = thr_start[v + 1]
+    base = lo + 2 * v  # each feature's table has (distinct thresholds + 2) rows
+    if np.isnan(x):
+        return base + (end - lo) + 1
+    start, hi = lo, end
+    while lo < hi:  # binary search, as np.searchsorted(side="left")
+        mid = (lo + hi) >> 1
+        if thresholds[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return base + (lo - start)
+
+
+@numba.njit(cache=True)
+def _screen_masks(applicant_masks, default_masks, prefix, thresholds, thr_start, step2, years,
+                  group_minimum, group_cutoff, out_default, out_other):
+    """Per screen group (programs sharing the Step 2 minimum and graduation cutoff) the AND of
+    the applicant's masks and both screens' masks: a row then needs one lookup for both; the
+    ``out_default`` copy also folds in the default masks (not in-state, no signal)."""
+    for g in range(group_minimum.shape[0]):
+        a = _prefix_row(thresholds, thr_start, 1, step2 - group_minimum[g])
+        b = _prefix_row(thresholds, thr_start, 2, group_cutoff[g] - years)
+        for t in range(applicant_masks.shape[0]):
+            m = applicant_masks[t] & prefix[a, t] & prefix[b, t]
+            out_other[g, t] = m
+            out_default[g, t] = m & default_masks[t]
+
+
+@numba.njit(cache=True)
+def _quickscore(program_rows, program_masks, typical_step2, step2, screen_group, screen_default,
+                screen_other, X, default_row, prefix, thresholds, thr_start, leaf_values,
+                baseline, out):
+    """Exit leaves by bit masks. Per row and tree: the program's mask, its screen group's mask
+    (applicant and screens folded in), one prefix-table row for the margin over the program's
+    typical Step 2 CK, and on non-default rows (in-state, signalled) one row per other per-request
+    column of ``X``; the exit leaf is the lowest set bit."""
+    n_trees = leaf_values.shape[0]
+    for r in range(program_rows.shape[0]):
+        p = program_rows[r]
+        i0 = _prefix_row(thresholds, thr_start, 0, step2 - typical_step2[p])
+        g = screen_group[p]
+        total = baseline  # trees added in order from the baseline, as scikit-learn sums them
         if default_row[r]:
             for t in range(n_trees):
-                row_masks[t] = program_masks[r, t] & applicant_masks[t] & default_masks[t]
+                m = program_masks[p, t] & screen_default[g, t] & prefix[i0, t]
+                total += leaf_values[t, trailing_zeros(m)]
         else:
-            n_var = X.shape[1]
+            i3 = _prefix_row(thresholds, thr_start, 3, X[r, 3])
+            i4 = _prefix_row(thresholds, thr_start, 4, X[r, 4])
+            i5 = _prefix_row(thresholds, thr_start, 5, X[r, 5])
+            i6 = _prefix_row(thresholds, thr_start, 6, X[r, 6])
             for t in range(n_trees):
-                row_masks[t] = program_masks[r, t] & applicant_masks[t]
-        for v in range(n_var):
-            x = X[r, v]
-            if np.isnan(x):
-                for k in range(nan_start[v], nan_start[v + 1]):
-                    row_masks[nan_tree[k]] &= nan_mask[k]
-            else:
-                k = var_start[v]
-                end = var_start[v + 1]
-                while k < end and var_thr[k] < x:
-                    row_masks[var_tree[k]] &= var_mask[k]
-                    k += 1
-        total = 0.0
-        for t in range(n_trees):
-            m = np.uint64(row_masks[t])
-            lowest = m & (~m + np.uint64(1))
-            leaf = table[((lowest * debruijn) & width_mask) >> shift]
-            total += leaf_value[leaf_start[t] + leaf]
-        out[r] = baseline + total
+                m = (program_masks[p, t] & screen_other[g, t] & prefix[i0, t] & prefix[i3, t]
+                     & prefix[i4, t] & prefix[i5, t] & prefix[i6, t])
+                total += leaf_values[t, trailing_zeros(m)]
+        out[r] = total
 
 
 class FastScorer:
@@ -343,9 +363,9 @@ class FastScorer:
             leaf_start[t + 1] = leaf_start[t] + len(leaves)
             leaf_values.extend(float(self.value[j]) for j in leaves)
         self.tree_of, self.mask = tree_of, mask
-        self.leaf_start = leaf_start
-        self.leaf_value = np.asarray(leaf_values, np.float64)
         self.internal = np.flatnonzero(~self.is_leaf).astype(np.int64)
+        # the splits a request resolves once for the applicant (a few hundred of ~13k nodes)
+        self.applicant_nodes = self.internal[self._is_applicant[self.feature[self.internal]]]
         is_program = np.ones(len(FEATURE_NAMES), np.bool_)
         for name in (*APPLICANT_ONLY, *PER_REQUEST):
             is_program[COL[name]] = False
@@ -357,55 +377,63 @@ class FastScorer:
                            self.is_cat, self.bitset_idx, mask, self.raw_bitsets,
                            self.known_bitsets, self.f_idx_map, is_program, n_trees, out)
             self.program_masks[typ] = out
-        # per-request features: their splits sorted by threshold, and those failing on NaN
-        var_start, nan_start = [0], [0]
-        thr, trees, masks, nan_trees, nan_masks = [], [], [], [], []
+        # Per-request features: prefix tables. A numeric split fails iff its threshold < x, so
+        # the failed splits of a feature are those below x in threshold order, and their AND is
+        # one row of a table with a row per distinct threshold (<= 255: the booster's bins): one
+        # lookup per tree instead of a walk over every split below x. A last row holds the AND
+        # of the splits that send NaN right.
+        ones = np.uint64(0xFFFFFFFFFFFFFFFF)
+        thresholds: list[np.ndarray] = []
+        thr_start = [0]
+        tables: list[np.ndarray] = []
         for name in PER_REQUEST:
-            f = COL[name]
-            nodes = self.internal[self.feature[self.internal] == f]
+            nodes = self.internal[self.feature[self.internal] == COL[name]]
             if self.is_cat[nodes].any():
                 return False
-            order = nodes[np.argsort(self.threshold[nodes], kind="stable")]
-            thr.extend(self.threshold[order])
-            trees.extend(tree_of[order])
-            masks.extend(mask[order])
-            var_start.append(len(thr))
-            fails_on_nan = nodes[~self.mgl[nodes]]
-            nan_trees.extend(tree_of[fails_on_nan])
-            nan_masks.extend(mask[fails_on_nan])
-            nan_start.append(len(nan_trees))
-        self.var_start = np.asarray(var_start, np.int64)
-        self.var_thr = np.asarray(thr, np.float64)
-        self.var_tree = np.asarray(trees, np.int64)
-        self.var_mask = np.asarray(masks, np.uint64)
-        self.nan_start = np.asarray(nan_start, np.int64)
-        self.nan_tree = np.asarray(nan_trees, np.int64)
-        self.nan_mask = np.asarray(nan_masks, np.uint64)
-        self._applicant_mask = np.empty(n_trees, np.uint64)
+            distinct = np.unique(self.threshold[nodes])
+            # where each split's threshold sits among the distinct ones: it fails from row pos + 1
+            pos = np.searchsorted(distinct, self.threshold[nodes])
+            table = np.full((len(distinct) + 2, n_trees), ones, np.uint64)
+            for row in range(1, len(distinct) + 1):
+                table[row] = table[row - 1]
+                for j in nodes[pos == row - 1]:
+                    table[row, tree_of[j]] &= mask[j]
+            for j in nodes[~self.mgl[nodes]]:
+                table[-1, tree_of[j]] &= mask[j]
+            thresholds.append(distinct)
+            thr_start.append(thr_start[-1] + len(distinct))
+            tables.append(table)
+        self.thresholds = np.concatenate(thresholds).astype(np.float64)
+        self.thr_start = np.asarray(thr_start, np.int64)
+        self.prefix = np.concatenate(tables)
+        row = lambda v, x: int(_prefix_row(self.thresholds, self.thr_start, v, x))  # noqa: E731
         # masks of the per-request splits (other than the always-varying margins) that fail at
         # their default values: not in-state, not in-region, no signal (own signal rate missing)
-        default = np.full(n_trees, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64)
-        for v, x in ((3, 0.0), (4, 0.0), (5, 0.0), (6, np.nan)):
-            if np.isnan(x):
-                sl = slice(self.nan_start[v], self.nan_start[v + 1])
-                pairs = zip(self.nan_tree[sl], self.nan_mask[sl], strict=True)
-            else:
-                sl = slice(self.var_start[v], self.var_start[v + 1])
-                pairs = ((t, m) for t, m, th in zip(self.var_tree[sl], self.var_mask[sl],
-                                                    self.var_thr[sl], strict=True) if th < x)
-            for t, m in pairs:
-                default[t] &= m
-        self._default_mask = default
+        self._default_mask = (self.prefix[row(3, 0.0)] & self.prefix[row(4, 0.0)]
+                              & self.prefix[row(5, 0.0)] & self.prefix[row(6, np.nan)])
+        # programs grouped by their published screens (few distinct pairs in a catalog)
+        keys = pd.MultiIndex.from_arrays([self.step2_minimum, self.graduation_cutoff])
+        self.screen_group = np.asarray(keys.factorize()[0], np.int64)
+        first = np.unique(self.screen_group, return_index=True)[1]
+        self.group_minimum = self.step2_minimum[first]
+        self.group_cutoff = self.graduation_cutoff[first]
+        # leaf values by (tree, leaf bit): the exit leaf's value is one 2-D lookup
         max_leaves = int(np.max(np.diff(leaf_start)))
         self.width = 32 if max_leaves <= 32 else 64
-        if self.width == 32:  # keep the low 32 bits: leaves never use the others
+        self.leaf_values = np.zeros((n_trees, self.width), np.float64)
+        for t in range(n_trees):
+            n_leaves = leaf_start[t + 1] - leaf_start[t]
+            self.leaf_values[t, :n_leaves] = leaf_values[leaf_start[t]:leaf_start[t + 1]]
+        self.mask_dtype = np.uint32 if self.width == 32 else np.uint64
+        if self.width == 32:  # keep the low 32 bits (leaves never use the others): half the bytes
             low = np.uint64(0xFFFFFFFF)
-            for name in ("var_mask", "nan_mask", "_default_mask"):
-                setattr(self, name, (getattr(self, name) & low).astype(np.uint32))
+            self.prefix = (self.prefix & low).astype(np.uint32)
+            self._default_mask = (self._default_mask & low).astype(np.uint32)
             self.program_masks = {t: (m & low).astype(np.uint32)
                                   for t, m in self.program_masks.items()}
             self.mask32 = (self.mask & low).astype(np.uint32)
-            self._applicant_mask = np.empty(n_trees, np.uint32)
+        self.all_rows = np.arange(self.n_programs, dtype=np.int64)
+        self.all_rows.flags.writeable = False
         return True
 
     @staticmethod
@@ -448,10 +476,7 @@ class FastScorer:
         n = self.n_programs if rows is None else len(rows)
         # scratch arrays are per call, never shared on self: one scorer serves many threads
         # (tests/test_concurrency.py); they cost microseconds
-        Xv = np.empty((n, len(PER_REQUEST)))
-        Xv[:, 0] = step2 - self.typical_step2[sel]
-        Xv[:, 1] = step2 - self.step2_minimum[sel]
-        Xv[:, 2] = self.graduation_cutoff[sel] - years
+        Xv = np.empty((n, len(PER_REQUEST)))  # columns 0-2: only the fallback walk reads them
         home = applicant.get("home_state")
         if home is None:
             Xv[:, 3] = 0.0
@@ -470,6 +495,9 @@ class FastScorer:
                     Xv[i, 5] = SIGNAL_CODES[kind]
                     Xv[i, 6] = self.signal_rates[kind][fi]
         if not self.quick:
+            Xv[:, 0] = step2 - self.typical_step2[sel]
+            Xv[:, 1] = step2 - self.step2_minimum[sel]
+            Xv[:, 2] = self.graduation_cutoff[sel] - years
             X = np.ascontiguousarray(self.base[typ][sel])
             for k, c in enumerate(self._var_cols):
                 X[:, c] = Xv[:, k]
@@ -487,23 +515,24 @@ class FastScorer:
                         self.raw_bitsets, self.known_bitsets, self.f_idx_map, self.baseline,
                         out)
             return self._finish(out, applicant, rows)
-        applicant_mask = np.empty_like(self._applicant_mask)
-        _applicant_masks(values, self.internal, self.tree_of, self.feature, self.threshold,
+        applicant_mask = np.empty(self.roots.shape[0], self.mask_dtype)
+        _applicant_masks(values, self.applicant_nodes, self.tree_of, self.feature, self.threshold,
                          self.mgl, self.is_cat, self.bitset_idx,
                          self.mask32 if self.width == 32 else self.mask, self.raw_bitsets,
                          self.known_bitsets, self.f_idx_map, self._is_applicant,
                          self.roots.shape[0], applicant_mask)
-        pm = self.program_masks[typ]
-        if rows is not None:
-            pm = np.ascontiguousarray(pm[rows])
-        out = np.empty(len(Xv))
+        n_groups = self.group_minimum.shape[0]
+        screen_default = np.empty((n_groups, applicant_mask.shape[0]), self.mask_dtype)
+        screen_other = np.empty_like(screen_default)
+        _screen_masks(applicant_mask, self._default_mask, self.prefix, self.thresholds,
+                      self.thr_start, step2, years, self.group_minimum, self.group_cutoff,
+                      screen_default, screen_other)
+        out = np.empty(n)
         default_row = (Xv[:, 3] == 0) & (Xv[:, 4] == 0) & (Xv[:, 5] == 0) & np.isnan(Xv[:, 6])
-        _quickscore(Xv, pm, applicant_mask, self._default_mask, default_row,
-                    ALWAYS_VARYING, self.var_start, self.var_thr, self.var_tree, self.var_mask,
-                    self.nan_start, self.nan_tree, self.nan_mask, self.leaf_start, self.leaf_value,
-                    _DEBRUIJN_TABLE[self.width], np.uint64(_DEBRUIJN[self.width][0]),
-                    np.uint64(_DEBRUIJN[self.width][1]), np.uint64(_DEBRUIJN[self.width][2]),
-                    self.baseline, out)
+        _quickscore(self.all_rows if rows is None else np.asarray(rows, np.int64),
+                    self.program_masks[typ], self.typical_step2, step2, self.screen_group,
+                    screen_default, screen_other, Xv, default_row, self.prefix, self.thresholds,
+                    self.thr_start, self.leaf_values, self.baseline, out)
         return self._finish(out, applicant, rows)
 
     def _finish(self, raw: np.ndarray, applicant: dict[str, Any], rows: np.ndarray | None
