@@ -91,6 +91,11 @@ _SPECS: dict[str, ColumnSpec] = {
 #: columns a pair-scoring request must carry (the contracts' required columns)
 REQUIRED_PAIR_COLUMNS: tuple[str, ...] = tuple(
     c for c in PAIR_INPUT_COLUMNS if c in _SPECS and _SPECS[c].required)
+#: the program's fields a lean request leaves out (taken from the logged catalog)
+CATALOG_FIELDS: tuple[str, ...] = tuple(c for c in PROGRAM_INPUTS if c != "program_id")
+#: columns a lean pair request must carry: the applicant's and ``program_id``
+LEAN_REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    c for c in REQUIRED_PAIR_COLUMNS if c not in CATALOG_FIELDS)
 #: columns a ranking request (one applicant) must carry
 _RANK_REQUIRED: tuple[str, ...] = tuple(
     c for c in APPLICANT_INPUTS if _SPECS[c].required and c != "home_state")
@@ -174,16 +179,27 @@ def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
         raise ValueError(f"pairs: expected a table (dataframe_split), got {type(frame).__name__}")
     if len(frame) == 0:
         raise ValueError("pairs: empty (no rows to score)")
-    if frame.columns.duplicated().any():
+    # column names as plain Python (a set, a dict): pandas Index lookups cost ~5 µs each, and a
+    # request's frame is new every time
+    labels = frame.columns.tolist()
+    present = set(labels)
+    if len(present) != len(labels):
         raise ValueError(f"pairs: duplicate columns "
                          f"{sorted(set(frame.columns[frame.columns.duplicated()]))}")
-    missing = [c for c in required if c not in frame.columns]
+    missing = [c for c in required if c not in present]
     if missing:
-        raise ValueError(f"pairs: missing required column(s): {', '.join(missing)}")
-    names = [c for c in PAIR_INPUT_COLUMNS if c in frame.columns and c in _SPECS]
-    # one conversion to Python objects for the whole frame: far cheaper than column by column
-    table = frame[names].to_numpy(dtype=object).T.tolist()
-    cols = {c: _check_column(_SPECS[c], v) for c, v in zip(names, table, strict=True)}
+        hint = ""
+        if "program_id" not in missing and any(c in CATALOG_FIELDS for c in missing):
+            hint = (" (send every program column, or program_id alone to take the program's "
+                    "fields from the catalog the model was logged with)")
+        raise ValueError(f"pairs: missing required column(s): {', '.join(missing)}{hint}")
+    # one conversion of the whole frame to Python objects, then the columns by position: far
+    # cheaper than column by column, and than selecting the columns first (a pandas copy,
+    # ~1 ms for one row, measured)
+    table = frame.to_numpy(dtype=object).T.tolist()
+    pos = {c: i for i, c in enumerate(labels)}
+    cols = {c: _check_column(_SPECS[c], table[pos[c]])
+            for c in PAIR_INPUT_COLUMNS if c in present and c in _SPECS}
     if "needs_visa" in cols and "applicant_type" in cols:
         bad = np.flatnonzero((cols["needs_visa"] == 1.0) & (cols["applicant_type"] != "non_us_img")
                              ).tolist()
@@ -225,6 +241,9 @@ class ServedMatchModel:
         # the catalog's program fields, normalised like a validated request (NaN / None = null)
         self._catalog = {c: _check_column(_SPECS[c], self.programs[c].astype(object).tolist())
                          for c in PROGRAM_INPUTS if c in self.programs.columns and c in _SPECS}
+        # where each catalog field is null (what a full request's absent optional column equals)
+        self._catalog_null = {c: np.array([_null(v) for v in ref], dtype=bool)
+                              for c, ref in self._catalog.items()}
         self._example = synthetic_pairs(4, seed=3)  # one of each applicant type
         self.fast_path = self._fast_path_agrees()
         if not self.fast_path and hasattr(self.predictor, "_fast_failed"):
@@ -295,31 +314,58 @@ class ServedMatchModel:
     # ---------------------------------------------------------------- pairs
 
     def _score(self, frame: Any) -> np.ndarray:
-        cols = validate_pairs(frame)
+        # lean request: no program field but program_id -> the program from the catalog
+        lean = isinstance(frame, pd.DataFrame) and set(frame.columns.tolist()).isdisjoint(
+            CATALOG_FIELDS)
+        cols = validate_pairs(frame, LEAN_REQUIRED_COLUMNS if lean else REQUIRED_PAIR_COLUMNS)
         n = len(frame)
         q = np.full(n, np.nan)
-        idx = np.array([self._row.get(p, -1) for p in cols["program_id"]])
-        fast = (idx >= 0) & self.fast_path
-        for c, ref in self._catalog.items():
-            if not fast.any():
-                break
-            if c in cols:
-                fast[fast] &= _same(cols[c][fast], ref[idx[fast]])
-            else:  # absent = null
-                fast[fast] &= np.array([_null(v) for v in ref[idx[fast]]], dtype=bool)
+        row_of = self._row
+        idx = np.fromiter((row_of.get(p, -1) for p in cols["program_id"]), np.int64, count=n)
+        if lean:
+            unknown = np.flatnonzero(idx < 0).tolist()
+            if unknown:
+                raise ValueError(
+                    "pairs.program_id: not in the catalog the model was logged with (a request "
+                    "without the program's columns takes them from it; send every program "
+                    f"column to score another program), got {_rows(unknown, cols['program_id'])}")
+            fast = np.full(n, self.fast_path)
+        else:
+            fast = (idx >= 0) & self.fast_path
+            for c, ref in self._catalog.items():
+                if not fast.any():
+                    break
+                if c in cols:
+                    fast[fast] &= _same(cols[c][fast], ref[idx[fast]])
+                else:  # absent = null
+                    fast[fast] &= self._catalog_null[c][idx[fast]]
         if fast.any():
             self._score_fast(cols, idx, fast, q)
-        slow = np.isnan(q)
-        if slow.any():
-            from threadpoolctl import threadpool_limits
+        slow = np.flatnonzero(np.isnan(q))
+        if len(slow):
+            from smartpick_ml.inference import _ONE_THREAD_LOCK, _threadpools
 
-            rows = frame.iloc[np.flatnonzero(slow)]
-            # OpenMP threads for a few rows only fight over the cores (and with other requests)
-            with threadpool_limits(1 if len(rows) < PARALLEL_ROWS else None, "openmp"):
+            rows = self._with_catalog(frame, slow, idx) if lean else frame.iloc[slow]
+            # OpenMP threads for a few rows only fight over the cores (and with other requests);
+            # MatchPredictor.predict's cached controller and its lock: building a controller per
+            # call (threadpool_limits) scans every loaded library, ~1 ms
+            if len(rows) < PARALLEL_ROWS:
+                with _ONE_THREAD_LOCK, _threadpools().limit(limits=1, user_api="openmp"):
+                    q[slow] = self.model.predict_proba(rows)[:, 1]
+            else:
                 q[slow] = self.model.predict_proba(rows)[:, 1]
         if not np.isfinite(q).all():  # a service must never hand out NaN
             raise SmartPickError("model produced non-finite probabilities")
         return np.column_stack([1.0 - q, q])
+
+    def _with_catalog(self, frame: pd.DataFrame, rows: np.ndarray, idx: np.ndarray
+                      ) -> pd.DataFrame:
+        """Rows of a lean request completed with their program's catalog fields: the pairs frame
+        ``predict_proba`` takes."""
+        own = frame.iloc[rows].reset_index(drop=True)
+        fields = [c for c in CATALOG_FIELDS if c in self.programs.columns]
+        return pd.concat([own, self.programs.iloc[idx[rows]][fields].reset_index(drop=True)],
+                         axis=1)
 
     def _score_fast(self, cols: dict[str, np.ndarray], idx: np.ndarray, fast: np.ndarray,
                     q: np.ndarray) -> None:

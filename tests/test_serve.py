@@ -40,7 +40,7 @@ from smartpick_ml.features import (
     synthetic_catalog_pairs,
     synthetic_pairs,
 )
-from smartpick_ml.serving import request_body
+from smartpick_ml.serving import CATALOG_FIELDS, request_body
 
 STARTUP_TIMEOUT = 120.0
 #: fuzz cases: one HTTP request each (the server refuses a whole request for one bad row)
@@ -79,6 +79,21 @@ def _as_received(body: bytes) -> pd.DataFrame:
     """The frame the server parses from ``body`` (what in-process predictions must see)."""
     split = json.loads(body)["dataframe_split"]
     return pd.DataFrame(split["data"], columns=split["columns"])
+
+
+def _lean(frame: pd.DataFrame) -> pd.DataFrame:
+    """The lean form of a pairs frame: the applicant's columns, ``program_id`` and the signal."""
+    return frame.drop(columns=[c for c in CATALOG_FIELDS if c in frame.columns])
+
+
+def _completed(frame: pd.DataFrame, programs: pd.DataFrame) -> pd.DataFrame:
+    """What ``predict_proba`` must see for a received frame: a lean one completed with its
+    programs' catalog fields (row order kept), a full one as it is."""
+    if not set(frame.columns).isdisjoint(CATALOG_FIELDS):
+        return frame
+    fields = [c for c in CATALOG_FIELDS if c in programs.columns]
+    return frame.merge(programs[["program_id", *fields]], on="program_id", how="left",
+                       validate="many_to_one")
 
 
 def _group_rss_kb(pgid: int) -> int:
@@ -240,6 +255,35 @@ def test_ranking_one_applicant(server, small_training_run, programs) -> None:
     assert (got["specialty"] == "Internal Medicine").all()
 
 
+def test_lean_pairs_take_the_program_from_the_catalog(server, small_training_run,
+                                                     programs) -> None:
+    """Applicant columns + program_id (+ signal): the same q as the full request, which equals
+    ``predict_proba`` on the pairs completed from the catalog; a program twice for one applicant
+    (the fallback) and a null home state / no signal column included."""
+    model = small_training_run.model
+    pairs = synthetic_catalog_pairs(programs, 30, seed=21)
+    one = pairs.iloc[:6].copy()
+    for c in APPLICANT_INPUTS:
+        one[c] = one[c].iloc[0]
+    pairs = pd.concat([pairs, one, one.iloc[[2]]], ignore_index=True)
+    pairs.loc[3, "home_state"] = None
+    lean_body = _split_body(_lean(pairs))
+    status, text = _request(f"{server.base}/invocations", lean_body)
+    assert status == 200, text
+    lean_q = _q(text)
+    np.testing.assert_allclose(lean_q, model.predict_proba(
+        _completed(_as_received(lean_body), programs)), rtol=0, atol=1e-12)
+    status, text = _request(f"{server.base}/invocations", _split_body(pairs))
+    assert status == 200, text
+    np.testing.assert_allclose(lean_q, _q(text), rtol=0, atol=1e-12)
+    # the signal column is optional: absent = no signal
+    no_signal = _lean(pairs).drop(columns=["signal"]).head(5)
+    status, text = _request(f"{server.base}/invocations", _split_body(no_signal))
+    assert status == 200, text
+    np.testing.assert_allclose(_q(text), model.predict_proba(
+        _completed(no_signal, programs).assign(signal="none")), rtol=0, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -251,6 +295,15 @@ def _bad_request(case: str, programs: pd.DataFrame) -> tuple[bytes, str]:
         return _split_body(pairs.drop(columns=["step2_ck"])), "step2_ck"
     if case == "missing_program_column":
         return _split_body(pairs.drop(columns=["state"])), "state"
+    if case == "lean_unknown_program":
+        return _split_body(_lean(pairs).assign(program_id=["ZZ-9999", pairs["program_id"][1],
+                                                           "ZZ-9998"])), "program_id"
+    if case == "lean_missing_applicant_column":
+        return _split_body(_lean(pairs).drop(columns=["graduation_year"])), "graduation_year"
+    if case == "lean_bad_value":
+        return _split_body(_lean(pairs).assign(usce_months=-2)), "usce_months"
+    if case == "lean_null_program_id":
+        return _split_body(_lean(pairs).assign(program_id=None)), "program_id"
     if case == "not_a_dataframe":
         return json.dumps({"rows": [1, 2, 3]}).encode(), "dataframe_split"
     if case == "not_json":
@@ -301,7 +354,9 @@ def _bad_request(case: str, programs: pd.DataFrame) -> tuple[bytes, str]:
     raise AssertionError(case)
 
 
-BAD_CASES = ["missing_applicant_column", "missing_program_column", "not_a_dataframe", "not_json",
+BAD_CASES = ["missing_applicant_column", "missing_program_column", "lean_unknown_program",
+             "lean_missing_applicant_column", "lean_bad_value", "lean_null_program_id",
+             "not_a_dataframe", "not_json",
              "unknown_applicant_type", "unknown_specialty", "step2_out_of_range",
              "step2_not_whole", "wrong_type_text", "wrong_type_bool", "nan_step2",
              "nan_in_required_bool", "infinite_rate", "rate_out_of_range", "unknown_signal",
@@ -403,6 +458,8 @@ _JSON_VALUES = st.one_of(
 def _fuzzed_body(draw: st.DrawFn, programs: pd.DataFrame) -> bytes:
     seed = draw(st.integers(0, 10_000))
     frame = synthetic_catalog_pairs(programs, draw(st.integers(1, 3)), seed=seed)
+    if draw(st.booleans()):  # the lean form: the program's fields from the catalog
+        frame = _lean(frame)
     split = json.loads(request_body(frame))["dataframe_split"]
     kind = draw(st.sampled_from(["value", "value", "value", "drop", "extra", "params", "shape",
                                  "none"]))
@@ -451,7 +508,7 @@ def test_fuzzed_requests_get_a_right_answer_or_a_4xx(server, small_training_run,
             params = json.loads(body).get("params") or {}
             if params.get("task", "score") == "score":
                 # accepted: exactly what the model gives for the values the server received
-                frame = _as_received(body)
+                frame = _completed(_as_received(body), programs)
                 np.testing.assert_allclose(q, model.predict_proba(frame), rtol=0, atol=1e-12)
             seen["ok"] += 1
         else:
@@ -511,8 +568,8 @@ def test_fuzzed_bodies_through_the_served_pyfunc_in_process(champion_pyfunc, sma
             # what the server would send: JSON-encoded, as the HTTP fuzz above reads it
             q = _q(json.dumps({"predictions": np.asarray(raw, dtype=float).tolist()}))
             assert np.isfinite(q).all() and ((q >= 0) & (q <= 1)).all()
-            np.testing.assert_allclose(q, model.predict_proba(_as_received(body)), rtol=0,
-                                       atol=1e-12)
+            np.testing.assert_allclose(q, model.predict_proba(
+                _completed(_as_received(body), programs)), rtol=0, atol=1e-12)
         seen["ok"] += 1
 
     # the reference predictions are 1-3 rows: one OpenMP thread (a pool of spinning threads
@@ -520,3 +577,18 @@ def test_fuzzed_bodies_through_the_served_pyfunc_in_process(champion_pyfunc, sma
     with threadpool_limits(limits=1, user_api="openmp"):
         check()
     assert seen["ok"] > 0 and seen["4xx"] > 0, seen
+
+
+def test_lean_pairs_without_the_fast_path(champion_pyfunc, small_training_run, programs) -> None:
+    """A served model whose fast path disagrees at load (``fast_path`` off) scores lean rows
+    through ``predict_proba`` on the pairs completed from the catalog: the same answer."""
+    impl = champion_pyfunc._model_impl
+    lean = _lean(synthetic_catalog_pairs(programs, 12, seed=31))
+    want = small_training_run.model.predict_proba(_completed(lean, programs))
+    assert impl.fast_path  # the logged model's fast path agrees: the other tests use it
+    np.testing.assert_allclose(champion_pyfunc.predict(lean), want, rtol=0, atol=1e-12)
+    impl.fast_path = False
+    try:
+        np.testing.assert_allclose(champion_pyfunc.predict(lean), want, rtol=0, atol=1e-12)
+    finally:
+        impl.fast_path = True
