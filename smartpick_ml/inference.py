@@ -265,6 +265,10 @@ class MatchPredictor:
                                 for c in DISPLAY_COLUMNS if c in self.programs}
         self._fast: Any = None
         self._fast_failed = False
+        # "every program", as one shared read-only array: rank() over the whole catalog is then
+        # recognised by identity and takes whole columns instead of fancy-indexing each
+        self._all_rows = np.arange(len(self.programs))
+        self._all_rows.flags.writeable = False
 
     def _scorer(self) -> Any:
         """The compiled fast path (built on first use; None if this model cannot use it)."""
@@ -282,14 +286,16 @@ class MatchPredictor:
     def _utility(self, prefs: Preferences, rows: np.ndarray) -> np.ndarray:
         if not hasattr(self, "_utility_inputs"):
             self._utility_inputs = utility_inputs(self.programs)
-        return utility(self._utility_inputs, prefs, rows)
+        return utility(self._utility_inputs, prefs,
+                       slice(None) if rows is self._all_rows else rows)
 
     def _q(self, profile: ApplicantProfile, rows: np.ndarray) -> np.ndarray:
         """q for one applicant at ``rows`` of the catalog: the fast path when available."""
         fast = self._scorer()
         if fast is None:
             return self.predict(self._pairs(profile, rows))
-        full = len(rows) == len(self.programs) and bool(np.all(rows == np.arange(len(rows))))
+        full = rows is self._all_rows or (
+            len(rows) == len(self.programs) and bool(np.all(rows == self._all_rows)))
         q = fast.score(profile.model_dump(), profile.signals, None if full else rows)
         return q.copy()
 
@@ -367,7 +373,7 @@ class MatchPredictor:
                 raise InputError("rank_list: a program appears twice")
             return idx
         if specialty is None:
-            return np.arange(len(self.programs))
+            return self._all_rows
         if specialty not in SPECIALTY_NAMES:
             raise InputError(f"specialty: unknown specialty '{specialty}'")
         rows = np.flatnonzero(self.programs["specialty"].to_numpy() == specialty)

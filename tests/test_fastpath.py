@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
+import numba
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smartpick_ml import fastpath
 from smartpick_ml.catalog import load_catalog
-from smartpick_ml.fastpath import FastScorer
+from smartpick_ml.fastpath import COL, PER_REQUEST, FastScorer, _prefix_row, _share_rows
 from smartpick_ml.features import APPLICANT_INPUTS
 from smartpick_ml.inference import InputError, MatchPredictor
 from smartpick_ml.reference import APPLICANT_TYPES, STATE_REGION
@@ -63,6 +67,84 @@ def test_fallback_walk_equals_quickscorer(world, programs):
     np.testing.assert_allclose(slow.score(applicant), fast.score(applicant), atol=1e-12)
 
 
+def _failed_split_masks(scorer: FastScorer, name: str, x: float) -> np.ndarray:
+    """Reference for a prefix-table row: the AND, per tree, of the leaf masks of every split on
+    ``name`` that ``x`` fails (scikit-learn goes left iff x <= threshold; NaN per split)."""
+    nodes = scorer.internal[scorer.feature[scorer.internal] == COL[name]]
+    out = np.full(scorer.roots.shape[0], np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64)
+    for j in nodes:
+        fails = (not scorer.mgl[j]) if np.isnan(x) else x > scorer.threshold[j]
+        if fails:
+            out[scorer.tree_of[j]] &= scorer.mask[j]
+    return out if scorer.width == 64 else out & np.uint64(0xFFFFFFFF)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_prefix_table_row_is_the_and_of_the_failed_splits(scorer, data):
+    """One table lookup equals the split walk it replaces, at and around every threshold."""
+    v = data.draw(st.integers(0, len(PER_REQUEST) - 1), label="feature")
+    nodes = scorer.internal[scorer.feature[scorer.internal] == COL[PER_REQUEST[v]]]
+    values = [st.just(float("nan")), st.floats(-1e4, 1e4)]
+    if len(nodes):
+        thr = st.sampled_from(sorted(set(scorer.threshold[nodes].tolist())))
+        values += [thr, thr.map(lambda t: np.nextafter(t, np.inf)),
+                   thr.map(lambda t: np.nextafter(t, -np.inf))]
+    x = data.draw(st.one_of(values), label="x")
+    row = _prefix_row(scorer.thresholds, scorer.thr_start, v, x)
+    np.testing.assert_array_equal(scorer.prefix[row].astype(np.uint64),
+                                  _failed_split_masks(scorer, PER_REQUEST[v], x))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 3000), chunk=st.integers(1, 700))
+def test_shared_rows_run_every_row_exactly_once(n, chunk):
+    """The calling thread and the helpers together cover range(n), each row once."""
+    seen = np.zeros(n, np.int64)
+    lock = threading.Lock()
+
+    def run(a: int, b: int) -> None:
+        with lock:
+            seen[a:b] += 1
+
+    old = fastpath.SHARE_CHUNK_ROWS
+    fastpath.SHARE_CHUNK_ROWS = chunk  # module constant read at call time
+    try:
+        _share_rows(n, run)
+    finally:
+        fastpath.SHARE_CHUNK_ROWS = old
+    assert (seen == 1).all()
+
+
+def test_shared_rows_score_equals_one_thread(scorer, programs, monkeypatch):
+    """Rows shared with a helper thread (small chunks) give bit-identical q to one thread."""
+    applicant = {"applicant_type": "us_img", "step2_ck": 238, "graduation_year": 2022,
+                 "season": 2025, "usce_months": 3, "publications": 2, "needs_visa": False,
+                 "home_state": "NY"}
+    signals = {p: "gold" for p in programs["program_id"].iloc[::97]}
+    numba.set_num_threads(1)
+    try:
+        one = scorer.score(applicant, signals)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    monkeypatch.setattr(fastpath, "SHARE_CHUNK_ROWS", 5)
+    for _ in range(3):
+        np.testing.assert_array_equal(scorer.score(applicant, signals), one)
+
+
+def test_wide_masks_equal_narrow_masks(world, scorer, programs, monkeypatch):
+    """The 64-bit mask kernel (trees of more than 32 leaves) scores exactly as the 32-bit one."""
+    monkeypatch.setattr(fastpath, "NARROW_MASK_LEAVES", 0)
+    wide = FastScorer(world.model, programs)
+    assert wide.quick and wide.width == 64 and scorer.width == 32
+    applicant = {"applicant_type": "non_us_img", "step2_ck": 251, "graduation_year": 2020,
+                 "season": 2025, "usce_months": 9, "publications": 0, "needs_visa": True,
+                 "home_state": "TX"}
+    signals = {p: "silver" for p in programs["program_id"].iloc[::61]}
+    np.testing.assert_array_equal(wide.score(applicant, signals), scorer.score(applicant, signals))
+
+
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(typ=st.sampled_from(APPLICANT_TYPES), step2=st.integers(150, 300),
@@ -114,6 +196,21 @@ def test_rank_q_equals_predict(predictor):
     np.testing.assert_allclose(ranked["q"], predictor.predict(predictor._pairs(profile, rows)),
                                atol=1e-9)
     assert ranked["top_factors"].map(len).gt(0).any()
+
+
+def test_rank_whole_catalog_equals_predict(predictor):
+    """rank() over every program (the shared all-rows array): q and U as computed row by row."""
+    from smartpick_ml.inference import ApplicantProfile, Preferences, utility, utility_inputs
+
+    prefs = {"states": ["NY", "CA"], "regions": ["Pacific"], "program_type": "university"}
+    ranked = predictor.rank({**APPLICANT, "home_state": "NY"}, prefs, explain=False)
+    profile = ApplicantProfile(**APPLICANT, home_state="NY")
+    rows = predictor._index.get_indexer(ranked["program_id"])
+    assert sorted(rows) == list(range(len(predictor.programs)))
+    np.testing.assert_allclose(ranked["q"], predictor.predict(predictor._pairs(profile, rows)),
+                               atol=1e-9)
+    np.testing.assert_allclose(ranked["utility"], utility(utility_inputs(predictor.programs),
+                                                          Preferences(**prefs), rows))
 
 
 def test_match_probability_and_plan(predictor):
