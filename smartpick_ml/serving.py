@@ -17,31 +17,49 @@ either.
 
 **Requests** (``POST /invocations``, ``Content-Type: application/json``), two tasks:
 
-- *Pair scoring* (default, ``params.task = "score"``): ``dataframe_split`` rows with the columns of
-  :data:`features.PAIR_INPUT_COLUMNS` (the ``applicants`` / ``programs`` contracts say which may be
-  absent or null). Answer: ``{"predictions": [[1 - q, q], ...]}``, exactly
-  ``MatchModel.predict_proba``. Rows whose program fields equal the catalog's row for their
-  ``program_id`` are scored by the compiled fast path (:class:`fastpath.FastScorer`, grouped by
-  applicant); other rows (a program unknown to the catalog, or different field values) by
-  ``MatchModel.predict_proba``. Both give the same q.
+- *Pair scoring* (default, ``params.task = "score"``), in one of two forms (per request):
+
+  - **lean** (recommended for a backend): ``dataframe_split`` rows with the applicant's columns
+    (:data:`features.APPLICANT_INPUTS`), ``program_id`` and optionally ``signal`` -- no other
+    program column. The program's fields come from the catalog logged with the model; an unknown
+    ``program_id`` is a 400 naming ``pairs.program_id``. A third of the server's CPU per
+    single-pair request of the full form (measured: ``benchmarks/bench_serve.py``), because
+    MLflow's schema enforcement rebuilds the frame column by column;
+  - **full**: the columns of :data:`features.PAIR_INPUT_COLUMNS` (the ``applicants`` /
+    ``programs`` contracts say which may be absent or null), for programs not in the catalog or
+    with other field values. A request with some program columns must carry all the required
+    ones (the 400 names those missing).
+
+  Answer: ``{"predictions": [[1 - q, q], ...]}``, exactly ``MatchModel.predict_proba`` of the
+  full pairs. Rows whose program fields are the catalog's (every lean row; full rows whose fields
+  equal the catalog's row for their ``program_id``) are scored by the compiled fast path
+  (:class:`fastpath.FastScorer`, grouped by applicant); other rows (a program unknown to the
+  catalog, different field values, a program twice for one applicant) by
+  ``MatchModel.predict_proba`` (lean rows completed from the catalog). Both give the same q.
 - *Ranking one applicant* (``params.task = "rank"``): one ``dataframe_split`` row with the
   applicant's columns (:data:`features.APPLICANT_INPUTS`; no program columns), and optional params
   ``specialty`` (default: all programs), ``k`` (0 = all), ``explain`` (top factors, slower),
   ``preferences`` and ``signals`` (JSON objects as text, as ``MatchPredictor.rank`` takes them).
   Answer: one record per program, best first (``MatchPredictor.rank``'s columns).
 
-**Errors.** Every bad input -- unknown specialty, value out of range, missing column, wrong type,
-NaN, empty frame, bad params -- raises an ``MlflowException`` with ``INVALID_PARAMETER_VALUE``:
-the server answers HTTP 400 with a JSON ``message`` naming the field (``pairs.step2_ck: …``).
+**Errors.** Every bad input -- unknown specialty or program, value out of range, missing column,
+wrong type, NaN, empty frame, bad params -- raises an ``MlflowException`` with
+``INVALID_PARAMETER_VALUE``: the server answers HTTP 400 with a JSON ``message`` naming the field
+(``pairs.step2_ck: …``). Only the applicant's required columns are required in the signature
+(the program columns are absent from lean and ranking requests): MLflow refuses a request
+without one of them itself, naming the column (``The input column 'step2_ck' is required…``);
+every other missing column is named by :func:`validate_pairs`.
 
-**Why every column is ``any`` in the signature.** The signature names every pair column (and
-which an applicant-only ranking request needs) but leaves its type to :func:`validate_pairs`,
-which checks each value against the data contracts (``schemas.APPLICANTS`` /
-``schemas.PROGRAMS``: type, range, allowed values, nulls). MLflow's own typed parsing is lossy --
-a null in a ``boolean`` column becomes ``False`` (an unknown visa sponsorship would turn into a
-refusal), ``245.7`` in a ``long`` column becomes 245 -- and its per-column casts were the largest
-single cost of a request (measured: ~12 ms of ~21 ms for one pair on the loaded 2-core machine,
-against ~2 ms with ``any``).
+**Column types in the signature.** The signature names every pair column but leaves checking the
+values to :func:`validate_pairs`, against the data contracts (``schemas.APPLICANTS`` /
+``schemas.PROGRAMS``: type, range, allowed values, nulls). Text columns are typed ``string``:
+MLflow's parsing keeps their values as they came (``astype(object)``, or pandas' own strings) and
+its enforcement passes them through, cheaper than ``any`` (~0.15 ms a column, measured). The
+others are ``any``: MLflow's typed parsing of numbers and booleans is lossy -- a null in a
+``boolean`` column becomes ``False`` (an unknown visa sponsorship would turn into a refusal),
+``245.7`` in a ``long`` column becomes 245, ``"245"`` or ``true`` in a ``double`` one a number --
+and its per-column casts were the largest single cost of a request (measured: ~12 ms of ~21 ms
+for one pair on the loaded 2-core machine, against ~2 ms with ``any``).
 
 **Concurrency.** The scoring server calls ``predict`` from a thread pool; the numba kernels (whose
 default thread pool must not be entered from two threads at once) and the reused buffers are used
@@ -443,14 +461,25 @@ class ServedMatchModel:
 # ----------------------------------------------------------------------------- MLflow glue
 
 def signature() -> Any:
-    """The explicit signature: the pair columns (all ``any``: see the module docstring), the
-    [P(not take), P(take)] output of pair scoring, and the request params."""
+    """The explicit signature: the pair columns (text ``string``, the others ``any``: see the
+    module docstring; only the applicant's required), the [P(not take), P(take)] output of pair
+    scoring, and the request params."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import (
+        AnyType,
+        ColSpec,
+        DataType,
+        ParamSchema,
+        ParamSpec,
+        Schema,
+        TensorSpec,
+    )
 
-    # types are checked by validate_pairs (see the module docstring); program columns and the
-    # signal are absent from ranking requests, so they are checked per task
-    cols = [ColSpec(AnyType(), c, required=c in _RANK_REQUIRED) for c in PAIR_INPUT_COLUMNS]
+    # values are checked by validate_pairs (see the module docstring); text columns are typed
+    # ``string`` (lossless, and cheaper to enforce than ``any``), the others ``any``. Program
+    # columns and the signal are absent from ranking and lean pair requests: checked per task
+    cols = [ColSpec(DataType.string if _SPECS[c].kind == "str" else AnyType(), c,
+                    required=c in _RANK_REQUIRED) for c in PAIR_INPUT_COLUMNS]
     params = ParamSchema([
         ParamSpec("task", "string", PARAM_DEFAULTS["task"]),
         ParamSpec("specialty", "string", PARAM_DEFAULTS["specialty"]),
