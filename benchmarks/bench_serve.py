@@ -41,7 +41,7 @@ from smartpick_ml.features import (
     synthetic_catalog_pairs,
     synthetic_pairs,
 )
-from smartpick_ml.serving import CATALOG_FILE, request_body
+from smartpick_ml.serving import CATALOG_FIELDS, CATALOG_FILE, request_body
 
 MODEL_URI = "models:/smartpick-match@champion"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -71,11 +71,16 @@ def group_stats(pgid: int) -> tuple[float, int]:
 
 
 @contextmanager
-def serve(model_uri: str, tracking_uri: str, workers: int = 1, timeout: float = 180
-          ) -> Iterator[tuple[int, int]]:
-    """Run ``mlflow models serve``; yields (port, process group id); stops the whole group."""
+def serve(model_uri: str, tracking_uri: str, workers: int = 1, timeout: float = 180,
+          code: Path | None = None) -> Iterator[tuple[int, int]]:
+    """Run ``mlflow models serve`` (importing the package from ``code`` if given); yields
+    (port, process group id); stops the whole group."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cwd = None
+    if code is not None:  # ahead of the editable install; cwd away from the checkout
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
+        cwd = str(code)
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env["OMP_NUM_THREADS"] = "1"  # small batches: one thread per worker beats two fighting
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -84,7 +89,7 @@ def serve(model_uri: str, tracking_uri: str, workers: int = 1, timeout: float = 
            str(workers)]
     log = tempfile.NamedTemporaryFile(prefix="smartpick-serve-", suffix=".log", delete=False)
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, cwd=cwd)
     try:
         deadline = time.monotonic() + timeout
         up = 0
@@ -191,6 +196,30 @@ def load_served(model_uri: str, tracking_uri: str) -> tuple[Any, pd.DataFrame]:
     return mlflow.sklearn.load_model(str(local)), pd.read_parquet(local / CATALOG_FILE)
 
 
+def relog(model_dir: Path, catalog: Path, root: Path, name: str = "smartpick-match") -> str:
+    """Log the model in ``model_dir`` (checked against its manifest) with the catalog through
+    ``serving.log_model`` -- the function training uses -- into a new sqlite store under ``root``,
+    registered as ``name`` with the ``champion`` alias; returns the tracking URI. Lets the served
+    model be measured as the current code logs it without a new training run."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from smartpick_ml.catalog import load_catalog
+    from smartpick_ml.persist import load_model
+    from smartpick_ml.serving import log_model
+
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    model, _ = load_model(model_dir)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("bench-serve", artifact_location=(root / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        info = log_model(model, load_catalog(catalog), registered_model_name=name)
+    MlflowClient(uri).set_registered_model_alias(name, "champion",
+                                                 str(info.registered_model_version))
+    return uri
+
+
 def save_sklearn_baseline(model: Any, path: Path) -> str:
     """The model as it used to be logged: sklearn flavour, pyfunc = predict_proba."""
     import mlflow
@@ -206,17 +235,43 @@ def save_sklearn_baseline(model: Any, path: Path) -> str:
     return str(path)
 
 
-def measure(label: str, model_uri: str, tracking_uri: str, workers: int, bodies: list[bytes],
-            checks: list[Check], clients: int, requests: int) -> dict[str, Any]:
-    with serve(model_uri, tracking_uri, workers) as (port, pgid):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for b in bodies[:30]:
-            post(conn, b)  # warm-up
-        seq = [post(conn, bodies[i % len(bodies)])[2] for i in range(150)]
-        work = [(bodies[i % len(bodies)], checks[i % len(bodies)]) for i in range(requests)]
-        res = run_load(port, pgid, work, clients)
-    res.update(label=label, workers=workers, seq_p50=float(np.median(seq)) * 1000)
-    return res
+def snapshot(rev: str, root: Path) -> Path:
+    """The package as committed at ``rev`` (``git archive``), for a server to import instead of
+    the checkout: measures committed code while others edit the working tree, and the code
+    before a change in the same run."""
+    dest = root / f"code-{rev.replace('/', '_')}"
+    dest.mkdir(parents=True)
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "smartpick_ml"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def measure(label: str, model_uri: str, tracking_uri: str, workers: int,
+            forms: dict[str, tuple[list[bytes], list[Check]]], clients: int, requests: int,
+            code: Path | None = None) -> list[dict[str, Any]]:
+    """One server; per request form: warm-up, a sequential pass, then the concurrent load."""
+    out = []
+    with serve(model_uri, tracking_uri, workers, code=code) as (port, pgid):
+        for form, (bodies, checks) in forms.items():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for b in bodies[:30]:
+                post(conn, b)  # warm-up
+            seq = [post(conn, bodies[i % len(bodies)])[2] for i in range(150)]
+            conn.close()
+            work = [(bodies[i % len(bodies)], checks[i % len(bodies)]) for i in range(requests)]
+            res = run_load(port, pgid, work, clients)
+            res.update(label=label, form=form, workers=workers,
+                       seq_p50=float(np.median(seq)) * 1000)
+            out.append(res)
+    return out
+
+
+def lean_body(body: bytes) -> bytes:
+    """The lean form of a pair request: the applicant's columns, ``program_id`` and the signal
+    (the served model takes the program's fields from its catalog)."""
+    return request_body(as_received(body).drop(columns=list(CATALOG_FIELDS), errors="ignore"))
 
 
 def main() -> None:
@@ -224,44 +279,75 @@ def main() -> None:
     ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI",
                                                              "sqlite:///mlflow.db"))
     ap.add_argument("--model-uri", default=MODEL_URI)
+    ap.add_argument("--relog", metavar="MODEL_DIR", type=Path,
+                    help="log MODEL_DIR (e.g. models) with --catalog through serving.log_model "
+                         "into a temporary tracking store and serve that")
+    ap.add_argument("--catalog", type=Path, default=Path("data/raw/programs.parquet"))
+    ap.add_argument("--rev", help="serve the package as committed at this git revision "
+                                  "(default: the checkout as it is)")
+    ap.add_argument("--before-rev", help="also serve this revision's package (full pairs, "
+                                         "1 worker): the code before a change, same run")
     ap.add_argument("--workers", default="1,2", help="comma-separated uvicorn worker counts")
+    ap.add_argument("--forms", default="full,lean", help="request forms: full and/or lean")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--baseline-requests", type=int, default=400,
                     help="requests for the old sklearn-flavour server (0: skip it)")
     args = ap.parse_args()
 
-    model, programs = load_served(args.model_uri, args.tracking_uri)
-    bodies = [request_body(synthetic_catalog_pairs(programs, 1, seed=i)) for i in range(100)]
-    checks = [expect_q(model.predict_proba(as_received(b))) for b in bodies]
-    results = []
-    for w in (int(x) for x in args.workers.split(",")):
-        results.append(measure("pyfunc (fast path)", args.model_uri, args.tracking_uri, w,
-                               bodies, checks, args.clients, args.requests))
-    base = None
-    if args.baseline_requests:
-        with tempfile.TemporaryDirectory() as tmp:
-            uri = save_sklearn_baseline(model, Path(tmp) / "sklearn_baseline")
-            base = measure("old sklearn flavour", uri, args.tracking_uri, 1, bodies,
-                           [lambda s, _t: s == 200] * len(bodies), args.clients,
-                           args.baseline_requests)
-        results.append(base)
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        root = Path(tmp)
+        tracking_uri = args.tracking_uri
+        if args.relog:
+            tracking_uri = relog(args.relog, args.catalog, root)
+        model, programs = load_served(args.model_uri, tracking_uri)
+        full = [request_body(synthetic_catalog_pairs(programs, 1, seed=i)) for i in range(100)]
+        # every answer against predict_proba of the full pair (the lean form must equal it)
+        expected = model.predict_proba(pd.concat([as_received(b) for b in full],
+                                                 ignore_index=True))
+        checks = [expect_q(expected[[i]]) for i in range(len(full))]
+        forms = {"full": (full, checks), "lean": ([lean_body(b) for b in full], checks)}
+        forms = {f: forms[f] for f in args.forms.split(",")}
+        code = snapshot(args.rev, root) if args.rev else None
+        results = []
+        for w in (int(x) for x in args.workers.split(",")):
+            results += measure("pyfunc" + (f" @{args.rev}" if args.rev else ""),
+                               args.model_uri, tracking_uri, w, forms, args.clients,
+                               args.requests, code)
+        before = None
+        if args.before_rev:
+            before = measure(f"pyfunc @{args.before_rev}", args.model_uri, tracking_uri, 1,
+                             {"full": forms.get("full", (full, checks))}, args.clients,
+                             args.requests, snapshot(args.before_rev, root))[0]
+            results.append(before)
+        base = None
+        if args.baseline_requests:
+            uri = save_sklearn_baseline(model, root / "sklearn_baseline")
+            base = measure("old sklearn flavour", uri, tracking_uri, 1,
+                           {"full": (full, [lambda s, _t: s == 200] * len(full))},
+                           args.clients, args.baseline_requests)[0]
+            results.append(base)
     print(f"{args.clients} clients, single-pair requests (catalog programs), loopback; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'server':<22}{'workers':>8}{'requests':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'CPU ms/req':>11}{'1-client p50':>13}{'wrong':>6}{'5xx':>5}{'vs old':>8}")
+    print(f"{'server':<24}{'form':>5}{'workers':>8}{'requests':>9}{'req/s':>7}{'p50 ms':>8}"
+          f"{'p99 ms':>8}{'CPU ms/req':>11}{'1-client p50':>13}{'wrong':>6}{'5xx':>5}"
+          f"{'vs before':>10}{'vs old':>8}")
     for r in results:
+        vs_before = (f"{r['rps'] / before['rps']:.1f}x" if before and r is not before and
+                     r is not base else "")
         ratio = f"{r['rps'] / base['rps']:.1f}x" if base and r is not base else ""
-        print(f"{r['label']:<22}{r['workers']:>8}{r['n']:>9}{r['rps']:>8.0f}{r['p50']:>8.1f}"
-              f"{r['p99']:>8.1f}{r['cpu_ms']:>11.1f}{r['seq_p50']:>13.1f}{len(r['wrong']):>6}"
-              f"{r['5xx']:>5}{ratio:>8}")
-    best = max((r for r in results if r is not base), key=lambda r: r["rps"])
+        print(f"{r['label']:<24}{r['form']:>5}{r['workers']:>8}{r['n']:>9}{r['rps']:>7.0f}"
+              f"{r['p50']:>8.1f}{r['p99']:>8.1f}{r['cpu_ms']:>11.1f}{r['seq_p50']:>13.1f}"
+              f"{len(r['wrong']):>6}{r['5xx']:>5}{vs_before:>10}{ratio:>8}")
+    best = max((r for r in results if r is not base and r is not before),
+               key=lambda r: r["rps"])
     print(f"goal >= 200 req/s with p99 <= 50 ms: best {best['rps']:.0f} req/s, p99 "
-          f"{best['p99']:.1f} ms ({best['workers']} worker(s)) -> "
+          f"{best['p99']:.1f} ms ({best['form']} pairs, {best['workers']} worker(s)) -> "
           f"{'met' if best['rps'] >= 200 and best['p99'] <= 50 else 'NOT met'}")
     for r in results:
         if r["wrong"]:
-            print(f"{r['label']}, {r['workers']} worker(s): first wrong answers {r['wrong'][:3]}")
+            print(f"{r['label']}, {r['form']}, {r['workers']} worker(s): first wrong answers "
+                  f"{r['wrong'][:3]}")
 
 
 if __name__ == "__main__":
