@@ -63,6 +63,7 @@ class SimulationParams(_Strict):
     applicant_home_weight: float
     program_home_state_bonus: float
     application_growth_per_season: float
+    specialty_interview_balance: float = Field(default=0.0, ge=0, le=2)
     applications_strength_elasticity: float = Field(ge=0)
     applications_reference_season: int
     signals: dict[str, dict[str, int]]
@@ -172,6 +173,7 @@ class TrainModel(_Strict):
     l2_regularization: float = Field(default=1.0, ge=0)
     n_iter_no_change: int = Field(default=20, ge=1)
     calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
+    negative_sample_rate: float = Field(default=1.0, gt=0, le=1)
 
 
 class TrainEvaluation(_Strict):

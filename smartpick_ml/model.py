@@ -8,6 +8,10 @@ returns ``self``, learned state ends in ``_``), takes a pairs frame (see ``featu
   estimator's built-in early stopping splits rows at random, which leaks an applicant's other rows.
 - **Calibration** (isotonic, sigmoid or none) is chosen on the held-out set by cross-fitting: each
   method is fitted on one half of its applicants and scored on the other.
+- **Negative down-sampling** (``negative_sample_rate`` < 1): the booster sees every positive and a
+  seeded share of the negatives, each weighted 1 / rate, so its probabilities stay unbiased; most
+  pairs are negatives, so the same time buys more applicants' positives. Features, early stopping
+  and calibration always use every row they are given.
 - **Monotone** in Step 2 CK by construction (a higher score never lowers q, all else equal).
 - **Eligibility** is a hard rule, not a feature: a visa-needing applicant gets q = 0 at a program
   that sponsors no visa.
@@ -65,7 +69,7 @@ class MatchModel(ClassifierMixin, BaseEstimator):
     def __init__(self, learning_rate: float = 0.1, max_iter: int = 400, max_leaf_nodes: int = 31,
                  min_samples_leaf: int = 100, l2_regularization: float = 1.0,
                  n_iter_no_change: int = 20, calibration: str = "auto",
-                 random_state: int = 0):
+                 negative_sample_rate: float = 1.0, random_state: int = 0):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
         self.max_leaf_nodes = max_leaf_nodes
@@ -73,6 +77,7 @@ class MatchModel(ClassifierMixin, BaseEstimator):
         self.l2_regularization = l2_regularization
         self.n_iter_no_change = n_iter_no_change
         self.calibration = calibration
+        self.negative_sample_rate = negative_sample_rate
         self.random_state = random_state
 
     def fit(self, pairs: pd.DataFrame, y: np.ndarray, *, holdout_pairs: pd.DataFrame,
@@ -94,7 +99,10 @@ class MatchModel(ClassifierMixin, BaseEstimator):
             l2_regularization=self.l2_regularization, categorical_features="from_dtype",
             monotonic_cst={f: 1 for f in INCREASING_FEATURES}, early_stopping=True,
             n_iter_no_change=self.n_iter_no_change, random_state=self.random_state)
-        self.booster_.fit(X, y, X_val=Xh[es], y_val=holdout_y[es])
+        keep, weight = self._negative_sample(y)
+        if weight is not None:
+            X, y = X[keep], y[keep]
+        self.booster_.fit(X, y, sample_weight=weight, X_val=Xh[es], y_val=holdout_y[es])
         raw_cal = self.booster_.predict_proba(Xh[cal])[:, 1]
         self.calibration_scores_ = self._compare_calibrations(raw_cal, holdout_y[cal],
                                                               groups[cal].to_numpy())
@@ -106,6 +114,19 @@ class MatchModel(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         self.n_iter_ = int(self.booster_.n_iter_)
         return self
+
+    def _negative_sample(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows the booster trains on (every positive, a seeded share of negatives) and their
+        weights (1 / rate on the kept negatives; None when nothing is dropped)."""
+        rate = float(self.negative_sample_rate)
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"negative_sample_rate: must be in (0, 1], got {rate}")
+        if rate == 1.0:
+            return np.ones(len(y), bool), None
+        rng = np.random.default_rng(self.random_state)
+        keep = (y == 1) | (rng.random(len(y)) < rate)
+        weight = np.where(y[keep] == 1, 1.0, 1.0 / rate)
+        return keep, weight
 
     @staticmethod
     def _compare_calibrations(p: np.ndarray, y: np.ndarray, groups: np.ndarray

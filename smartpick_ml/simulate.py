@@ -140,6 +140,53 @@ def season_positions(programs: pd.DataFrame, season: int, scale: float,
 # ----------------------------------------------------------------------------- applicants
 
 
+def _specialty_choice(season: int, scale: float, programs: pd.DataFrame, prog_spec: np.ndarray,
+                      rates: np.ndarray, params: SimulationParams) -> np.ndarray:
+    """P(specialty | applicant type), one column per type.
+
+    First in proportion to the positions the type would fill in the specialty (each program's
+    positions split by type as its interviewees do: published rate x national application volume
+    of the type), to the power ``specialty_choice_power``. Then the competition the published
+    rates imply: a specialty whose programs interview a small share of their applicants
+    (Dermatology: ~10 % of US MDs) must receive more applicants per position than one that
+    interviews half (Pediatrics) for both to interview about as many per position. The shares are
+    tilted by (interviews per position across all specialties / this specialty's) **
+    ``specialty_interview_balance`` (0: no tilt; 1: equal interviews per position), where a
+    specialty's interviews are its applicants x min(applications, its programs) x the rate their
+    applications meet (programs receive applications in proportion to positions / mixed rate, as
+    in :func:`draw_applications`).
+    """
+    n_spec, n_types = len(SPECIALTY_NAMES), len(APPLICANT_TYPES)
+    positions = programs["positions"].to_numpy(float)
+    weighted = rates * APPLICATION_MIX[None, :]
+    type_share = weighted / np.maximum(weighted.sum(axis=1, keepdims=True), 1e-9)
+    share = np.zeros((n_spec, n_types))
+    for j, t in enumerate(APPLICANT_TYPES):
+        w = np.bincount(prog_spec, weights=positions * type_share[:, j],
+                        minlength=n_spec) ** params.types[t].specialty_choice_power
+        share[:, j] = w / w.sum()
+    balance = params.specialty_interview_balance
+    if balance == 0:
+        return share
+    growth = ((1 + params.application_growth_per_season)
+              ** (season - params.applications_reference_season))
+    volume = positions / np.clip(rates @ APPLICATION_MIX, 0.01, 1.0)  # applications received
+    received = np.maximum(np.bincount(prog_spec, weights=volume, minlength=n_spec), 1e-9)
+    met_rate = np.stack([np.bincount(prog_spec, weights=volume * rates[:, j], minlength=n_spec)
+                         for j in range(n_types)], axis=1) / received[:, None]
+    n_programs = np.bincount(prog_spec, weights=positions > 0, minlength=n_spec)
+    apps = np.array([params.types[t].applications_mean * growth for t in APPLICANT_TYPES])
+    per_applicant = np.minimum(apps[None, :], n_programs[:, None]) * met_rate
+    counts = np.array([params.applicants[season][t] * scale for t in APPLICANT_TYPES], float)
+    spec_positions = np.bincount(prog_spec, weights=positions, minlength=n_spec)
+    interviews = (share * counts[None, :] * per_applicant).sum(axis=1)
+    per_position = interviews / np.maximum(spec_positions, 1e-9)
+    overall = interviews.sum() / spec_positions.sum()
+    tilt = np.where(per_position > 0, (overall / np.maximum(per_position, 1e-9)) ** balance, 0.0)
+    tilted = share * tilt[:, None]
+    return tilted / np.maximum(tilted.sum(axis=0, keepdims=True), 1e-12)
+
+
 def draw_applicants(rng: np.random.Generator, season: int, scale: float,
                     programs: pd.DataFrame, params: SimulationParams) -> pd.DataFrame:
     """Applicants of one season (the public ``applicants`` table)."""
@@ -149,24 +196,17 @@ def draw_applicants(rng: np.random.Generator, season: int, scale: float,
     rates = _imputed_rates(programs)
     spec_index = {s: i for i, s in enumerate(SPECIALTY_NAMES)}
     prog_spec = programs["specialty"].map(spec_index).to_numpy()
-    positions = programs["positions"].to_numpy(float)
-    weighted = rates * APPLICATION_MIX[None, :]
-    type_share = weighted / np.maximum(weighted.sum(axis=1, keepdims=True), 1e-9)
     state_weight = programs.groupby("state")["positions"].sum()
     states = state_weight.index.to_numpy()
     state_p = state_weight.to_numpy(float) / state_weight.sum()
+    choice = _specialty_choice(season, scale, programs, prog_spec, rates, params)
     frames = []
     for j, t in enumerate(APPLICANT_TYPES):
         tp: TypeParams = params.types[t]
         n = int(round(params.applicants[season][t] * scale))
         if n == 0:
             continue
-        # specialty choice: in proportion to the positions this type would fill in the specialty,
-        # where each program's positions split by type as its interviewees do (published rate x
-        # national application volume of the type)
-        w = np.bincount(prog_spec, weights=positions * type_share[:, j],
-                        minlength=len(SPECIALTY_NAMES)) ** tp.specialty_choice_power
-        spec = rng.choice(len(SPECIALTY_NAMES), size=n, p=w / w.sum())
+        spec = rng.choice(len(SPECIALTY_NAMES), size=n, p=choice[:, j])
         step2 = np.clip(np.rint(rng.normal(tp.step2_mean, tp.step2_sd, n)), *STEP2_CLIP)
         if tp.years_since_graduation_mean > 0:
             gap = np.rint(rng.gamma(1.5, tp.years_since_graduation_mean / 1.5, n))

@@ -220,3 +220,39 @@ def test_oracle_error_bound_matches_simulated_noise():
     measured = np.mean((noisy - y) ** 2) - exact.brier
     assert exact.brier_mc_error == pytest.approx(4e-4)
     assert measured == pytest.approx(exact.brier_mc_error, rel=0.25)
+
+
+def _choice_and_interviews(programs, params, balance):
+    """P(specialty | type) at ``balance`` and the interviews per position it implies."""
+    from smartpick_ml.reference import APPLICANT_TYPES, SPECIALTY_NAMES
+    from smartpick_ml.simulate import _imputed_rates, _specialty_choice
+
+    p = params.model_copy(update={"specialty_interview_balance": balance})
+    rates = _imputed_rates(programs)
+    spec = programs["specialty"].map({s: i for i, s in enumerate(SPECIALTY_NAMES)}).to_numpy()
+    choice = _specialty_choice(2025, 1.0, programs, spec, rates, p)
+    counts = np.array([p.applicants[2025][t] for t in APPLICANT_TYPES], float)
+    applicants = choice @ counts
+    positions = np.bincount(spec, weights=programs["positions"], minlength=len(SPECIALTY_NAMES))
+    md_rate = programs.groupby(spec)["rate_us_md"].mean().reindex(range(len(positions)))
+    return choice, applicants / np.maximum(positions, 1), md_rate.to_numpy()
+
+
+@pytest.mark.parametrize("balance", [0.0, 0.3, 1.0])
+def test_specialty_choice_is_a_distribution_per_type(programs, params, balance):
+    choice, _, _ = _choice_and_interviews(programs, params, balance)
+    assert np.all(choice >= 0)
+    np.testing.assert_allclose(choice.sum(axis=0), 1.0)
+
+
+def test_competitive_specialties_draw_more_applicants_per_position(programs, params):
+    """The tilt sends applicants toward specialties whose programs interview a small share of
+    them: with it, applicants per position fall with the specialty's interview rate; the
+    most selective third gains applicants per position, the least selective third loses."""
+    _, flat, md_rate = _choice_and_interviews(programs, params, 0.0)
+    _, tilted, _ = _choice_and_interviews(programs, params, 1.0)
+    ok = np.isfinite(md_rate) & (flat > 0)
+    order = np.argsort(md_rate[ok])
+    third = max(1, len(order) // 3)
+    gain = tilted[ok] / flat[ok]
+    assert gain[order[:third]].mean() > 1.0 > gain[order[-third:]].mean()

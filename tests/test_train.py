@@ -398,3 +398,47 @@ def test_killed_save_leaves_the_last_good_model(model_copy, world, monkeypatch) 
     assert persist.artifact_path(model_copy) == old_artifact
     assert model.predict_proba(world.validation.head(50)).shape == (50, 2)
     assert not list(model_copy.glob(".tmp-*"))
+
+
+# ------------------------------------------------------------------------- negative down-sampling
+
+def _fit_on_validation(world, rate: float):
+    from smartpick_ml.model import MatchModel
+
+    va = world.validation
+    ids = va["applicant_id"].astype(str)
+    held = pd.util.hash_pandas_object(ids, index=False).to_numpy() % 3 == 0
+    tr, ho = va[~held], va[held]
+    y_tr, y_ho = tr["would_take"].to_numpy(int), ho["would_take"].to_numpy(int)
+    model = MatchModel(max_iter=40, negative_sample_rate=rate, random_state=5)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        model.fit(tr, y_tr, holdout_pairs=ho, holdout_y=y_ho,
+                  holdout_groups=ho["applicant_id"].to_numpy())
+    return model, tr, y_tr
+
+
+def test_negative_down_sampling_keeps_positives_and_stays_unbiased(world) -> None:
+    """Every positive is kept, about ``rate`` of the negatives, the same ones for the same seed;
+    the kept negatives' weight 1 / rate keeps the booster's raw probabilities unbiased (without
+    it their mean would be ~1 / rate times too high)."""
+    rate = 0.3
+    model, tr, y = _fit_on_validation(world, rate)
+    keep, weight = model._negative_sample(y)
+    assert keep[y == 1].all()
+    kept_share = keep[y == 0].mean()
+    n_neg = int((y == 0).sum())
+    assert abs(kept_share - rate) < 4 * np.sqrt(rate * (1 - rate) / n_neg)
+    np.testing.assert_array_equal(weight, np.where(y[keep] == 1, 1.0, 1.0 / rate))
+    np.testing.assert_array_equal(model._negative_sample(y)[0], keep)  # seeded
+    X = model.features_.transform(tr)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        raw_mean = model.booster_.predict_proba(X)[:, 1].mean()
+    assert abs(raw_mean - y.mean()) < 0.15 * y.mean()
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.5, 1.5, float("nan")])
+def test_bad_negative_sample_rate_is_refused(world, rate) -> None:
+    from smartpick_ml.model import MatchModel
+
+    with pytest.raises(ValueError, match="negative_sample_rate"):
+        MatchModel(negative_sample_rate=rate)._negative_sample(np.array([0, 1, 0]))
