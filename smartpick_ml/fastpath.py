@@ -7,15 +7,22 @@ value per request. :class:`FastScorer` therefore
 
 1. builds, once, the model's input matrix for every program (in the booster's own preprocessed
    column order, through the booster's own preprocessing, so categories are coded identically);
-2. per request, fills only the applicant-dependent columns (type, Step 2 CK and its gap to the
-   program's typical interviewee, experience, home state, signals) in a reused buffer;
-3. walks a flattened copy of the trees in compiled code (numba), after *specialising* them on the
-   applicant: every split on an applicant-only feature is resolved once per request, so each
-   program walks only the splits that depend on it;
+2. scores with QuickScorer bit masks (see below): each program's splits on program-only features
+   are resolved once, at load, into one mask per (program, tree); per request the applicant's
+   own splits give one mask per tree, and each per-request feature (the margins over the
+   program's typical Step 2 CK and published screens, home state, signals) one *prefix-table*
+   row per tree -- the AND of every split it fails, found by a binary search over the feature's
+   distinct thresholds. Programs sharing both screens share their screen masks (few groups), so
+   a typical row costs three loads, two ANDs and a trailing-zero count per tree;
+3. sums the exit leaves' values in tree order from the baseline, as scikit-learn does (the raw
+   score is bit-identical), sharing a request's rows with a helper thread per extra core;
 4. applies the same calibration, probability floor and visa rule as the model.
 
+A model the masks cannot hold (a tree of more than 64 leaves, a categorical per-request split)
+falls back to walking the trees after *specialising* them on the applicant (``quick`` False).
+
 ``tests/test_fastpath.py`` checks parity with ``MatchModel.predict_proba`` to 1e-6 on a full
-season of pairs.
+season of pairs, and each prefix-table row against the split walk it replaces.
 """
 
 from __future__ import annotations
@@ -95,7 +102,10 @@ def _share_rows(n: int, run: Callable[[int, int], None]) -> None:
                 return
             run(bounds[i], bounds[i + 1])
 
-    futures = [pool.submit(work) for _ in range(n_helpers)]
+    try:
+        futures = [pool.submit(work) for _ in range(n_helpers)]
+    except RuntimeError:  # the interpreter is shutting down: no new helper work
+        futures = []
     work()
     for f in futures:
         if not f.cancel():  # started: it is finishing its last chunk
