@@ -592,3 +592,26 @@ def test_lean_pairs_without_the_fast_path(champion_pyfunc, small_training_run, p
         np.testing.assert_allclose(champion_pyfunc.predict(lean), want, rtol=0, atol=1e-12)
     finally:
         impl.fast_path = True
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="Linux /proc only")
+def test_listening_sockets_get_tcp_nodelay() -> None:
+    """uvicorn with several workers binds its socket with proto 0, so asyncio leaves Nagle on
+    (~40 ms per keep-alive response); the loader sets TCP_NODELAY on the listener, which the
+    accepted connections inherit. Other sockets are left alone."""
+    import socket
+
+    from smartpick_ml.serving import nodelay_on_listeners
+
+    with socket.socket(socket.AF_INET) as listener, socket.socket(socket.AF_INET) as idle:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        idle.bind(("127.0.0.1", 0))  # bound, not listening
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        assert nodelay_on_listeners() >= 1
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert idle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
