@@ -588,18 +588,27 @@ class FastScorer:
         _screen_masks(applicant_mask, self._default_mask, self.prefix, self.thresholds,
                       self.thr_start, step2, years, self.group_minimum, self.group_cutoff,
                       screen_default, screen_other)
-        out = np.empty(n)
         default_row = (Xv[:, 3] == 0) & (Xv[:, 4] == 0) & (Xv[:, 5] == 0) & np.isnan(Xv[:, 6])
         program_rows = self.all_rows if rows is None else np.asarray(rows, np.int64)
         program_masks = self.program_masks[typ]
+        out = np.zeros(n)
+        if applicant.get("needs_visa"):
+            # q is 0 wherever no visa is sponsored (``_finish``): score only the other rows
+            keep = np.flatnonzero(self.visa_ok[program_rows])
+            program_rows, Xv, default_row = program_rows[keep], Xv[keep], default_row[keep]
+            kept = np.empty(len(keep))
+        else:
+            keep, kept = None, out
 
         def run(a: int, b: int) -> None:
             _quickscore(program_rows[a:b], program_masks, self.typical_step2, step2,
                         self.screen_group, screen_default, screen_other, Xv[a:b],
                         default_row[a:b], self.prefix, self.thresholds, self.thr_start,
-                        self.leaf_values, self.baseline, out[a:b])
+                        self.leaf_values, self.baseline, kept[a:b])
 
-        _share_rows(n, run)
+        _share_rows(len(program_rows), run)
+        if keep is not None:
+            out[keep] = kept
         return self._finish(out, applicant, rows)
 
     def _finish(self, raw: np.ndarray, applicant: dict[str, Any], rows: np.ndarray | None
