@@ -3,7 +3,8 @@
 Uses the tables in data/raw/ (run `make run` first). Trains on every applicant of the season before
 the validation season, holds out 20 % of them (grouped) for early stopping and calibration, and
 prints the fit time beside the baseline measured in the same run: the same fit on a quarter of
-the applicants, so the ratio shows how training time grows with data.
+the applicants, so the ratio shows how training time grows with data. Model settings: the
+``[model]`` section of ``pipelines/train.toml`` (what ``make run`` trains).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import pandas as pd
 
+from smartpick_ml.config import load_train_config
 from smartpick_ml.features import build_pairs
 from smartpick_ml.io import read_table
 from smartpick_ml.labels import LABEL
@@ -26,7 +28,8 @@ def fit_on(pairs: pd.DataFrame, fraction: float) -> tuple[float, MatchModel, int
     held = pd.util.hash_pandas_object(part["applicant_id"], index=False).to_numpy() % 5 == 0
     tr, ho = part[~held], part[held]
     t0 = time.perf_counter()
-    model = MatchModel().fit(tr, tr[LABEL].to_numpy(), holdout_pairs=ho,
+    settings = load_train_config("pipelines/train.toml").model.model_dump()
+    model = MatchModel(**settings).fit(tr, tr[LABEL].to_numpy(), holdout_pairs=ho,
                              holdout_y=ho[LABEL].to_numpy(),
                              holdout_groups=ho["applicant_id"].to_numpy(),
                              interviewed=tr["interviewed"].to_numpy(bool))

@@ -298,11 +298,7 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     say(f"training gradient boosting on {len(tr):,} pairs")
     t = time.perf_counter()
     m = cfg.model
-    model = MatchModel(learning_rate=m.learning_rate, max_iter=m.max_iter,
-                       max_leaf_nodes=m.max_leaf_nodes, min_samples_leaf=m.min_samples_leaf,
-                       l2_regularization=m.l2_regularization, n_iter_no_change=m.n_iter_no_change,
-                       calibration=m.calibration, negative_sample_rate=m.negative_sample_rate,
-                       random_state=cfg.data.seed)
+    model = MatchModel(**m.model_dump(), random_state=cfg.data.seed)
     model.fit(tr, y_tr, holdout_pairs=ho, holdout_y=y_ho,
               holdout_groups=ho["applicant_id"].to_numpy(), interviewed=interviewed)
     # list-level P(match): learn how far 1 - prod(1 - q) overstates it, on held-out applicants
