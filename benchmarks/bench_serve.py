@@ -93,13 +93,17 @@ def serve(model_uri: str, tracking_uri: str, workers: int = 1, timeout: float = 
     try:
         deadline = time.monotonic() + timeout
         up = 0
-        while up < workers:  # every worker answers once before the clock starts
+        # every worker has loaded the model (uvicorn logs one line each; a ping may be answered
+        # by the first worker while the second still loads and takes a core) and answers
+        while up < workers or Path(log.name).read_text(errors="replace").count(
+                "Application startup complete") < workers:
             try:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 c.request("GET", "/ping")
                 up += c.getresponse().status == 200
             except OSError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"server did not start; log: {log.name}")
         yield port, proc.pid
