@@ -434,15 +434,19 @@ def permutation_importance_table(model: MatchModel, va: pd.DataFrame, y: np.ndar
                                  cfg: TrainConfig) -> pd.DataFrame:
     """Log-loss increase when each input column is shuffled (on a validation sample)."""
     from sklearn.inspection import permutation_importance
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(cfg.data.seed)
     n = min(len(va), cfg.evaluation.importance_rows)
     idx = np.sort(rng.choice(len(va), size=n, replace=False))
     cols = [c for c in PAIR_INPUT_COLUMNS if c in va.columns and c != "program_id"]
     X = va.iloc[idx][[*cols, "program_id"]].reset_index(drop=True)
-    res = permutation_importance(model, X, y[idx], scoring="neg_log_loss",
-                                 n_repeats=cfg.evaluation.importance_repeats,
-                                 random_state=cfg.data.seed)
+    # dozens of small predict calls: one OpenMP thread each (two threads on a busy 2-core
+    # machine made this step 5x slower)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        res = permutation_importance(model, X, y[idx], scoring="neg_log_loss",
+                                     n_repeats=cfg.evaluation.importance_repeats,
+                                     random_state=cfg.data.seed)
     table = pd.DataFrame({"feature": X.columns, "importance_mean": res.importances_mean,
                           "importance_std": res.importances_std})
     table = table[table["feature"] != "program_id"]
