@@ -22,9 +22,10 @@ either.
   - **lean** (recommended for a backend): ``dataframe_split`` rows with the applicant's columns
     (:data:`features.APPLICANT_INPUTS`), ``program_id`` and optionally ``signal`` -- no other
     program column. The program's fields come from the catalog logged with the model; an unknown
-    ``program_id`` is a 400 naming ``pairs.program_id``. A third of the server's CPU per
-    single-pair request of the full form (measured: ``benchmarks/bench_serve.py``), because
-    MLflow's schema enforcement rebuilds the frame column by column;
+    ``program_id`` is a 400 naming ``pairs.program_id``. It costs the server about half to two
+    thirds of the CPU of a full single-pair request (``benchmarks/bench_serve.py``,
+    ``docs/serving.md``): MLflow's schema enforcement rebuilds the frame column by column, 10
+    columns instead of 31;
   - **full**: the columns of :data:`features.PAIR_INPUT_COLUMNS` (the ``applicants`` /
     ``programs`` contracts say which may be absent or null), for programs not in the catalog or
     with other field values. A request with some program columns must carry all the required
