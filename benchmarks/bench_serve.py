@@ -1,18 +1,26 @@
 """Benchmark: the served model (``mlflow models serve``) under concurrent clients on loopback.
 
 Serves ``models:/smartpick-match@champion`` (``--env-manager local``, 127.0.0.1; needs a tracking
-store with the registered model: ``make run`` writes ``mlflow.db``, or pass ``--tracking-uri``)
-with 1 and 2 uvicorn workers, and, as the baseline measured in the same run, the same model saved
-the old way (sklearn flavour, skops, ``pyfunc_predict_fn="predict_proba"``, inferred signature).
-Each configuration gets single-pair ``dataframe_split`` requests for catalog programs: a
-sequential pass (single-client latency), then ``--clients`` threads sending ``--requests`` in all.
-Every answer is checked against ``predict_proba`` in this process (wrong answers are counted).
+store with the registered model: ``make run`` writes ``mlflow.db``, or pass ``--tracking-uri``, or
+``--relog models`` to log ``models/`` through ``serving.log_model`` into a temporary store) with
+1 and 2 uvicorn workers. Each server gets single-pair ``dataframe_split`` requests for catalog
+programs in both forms, the same pairs: *full* (every pair column) and *lean* (the applicant's
+columns, ``program_id`` and the signal; the served model takes the program from its catalog). Per
+form: a sequential pass (single-client latency), then ``--clients`` threads sending ``--requests``
+in all. Every answer is checked against ``predict_proba`` of the full pair in this process (wrong
+answers are counted). Baselines measured in the same run: ``--before-rev REV`` serves the package
+as committed at REV (full pairs, 1 worker), and the same model saved the old way (sklearn flavour,
+skops, ``pyfunc_predict_fn="predict_proba"``, inferred signature). ``--rev REV`` serves REV's
+package instead of the checkout (other engineers may be editing it).
 
-Prints, per configuration: requests/s, p50 / p99 latency, the server's CPU time per request (its
-whole process group, from /proc: a figure that does not depend on how busy the machine is), and
-the req/s ratio against the baseline. Goal: >= 200 req/s with p99 <= 50 ms, 8 clients.
+Prints, per configuration and form: requests/s, p50 / p99 latency, the server's CPU time per
+request (its whole process group, from /proc: the figure that depends least on how busy the
+machine is), and the req/s ratios against the before-version and the old flavour. Goal:
+>= 200 req/s with p99 <= 50 ms, 8 clients.
 
     .venv/bin/python benchmarks/bench_serve.py [--tracking-uri sqlite:///mlflow.db]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_serve.py --relog models --rev HEAD \
+        --before-rev 47463bd
 """
 
 from __future__ import annotations
