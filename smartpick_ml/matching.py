@@ -91,6 +91,18 @@ def _int_array(name: str, values: Any) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def _first_adjacent_repeat(order: np.ndarray, first: np.ndarray, second: np.ndarray
+                           ) -> tuple[int, int] | None:
+    """Positions (ascending) of the first two rows that ``order`` places next to each other with
+    equal (``first``, ``second``), or None: duplicates are neighbours once sorted by both keys."""
+    a, b = first[order], second[order]
+    dup = np.flatnonzero((a[1:] == a[:-1]) & (b[1:] == b[:-1]))
+    if not dup.size:
+        return None
+    i, j = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
+    return i, j
+
+
 def _validate(
     pair_applicant: Any,
     pair_program: Any,
@@ -166,11 +178,9 @@ def _validate(
     else:
         has_dup = True  # let the slow path below decide
     if has_dup:
-        order = np.lexsort((program, applicant))
-        sa, sp = applicant[order], program[order]
-        dup = np.flatnonzero((sa[1:] == sa[:-1]) & (sp[1:] == sp[:-1]))
-        if dup.size:
-            i, j = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
+        repeat = _first_adjacent_repeat(np.lexsort((program, applicant)), applicant, program)
+        if repeat:
+            i, j = repeat
             raise ValueError(
                 f"duplicate (applicant, program) pair ({applicant[i]}, {program[i]}) in "
                 f"pair_applicant/pair_program at positions {i} and {j}"
@@ -182,10 +192,9 @@ def _validate(
         by_applicant = np.argsort(applicant * (r_max - r_min + 1) + (rank - r_min))
     else:
         by_applicant = np.lexsort((rank, applicant))
-    sa, sr = applicant[by_applicant], rank[by_applicant]
-    dup = np.flatnonzero((sa[1:] == sa[:-1]) & (sr[1:] == sr[:-1]))
-    if dup.size:
-        i, j = sorted((int(by_applicant[dup[0]]), int(by_applicant[dup[0] + 1])))
+    repeat = _first_adjacent_repeat(by_applicant, applicant, rank)
+    if repeat:
+        i, j = repeat
         raise ValueError(
             f"applicant_rank has duplicate rank {rank[i]} for applicant {applicant[i]} "
             f"at positions {i} and {j}"
