@@ -21,10 +21,11 @@ Applicant profiles and preferences are validated by pydantic: a bad field gets a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,6 +162,18 @@ _ONE_THREAD_LOCK = threading.Lock()
 def _threadpools() -> ThreadpoolController:
     """Built on first use, once the model's OpenMP runtime is loaded (cheap limits afterwards)."""
     return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def one_openmp_thread(when: bool = True) -> Iterator[None]:
+    """Run the block on one OpenMP thread (if ``when``): small predict calls on a busy 2-core
+    machine spend longer waking and spin-waiting the pool than working. Uses one cached
+    controller (building one per call scans every loaded library, ~1 ms) under one lock."""
+    if not when:
+        yield
+        return
+    with _ONE_THREAD_LOCK, _threadpools().limit(limits=1, user_api="openmp"):
+        yield
 
 
 def _check_pair_values(pairs: Any) -> pd.DataFrame:
@@ -347,10 +360,7 @@ class MatchPredictor:
         step2 = pd.to_numeric(pairs["step2_ck"])
         if ((step2 < STEP2_MIN) | (step2 > STEP2_MAX)).any():
             raise InputError(f"pairs.step2_ck: must be between {STEP2_MIN} and {STEP2_MAX}")
-        if len(pairs) <= SMALL_BATCH_ROWS:
-            with _ONE_THREAD_LOCK, _threadpools().limit(limits=1, user_api="openmp"):
-                q = self.model.predict_proba(pairs)[:, 1]
-        else:
+        with one_openmp_thread(len(pairs) <= SMALL_BATCH_ROWS):
             q = self.model.predict_proba(pairs)[:, 1]
         if not np.isfinite(q).all():  # a model must never hand a service NaN
             raise SmartPickError("model produced non-finite probabilities")

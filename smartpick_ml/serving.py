@@ -363,16 +363,11 @@ class ServedMatchModel:
             self._score_fast(cols, idx, fast, q)
         slow = np.flatnonzero(np.isnan(q))
         if len(slow):
-            from smartpick_ml.inference import _ONE_THREAD_LOCK, _threadpools
+            from smartpick_ml.inference import one_openmp_thread
 
             rows = self._with_catalog(frame, slow, idx) if lean else frame.iloc[slow]
-            # OpenMP threads for a few rows only fight over the cores (and with other requests);
-            # MatchPredictor.predict's cached controller and its lock: building a controller per
-            # call (threadpool_limits) scans every loaded library, ~1 ms
-            if len(rows) < PARALLEL_ROWS:
-                with _ONE_THREAD_LOCK, _threadpools().limit(limits=1, user_api="openmp"):
-                    q[slow] = self.model.predict_proba(rows)[:, 1]
-            else:
+            # OpenMP threads for a few rows only fight over the cores (and with other requests)
+            with one_openmp_thread(len(rows) < PARALLEL_ROWS):
                 q[slow] = self.model.predict_proba(rows)[:, 1]
         if not np.isfinite(q).all():  # a service must never hand out NaN
             raise SmartPickError("model produced non-finite probabilities")

@@ -434,7 +434,8 @@ def permutation_importance_table(model: MatchModel, va: pd.DataFrame, y: np.ndar
                                  cfg: TrainConfig) -> pd.DataFrame:
     """Log-loss increase when each input column is shuffled (on a validation sample)."""
     from sklearn.inspection import permutation_importance
-    from threadpoolctl import threadpool_limits
+
+    from smartpick_ml.inference import one_openmp_thread
 
     rng = np.random.default_rng(cfg.data.seed)
     n = min(len(va), cfg.evaluation.importance_rows)
@@ -443,7 +444,7 @@ def permutation_importance_table(model: MatchModel, va: pd.DataFrame, y: np.ndar
     X = va.iloc[idx][[*cols, "program_id"]].reset_index(drop=True)
     # dozens of small predict calls: one OpenMP thread each (two threads on a busy 2-core
     # machine made this step 5x slower)
-    with threadpool_limits(limits=1, user_api="openmp"):
+    with one_openmp_thread():
         res = permutation_importance(model, X, y[idx], scoring="neg_log_loss",
                                      n_repeats=cfg.evaluation.importance_repeats,
                                      random_state=cfg.data.seed)
