@@ -615,3 +615,35 @@ def test_listening_sockets_get_tcp_nodelay() -> None:
             accepted, _ = listener.accept()
             with accepted:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+_WORKER_THREADS = """
+import asyncio, gc, sys, threading, time
+from smartpick_ml.serving import prepare_server_worker
+
+async def main() -> None:
+    if sys.argv[1] == "prepared":
+        prepare_server_worker()
+    def who() -> str:
+        time.sleep(0.05)  # long enough that the 8 calls overlap
+        return threading.current_thread().name
+    names = await asyncio.gather(*(asyncio.to_thread(who) for _ in range(8)))
+    print(len(set(names)), gc.get_freeze_count() > 0)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("mode, threads, frozen", [("prepared", "1", "True"),
+                                                    ("as-is", None, "False")])
+def test_a_server_worker_serves_on_one_thread_with_its_heap_frozen(mode, threads, frozen) -> None:
+    """In a server worker, requests handed to the event loop's default executor (what MLflow's
+    scoring server does with each) run on one thread, and the heap loaded so far is out of the
+    collector's reach; a process that is not prepared keeps several threads and its collector."""
+    out = subprocess.run([sys.executable, "-c", _WORKER_THREADS, mode], capture_output=True,
+                         text=True, check=True, timeout=60).stdout.split()
+    assert out[1] == frozen
+    if threads is not None:
+        assert out[0] == threads
+    else:
+        assert int(out[0]) > 1
