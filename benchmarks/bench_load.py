@@ -1,7 +1,7 @@
 """Load test (issue #6): the served model takes a bounded mixed load without a wrong answer.
 
 Serves ``models:/smartpick-match@champion`` like ``bench_serve.py`` (needs ``mlflow.db`` from
-``make run``, or ``--tracking-uri``), then ``--clients`` threads (8) send ``--requests`` (5,000):
+``make run``, or ``--tracking-uri``), then ``--clients`` keep-alive connections (8) send ``--requests`` (5,000):
 about 70 % valid pair-scoring requests of 1-5 catalog programs each, half of them in the lean
 form (applicant columns + ``program_id`` + signal), all checked against ``predict_proba`` of the
 full pairs computed in this process, and 30 % malformed bodies (bad JSON, wrong shape, unknown

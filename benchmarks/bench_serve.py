@@ -203,7 +203,7 @@ class _Connection:
 
 
 def run_load(port: int, pgid: int, work: list[tuple[bytes, Check]], clients: int,
-             rate: float | None = None, max_connections: int = 256) -> dict[str, Any]:
+             rate: float | None = None, max_connections: int = 64) -> dict[str, Any]:
     """Send ``work`` over ``clients`` keep-alive connections from one thread (non-blocking
     sockets, requests prepared before the clock starts, answers checked after it stops: the
     generator takes little of the two cores the server needs); latencies, wrong answers, 5xx,
