@@ -1,14 +1,14 @@
 """Load test (issue #6): the served model takes a bounded mixed load without a wrong answer.
 
 Serves ``models:/smartpick-match@champion`` like ``bench_serve.py`` (needs ``mlflow.db`` from
-``make run``, or ``--tracking-uri``), then ``--clients`` keep-alive connections (8) send ``--requests`` (5,000):
-about 70 % valid pair-scoring requests of 1-5 catalog programs each, half of them in the lean
-form (applicant columns + ``program_id`` + signal), all checked against ``predict_proba`` of the
-full pairs computed in this process, and 30 % malformed bodies (bad JSON, wrong shape, unknown
-specialty, program or applicant type, Step 2 CK out of range, NaN, missing column, wrong type,
-empty frame, bad params), each of which must get a 4xx whose message names the field. Prints
-p50 / p99, the server group's RSS after warm-up and at the end, and the counts of wrong answers
-and 5xx.
+``make run``, or ``--tracking-uri``), then ``--clients`` keep-alive connections (8) send
+``--requests`` (5,000): about 70 % valid pair-scoring requests of 1-5 catalog programs each, half
+of them in the lean form (applicant columns + ``program_id`` + signal), all checked against
+``predict_proba`` of the full pairs computed in this process, and 30 % malformed bodies (bad JSON,
+wrong shape, unknown specialty, program or applicant type, Step 2 CK out of range, NaN, missing
+column, wrong type, empty frame, bad params), each of which must get a 4xx whose message names the
+field. Prints p50 / p99, the server group's RSS after warm-up and at the end, and the counts of
+wrong answers and 5xx.
 Exits non-zero if any answer was wrong, any 5xx came back, or RSS grew by more than 10 %.
 
     .venv/bin/python benchmarks/bench_load.py [--tracking-uri sqlite:///mlflow.db] [--workers 1]

@@ -249,7 +249,9 @@ def run_load(port: int, pgid: int, work: list[tuple[bytes, Check]], clients: int
                     break  # every connection busy: sent as soon as one frees up, charged from due
                 dispatch(idle.pop(), due_next, start + due_next / rate)
                 due_next += 1
-            wait = (start + due_next / rate - time.perf_counter()) if due_next < n else 0.5
+            # until the next request falls due, or (every connection busy) an answer comes
+            wait = (start + due_next / rate - time.perf_counter()) if due_next < n and idle \
+                else 0.5
         else:
             wait = 0.5
         for key, _ in sel.select(timeout=max(0.0, min(wait, 0.5))):
