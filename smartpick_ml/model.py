@@ -84,15 +84,25 @@ class MatchModel(ClassifierMixin, BaseEstimator):
             holdout_y: np.ndarray, holdout_groups: np.ndarray,
             interviewed: np.ndarray | None = None) -> MatchModel:
         """Fit on ``pairs``; early-stop and choose calibration on the applicant-grouped hold-out."""
+        features = PairFeatures().fit(pairs, interviewed=interviewed)
+        return self.fit_features(features, features.transform(pairs), y,
+                                 holdout_X=features.transform(holdout_pairs),
+                                 holdout_y=holdout_y, holdout_groups=holdout_groups)
+
+    def fit_features(self, features: PairFeatures, X: pd.DataFrame, y: np.ndarray, *,
+                     holdout_X: pd.DataFrame, holdout_y: np.ndarray,
+                     holdout_groups: np.ndarray) -> MatchModel:
+        """``fit`` from features already built: ``features`` fitted on the training pairs, ``X``
+        and ``holdout_X`` its transform of the training and hold-out pairs (the training run
+        builds them once, for ``data/processed/`` and for this)."""
         y = np.asarray(y, dtype=np.int64)
         holdout_y = np.asarray(holdout_y, dtype=np.int64)
-        self.features_ = PairFeatures().fit(pairs, interviewed=interviewed)
-        X = self.features_.transform(pairs)
+        self.features_ = features
         # two halves of the hold-out by applicant: one stops the boosting, one calibrates
         groups = pd.Series(holdout_groups).astype(str)
         codes = pd.util.hash_pandas_object(groups, index=False).to_numpy() % 2
         es, cal = codes == 0, codes == 1
-        Xh = self.features_.transform(holdout_pairs)
+        Xh = holdout_X
         self.booster_ = HistGradientBoostingClassifier(
             learning_rate=self.learning_rate, max_iter=self.max_iter,
             max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,

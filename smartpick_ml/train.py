@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -279,11 +280,12 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     say("building features")
     t = time.perf_counter()
     features = PairFeatures().fit(tr, interviewed=interviewed)
+    built = {"train": features.transform(tr), "holdout": features.transform(ho)}
     processed = Path(cfg.data.processed_dir)
     feature_path = processed / "features.parquet"
-    feat = pd.concat([features.transform(s).assign(split=name, label=s[LABEL].to_numpy(),
-                                                   applicant_id=s["applicant_id"].to_numpy(),
-                                                   season=s["season"].to_numpy())
+    feat = pd.concat([(built[name] if name in built else features.transform(s)).assign(
+                          split=name, label=s[LABEL].to_numpy(),
+                          applicant_id=s["applicant_id"].to_numpy(), season=s["season"].to_numpy())
                       for name, s in (("train", tr), ("holdout", ho), ("validation", va))],
                      ignore_index=True)
     write_parquet_atomic(feat, feature_path)
@@ -299,8 +301,8 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     t = time.perf_counter()
     m = cfg.model
     model = MatchModel(**m.model_dump(), random_state=cfg.data.seed)
-    model.fit(tr, y_tr, holdout_pairs=ho, holdout_y=y_ho,
-              holdout_groups=ho["applicant_id"].to_numpy(), interviewed=interviewed)
+    model.fit_features(features, built.pop("train"), y_tr, holdout_X=built.pop("holdout"),
+                       holdout_y=y_ho, holdout_groups=ho["applicant_id"].to_numpy())
     # list-level P(match): learn how far 1 - prod(1 - q) overstates it, on held-out applicants
     if "matched" in ho:
         from smartpick_ml.pmatch import PMatchCalibrator, independent_p_match
@@ -320,7 +322,9 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
                                       else np.ones(len(tr), bool))
     rng = np.random.default_rng(cfg.data.seed)
     rows = rng.choice(len(tr), size=min(len(tr), cfg.evaluation.logistic_rows), replace=False)
-    logistic = logistic_baseline(features, cfg.data.seed)
+    # its own copy: the pipeline fits its feature step on the logistic's rows, and ``features``
+    # is now the model's
+    logistic = logistic_baseline(clone(features), cfg.data.seed)
     logistic.fit(tr.iloc[np.sort(rows)], y_tr[np.sort(rows)])
     timings["baselines"] = time.perf_counter() - t
 
