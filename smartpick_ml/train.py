@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
+from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -209,13 +209,17 @@ class RateLookupBaseline:
 
 
 def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
-    """Logistic regression on the same features: one-hot categoricals, imputed, scaled numbers."""
+    """Logistic regression on the same features: one-hot categoricals, imputed, scaled numbers.
+
+    ``features`` is the model's fitted feature step, frozen: the logistic sees exactly the
+    model's features (refitting it on the logistic's rows would recompute each program's typical
+    interviewee from a subset, and without knowing who was interviewed)."""
     numeric = [f for f in FEATURE_NAMES if f not in CATEGORICAL_FEATURES]
     pre = ColumnTransformer([
         ("cat", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL_FEATURES)),
         ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
                               StandardScaler()), numeric)])
-    return Pipeline([("features", features), ("prep", pre),
+    return Pipeline([("features", FrozenEstimator(features)), ("prep", pre),
                      ("clf", LogisticRegression(max_iter=300, C=1.0, random_state=seed))])
 
 
@@ -322,9 +326,7 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
                                       else np.ones(len(tr), bool))
     rng = np.random.default_rng(cfg.data.seed)
     rows = rng.choice(len(tr), size=min(len(tr), cfg.evaluation.logistic_rows), replace=False)
-    # its own copy: the pipeline fits its feature step on the logistic's rows, and ``features``
-    # is now the model's
-    logistic = logistic_baseline(clone(features), cfg.data.seed)
+    logistic = logistic_baseline(features, cfg.data.seed)
     logistic.fit(tr.iloc[np.sort(rows)], y_tr[np.sort(rows)])
     timings["baselines"] = time.perf_counter() - t
 

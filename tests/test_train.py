@@ -442,3 +442,23 @@ def test_bad_negative_sample_rate_is_refused(world, rate) -> None:
 
     with pytest.raises(ValueError, match="negative_sample_rate"):
         MatchModel(negative_sample_rate=rate)._negative_sample(np.array([0, 1, 0]))
+
+
+def test_logistic_baseline_sees_exactly_the_models_features(world) -> None:
+    """"The same features": the logistic's feature step is the model's fitted one, not refitted
+    on the logistic's rows (which would recompute each program's typical interviewee from a
+    subset, without knowing who was interviewed)."""
+    from smartpick_ml.features import PairFeatures
+    from smartpick_ml.train import logistic_baseline
+
+    va = world.validation
+    interviewed = va["interviewed"].astype("boolean").fillna(False).to_numpy(bool)
+    features = PairFeatures().fit(va, interviewed=interviewed)
+    before = dict(features.program_step2_)
+    subset = va.iloc[: len(va) // 5]
+    logistic = logistic_baseline(features, seed=0).fit(subset, subset["would_take"].to_numpy(int))
+    assert features.program_step2_ == before
+    pd.testing.assert_frame_equal(logistic.named_steps["features"].transform(va),
+                                  features.transform(va))
+    refit = PairFeatures().fit(subset)  # what a refitted step would have learned
+    assert refit.program_step2_ != before
