@@ -6,8 +6,9 @@ interviews, so an applicant who sends many applications declines some invitation
 programs cannot rank them: q at one program falls with the number of applications sent. This adds
 that count (``applications_sent``, per applicant and season) to the processed features that
 ``make run`` wrote (``data/processed/features.parquet``) and fits, with and without it, the
-booster with the ``[model]`` settings of the config (early stopping on the applicant-grouped
-hold-out rows, no calibration, no negative sampling) and the logistic baseline's preprocessing.
+booster with the ``[model]`` settings of the config (``MatchModel.new_booster``: early stopping on
+the applicant-grouped hold-out rows; no calibration, no negative sampling) and the logistic
+baseline (``train.logistic_on_features``).
 Prints raw validation log-loss for each and the model's gain over the logistic.
 
     .venv/bin/python scripts/diagnose_list_information.py [--config pipelines/train.toml]
@@ -21,38 +22,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from smartpick_ml.config import load_train_config
-from smartpick_ml.features import CATEGORICAL_FEATURES, FEATURE_NAMES, INCREASING_FEATURES
+from smartpick_ml.features import CATEGORICAL_FEATURES, FEATURE_NAMES
+from smartpick_ml.model import MatchModel
 from smartpick_ml.numeric import log_loss
+from smartpick_ml.train import logistic_on_features
 
 EXTRA = "applications_sent"
-
-
-def booster(cfg, cols: list[str], seed: int) -> HistGradientBoostingClassifier:
-    m = cfg.model
-    return HistGradientBoostingClassifier(
-        learning_rate=m.learning_rate, max_iter=m.max_iter, max_leaf_nodes=m.max_leaf_nodes,
-        min_samples_leaf=m.min_samples_leaf, l2_regularization=m.l2_regularization,
-        categorical_features="from_dtype",
-        monotonic_cst={f: 1 for f in INCREASING_FEATURES if f in cols}, early_stopping=True,
-        n_iter_no_change=m.n_iter_no_change, random_state=seed)
-
-
-def logistic(cols: list[str], seed: int) -> Pipeline:
-    """As ``train.logistic_baseline`` after its feature step."""
-    numeric = [c for c in cols if c not in CATEGORICAL_FEATURES]
-    pre = ColumnTransformer([
-        ("cat", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL_FEATURES)),
-        ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
-                              StandardScaler()), numeric)])
-    return Pipeline([("prep", pre), ("clf", LogisticRegression(max_iter=300, random_state=seed))])
 
 
 def main() -> None:
@@ -63,6 +40,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     cfg = load_train_config(args.config)
+    settings = MatchModel(**cfg.model.model_dump(), random_state=args.seed)  # its booster's
     df = pd.read_parquet(Path("data/processed/features.parquet"))
     df[EXTRA] = df.groupby(["season", "applicant_id"])["label"].transform("size").astype(float)
     for c in CATEGORICAL_FEATURES:
@@ -78,10 +56,11 @@ def main() -> None:
                        (f"+ {EXTRA}", [*FEATURE_NAMES, EXTRA])):
         t = time.perf_counter()
         tr = train.iloc[:args.rows]
-        gbm = booster(cfg, cols, args.seed).fit(tr[cols], tr["label"], X_val=hold[cols],
-                                                 y_val=hold["label"])
-        lr = logistic(cols, args.seed).fit(train.iloc[:args.logistic_rows][cols],
-                                           train.iloc[:args.logistic_rows]["label"])
+        gbm = settings.new_booster(cols).fit(tr[cols], tr["label"], X_val=hold[cols],
+                                             y_val=hold["label"])
+        numeric = [c for c in cols if c not in CATEGORICAL_FEATURES]
+        lr = logistic_on_features(numeric, args.seed).fit(
+            train.iloc[:args.logistic_rows][cols], train.iloc[:args.logistic_rows]["label"])
         g = log_loss(y_val, gbm.predict_proba(val[cols])[:, 1])
         lg = log_loss(y_val, lr.predict_proba(val[cols])[:, 1])
         results[name] = (g, lg)

@@ -19,6 +19,8 @@ returns ``self``, learned state ends in ``_``), takes a pairs frame (see ``featu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -103,12 +105,7 @@ class MatchModel(ClassifierMixin, BaseEstimator):
         codes = pd.util.hash_pandas_object(groups, index=False).to_numpy() % 2
         es, cal = codes == 0, codes == 1
         Xh = holdout_X
-        self.booster_ = HistGradientBoostingClassifier(
-            learning_rate=self.learning_rate, max_iter=self.max_iter,
-            max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
-            l2_regularization=self.l2_regularization, categorical_features="from_dtype",
-            monotonic_cst={f: 1 for f in INCREASING_FEATURES}, early_stopping=True,
-            n_iter_no_change=self.n_iter_no_change, random_state=self.random_state)
+        self.booster_ = self.new_booster(X.columns)
         keep, weight = self._negative_sample(y)
         if weight is not None:
             X, y = X[keep], y[keep]
@@ -124,6 +121,18 @@ class MatchModel(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         self.n_iter_ = int(self.booster_.n_iter_)
         return self
+
+    def new_booster(self, columns: Sequence[str]) -> HistGradientBoostingClassifier:
+        """An unfitted booster with this model's settings for a feature frame with ``columns``
+        (categoricals from the dtypes, increasing where ``INCREASING_FEATURES`` says), early
+        stopping on the validation set ``fit`` is given."""
+        return HistGradientBoostingClassifier(
+            learning_rate=self.learning_rate, max_iter=self.max_iter,
+            max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization, categorical_features="from_dtype",
+            monotonic_cst={f: 1 for f in INCREASING_FEATURES if f in set(columns)},
+            early_stopping=True, n_iter_no_change=self.n_iter_no_change,
+            random_state=self.random_state)
 
     def _negative_sample(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows the booster trains on (every positive, a seeded share of negatives) and their

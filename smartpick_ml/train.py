@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,19 +208,25 @@ class RateLookupBaseline:
         return np.column_stack([1 - q, q])
 
 
-def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
-    """Logistic regression on the same features: one-hot categoricals, imputed, scaled numbers.
-
-    ``features`` is the model's fitted feature step, frozen: the logistic sees exactly the
-    model's features (refitting it on the logistic's rows would recompute each program's typical
-    interviewee from a subset, and without knowing who was interviewed)."""
-    numeric = [f for f in FEATURE_NAMES if f not in CATEGORICAL_FEATURES]
+def logistic_on_features(numeric: Sequence[str], seed: int) -> Pipeline:
+    """Logistic regression on a feature frame: one-hot ``CATEGORICAL_FEATURES``, the ``numeric``
+    columns imputed (with missing-value indicators) and scaled."""
     pre = ColumnTransformer([
         ("cat", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL_FEATURES)),
         ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
-                              StandardScaler()), numeric)])
-    return Pipeline([("features", FrozenEstimator(features)), ("prep", pre),
+                              StandardScaler()), list(numeric))])
+    return Pipeline([("prep", pre),
                      ("clf", LogisticRegression(max_iter=300, C=1.0, random_state=seed))])
+
+
+def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
+    """The logistic baseline on pairs: the model's fitted feature step, frozen, then
+    :func:`logistic_on_features`. The logistic sees exactly the model's features (refitting the
+    step on the logistic's rows would recompute each program's typical interviewee from a subset,
+    and without knowing who was interviewed)."""
+    numeric = [f for f in FEATURE_NAMES if f not in CATEGORICAL_FEATURES]
+    return Pipeline([("features", FrozenEstimator(features)),
+                     *logistic_on_features(numeric, seed).steps])
 
 
 # ----------------------------------------------------------------------------- the run
@@ -284,13 +290,14 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     say("building features")
     t = time.perf_counter()
     features = PairFeatures().fit(tr, interviewed=interviewed)
-    built = {"train": features.transform(tr), "holdout": features.transform(ho)}
+    X_tr, X_ho = features.transform(tr), features.transform(ho)  # also what the model trains on
     processed = Path(cfg.data.processed_dir)
     feature_path = processed / "features.parquet"
-    feat = pd.concat([(built[name] if name in built else features.transform(s)).assign(
-                          split=name, label=s[LABEL].to_numpy(),
-                          applicant_id=s["applicant_id"].to_numpy(), season=s["season"].to_numpy())
-                      for name, s in (("train", tr), ("holdout", ho), ("validation", va))],
+    feat = pd.concat([X.assign(split=name, label=s[LABEL].to_numpy(),
+                               applicant_id=s["applicant_id"].to_numpy(),
+                               season=s["season"].to_numpy())
+                      for name, X, s in (("train", X_tr, tr), ("holdout", X_ho, ho),
+                                         ("validation", features.transform(va), va))],
                      ignore_index=True)
     write_parquet_atomic(feat, feature_path)
     input_hashes = {n: frame_hash(tables[n]) for n in RAW_TABLES}
@@ -305,8 +312,9 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     t = time.perf_counter()
     m = cfg.model
     model = MatchModel(**m.model_dump(), random_state=cfg.data.seed)
-    model.fit_features(features, built.pop("train"), y_tr, holdout_X=built.pop("holdout"),
-                       holdout_y=y_ho, holdout_groups=ho["applicant_id"].to_numpy())
+    model.fit_features(features, X_tr, y_tr, holdout_X=X_ho, holdout_y=y_ho,
+                       holdout_groups=ho["applicant_id"].to_numpy())
+    del X_tr, X_ho
     # list-level P(match): learn how far 1 - prod(1 - q) overstates it, on held-out applicants
     if "matched" in ho:
         from smartpick_ml.pmatch import PMatchCalibrator, independent_p_match
