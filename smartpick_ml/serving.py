@@ -534,6 +534,11 @@ def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | N
                      input_example=input_example(), registered_model_name=registered_model_name)
 
 
+#: set by ``mlflow models serve`` for its uvicorn workers (``scoring_server._SERVER_MODEL_PATH``):
+#: this process exists to serve the model
+SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"
+
+
 def nodelay_on_listeners() -> int:
     """Set ``TCP_NODELAY`` on this process's listening TCP sockets (Linux inherits it into every
     accepted connection); returns how many were changed.
@@ -594,11 +599,6 @@ def _load_pyfunc(path: str, model_config: Any = None) -> ServedMatchModel:
     if os.environ.get(SERVER_MODEL_PATH_ENV):
         prepare_server_worker()
     return served
-
-
-#: set by ``mlflow models serve`` for its uvicorn workers (``scoring_server._SERVER_MODEL_PATH``):
-#: this process exists to serve the model
-SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"
 
 
 def prepare_server_worker() -> None:
