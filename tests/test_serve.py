@@ -619,6 +619,7 @@ def test_listening_sockets_get_tcp_nodelay() -> None:
 
 _WORKER_THREADS = """
 import asyncio, gc, sys, threading, time
+import pandas as pd
 from smartpick_ml.serving import prepare_server_worker
 
 async def main() -> None:
@@ -628,7 +629,7 @@ async def main() -> None:
         time.sleep(0.05)  # long enough that the 8 calls overlap
         return threading.current_thread().name
     names = await asyncio.gather(*(asyncio.to_thread(who) for _ in range(8)))
-    print(len(set(names)), gc.get_freeze_count() > 0)
+    print(len(set(names)), gc.get_freeze_count() > 0, pd.Series(["IM-0001"]).dtype == object)
 
 asyncio.run(main())
 """
@@ -638,11 +639,14 @@ asyncio.run(main())
                                                     ("as-is", None, "False")])
 def test_a_server_worker_serves_on_one_thread_with_its_heap_frozen(mode, threads, frozen) -> None:
     """In a server worker, requests handed to the event loop's default executor (what MLflow's
-    scoring server does with each) run on one thread, and the heap loaded so far is out of the
-    collector's reach; a process that is not prepared keeps several threads and its collector."""
+    scoring server does with each) run on one thread, the heap loaded so far is out of the
+    collector's reach, and request text is read as plain strings; a process that is not prepared
+    keeps several threads, its collector and pandas' own string default."""
     out = subprocess.run([sys.executable, "-c", _WORKER_THREADS, mode], capture_output=True,
                          text=True, check=True, timeout=60).stdout.split()
     assert out[1] == frozen
+    plain_by_default = pd.Series(["IM-0001"]).dtype == object
+    assert out[2] == str(True if mode == "prepared" else plain_by_default)
     if threads is not None:
         assert out[0] == threads
     else:
