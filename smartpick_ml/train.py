@@ -232,7 +232,7 @@ def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
 # ----------------------------------------------------------------------------- the run
 
 
-def _oracle_column(cfg: TrainConfig, tables: dict[str, pd.DataFrame], val: pd.DataFrame,
+def oracle_column(cfg: TrainConfig, tables: dict[str, pd.DataFrame], val: pd.DataFrame,
                    progress: Callable[[str], None]) -> tuple[np.ndarray, dict[str, float]]:
     """Oracle q for the validation rows (cached by data hash), or NaN for real data."""
     outcomes = tables["program_outcomes"]
@@ -345,7 +345,7 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     scored["model"] = model.predict_proba(va)[:, 1]
     scored["logistic"] = np.where(visa_blocked(va), 0.0, logistic.predict_proba(va)[:, 1])
     scored["lookup"] = lookup.predict_proba(va)[:, 1]
-    scored["oracle"], oracle_info = _oracle_column(cfg, tables, va, say)
+    scored["oracle"], oracle_info = oracle_column(cfg, tables, va, say)
     prob_columns = {name: name for name in MODELS if scored[name].notna().all()}
     reference = "oracle" if "oracle" in prob_columns else None
     metrics = evaluate.metrics_table(scored, prob_columns, reference=reference)
