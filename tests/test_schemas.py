@@ -19,6 +19,8 @@ from smartpick_ml.schemas import (
     APPLICATIONS,
     PROGRAMS,
     SCHEMAS,
+    SMALL_TEXT_ROWS,
+    _check_column,
     schema_markdown,
     validate,
 )
@@ -423,3 +425,23 @@ def test_validate_raises_only_data_validation_error(frame_and_table):
     # whatever passes is a valid table: it validates again to the same frame
     assert isinstance(out, pd.DataFrame) and len(out) == len(df)
     pd.testing.assert_frame_equal(validate(out, table), out)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_a_long_text_column_is_judged_as_its_short_self(data):
+    """Text columns longer than SMALL_TEXT_ROWS are checked per distinct value (factorised):
+    the same verdict, and the same canonical values and dtype, as row by row."""
+    table = data.draw(st.sampled_from(TABLES))
+    spec = data.draw(st.sampled_from([c for c in SCHEMAS[table].columns if c.kind == "str"]))
+    short = _series(data.draw, _column_values(data.draw, _plausible(table, spec.name),
+                                              data.draw(st.integers(1, 4))))
+    copies = SMALL_TEXT_ROWS // len(short) + 1
+    long = pd.concat([short] * copies, ignore_index=True)
+    short_problems, short_clean = _check_column(spec, short)
+    long_problems, long_clean = _check_column(spec, long)
+    assert bool(short_problems) == bool(long_problems)
+    if not short_problems:
+        assert long_clean.dtype == short_clean.dtype
+        assert long_clean.tolist() == short_clean.tolist() * copies
