@@ -96,11 +96,12 @@ def champion_decision(name: str, new_version: str, new_loss: float, va: pd.DataF
 
 
 def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va: np.ndarray,
-                     metrics: pd.DataFrame, summary: dict[str, Any], outputs: dict[str, Path],
-                     importance: pd.DataFrame, timings: dict[str, float],
+                     q_va: np.ndarray, metrics: pd.DataFrame, summary: dict[str, Any],
+                     outputs: dict[str, Path], importance: pd.DataFrame, timings: dict[str, float],
                      before_promotion: Callable[[str, str], None] | None = None
                      ) -> tuple[str, str, str]:
-    """Log one run; returns (run id, registered version, alias decision).
+    """Log one run; returns (run id, registered version, alias decision). ``q_va`` is the
+    model's q for the validation rows ``va`` (scored once by the run).
 
     ``before_promotion(run_id, version)`` runs only if the new version becomes champion, before
     the alias moves (see :func:`champion_decision`)."""
@@ -139,7 +140,7 @@ def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va
         programs = load_catalog(Path(cfg.data.raw_dir) / "programs.parquet")
         info = log_model(model, programs, registered_model_name=cfg.tracking.registered_model)
         version = str(info.registered_model_version)
-        new_loss = log_loss(y_va, model.predict_proba(va)[:, 1])
+        new_loss = log_loss(y_va, q_va)
         alias, reason = champion_decision(
             cfg.tracking.registered_model, version, new_loss, va, y_va,
             None if before_promotion is None

@@ -403,8 +403,8 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
                 "metrics": _headline_metrics(metrics), "training_data_sha256": input_hashes})
 
         run_id, version, decision = log_training_run(
-            cfg, model, va, y_va, metrics, summary, outputs, importance, timings,
-            before_promotion=save_champion)
+            cfg, model, va, y_va, scored["model"].to_numpy(), metrics, summary, outputs,
+            importance, timings, before_promotion=save_champion)
     # the run report: rendered before anything is published (a failure leaves no report), then
     # written beside the plots, to the MLflow run, and beside the model when it is saved below
     report = run_report.render_run_report(
