@@ -33,17 +33,11 @@ import numpy as np
 import pandas as pd
 
 from smartpick_ml.config import load_train_config
-from smartpick_ml.features import CATEGORICAL_FEATURES, FEATURE_NAMES, PairFeatures, build_pairs
-from smartpick_ml.labels import LABEL, training_labels
+from smartpick_ml.features import CATEGORICAL_FEATURES, FEATURE_NAMES, PairFeatures
+from smartpick_ml.labels import LABEL
 from smartpick_ml.model import MatchModel
 from smartpick_ml.numeric import log_loss
-from smartpick_ml.train import (
-    load_tables,
-    logistic_on_features,
-    make_splits,
-    oracle_column,
-    scoped_applications,
-)
+from smartpick_ml.train import interviewed_mask, load_splits, logistic_on_features, oracle_column
 
 LOGIT_TRANSFORMS = ["logit_rate_own_type", "rate_img_vs_md"]
 POOL = ["pool_step2_margin", "pool_usce_margin", "pool_publications_margin", "pool_years_margin",
@@ -104,15 +98,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     cfg = load_train_config(args.config)
-    tables = load_tables(cfg)
-    scoped = scoped_applications(tables["applications"], cfg)
-    pairs = build_pairs(scoped, tables["applicants"], tables["programs"])
-    pairs[LABEL] = training_labels(scoped).to_numpy()
-    splits = make_splits(pairs, cfg)
+    tables, splits = load_splits(cfg)
     tr, ho, va = splits.train, splits.holdout, splits.validation
-    interviewed = (tr["interviewed"].astype("boolean").fillna(False).to_numpy(bool)
-                   if "interviewed" in tr else None)
-    features = PairFeatures().fit(tr, interviewed=interviewed)
+    features = PairFeatures().fit(tr, interviewed=interviewed_mask(tr))
     pool, per_position = program_history(tables, list(cfg.data.train_seasons))
     X_tr, X_ho, X_va = (with_extras(features.transform(s), s, pool, per_position)
                         for s in (tr, ho, va))

@@ -505,6 +505,26 @@ def input_example() -> pd.DataFrame:
     return synthetic_pairs(5)[list(PAIR_INPUT_COLUMNS)]
 
 
+#: the distributions the served model imports; declared (pinned to this environment), not
+#: inferred: MLflow infers them by loading the model in a subprocess (~9 s of every run)
+SERVED_DISTRIBUTIONS: tuple[str, ...] = (
+    "smartpick-ml", "mlflow", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "skops",
+    "numba", "threadpoolctl")
+
+
+def pip_requirements() -> list[str]:
+    """``SERVED_DISTRIBUTIONS`` at the versions installed here (unpinned if one is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in SERVED_DISTRIBUTIONS:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
 def save_model(path: str, mlflow_model: Any, sk_model: Any, programs: pd.DataFrame,
                **kwargs: Any) -> None:
     """Flavour hook for ``mlflow.models.Model.log``: the sklearn flavour (skops), the catalog,
@@ -531,7 +551,8 @@ def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | N
 
     return Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
                      sk_model=model, programs=programs, signature=signature(),
-                     input_example=input_example(), registered_model_name=registered_model_name)
+                     input_example=input_example(), pip_requirements=pip_requirements(),
+                     registered_model_name=registered_model_name)
 
 
 #: set by ``mlflow models serve`` for its uvicorn workers (``scoring_server._SERVER_MODEL_PATH``):

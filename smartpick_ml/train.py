@@ -113,8 +113,10 @@ def _sample_applicants(ids: pd.Series, fraction: float, seed: int, salt: str) ->
     """Keep a fixed share of applicants (all of their rows), chosen by a seeded hash of the id."""
     if fraction >= 1.0:
         return np.ones(len(ids), bool)
-    h = pd.util.hash_pandas_object(ids.astype(str) + f"|{salt}|{seed}", index=False).to_numpy()
-    return (h % 1_000_000) < fraction * 1_000_000
+    codes, distinct = pd.factorize(ids, use_na_sentinel=False)  # each id hashed once, not per row
+    h = pd.util.hash_pandas_object(pd.Series(distinct.astype(str), dtype=object)
+                                   + f"|{salt}|{seed}", index=False).to_numpy()
+    return ((h % 1_000_000) < fraction * 1_000_000)[codes]
 
 
 def scoped_applications(applications: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
@@ -148,20 +150,22 @@ class Splits:
 def make_splits(pairs: pd.DataFrame, cfg: TrainConfig) -> Splits:
     """Train on earlier seasons, validate on the latest; hold out applicants, never rows."""
     d = cfg.data
-    labelled = pairs[pairs[LABEL].notna()]
-    seasons = set(labelled["season"].unique())
+    labelled = pairs[LABEL].notna().to_numpy()
+    season = pairs["season"].to_numpy()
+    seasons = set(np.unique(season[labelled]).tolist())
     for s in [*d.train_seasons, d.validation_season]:
         if s not in seasons:
             raise ConfigError(f"season {s} has no labelled applications in {d.raw_dir} "
                               f"(seasons present: {sorted(int(x) for x in seasons)})")
-    train_all = labelled[labelled["season"].isin(d.train_seasons)]
-    val = labelled[labelled["season"] == d.validation_season]
-    train_all = train_all[_sample_applicants(train_all["applicant_id"], d.train_sample_fraction,
-                                             d.seed, "train")]
-    val = val[_sample_applicants(val["applicant_id"], d.validation_sample_fraction, d.seed,
-                                 "validation")]
-    held = _sample_applicants(train_all["applicant_id"], d.holdout_fraction, d.seed, "holdout")
-    splits = Splits(train_all[~held], train_all[held], val)
+    # row masks first, then one copy of the (wide) frame per split
+    ids = pairs["applicant_id"]
+    train = labelled & np.isin(season, d.train_seasons)
+    val = labelled & (season == d.validation_season)
+    train[train] = _sample_applicants(ids[train], d.train_sample_fraction, d.seed, "train")
+    val[val] = _sample_applicants(ids[val], d.validation_sample_fraction, d.seed, "validation")
+    held = np.zeros(len(pairs), bool)
+    held[train] = _sample_applicants(ids[train], d.holdout_fraction, d.seed, "holdout")
+    splits = Splits(pairs[train & ~held], pairs[held], pairs[val])
     for name in ("train", "holdout", "validation"):
         part = getattr(splits, name)
         classes = part[LABEL].nunique()
@@ -170,6 +174,23 @@ def make_splits(pairs: pd.DataFrame, cfg: TrainConfig) -> Splits:
                               "class(es): a model needs both outcomes; check seasons and sample "
                               "fractions")
     return splits
+
+
+def load_splits(cfg: TrainConfig) -> tuple[dict[str, pd.DataFrame], Splits]:
+    """The run's tables, and its labelled pairs split into train / hold-out / validation."""
+    tables = load_tables(cfg)
+    scoped = scoped_applications(tables["applications"], cfg)
+    pairs = build_pairs(scoped, tables["applicants"], tables["programs"])
+    pairs[LABEL] = training_labels(scoped).to_numpy()
+    return tables, make_splits(pairs, cfg)
+
+
+def interviewed_mask(pairs: pd.DataFrame) -> np.ndarray | None:
+    """Which pairs were interviewed (what ``PairFeatures.fit`` learns programs' typical
+    interviewee from); None when the data does not say."""
+    if "interviewed" not in pairs:
+        return None
+    return pairs["interviewed"].astype("boolean").fillna(False).to_numpy(bool)
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -276,15 +297,10 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     timings["data"] = time.perf_counter() - t0
 
     say("loading and validating tables")
-    tables = load_tables(cfg)
-    scoped = scoped_applications(tables["applications"], cfg)
-    pairs = build_pairs(scoped, tables["applicants"], tables["programs"])
-    pairs[LABEL] = training_labels(scoped).to_numpy()
-    splits = make_splits(pairs, cfg)
+    tables, splits = load_splits(cfg)
     tr, ho, va = splits.train, splits.holdout, splits.validation
     y_tr, y_ho, y_va = (s[LABEL].to_numpy(np.int64) for s in (tr, ho, va))
-    interviewed = tr["interviewed"].astype("boolean").fillna(False).to_numpy(bool) \
-        if "interviewed" in tr else None
+    interviewed = interviewed_mask(tr)
 
     # processed features, with a manifest of what they came from
     say("building features")

@@ -15,7 +15,7 @@ import pytest
 import skops.io as sio
 from threadpoolctl import threadpool_limits
 
-from smartpick_ml import persist
+from smartpick_ml import persist, serving
 from smartpick_ml.config import load_train_config
 from smartpick_ml.errors import ConfigError, ModelIntegrityError
 from smartpick_ml.features import FEATURE_NAMES, PAIR_INPUT_COLUMNS, synthetic_pairs
@@ -226,6 +226,13 @@ def test_logged_model_has_signature_example_and_reproduces_predictions(world) ->
         assert info.saved_input_example_info is not None
         example = mlflow.models.Model.load(uri).load_input_example(uri)
         loaded = mlflow.sklearn.load_model(uri)
+        requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
+    # declared, pinned to this environment (MLflow's inference would load the model to find them)
+    from importlib.metadata import version
+
+    assert f"scikit-learn=={version('scikit-learn')}" in requirements
+    assert f"smartpick-ml=={version('smartpick-ml')}" in requirements
+    assert len(requirements) == len(serving.SERVED_DISTRIBUTIONS)
     # the example is synthetic: model inputs only, no applicant identifier
     assert list(example.columns) == list(PAIR_INPUT_COLUMNS)
     assert "applicant_id" not in example.columns
@@ -449,11 +456,10 @@ def test_logistic_baseline_sees_exactly_the_models_features(world) -> None:
     on the logistic's rows (which would recompute each program's typical interviewee from a
     subset, without knowing who was interviewed)."""
     from smartpick_ml.features import PairFeatures
-    from smartpick_ml.train import logistic_baseline
+    from smartpick_ml.train import interviewed_mask, logistic_baseline
 
     va = world.validation
-    interviewed = va["interviewed"].astype("boolean").fillna(False).to_numpy(bool)
-    features = PairFeatures().fit(va, interviewed=interviewed)
+    features = PairFeatures().fit(va, interviewed=interviewed_mask(va))
     before = dict(features.program_step2_)
     subset = va.iloc[: len(va) // 5]
     logistic = logistic_baseline(features, seed=0).fit(subset, subset["would_take"].to_numpy(int))
