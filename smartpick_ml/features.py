@@ -10,6 +10,8 @@ scikit-learn estimator API so the same object runs in training, in a saved model
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +67,18 @@ def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
     if col not in frame:
         return np.full(len(frame), np.nan)
     return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def lookup(values: pd.Series | np.ndarray, table: Mapping[Any, Any],
+           dtype: type = float) -> np.ndarray:
+    """``table[v]`` for every value (NaN for float, else None, where missing or null), each
+    distinct value looked up once: ``Series.map`` hashes every row, ~5x slower on the millions
+    of training pairs."""
+    missing = np.nan if dtype is float else None
+    codes, distinct = pd.factorize(values if isinstance(values, pd.Series)
+                                   else pd.Series(values, dtype=object))
+    found = np.array([*(table.get(v, missing) for v in distinct), missing], dtype=dtype)
+    return found[codes]  # a null's code is -1: the trailing missing
 
 
 def check_pair_inputs(pairs: pd.DataFrame) -> None:
@@ -158,18 +172,16 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         own = own_type_rate(pairs)
         rate_md, rate_nonus = _num(pairs, "rate_us_md"), _num(pairs, "rate_non_us_img")
         step2 = _num(pairs, "step2_ck")
-        typical = pairs["program_id"].map(self.program_step2_).to_numpy(dtype=float,
-                                                                        na_value=np.nan)
-        fallback = pairs["specialty"].map(self.specialty_step2_).to_numpy(dtype=float,
-                                                                           na_value=np.nan)
+        typical = lookup(pairs["program_id"], self.program_step2_)
+        fallback = lookup(pairs["specialty"], self.specialty_step2_)
         typical = np.where(np.isnan(typical), fallback, typical)
         typical = np.where(np.isnan(typical), self.overall_step2_, typical)
         home = pairs["home_state"].to_numpy(dtype=object) if "home_state" in pairs else \
             np.full(n, None, dtype=object)
         state = pairs["state"].to_numpy(dtype=object) if "state" in pairs else \
             np.full(n, None, dtype=object)
-        home_region = pd.Series(home).map(STATE_REGION).to_numpy(dtype=object)
-        prog_region = pd.Series(state).map(STATE_REGION).to_numpy(dtype=object)
+        home_region = lookup(home, STATE_REGION, dtype=object)
+        prog_region = lookup(state, STATE_REGION, dtype=object)
         signal = pairs["signal"].fillna("none").to_numpy(dtype=object) if "signal" in pairs \
             else np.full(n, "none", dtype=object)
         own_signal_rate = np.full(n, np.nan)
@@ -211,7 +223,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             "img_share": _num(pairs, "img_share"),
             "img_mentorship": _bool(pairs, "img_mentorship"),
             "img_orientation": _bool(pairs, "img_orientation"),
-            "signal": pd.Series(signal).map(SIGNAL_CODES).fillna(0).to_numpy(dtype=float),
+            "signal": np.nan_to_num(lookup(signal, SIGNAL_CODES), nan=0.0),
             "rate_own_signal": own_signal_rate,
             "rate_no_signal": _num(pairs, "rate_no_signal"),
         }, index=pairs.index)
