@@ -104,13 +104,12 @@ class MatchModel(ClassifierMixin, BaseEstimator):
         groups = pd.Series(holdout_groups).astype(str)
         codes = pd.util.hash_pandas_object(groups, index=False).to_numpy() % 2
         es, cal = codes == 0, codes == 1
-        Xh = holdout_X
         self.booster_ = self.new_booster(X.columns)
         keep, weight = self._negative_sample(y)
         if weight is not None:
             X, y = X[keep], y[keep]
-        self.booster_.fit(X, y, sample_weight=weight, X_val=Xh[es], y_val=holdout_y[es])
-        raw_cal = self.booster_.predict_proba(Xh[cal])[:, 1]
+        self.booster_.fit(X, y, sample_weight=weight, X_val=holdout_X[es], y_val=holdout_y[es])
+        raw_cal = self.booster_.predict_proba(holdout_X[cal])[:, 1]
         self.calibration_scores_ = self._compare_calibrations(raw_cal, holdout_y[cal],
                                                               groups[cal].to_numpy())
         method = self.calibration
@@ -165,7 +164,11 @@ class MatchModel(ClassifierMixin, BaseEstimator):
         return scores
 
     def predict_proba(self, pairs: pd.DataFrame) -> np.ndarray:
-        X = self.features_.transform(pairs)
+        return self.proba_from_features(self.features_.transform(pairs), pairs)
+
+    def proba_from_features(self, X: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+        """``predict_proba(pairs)`` when ``X = features_.transform(pairs)`` is already built (the
+        training run builds each split's features once)."""
         q = self.calibrator_.transform(self.booster_.predict_proba(X)[:, 1])
         q = np.clip(q, PROB_FLOOR, 1 - PROB_FLOOR)
         q = np.where(visa_blocked(pairs), 0.0, q)

@@ -306,14 +306,15 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     say("building features")
     t = time.perf_counter()
     features = PairFeatures().fit(tr, interviewed=interviewed)
-    X_tr, X_ho = features.transform(tr), features.transform(ho)  # also what the model trains on
+    # each split's features are built once: written here, trained and scored on below
+    X_tr, X_ho, X_va = (features.transform(s) for s in (tr, ho, va))
     processed = Path(cfg.data.processed_dir)
     feature_path = processed / "features.parquet"
     feat = pd.concat([X.assign(split=name, label=s[LABEL].to_numpy(),
                                applicant_id=s["applicant_id"].to_numpy(),
                                season=s["season"].to_numpy())
                       for name, X, s in (("train", X_tr, tr), ("holdout", X_ho, ho),
-                                         ("validation", features.transform(va), va))],
+                                         ("validation", X_va, va))],
                      ignore_index=True)
     write_parquet_atomic(feat, feature_path)
     input_hashes = {n: frame_hash(tables[n]) for n in RAW_TABLES}
@@ -330,18 +331,19 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     model = MatchModel(**m.model_dump(), random_state=cfg.data.seed)
     model.fit_features(features, X_tr, y_tr, holdout_X=X_ho, holdout_y=y_ho,
                        holdout_groups=ho["applicant_id"].to_numpy())
-    del X_tr, X_ho
+    del X_tr
     # list-level P(match): learn how far 1 - prod(1 - q) overstates it, on held-out applicants
     if "matched" in ho:
         from smartpick_ml.pmatch import PMatchCalibrator, independent_p_match
 
-        q_ho = model.predict_proba(ho)[:, 1]
+        q_ho = model.proba_from_features(X_ho, ho)[:, 1]
         p_ind = independent_p_match(q_ho, ho["applicant_id"].to_numpy())
         per = ho.groupby("applicant_id").agg(matched=("matched", "any"),
                                              applicant_type=("applicant_type", "first"))
         per = per.loc[p_ind.index]
         model.pmatch_calibrator_ = PMatchCalibrator().fit(
             p_ind.to_numpy(), per["matched"].to_numpy(bool), per["applicant_type"].to_numpy())
+    del X_ho
     timings["model"] = time.perf_counter() - t
 
     say("training baselines")
@@ -358,8 +360,9 @@ def run_training(cfg: TrainConfig, progress: Callable[[str], None] | None = None
     t = time.perf_counter()
     scored = va[["applicant_id", "program_id", "season", "applicant_type", LABEL]].copy()
     scored["matched"] = va["matched"].to_numpy() if "matched" in va else False
-    scored["model"] = model.predict_proba(va)[:, 1]
-    scored["logistic"] = np.where(visa_blocked(va), 0.0, logistic.predict_proba(va)[:, 1])
+    scored["model"] = model.proba_from_features(X_va, va)[:, 1]
+    # the logistic's first step is this same (frozen) feature step: start after it
+    scored["logistic"] = np.where(visa_blocked(va), 0.0, logistic[1:].predict_proba(X_va)[:, 1])
     scored["lookup"] = lookup.predict_proba(va)[:, 1]
     scored["oracle"], oracle_info = oracle_column(cfg, tables, va, say)
     prob_columns = {name: name for name in MODELS if scored[name].notna().all()}
