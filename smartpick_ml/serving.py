@@ -624,7 +624,7 @@ def _load_pyfunc(path: str, model_config: Any = None) -> ServedMatchModel:
 
 def prepare_server_worker() -> None:
     """Set up a process that exists to serve the model (an ``mlflow models serve`` worker),
-    once, after loading it. Two things, each measured with ``benchmarks/bench_serve.py``:
+    once, after loading it. Three things, each measured with ``benchmarks/bench_serve.py``:
 
     - **The heap loaded so far leaves the garbage collector's reach** (``gc.collect`` then
       ``gc.freeze``): the libraries, the model and the catalog are ~430k objects, and a full
@@ -644,7 +644,7 @@ def prepare_server_worker() -> None:
       excludes); where it is missing this step does nothing.
 
     A notebook or service that loads the model with ``mlflow.pyfunc.load_model`` keeps its
-    collector and threads: this runs only where ``SERVER_MODEL_PATH_ENV`` is set."""
+    collector, threads and string dtype: this runs only where ``SERVER_MODEL_PATH_ENV`` is set."""
     import asyncio
     import gc
     from concurrent.futures import ThreadPoolExecutor
