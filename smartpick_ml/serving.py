@@ -22,10 +22,7 @@ either.
   - **lean** (recommended for a backend): ``dataframe_split`` rows with the applicant's columns
     (:data:`features.APPLICANT_INPUTS`), ``program_id`` and optionally ``signal`` -- no other
     program column. The program's fields come from the catalog logged with the model; an unknown
-    ``program_id`` is a 400 naming ``pairs.program_id``. It costs the server about half to two
-    thirds of the CPU of a full single-pair request (``benchmarks/bench_serve.py``,
-    ``docs/serving.md``): MLflow's schema enforcement rebuilds the frame column by column, 10
-    columns instead of 31;
+    ``program_id`` is a 400 naming ``pairs.program_id``;
   - **full**: the columns of :data:`features.PAIR_INPUT_COLUMNS` (the ``applicants`` /
     ``programs`` contracts say which may be absent or null), for programs not in the catalog or
     with other field values. A request with some program columns must carry all the required
@@ -46,21 +43,23 @@ either.
 **Errors.** Every bad input -- unknown specialty or program, value out of range, missing column,
 wrong type, NaN, empty frame, bad params -- raises an ``MlflowException`` with
 ``INVALID_PARAMETER_VALUE``: the server answers HTTP 400 with a JSON ``message`` naming the field
-(``pairs.step2_ck: …``). Only the applicant's required columns are required in the signature
-(the program columns are absent from lean and ranking requests): MLflow refuses a request
-without one of them itself, naming the column (``The input column 'step2_ck' is required…``);
-every other missing column is named by :func:`validate_pairs`.
+(``pairs.step2_ck: …``).
 
-**Column types in the signature.** The signature names every pair column but leaves checking the
-values to :func:`validate_pairs`, against the data contracts (``schemas.APPLICANTS`` /
-``schemas.PROGRAMS``: type, range, allowed values, nulls). Text columns are typed ``string``:
-MLflow's parsing keeps their values as they came (``astype(object)``, or pandas' own strings) and
-its enforcement passes them through, cheaper than ``any`` (~0.15 ms a column, measured). The
-others are ``any``: MLflow's typed parsing of numbers and booleans is lossy -- a null in a
-``boolean`` column becomes ``False`` (an unknown visa sponsorship would turn into a refusal),
-``245.7`` in a ``long`` column becomes 245, ``"245"`` or ``true`` in a ``double`` one a number --
-and its per-column casts were the largest single cost of a request (measured: ~12 ms of ~21 ms
-for one pair on the loaded 2-core machine, against ~2 ms with ``any``).
+**No input schema in the signature.** The request's columns are checked in one place,
+:func:`validate_pairs`, against the data contracts (``schemas.APPLICANTS`` / ``schemas.PROGRAMS``:
+type, range, allowed values, nulls), per form of request (lean, full, ranking: which columns
+each must carry differs, which a signature cannot say). The signature keeps the output and the
+params; the columns are described in the model's metadata (:func:`request_columns`), and
+``input_example.json`` shows a request. Why not MLflow's enforcement as well:
+
+- it is lossy for these columns: its typed parsing turns a null in a ``boolean`` column into
+  ``False`` (an unknown visa sponsorship would become a refusal), ``245.7`` in a ``long`` column
+  into 245, ``"245"`` or ``true`` in a ``double`` one into a number -- so numbers and booleans
+  had to be typed ``any``, which checks nothing;
+- it was most of a request's cost: parsing the body against an input schema and enforcing it
+  (a pandas Series per column, then a new frame) took ~3.5 ms of the ~4.8 ms one lean request
+  cost through MLflow's scoring function, against ~0.4 ms for our validation and fast path
+  (``benchmarks/bench_serve.py`` measures it in-process before it starts the servers).
 
 **Concurrency.** The scoring server calls ``predict`` from a thread pool; the numba kernels (whose
 default thread pool must not be entered from two threads at once) and the reused buffers are used
@@ -196,7 +195,8 @@ def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
     """Check a request frame against the data contracts; its columns as arrays (absent
     optional columns are absent). Raises ``ValueError`` naming the column and the rows."""
     if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"pairs: expected a table (dataframe_split), got {type(frame).__name__}")
+        raise ValueError("pairs: expected a table -- send dataframe_split (or dataframe_records)"
+                         f", got {type(frame).__name__}")
     if len(frame) == 0:
         raise ValueError("pairs: empty (no rows to score)")
     # column names as plain Python (a set, a dict): pandas Index lookups cost ~5 µs each, and a
@@ -458,25 +458,13 @@ class ServedMatchModel:
 # ----------------------------------------------------------------------------- MLflow glue
 
 def signature() -> Any:
-    """The explicit signature: the pair columns (text ``string``, the others ``any``: see the
-    module docstring; only the applicant's required), the [P(not take), P(take)] output of pair
-    scoring, and the request params."""
+    """The explicit signature: the ``[P(not take), P(take)]`` output of pair scoring and the
+    request params -- and no input schema, on purpose: the request's columns are checked in one
+    place, :func:`validate_pairs`, against the data contracts (see the module docstring). The
+    columns are described in the model's metadata instead (:func:`request_columns`)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import (
-        AnyType,
-        ColSpec,
-        DataType,
-        ParamSchema,
-        ParamSpec,
-        Schema,
-        TensorSpec,
-    )
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    # values are checked by validate_pairs (see the module docstring); text columns are typed
-    # ``string`` (lossless, and cheaper to enforce than ``any``), the others ``any``. Program
-    # columns and the signal are absent from ranking and lean pair requests: checked per task
-    cols = [ColSpec(DataType.string if _SPECS[c].kind == "str" else AnyType(), c,
-                    required=c in _RANK_REQUIRED) for c in PAIR_INPUT_COLUMNS]
     params = ParamSchema([
         ParamSpec("task", "string", PARAM_DEFAULTS["task"]),
         ParamSpec("specialty", "string", PARAM_DEFAULTS["specialty"]),
@@ -485,9 +473,24 @@ def signature() -> Any:
         ParamSpec("preferences", "string", PARAM_DEFAULTS["preferences"]),
         ParamSpec("signals", "string", PARAM_DEFAULTS["signals"]),
     ])
-    return ModelSignature(inputs=Schema(cols), outputs=Schema([TensorSpec(np.dtype("float64"),
-                                                                          (-1, 2))]),
+    return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype("float64"),
+                                                                  (-1, 2))]),
                           params=params)
+
+
+def request_columns() -> dict[str, Any]:
+    """The request's columns as the model's MLflow metadata records them (``MLmodel``,
+    ``metadata.request_columns``): each pair column's type, rule and nullability from the data
+    contracts, and which columns each form of request must carry. What a client reads in place
+    of an input schema; :func:`validate_pairs` enforces it."""
+    return {
+        "columns": {c: {"type": _SPECS[c].kind, "rule": _SPECS[c].rule_text(),
+                        "nullable": _SPECS[c].nullable, "description": _SPECS[c].description}
+                    for c in PAIR_INPUT_COLUMNS},
+        "required": {"lean": list(LEAN_REQUIRED_COLUMNS), "full": list(REQUIRED_PAIR_COLUMNS),
+                     "rank": list(_RANK_REQUIRED)},
+        "contract": "docs/schemas.md, docs/serving.md",
+    }
 
 
 def request_body(frame: pd.DataFrame, **params: Any) -> bytes:
@@ -551,6 +554,7 @@ def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | N
 
     return Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
                      sk_model=model, programs=programs, signature=signature(),
+                     metadata={"request_columns": request_columns()},
                      input_example=input_example(), pip_requirements=pip_requirements(),
                      registered_model_name=registered_model_name)
 

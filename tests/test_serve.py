@@ -306,6 +306,9 @@ def _bad_request(case: str, programs: pd.DataFrame) -> tuple[bytes, str]:
         return _split_body(_lean(pairs).assign(program_id=None)), "program_id"
     if case == "not_a_dataframe":
         return json.dumps({"rows": [1, 2, 3]}).encode(), "dataframe_split"
+    if case == "inputs_not_a_table":  # MLflow parses ``inputs`` into a dict of arrays
+        return json.dumps({"inputs": json.loads(_split_body(one))["dataframe_split"]}
+                          ).encode(), "dataframe_split"
     if case == "not_json":
         return b"{this is not json", "json"
     if case == "unknown_applicant_type":
@@ -356,7 +359,7 @@ def _bad_request(case: str, programs: pd.DataFrame) -> tuple[bytes, str]:
 
 BAD_CASES = ["missing_applicant_column", "missing_program_column", "lean_unknown_program",
              "lean_missing_applicant_column", "lean_bad_value", "lean_null_program_id",
-             "not_a_dataframe", "not_json",
+             "not_a_dataframe", "inputs_not_a_table", "not_json",
              "unknown_applicant_type", "unknown_specialty", "step2_out_of_range",
              "step2_not_whole", "wrong_type_text", "wrong_type_bool", "nan_step2",
              "nan_in_required_bool", "infinite_rate", "rate_out_of_range", "unknown_signal",

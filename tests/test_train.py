@@ -221,8 +221,14 @@ def test_logged_model_has_signature_example_and_reproduces_predictions(world) ->
     with world.isolated_mlflow(world.tracking_uri):
         info = mlflow.models.get_model_info(uri)
         assert info.signature is not None
-        assert info.signature.inputs.input_names() == list(PAIR_INPUT_COLUMNS)
+        # no input schema (serving.validate_pairs checks the columns); they are described in
+        # the model's metadata, from the same contracts
+        assert info.signature.inputs is None
         assert info.signature.outputs is not None
+        assert info.signature.params is not None
+        assert info.metadata["request_columns"] == json.loads(
+            json.dumps(serving.request_columns()))
+        assert sorted(info.metadata["request_columns"]["columns"]) == sorted(PAIR_INPUT_COLUMNS)
         assert info.saved_input_example_info is not None
         example = mlflow.models.Model.load(uri).load_input_example(uri)
         loaded = mlflow.sklearn.load_model(uri)
