@@ -391,9 +391,9 @@ def measure(label: str, model_uri: str, tracking_uri: str, workers: int,
 def in_process_cost(model_uri: str, tracking_uri: str, bodies: list[bytes],
                     repeats: int = 600) -> float:
     """ms of CPU for one request through MLflow's scoring function in this process, no HTTP
-    (``scoring_server.invocations``: JSON parsing, schema enforcement, our model, the answer):
-    how fast the machine is at the moment, to read the server's figures against (the same
-    request cost 3.5 ms at one moment and 5.4 ms an hour later on this machine)."""
+    (``scoring_server.invocations``: JSON parsing, schema enforcement if the model has an input
+    schema, our model, the answer): how fast the machine is at the moment, to read the server's
+    figures against (the same request cost 3.5 ms at one moment and 5.4 ms an hour later)."""
     import mlflow
     from mlflow.pyfunc import scoring_server
 

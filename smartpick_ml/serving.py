@@ -640,12 +640,12 @@ def prepare_server_worker() -> None:
       every request's CPU cost once a worker falls behind and let the queue snowball (offered
       200 req/s: p99 28-35 ms instead of 46-131 ms). With one thread, requests wait in order.
     - **Request text stays plain Python strings** (pandas' ``future.infer_string`` off, where
-      pandas has the option): MLflow builds two small DataFrames per request and checks every
-      column, and with pandas 3's Arrow-backed strings each text column is converted to Arrow and
-      back. One lean request costs ~35 % less CPU (in-process, interleaved: 3.1-4.4 ms against
-      4.5-6.5 ms) and its answer is the same; ``tests/test_serve.py`` runs the real server with
-      it. The option is deprecated in pandas 3 and gone in 4 (which ``pyproject.toml``
-      excludes); where it is missing this step does nothing.
+      pandas has the option): MLflow builds a DataFrame from every request's JSON, and with
+      pandas 3's Arrow-backed strings each text column is converted to Arrow and back. One lean
+      request costs ~25 % less CPU (in-process, interleaved: 0.9-1.2 ms against 1.2-1.8 ms) and
+      its answer is the same; ``tests/test_serve.py`` runs the real server with it. The option
+      is deprecated in pandas 3 and gone in 4 (which ``pyproject.toml`` excludes); where it is
+      missing this step does nothing.
 
     A notebook or service that loads the model with ``mlflow.pyfunc.load_model`` keeps its
     collector, threads and string dtype: this runs only where ``SERVER_MODEL_PATH_ENV`` is set."""
