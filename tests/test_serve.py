@@ -543,8 +543,9 @@ def test_fuzzed_bodies_through_the_served_pyfunc_in_process(champion_pyfunc, sma
                                                             programs) -> None:
     """The scoring server's own steps without HTTP: MLflow's JSON parsing of the body
     (``scoring_server._parse_json_data``), then ``pyfunc.predict(data, params=...)`` (MLflow's
-    params enforcement -- the model has no input schema -- then our serving model). Each body gets a right answer or an
-    MlflowException with a 4xx error code and a message, never another exception type."""
+    params enforcement -- the model has no input schema -- then our serving model). Each body
+    gets a right answer or an MlflowException with a 4xx error code and a message, never another
+    exception type."""
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc.scoring_server import _parse_json_data
 
