@@ -254,7 +254,7 @@ def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
 
 
 def oracle_column(cfg: TrainConfig, tables: dict[str, pd.DataFrame], val: pd.DataFrame,
-                   progress: Callable[[str], None]) -> tuple[np.ndarray, dict[str, float]]:
+                  progress: Callable[[str], None]) -> tuple[np.ndarray, dict[str, float]]:
     """Oracle q for the validation rows (cached by data hash), or NaN for real data."""
     outcomes = tables["program_outcomes"]
     season = cfg.data.validation_season
