@@ -42,7 +42,7 @@ def timeit(fn, repeats: int) -> np.ndarray:
 def main() -> None:
     warnings.filterwarnings("ignore")
     predictor = MatchPredictor.load("models")
-    from smartpick_ml.inference import ApplicantProfile
+    from smartpick_ml.inference.predictor import ApplicantProfile
 
     profile = ApplicantProfile(**APPLICANT)
     rows = np.arange(len(predictor.programs))

@@ -40,8 +40,8 @@ from bench_serve import (
     snapshot,
 )
 
-from smartpick_ml.features import APPLICANT_INPUTS, synthetic_catalog_pairs
-from smartpick_ml.serving import request_body
+from smartpick_ml.modelling.features import APPLICANT_INPUTS, synthetic_catalog_pairs
+from smartpick_ml.serving.pyfunc import request_body
 
 
 def _with_value(body: bytes, column: str, value: object) -> bytes:

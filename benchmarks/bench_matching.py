@@ -1,4 +1,4 @@
-"""Benchmark ``smartpick_ml.matching.deferred_acceptance`` on a full-scale synthetic Match.
+"""Benchmark ``smartpick_ml.simulation.matching.deferred_acceptance`` on a full-scale synthetic Match.
 
 Market (fixed seed): 47,000 applicants, 4,777 programs, quotas summing to ~40,000 and ~600,000
 mutually acceptable pairs (each applicant ranks 5–25 programs). Programs have a common
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from smartpick_ml.matching import blocking_pairs, deferred_acceptance
+from smartpick_ml.simulation.matching import blocking_pairs, deferred_acceptance
 
 SEED = 20260320
 N_APPLICANTS = 47_000

@@ -48,12 +48,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smartpick_ml.features import (
+from smartpick_ml.modelling.features import (
     PAIR_INPUT_COLUMNS,
     synthetic_catalog_pairs,
     synthetic_pairs,
 )
-from smartpick_ml.serving import CATALOG_FIELDS, CATALOG_FILE, request_body
+from smartpick_ml.serving.pyfunc import CATALOG_FIELDS, CATALOG_FILE, request_body
 
 MODEL_URI = "models:/smartpick-match@champion"
 #: open-loop connections at the start (more open when all are busy)
@@ -317,9 +317,9 @@ def relog(model_dir: Path, catalog: Path, root: Path, name: str = "smartpick-mat
     import mlflow
     from mlflow import MlflowClient
 
-    from smartpick_ml.catalog import load_catalog
-    from smartpick_ml.persist import load_model
-    from smartpick_ml.serving import log_model
+    from smartpick_ml.data.catalog import load_catalog
+    from smartpick_ml.modelling.persist import load_model
+    from smartpick_ml.serving.pyfunc import log_model
 
     root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -338,7 +338,7 @@ def save_sklearn_baseline(model: Any, path: Path) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    from smartpick_ml.persist import TRUSTED_TYPES
+    from smartpick_ml.modelling.persist import TRUSTED_TYPES
 
     example = synthetic_pairs(5)[list(PAIR_INPUT_COLUMNS)]
     mlflow.sklearn.save_model(

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from smartpick_ml.catalog import load_catalog
-from smartpick_ml.config import load_simulate_config
-from smartpick_ml.matching import deferred_acceptance
-from smartpick_ml.simulate import build_market_inputs, run_market, simulate_season
+from smartpick_ml.contracts.config import load_simulate_config
+from smartpick_ml.data.catalog import load_catalog
+from smartpick_ml.simulation.matching import deferred_acceptance
+from smartpick_ml.simulation.season import build_market_inputs, run_market, simulate_season
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,12 +13,12 @@ import time
 
 import pandas as pd
 
-from smartpick_ml.config import load_train_config
-from smartpick_ml.features import build_pairs
-from smartpick_ml.io import read_table
-from smartpick_ml.labels import LABEL
-from smartpick_ml.model import MatchModel
-from smartpick_ml.numeric import log_loss
+from smartpick_ml.contracts.config import load_train_config
+from smartpick_ml.contracts.numeric import log_loss
+from smartpick_ml.data.io import read_table
+from smartpick_ml.modelling.features import build_pairs
+from smartpick_ml.modelling.labels import LABEL
+from smartpick_ml.modelling.model import MatchModel
 
 
 def fit_on(pairs: pd.DataFrame, fraction: float) -> tuple[float, MatchModel, int]:

@@ -21,13 +21,13 @@ __version__ = "0.1.0"
 __all__ = ["MatchPredictor", "__version__"]
 
 if TYPE_CHECKING:
-    from smartpick_ml.inference import MatchPredictor
+    from smartpick_ml.inference.predictor import MatchPredictor
 
 
 def __getattr__(name: str) -> Any:
     # imported lazily: `import smartpick_ml` stays cheap for the CLI and tools
     if name == "MatchPredictor":
-        from smartpick_ml.inference import MatchPredictor
+        from smartpick_ml.inference.predictor import MatchPredictor
 
         return MatchPredictor
     raise AttributeError(name)

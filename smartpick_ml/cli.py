@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from smartpick_ml.errors import SmartPickError
+from smartpick_ml.contracts.errors import SmartPickError
 
 DEFAULT_SIMULATE_CONFIG = "pipelines/simulate.toml"
 DEFAULT_TRAIN_CONFIG = "pipelines/train.toml"
@@ -123,8 +123,8 @@ def catalog_import(directory: Path, out: Path) -> None:
     Example:
       smartpick catalog import ../shared/data/program_interview_rates
     """
-    from smartpick_ml.catalog import import_catalog
-    from smartpick_ml.io import write_parquet_atomic
+    from smartpick_ml.data.catalog import import_catalog
+    from smartpick_ml.data.io import write_parquet_atomic
 
     programs = import_catalog(directory)
     write_parquet_atomic(programs, out)
@@ -148,8 +148,8 @@ def catalog_synthetic(seed: int, out: Path) -> None:
     Example:
       smartpick catalog synthetic --seed 1 --out data/raw/programs.parquet
     """
-    from smartpick_ml.catalog import synthetic_catalog
-    from smartpick_ml.io import write_parquet_atomic
+    from smartpick_ml.data.catalog import synthetic_catalog
+    from smartpick_ml.data.io import write_parquet_atomic
 
     programs = synthetic_catalog(seed)
     write_parquet_atomic(programs, out)
@@ -169,8 +169,8 @@ def catalog_figures_cmd(directory: Path, out: Path) -> None:
     Example:
       smartpick catalog figures ../shared/data/program_interview_rates
     """
-    from smartpick_ml.catalog import catalog_figures, import_catalog
-    from smartpick_ml.io import write_json_atomic
+    from smartpick_ml.data.catalog import catalog_figures, import_catalog
+    from smartpick_ml.data.io import write_json_atomic
 
     write_json_atomic(out, catalog_figures(import_catalog(directory)))
     click.echo(f"catalog figures -> {out}")
@@ -179,8 +179,8 @@ def catalog_figures_cmd(directory: Path, out: Path) -> None:
 
 def _simulate(config: Path, seasons: str | None, scale: float | None, seed: int | None,
               catalog_source: str | None, output_dir: Path | None, report: bool) -> dict:
-    from smartpick_ml.config import load_simulate_config
-    from smartpick_ml.simulate import simulate_to_disk
+    from smartpick_ml.contracts.config import load_simulate_config
+    from smartpick_ml.simulation.season import simulate_to_disk
 
     season_list = [int(s) for s in seasons.split(",")] if seasons else None
     cfg = load_simulate_config(config, seasons=season_list, scale=scale, seed=seed,
@@ -247,8 +247,8 @@ def simulate(config: Path, seasons: str | None, scale: float | None, seed: int |
 def _train(config: Path, track: bool) -> None:
     import logging
 
-    from smartpick_ml.config import load_train_config
-    from smartpick_ml.train import default_tracking_uri, run_training
+    from smartpick_ml.contracts.config import load_train_config
+    from smartpick_ml.training.pipeline import default_tracking_uri, run_training
 
     logging.basicConfig(level=logging.WARNING)
     cfg = load_train_config(config)
@@ -348,7 +348,7 @@ def _read_profile(path: Path) -> tuple[dict, dict | None]:
     import json
     import tomllib
 
-    from smartpick_ml.inference import InputError
+    from smartpick_ml.inference.predictor import InputError
 
     if not path.is_file():
         raise InputError(f"profile: file not found: {path}")
@@ -366,7 +366,7 @@ def _read_profile(path: Path) -> tuple[dict, dict | None]:
 
 
 def _write_table(frame, out: Path | None) -> None:
-    from smartpick_ml.io import write_text_atomic
+    from smartpick_ml.data.io import write_text_atomic
 
     if out is None:
         return
@@ -413,7 +413,7 @@ def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
       smartpick rank --profile me.json --specialty Psychiatry --out ranked.csv
       smartpick rank --profile me.json --model models:/smartpick-match@champion
     """
-    from smartpick_ml.inference import MatchPredictor
+    from smartpick_ml.inference.predictor import MatchPredictor
 
     applicant, prefs = _read_profile(profile_path)
     predictor = MatchPredictor.load(model_source)
@@ -464,7 +464,7 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
       smartpick plan --profile examples/profile_non_us_img.json --max-applications 120
       smartpick plan --profile me.json --budget 1500 --out plan.csv --plot plan.png
     """
-    from smartpick_ml.inference import MatchPredictor
+    from smartpick_ml.inference.predictor import MatchPredictor
 
     applicant, prefs = _read_profile(profile_path)
     predictor = MatchPredictor.load(model_source)
@@ -486,7 +486,7 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
         click.echo(f"  {i:3d}. {r.name[:60]:60s} q={r.q:.3f}")
     _write_table(t, out)
     if plot:
-        from smartpick_ml.evaluate import plot_plan
+        from smartpick_ml.training.evaluate import plot_plan
 
         plot_plan(t, plot, title=result["specialty"])
         click.echo(f"-> {plot}")
@@ -528,9 +528,9 @@ def oracle(season: int, replicates: int | None, config: Path, data_dir: Path,
     """
     import pandas as pd
 
-    from smartpick_ml.config import load_simulate_config
-    from smartpick_ml.io import read_table, write_parquet_atomic
-    from smartpick_ml.oracle import oracle_error_bound, oracle_for_season
+    from smartpick_ml.contracts.config import load_simulate_config
+    from smartpick_ml.data.io import read_table, write_parquet_atomic
+    from smartpick_ml.simulation.oracle import oracle_error_bound, oracle_for_season
 
     cfg = load_simulate_config(config)
     r = replicates or cfg.oracle_replicates
@@ -567,8 +567,8 @@ def schemas(out: Path | None) -> None:
     Example:
       smartpick schemas --out docs/schemas.md
     """
-    from smartpick_ml.io import write_text_atomic
-    from smartpick_ml.schemas import SCHEMAS, schema_markdown
+    from smartpick_ml.contracts.schemas import SCHEMAS, schema_markdown
+    from smartpick_ml.data.io import write_text_atomic
 
     text = "# Data contracts\n\nGenerated by `smartpick schemas --out docs/schemas.md`.\n\n" + \
         "\n\n".join(schema_markdown(s) for s in SCHEMAS.values()) + "\n"

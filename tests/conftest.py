@@ -170,8 +170,8 @@ class TrainingWorld:
     tracking_uri: str
     config_path: Path
     config_data: dict[str, dict[str, Any]]
-    cfg: Any  # smartpick_ml.config.TrainConfig
-    result: Any  # smartpick_ml.train.TrainResult
+    cfg: Any  # smartpick_ml.contracts.config.TrainConfig
+    result: Any  # smartpick_ml.training.pipeline.TrainResult
     validation: Any  # pandas.DataFrame: the validation pairs (with the would_take label)
 
     # helpers for tests that build on this world (no need to import conftest)
@@ -216,7 +216,7 @@ class TrainingWorld:
             tracking={"tracking_uri": f"sqlite:///{dest / 'mlflow.db'}"},
             output={"model_dir": str(dest / "models")})
         path = write_toml(dest / "train.toml", data)
-        from smartpick_ml.config import load_train_config
+        from smartpick_ml.contracts.config import load_train_config
 
         return TrainingWorld(root=dest, raw_dir=self.raw_dir, processed_dir=dest / "processed",
                              model_dir=dest / "models", artifact_dir=self.artifact_dir,
@@ -231,7 +231,7 @@ def train_quietly(cfg: Any, world_root: Path, tracking_uri: str | None = None,
     small shared machine, OpenMP spin-waiting makes tree prediction ~10x slower under load)."""
     from threadpoolctl import threadpool_limits
 
-    from smartpick_ml.train import run_training
+    from smartpick_ml.training.pipeline import run_training
 
     with isolated_mlflow(tracking_uri, cwd=world_root), \
             threadpool_limits(limits=1, user_api="openmp"):
@@ -244,11 +244,11 @@ def small_training_run(tmp_path_factory: pytest.TempPathFactory) -> TrainingWorl
     temporary sqlite store; see :class:`TrainingWorld`."""
     from mlflow import MlflowClient
 
-    from smartpick_ml.config import load_simulate_config, load_train_config
-    from smartpick_ml.features import build_pairs
-    from smartpick_ml.labels import LABEL, training_labels
-    from smartpick_ml.simulate import simulate_to_disk
-    from smartpick_ml.train import load_tables, make_splits
+    from smartpick_ml.contracts.config import load_simulate_config, load_train_config
+    from smartpick_ml.modelling.features import build_pairs
+    from smartpick_ml.modelling.labels import LABEL, training_labels
+    from smartpick_ml.simulation.season import simulate_to_disk
+    from smartpick_ml.training.pipeline import load_tables, make_splits
 
     root = tmp_path_factory.mktemp("small_world")
     raw, processed, models = root / "raw", root / "processed", root / "models"

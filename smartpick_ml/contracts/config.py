@@ -1,0 +1,207 @@
+"""Typed configuration, read from TOML files in ``pipelines/``. Nothing here touches disk at import.
+
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from smartpick_ml.contracts.errors import ConfigError
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, SPECIALTY_NAMES
+
+
+class _Strict(BaseModel):
+    # TOML spells nan / inf; no parameter means anything with them (a NaN weight would silently
+    # turn a whole simulated season into NaN), so they are errors like any other bad value
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class TypeParams(_Strict):
+    """Per-applicant-type inputs of the simulated season."""
+
+    step2_mean: float
+    step2_sd: float = Field(gt=0)
+    applications_mean: float = Field(gt=0)
+    applications_sd_log: float = Field(ge=0)
+    rank_bias: float
+    specialty_choice_power: float
+    target_rate_weight: float
+    target_prestige_weight: float
+    years_since_graduation_mean: float = Field(ge=0)
+    needs_visa_share: float = Field(ge=0, le=1)
+    usce_none_share: float = Field(ge=0, le=1)
+    usce_months_mean: float = Field(ge=0)
+    publications_mean: float = Field(ge=0)
+
+
+class SimulationParams(_Strict):
+    """Behavioural parameters of the season; each documented in ``pipelines/simulate.toml``."""
+
+    types: dict[str, TypeParams]
+    applicants: dict[int, dict[str, int]]
+    score_weight: float
+    latent_weight: float
+    usce_weight: float
+    publications_weight: float
+    years_since_graduation_penalty: float
+    score_weight_prestige_slope: float = 0.0
+    university_publications_weight: float = 0.0
+    community_usce_weight: float = 0.0
+    interview_noise_sd: float = Field(gt=0)
+    interview_strength_weight: float
+    interviews_per_position: float = Field(gt=0)
+    max_interviews_per_applicant: int = Field(gt=0)
+    target_home_state_weight: float
+    target_region_weight: float
+    applicant_taste_sd: float = Field(ge=0)
+    applicant_prestige_weight: float
+    applicant_home_weight: float
+    program_home_state_bonus: float
+    application_growth_per_season: float
+    specialty_interview_balance: float = Field(default=0.0, ge=0, le=2)
+    applications_strength_elasticity: float = Field(ge=0)
+    applications_reference_season: int
+    signals: dict[str, dict[str, int]]
+    positions_reference_season: int
+
+    @field_validator("types")
+    @classmethod
+    def _all_types(cls, v: dict[str, TypeParams]) -> dict[str, TypeParams]:
+        missing = set(APPLICANT_TYPES) - set(v)
+        unknown = set(v) - set(APPLICANT_TYPES)
+        if missing or unknown:
+            raise ValueError(f"types must be exactly {list(APPLICANT_TYPES)}; missing "
+                             f"{sorted(missing)}, unknown {sorted(unknown)}")
+        return v
+
+    @field_validator("signals")
+    @classmethod
+    def _known_specialties(cls, v: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        unknown = set(v) - set(SPECIALTY_NAMES)
+        if unknown:
+            raise ValueError(f"unknown specialty in signals: {sorted(unknown)}")
+        return v
+
+
+class SimulateConfig(_Strict):
+    """What ``smartpick simulate`` runs."""
+
+    seasons: list[int] = Field(min_length=1)
+    scale: float = Field(gt=0, le=2)
+    seed: int = Field(ge=0)
+    catalog: str = "auto"
+    output_dir: str = "data/raw"
+    oracle_replicates: int = Field(default=20, ge=2)
+    params: SimulationParams
+
+    @field_validator("seasons")
+    @classmethod
+    def _seasons_known(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seasons must not repeat")
+        return sorted(v)
+
+
+def _format_pydantic(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+
+
+def build(model: type[_Strict], data: dict[str, Any], source: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_pydantic(exc, source)) from None
+
+
+def load_simulate_config(path: str | Path, **overrides: Any) -> SimulateConfig:
+    """Read a simulation config; ``overrides`` (e.g. from the CLI) replace top-level keys."""
+    data = load_toml(path)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return build(SimulateConfig, data, str(path))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class TrainData(_Strict):
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed"
+    simulate: Literal["if-missing", "always", "never"] = "if-missing"
+    simulate_config: str = "pipelines/simulate.toml"
+    train_seasons: list[int] = Field(min_length=1)
+    validation_season: int
+    train_sample_fraction: float = Field(default=1.0, gt=0, le=1)
+    validation_sample_fraction: float = Field(default=1.0, gt=0, le=1)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _validation_not_in_training(self) -> TrainData:
+        if self.validation_season in self.train_seasons:
+            raise ValueError(f"validation_season {self.validation_season} is also a training "
+                             "season: validate on a season the model has not seen")
+        return self
+
+
+class TrainModel(_Strict):
+    learning_rate: float = Field(default=0.1, gt=0, le=1)
+    max_iter: int = Field(default=500, ge=1)
+    max_leaf_nodes: int = Field(default=31, ge=2)
+    min_samples_leaf: int = Field(default=100, ge=1)
+    l2_regularization: float = Field(default=1.0, ge=0)
+    n_iter_no_change: int = Field(default=20, ge=1)
+    calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
+    negative_sample_rate: float = Field(default=1.0, gt=0, le=1)
+
+
+class TrainEvaluation(_Strict):
+    oracle_replicates: int = Field(default=8, ge=2)
+    importance_rows: int = Field(default=20000, ge=100)
+    importance_repeats: int = Field(default=3, ge=1)
+    logistic_rows: int = Field(default=300000, ge=1000)
+
+
+class TrainTracking(_Strict):
+    experiment: str = "smartpick-match"
+    registered_model: str = "smartpick-match"
+    tracking_uri: str = ""
+
+
+class TrainOutput(_Strict):
+    model_dir: str = "models"
+
+
+class TrainConfig(_Strict):
+    """What ``smartpick train`` runs (``pipelines/train.toml``)."""
+
+    data: TrainData
+    model: TrainModel = TrainModel()
+    evaluation: TrainEvaluation = TrainEvaluation()
+    tracking: TrainTracking = TrainTracking()
+    output: TrainOutput = TrainOutput()
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    return build(TrainConfig, load_toml(path), str(path))

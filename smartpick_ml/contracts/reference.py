@@ -1,0 +1,147 @@
+"""Published reference figures the package needs on a bare clone, each with its source.
+
+These are public aggregate figures (not the MIT-licensed catalog in ``../shared/data/``), embedded
+so that the synthetic default runs without ``../shared``. ``tests/contracts/test_reference.py`` checks them
+against the copies in ``../shared/reference/`` whenever that folder is present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ApplicantType = Literal["us_md_senior", "us_do_senior", "us_img", "non_us_img"]
+
+#: Applicant types, in the order used everywhere (arrays, tables, reports).
+APPLICANT_TYPES: tuple[str, ...] = ("us_md_senior", "us_do_senior", "us_img", "non_us_img")
+APPLICANT_TYPE_LABELS: dict[str, str] = {
+    "us_md_senior": "US MD senior",
+    "us_do_senior": "US DO senior",
+    "us_img": "US-citizen IMG",
+    "non_us_img": "Non-US IMG",
+}
+#: Catalog column holding each type's interview rate.
+CATALOG_RATE_COLUMN: dict[str, str] = {
+    "us_md_senior": "MD",
+    "us_do_senior": "DO",
+    "us_img": "US IMG",
+    "non_us_img": "Non US IMG",
+}
+
+#: Programs-table column holding each type's interview rate.
+RATE_COLUMN_BY_TYPE: dict[str, str] = {
+    "us_md_senior": "rate_us_md",
+    "us_do_senior": "rate_us_do",
+    "us_img": "rate_us_img",
+    "non_us_img": "rate_non_us_img",
+}
+
+SignalScheme = Literal["none", "single", "gold_silver"]
+
+
+@dataclass(frozen=True)
+class Specialty:
+    """One specialty: its canonical name, catalog file stem, NRMP name and 2026 positions."""
+
+    name: str
+    code: str
+    catalog_stem: str
+    nrmp_name: str
+    positions_2026: int
+    signal_scheme: SignalScheme
+
+
+# positions_2026: NRMP 2026 Main Residency Match, positions offered in the preferred specialty
+# (NRMP Charting Outcomes 2026; ../shared/reference/positions_by_specialty.csv).
+# signal_scheme: read off the catalog's columns (ERAS 2024 season): `Signal`/`No Signal` = single,
+# `Gold Signal`/`Silver Signal`/`No Signal` = gold_silver.
+SPECIALTIES: tuple[Specialty, ...] = (
+    Specialty("Anatomic and Clinical Pathology", "PATH", "Anatomic and Clinical Pathology",
+              "Pathology-Anatomic and Clinical", 636, "single"),
+    Specialty("Anesthesiology", "ANES", "Anesthesiology", "Anesthesiology", 2290, "gold_silver"),
+    Specialty("Child Neurology", "CHNR", "Child Neurology", "Child Neurology", 243, "single"),
+    Specialty("Dermatology", "DERM", "Dermatology", "Dermatology", 602, "gold_silver"),
+    Specialty("Diagnostic Radiology", "DRAD", "Diagnostic Radiology", "Radiology-Diagnostic", 1268,
+              "gold_silver"),
+    Specialty("Emergency Medicine", "EM", "Emergency Medicine", "Emergency Medicine", 3198, "none"),
+    Specialty("Family Medicine", "FM", "Family Medicine", "Family Medicine", 5491, "single"),
+    Specialty("General Surgery", "GS", "General Surgery", "Surgery-General", 1807, "none"),
+    Specialty("Internal Medicine-Pediatrics", "MPED", "IM Peds", "Internal Medicine/Pediatrics",
+              404, "none"),
+    Specialty("Internal Medicine", "IM", "Internal Medicine", "Internal Medicine", 11632, "none"),
+    Specialty("Interventional Radiology", "IR", "Interventional Radiology",
+              "Interventional Radiology (Integrated)", 245, "gold_silver"),
+    Specialty("Neurological Surgery", "NSGY", "Neurological Surgery", "Neurological Surgery", 280,
+              "single"),
+    Specialty("Neurology", "NEUR", "Neurology", "Neurology", 1260, "none"),
+    Specialty("Obstetrics and Gynecology", "OBGY", "Obstetrics and Gynecology",
+              "Obstetrics and Gynecology", 1638, "gold_silver"),
+    Specialty("Orthopaedic Surgery", "ORTH", "Orthopedic Surgery", "Orthopaedic Surgery", 963,
+              "single"),
+    Specialty("Otolaryngology", "ENT", "Otolaryngology", "Otolaryngology", 403, "single"),
+    Specialty("Physical Medicine and Rehabilitation", "PMR", "PM&R",
+              "Physical Medicine and Rehabilitation", 601, "none"),
+    Specialty("Pediatrics", "PEDS", "Pediatrics", "Pediatrics", 3185, "single"),
+    Specialty("Psychiatry", "PSY", "Psychiatry", "Psychiatry", 2516, "none"),
+    Specialty("Radiation Oncology", "RONC", "Rad Onc", "Radiation Oncology", 187, "none"),
+    Specialty("Thoracic Surgery", "TS", "Thoracic Surgery", "Thoracic Surgery (Integrated)", 56,
+              "single"),
+    Specialty("Vascular Surgery", "VS", "Vasc Surg", "Vascular Surgery (Integrated)", 110, "none"),
+)
+
+SPECIALTY_BY_NAME: dict[str, Specialty] = {s.name: s for s in SPECIALTIES}
+SPECIALTY_BY_STEM: dict[str, Specialty] = {s.catalog_stem: s for s in SPECIALTIES}
+SPECIALTY_NAMES: tuple[str, ...] = tuple(s.name for s in SPECIALTIES)
+
+#: Programs per specialty in the real catalog (ERAS 2024 interview-rate files, 4,777 in all); the
+#: synthetic catalog reproduces these counts.
+CATALOG_PROGRAM_COUNTS: dict[str, int] = {
+    "Anatomic and Clinical Pathology": 141, "Anesthesiology": 166, "Child Neurology": 80,
+    "Dermatology": 143, "Diagnostic Radiology": 197, "Emergency Medicine": 289,
+    "Family Medicine": 777, "General Surgery": 364, "Internal Medicine-Pediatrics": 77,
+    "Internal Medicine": 649, "Interventional Radiology": 98, "Neurological Surgery": 118,
+    "Neurology": 187, "Obstetrics and Gynecology": 295, "Orthopaedic Surgery": 208,
+    "Otolaryngology": 131, "Physical Medicine and Rehabilitation": 108, "Pediatrics": 217,
+    "Psychiatry": 330, "Radiation Oncology": 88, "Thoracic Surgery": 36, "Vascular Surgery": 78,
+}
+
+#: US states (50 + DC + PR) with their Census division, as the catalog's `Region` column names them.
+STATE_REGION: dict[str, str] = {
+    **dict.fromkeys(["CT", "ME", "MA", "NH", "RI", "VT"], "New England"),
+    **dict.fromkeys(["NJ", "NY", "PA"], "Middle Atlantic"),
+    **dict.fromkeys(["IL", "IN", "MI", "OH", "WI"], "East North Central"),
+    **dict.fromkeys(["IA", "KS", "MN", "MO", "NE", "ND", "SD"], "West North Central"),
+    **dict.fromkeys(["DE", "DC", "FL", "GA", "MD", "NC", "SC", "VA", "WV", "PR"], "South Atlantic"),
+    **dict.fromkeys(["AL", "KY", "MS", "TN"], "East South Central"),
+    **dict.fromkeys(["AR", "LA", "OK", "TX"], "West South Central"),
+    **dict.fromkeys(["AZ", "CO", "ID", "MT", "NV", "NM", "UT", "WY"], "Mountain"),
+    **dict.fromkeys(["AK", "CA", "HI", "OR", "WA"], "Pacific"),
+}
+REGIONS: tuple[str, ...] = tuple(dict.fromkeys(STATE_REGION.values()))
+
+#: The five programs the product brief names (../shared/seed/), as the catalog spells them, with
+#: the specialty used when the synthetic catalog has to create them.
+SEED_PROGRAMS: tuple[tuple[str, str, str, str], ...] = (
+    ("University of Southern California/Los Angeles General Medical Center (USC/LA General) "
+     "Program", "Los Angeles", "CA", "Internal Medicine"),
+    ("Brooklyn Hospital Center Program", "Brooklyn", "NY", "Internal Medicine"),
+    ("NYU Grossman School of Medicine Program", "New York", "NY", "Internal Medicine"),
+    ("Cleveland Clinic Foundation Program", "Cleveland", "OH", "Internal Medicine"),
+    ("University of Illinois College of Medicine at Chicago Program", "Chicago", "IL",
+     "Internal Medicine"),
+)
+
+#: Main Residency Match PGY-1 results by applicant type (../shared/reference/
+#: match_results_by_applicant_type.csv; NRMP / Intealth releases cited there). None = not published.
+MATCH_RESULTS: dict[int, dict[str, tuple[int | None, float]]] = {
+    # season: type -> (active applicants, PGY-1 match rate %)
+    2025: {"us_md_senior": (20368, 93.5), "us_do_senior": (8392, 92.6),
+           "us_img": (4587, 67.8), "non_us_img": (11465, 58.0)},
+    2024: {"us_md_senior": (None, 93.5), "us_do_senior": (None, 92.3),
+           "us_img": (4748, 67.0), "non_us_img": (10024, 58.5)},
+    2023: {"us_md_senior": (None, 93.7), "us_do_senior": (None, 91.6),
+           "us_img": (4964, 67.6), "non_us_img": (8471, 59.4)},
+}
+
+#: PGY-1 positions in the Main Match (../shared/reference/match_totals.csv; NRMP releases).
+PGY1_POSITIONS: dict[int, int] = {2023: 37425, 2024: 38494, 2025: 40041}

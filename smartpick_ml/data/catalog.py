@@ -1,0 +1,418 @@
+"""Stage 1 — the program catalog: import the real ERAS interview-rate files, or synthesise one.
+
+Real catalog: a directory of per-specialty CSVs (file name = specialty) in the format of
+``../shared/data/program_interview_rates/``. Suppressed values (``-``) become nulls; signal columns
+differ per specialty; program names can repeat within a specialty (different sites) and are made
+unique by appending the city.
+
+What the files do not contain is filled in by documented, deterministic rules (see
+``docs/catalog.md``): PGY-1 positions (each specialty's published 2026 total spread over its
+programs), university/community type (from the name), and the IMG-support markers (visa
+sponsorship, IMG share, mentorship, orientation), which are *derived* from the program's interview
+rates for IMGs and are therefore simulated attributes, not published facts.
+
+Synthetic catalog: for a bare clone without ``../shared``: same specialties, the same number of
+programs each, interview rates drawn from per-specialty distributions measured on the real catalog
+(``resources/catalog_figures.json``, rebuilt by ``smartpick catalog figures``), plus the five
+programs the product brief names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smartpick_ml.contracts.errors import DataValidationError
+from smartpick_ml.contracts.numeric import clipped_logit
+from smartpick_ml.contracts.reference import (
+    CATALOG_PROGRAM_COUNTS,
+    RATE_COLUMN_BY_TYPE,
+    SEED_PROGRAMS,
+    SPECIALTIES,
+    SPECIALTY_BY_NAME,
+    SPECIALTY_BY_STEM,
+    STATE_REGION,
+)
+from smartpick_ml.contracts.schemas import PROGRAMS, validate
+from smartpick_ml.data.io import read_csv_text
+
+#: catalog CSV column -> programs-table column
+CATALOG_COLUMNS: dict[str, str] = {
+    "MD": "rate_us_md",
+    "DO": "rate_us_do",
+    "US IMG": "rate_us_img",
+    "Non US IMG": "rate_non_us_img",
+    "In-State School": "rate_in_state",
+    "Out-Of-State School": "rate_out_of_state",
+    "Signal": "rate_signal",
+    "Gold Signal": "rate_gold_signal",
+    "Silver Signal": "rate_silver_signal",
+    "No Signal": "rate_no_signal",
+}
+REQUIRED_CATALOG_COLUMNS = ("Program", "City", "State", "Region", "MD", "DO", "US IMG",
+                            "Non US IMG")
+RATE_COLUMNS: tuple[str, ...] = tuple(CATALOG_COLUMNS.values())
+TYPE_RATE_COLUMNS: tuple[str, ...] = tuple(RATE_COLUMN_BY_TYPE.values())
+SUPPRESSED = "-"
+
+_UNIVERSITY_PATTERN = re.compile(
+    r"Universit|College of Medicine|School of Medicine|Medical College|Health Science|"
+    r"Clinic Foundation|Mayo Clinic|Medical School|Grossman", re.IGNORECASE)
+
+
+def stable_uniform(key: str, salt: str) -> float:
+    """A uniform(0, 1) number fixed by ``key`` and ``salt``: the same program always gets the same
+    derived attribute, whatever the row order or the run."""
+    digest = hashlib.sha256(f"{salt}|{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _read_specialty_file(path: Path) -> pd.DataFrame:
+    stem = path.stem
+    table = f"programs ({path.name})"
+    if stem not in SPECIALTY_BY_STEM:
+        known = ", ".join(sorted(SPECIALTY_BY_STEM))
+        raise DataValidationError(table, [
+            f"unknown specialty '{stem}' (file name); known: {known}"])
+    raw = read_csv_text(path, table=table)
+    missing = [c for c in REQUIRED_CATALOG_COLUMNS if c not in raw.columns]
+    if missing:
+        raise DataValidationError(table, [f"missing required column(s): {', '.join(missing)}"])
+    unknown = [c for c in raw.columns if c not in (*REQUIRED_CATALOG_COLUMNS, *CATALOG_COLUMNS)]
+    if unknown:
+        raise DataValidationError(table, [f"unknown column(s): {', '.join(unknown)}"])
+    problems: list[str] = []
+    out = pd.DataFrame({
+        "name": raw["Program"], "city": raw["City"], "state": raw["State"],
+        "region": raw["Region"]})
+    for src, dst in CATALOG_COLUMNS.items():
+        if src not in raw.columns:
+            out[dst] = np.nan
+            continue
+        text = raw[src].fillna(SUPPRESSED).str.strip()
+        suppressed = text == SUPPRESSED
+        values = pd.to_numeric(text.where(~suppressed), errors="coerce")
+        bad = ~suppressed & values.isna()
+        if bad.any():
+            rows = ", ".join(f"line {i + 2}: {raw[src][i]!r}" for i in raw.index[bad][:5])
+            problems.append(f"column '{src}': not a number or '-' at {rows}")
+        out_of_range = values.notna() & ((values < 0) | (values > 1))
+        if out_of_range.any():
+            rows = ", ".join(f"line {i + 2}: {values[i]:g}" for i in raw.index[out_of_range][:5])
+            problems.append(f"column '{src}': interview rates must be between 0 and 1; got {rows}")
+        out[dst] = values
+    if problems:
+        raise DataValidationError(table, problems)
+    for col, src in (("name", "Program"), ("city", "City"), ("state", "State"),
+                     ("region", "Region")):
+        blank = out[col].isna() | (out[col].str.strip() == "")
+        if blank.any():
+            rows = ", ".join(str(i + 2) for i in out.index[blank][:5])
+            raise DataValidationError(table, [f"column '{src}': empty at line(s) {rows}"])
+    # The same institution can run several sites under one program name: keep them all, named
+    # apart by city, so names are unique within a specialty.
+    dup = out["name"].duplicated(keep=False)
+    out.loc[dup, "name"] = out.loc[dup, "name"] + " (" + out.loc[dup, "city"] + ")"
+    still = out["name"].duplicated(keep=False)
+    if still.any():
+        names = sorted(set(out.loc[still, "name"]))[:3]
+        raise DataValidationError(table, [f"column 'Program': duplicate program at the same city: "
+                                          f"{names}"])
+    unknown_state = ~out["state"].isin(list(STATE_REGION))
+    if unknown_state.any():
+        rows = ", ".join(f"line {i + 2}: {out['state'][i]!r}" for i in out.index[unknown_state][:5])
+        raise DataValidationError(table, [f"column 'State': not a US state code at {rows}"])
+    # The published files truncate some division names ('Middle Atlanti'); the division follows
+    # from the state, so take it from there.
+    out["region"] = out["state"].map(STATE_REGION)
+    out.insert(0, "specialty", SPECIALTY_BY_STEM[stem].name)
+    return out
+
+
+def import_catalog(directory: str | Path) -> pd.DataFrame:
+    """Read a directory of per-specialty interview-rate CSVs into a validated ``programs`` table."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataValidationError("programs", [f"catalog directory not found: {d}"])
+    files = sorted(p for p in d.glob("*.csv"))
+    if not files:
+        raise DataValidationError("programs", [f"no .csv files in catalog directory {d}"])
+    frames = [_read_specialty_file(p) for p in files]
+    programs = pd.concat(frames, ignore_index=True)
+    programs = programs.sort_values(["specialty", "name"], kind="stable").reset_index(drop=True)
+    return finish_programs(programs)
+
+
+def _assign_ids(programs: pd.DataFrame) -> pd.Series:
+    codes = programs["specialty"].map(lambda s: SPECIALTY_BY_NAME[s].code)
+    seq = programs.groupby("specialty").cumcount() + 1
+    return codes + "-" + seq.map("{:04d}".format)
+
+
+def program_type_from_name(name: str) -> str:
+    return "university" if _UNIVERSITY_PATTERN.search(name) else "community"
+
+
+def assign_positions(programs: pd.DataFrame, totals: dict[str, int] | None = None) -> pd.Series:
+    """Spread each specialty's published PGY-1 positions over its programs.
+
+    Weights: university programs are on average larger (1.6×) than community ones, times a
+    deterministic per-program size factor (log-normal, σ = 0.45, fixed by the program's name) so
+    programs differ in size as real ones do. Rounded by largest remainder so each specialty's total
+    is exact; every program gets at least one position.
+    """
+    totals = totals or {s.name: s.positions_2026 for s in SPECIALTIES}
+    out = pd.Series(0, index=programs.index, dtype=np.int64)
+    for specialty, group in programs.groupby("specialty", sort=False):
+        total = int(totals[specialty])
+        n = len(group)
+        if total < n:
+            raise DataValidationError("programs", [
+                f"specialty '{specialty}': {total} positions cannot give each of {n} programs one"])
+        u = np.array([stable_uniform(f"{specialty}|{nm}", "size") for nm in group["name"]])
+        from scipy.stats import norm
+
+        size = np.exp(0.45 * norm.ppf(np.clip(u, 1e-9, 1 - 1e-9)))
+        size *= np.where(group["program_type"].to_numpy() == "university", 1.6, 1.0)
+        # one position each first, then the rest in proportion to size
+        share = size / size.sum() * (total - n)
+        base = np.floor(share).astype(np.int64)
+        remainder = (total - n) - base.sum()
+        order = np.argsort(-(share - base), kind="stable")
+        base[order[:remainder]] += 1
+        out.loc[group.index] = base + 1
+    return out
+
+
+def derive_img_support(programs: pd.DataFrame) -> pd.DataFrame:
+    """Derive the IMG-support markers from IMG interview rates (simulated attributes).
+
+    - J-1: a program that interviewed no non-US IMG (rate 0) is taken not to sponsor visas; one with
+      a positive rate accepts J-1; suppressed rates are decided by a fixed coin (p = 0.6).
+    - H-1B: a subset of J-1 programs, more likely the more non-US IMGs they interview.
+    - IMG share of residents: the IMG share of the program's expected interviewees, weighting each
+      type's interview rate by the national number of applications of that type.
+    - Mentorship / orientation: more likely where IMGs are a large share.
+    The five programs the product brief names are known to have all markers.
+    """
+    # national application volumes by type (applicants × applications per applicant, AAIM 2016:
+    # ~35 per US graduate, ~77 per IMG; NRMP 2025 applicant counts)
+    vol = {"rate_us_md": 20368 * 35, "rate_us_do": 8392 * 35, "rate_us_img": 4587 * 77,
+           "rate_non_us_img": 11465 * 77}
+    r = {c: programs[c].astype(float) for c in TYPE_RATE_COLUMNS}
+    img = r["rate_us_img"] * vol["rate_us_img"] + r["rate_non_us_img"] * vol["rate_non_us_img"]
+    all_ = img + r["rate_us_md"] * vol["rate_us_md"] + r["rate_us_do"] * vol["rate_us_do"]
+    img_share = (img / all_.where(all_ > 0)).clip(0, 1).round(3)
+    keys = (programs["specialty"] + "|" + programs["name"]).tolist()
+    u_j1 = np.array([stable_uniform(k, "j1") for k in keys])
+    u_h1b = np.array([stable_uniform(k, "h1b") for k in keys])
+    u_mentor = np.array([stable_uniform(k, "mentorship") for k in keys])
+    u_orient = np.array([stable_uniform(k, "orientation") for k in keys])
+    nonus = r["rate_non_us_img"].to_numpy()
+    j1 = np.where(np.isnan(nonus), u_j1 < 0.6, nonus > 0)
+    p_h1b = np.clip(0.1 + 3.0 * np.nan_to_num(nonus, nan=0.03), 0, 0.8)
+    h1b = j1 & (u_h1b < p_h1b)
+    share = img_share.fillna(img_share.median() if img_share.notna().any() else 0.1).to_numpy()
+    mentorship = u_mentor < 0.08 + 0.8 * share
+    orientation = u_orient < 0.12 + 0.8 * share
+    seed_names = {name for name, *_ in SEED_PROGRAMS}
+    is_seed = programs["name"].isin(seed_names).to_numpy()
+    # ... except that the data wins for visas: a program that interviewed no non-US IMG (rate 0)
+    # does not sponsor one, whatever its institution's reputation.
+    seed_visa = is_seed & ~(nonus == 0)
+    out = pd.DataFrame(index=programs.index)
+    out["sponsors_j1"] = j1 | seed_visa
+    out["sponsors_h1b"] = h1b | seed_visa
+    out["img_share"] = img_share
+    out["img_mentorship"] = mentorship | is_seed
+    out["img_orientation"] = orientation | is_seed
+    return out
+
+
+#: Graduation cut-offs programs state (years since graduation) and how often each is stated.
+GRADUATION_CUTOFFS = np.array([1.0, 2.0, 3.0, 5.0, 7.0])
+GRADUATION_CUTOFF_ODDS = np.array([0.10, 0.20, 0.35, 0.25, 0.10])
+
+
+def derive_screening(programs: pd.DataFrame) -> pd.DataFrame:
+    """Derive the screens a program applies before inviting (simulated attributes).
+
+    Programs filter applications before anyone reads them: a minimum Step 2 CK score and, for
+    graduates, a cut-off on years since graduation (FREIDA lists both per program; the NRMP
+    Program Director Survey reports Step 2 CK as the most-cited factor in selecting whom to
+    interview). The catalog files carry neither, so each program gets fixed coins keyed by its
+    name (the same program always gets the same screens):
+
+    - Step 2 CK minimum: stated by 35-65 % of programs, more often the more selective the
+      program (a lower MD interview rate than its specialty's others); the floor rises from
+      ~210 at open programs to ~245 at the most selective, in steps of 5.
+    - Graduation cut-off: stated by ~60 % of programs that interview graduates at all
+      (university programs a little more often): 1, 2, 3, 5 or 7 years, 3 the most common.
+    These are assumptions of the simulation, not published per-program figures.
+    """
+    keys = (programs["specialty"] + "|" + programs["name"]).tolist()
+    u_has_floor, u_floor, u_has_cut, u_cut = (
+        np.array([stable_uniform(k, salt) for k in keys])
+        for salt in ("step2-floor", "step2-floor-value", "grad-cutoff", "grad-cutoff-value"))
+    rate_md = programs["rate_us_md"].astype(float)
+    selectivity = (1.0 - rate_md.groupby(programs["specialty"]).rank(pct=True)).fillna(0.5)
+    selectivity = selectivity.to_numpy()
+    has_floor = u_has_floor < 0.35 + 0.3 * selectivity
+    floor = 5.0 * np.round((212.0 + 30.0 * selectivity + 10.0 * (u_floor - 0.5)) / 5.0)
+    img_rate = np.fmax(programs["rate_us_img"].to_numpy(float),
+                       programs["rate_non_us_img"].to_numpy(float))
+    takes_graduates = ~(img_rate == 0)  # unknown (suppressed) counts as taking graduates
+    university = (programs["program_type"] == "university").to_numpy()
+    has_cut = takes_graduates & (u_has_cut < 0.55 + 0.1 * university)
+    cut = GRADUATION_CUTOFFS[np.searchsorted(np.cumsum(GRADUATION_CUTOFF_ODDS),
+                                             u_cut * GRADUATION_CUTOFF_ODDS.sum(), side="right")]
+    out = pd.DataFrame(index=programs.index)
+    out["step2_minimum"] = np.where(has_floor, floor, np.nan)
+    out["max_years_since_graduation"] = np.where(has_cut, cut, np.nan)
+    return out
+
+
+def finish_programs(programs: pd.DataFrame, totals: dict[str, int] | None = None) -> pd.DataFrame:
+    """Add ids, program type, positions, IMG-support markers and screens; validate."""
+    programs = programs.copy()
+    programs.insert(0, "program_id", _assign_ids(programs))
+    programs["program_type"] = programs["name"].map(program_type_from_name)
+    programs["positions"] = assign_positions(programs, totals)
+    for derived in (derive_img_support(programs), derive_screening(programs)):
+        for col in derived.columns:
+            programs[col] = derived[col]
+    ordered = [c for c in PROGRAMS.column_names if c in programs.columns]
+    return validate(programs[ordered], PROGRAMS)
+
+
+# --------------------------------------------------------------------------- synthetic catalog
+
+FIGURES_RESOURCE = "catalog_figures.json"
+
+
+def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
+    """Summarise a real catalog into the figures the synthetic catalog is drawn from.
+
+    Per specialty: program count, share suppressed, and for each rate column the share of exact
+    zeros and the mean / sd of logit(rate) among non-zero values; overall: the correlation of the
+    four applicant-type logits, and programs per state.
+    """
+    figs: dict[str, Any] = {"source": "ERAS 2024 program interview rates (../shared/data/"
+                            "program_interview_rates, MIT licence), summarised by "
+                            "smartpick catalog figures", "specialties": {}}
+    for specialty, g in programs.groupby("specialty"):
+        spec: dict[str, Any] = {"programs": int(len(g)),
+                                "suppressed_share": round(float(g["rate_us_md"].isna().mean()), 4),
+                                "rates": {}}
+        for col in RATE_COLUMNS:
+            v = g[col].dropna().to_numpy(dtype=float)
+            if len(v) == 0:
+                continue
+            nz = v[v > 0]
+            lg = clipped_logit(nz) if len(nz) else np.array([-4.0])
+            spec["rates"][col] = {"zero_share": round(float((v == 0).mean()), 4),
+                                  "logit_mean": round(float(lg.mean()), 4),
+                                  "logit_sd": round(float(lg.std(ddof=1)) if len(lg) > 1 else 0.5,
+                                                    4)}
+        figs["specialties"][specialty] = spec
+    full = programs.dropna(subset=list(TYPE_RATE_COLUMNS))
+    lg = np.column_stack([clipped_logit(full[c].to_numpy(dtype=float)) for c in TYPE_RATE_COLUMNS])
+    figs["type_logit_correlation"] = np.round(np.corrcoef(lg, rowvar=False), 4).tolist()
+    figs["programs_per_state"] = {k: int(v) for k, v in
+                                  programs["state"].value_counts().sort_index().items()}
+    return figs
+
+
+def load_catalog_figures() -> dict[str, Any]:
+    text = resources.files("smartpick_ml").joinpath("resources", FIGURES_RESOURCE).read_text()
+    return json.loads(text)
+
+
+def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> pd.DataFrame:
+    """A catalog with the real one's shape, drawn from its published-rate distributions."""
+    figs = figures or load_catalog_figures()
+    rng = np.random.default_rng(seed)
+    states = list(figs["programs_per_state"])
+    state_p = np.array([figs["programs_per_state"][s] for s in states], dtype=float)
+    state_p /= state_p.sum()
+    corr = np.array(figs["type_logit_correlation"])
+    rows = []
+    seeds_by_specialty: dict[str, list[tuple[str, str, str]]] = {}
+    for name, city, state, specialty in SEED_PROGRAMS:
+        seeds_by_specialty.setdefault(specialty, []).append((name, city, state))
+    for spec in SPECIALTIES:
+        f = figs["specialties"][spec.name]
+        n = CATALOG_PROGRAM_COUNTS[spec.name]
+        st = rng.choice(states, size=n, p=state_p)
+        rates = f["rates"]
+        z = rng.multivariate_normal(np.zeros(4), corr, size=n)
+        data: dict[str, np.ndarray] = {}
+        for j, col in enumerate(TYPE_RATE_COLUMNS):
+            rf = rates[col]
+            val = 1 / (1 + np.exp(-(rf["logit_mean"] + rf["logit_sd"] * z[:, j])))
+            val[rng.random(n) < rf["zero_share"]] = 0.0
+            data[col] = np.round(val, 2)
+        for col in RATE_COLUMNS[4:]:
+            if col not in rates:
+                data[col] = np.full(n, np.nan)
+                continue
+            rf = rates[col]
+            # tie the secondary rates to the program's overall openness (the MD z-score)
+            zz = 0.6 * z[:, 0] + 0.8 * rng.standard_normal(n)
+            val = 1 / (1 + np.exp(-(rf["logit_mean"] + rf["logit_sd"] * zz)))
+            val[rng.random(n) < rf["zero_share"]] = 0.0
+            data[col] = np.round(val, 2)
+        suppressed = rng.random(n) < f["suppressed_share"]
+        for col in data:
+            data[col][suppressed] = np.nan
+        names = [f"{s} Synthetic {spec.code} Program {i + 1:03d}" for i, s in enumerate(st)]
+        cities = [f"{s} City {int(rng.integers(1, 40)):02d}" for s in st]
+        frame = pd.DataFrame({"specialty": spec.name, "name": names, "city": cities, "state": st,
+                              **data})
+        for i, (name, city, state) in enumerate(seeds_by_specialty.get(spec.name, [])):
+            frame.loc[i, ["name", "city", "state"]] = [name, city, state]
+            # the brief's programs are named for their IMG support: give them IMG-open rates
+            frame.loc[i, "rate_us_img"] = max(
+                float(np.nan_to_num(frame.loc[i, "rate_us_img"])), 0.1)
+            frame.loc[i, "rate_non_us_img"] = max(
+                float(np.nan_to_num(frame.loc[i, "rate_non_us_img"])), 0.05)
+        frame["region"] = frame["state"].map(STATE_REGION)
+        rows.append(frame)
+    programs = pd.concat(rows, ignore_index=True)
+    programs = programs.sort_values(["specialty", "name"], kind="stable").reset_index(drop=True)
+    return finish_programs(programs)
+
+
+def default_catalog_dir() -> Path | None:
+    """``../shared/data/program_interview_rates`` beside the project, if present."""
+    here = Path(__file__).resolve().parents[2]  # the project root
+    for candidate in (here.parent / "shared" / "data" / "program_interview_rates",
+                      Path.cwd().parent / "shared" / "data" / "program_interview_rates"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def load_catalog(source: str | Path | None = "auto", seed: int = 0) -> pd.DataFrame:
+    """The catalog a run uses: a directory of CSVs, a saved programs table, or ``"synthetic"``.
+
+    ``"auto"`` takes the real catalog from ``../shared`` when present, else the synthetic one.
+    """
+    if source is None or str(source) == "auto":
+        found = default_catalog_dir()
+        return import_catalog(found) if found else synthetic_catalog(seed)
+    if str(source) == "synthetic":
+        return synthetic_catalog(seed)
+    p = Path(source)
+    if p.is_dir():
+        return import_catalog(p)
+    from smartpick_ml.data.io import read_table
+
+    return read_table(p, "programs")

@@ -1,0 +1,625 @@
+"""The fast path: score every program for one applicant in a few milliseconds, exactly.
+
+``MatchModel.predict_proba`` builds a pandas frame, runs the feature transformer, and lets
+scikit-learn walk every tree for every row: ~90 ms for 4,777 programs. For one applicant most of
+that work repeats: the program side of every feature never changes, and the applicant side is one
+value per request. :class:`FastScorer` therefore
+
+1. builds, once, the model's input matrix for every program (in the booster's own preprocessed
+   column order, through the booster's own preprocessing, so categories are coded identically);
+2. scores with QuickScorer bit masks (see below): each program's splits on program-only features
+   are resolved once, at load, into one mask per (program, tree); per request the applicant's
+   own splits give one mask per tree, and each per-request feature (the margins over the
+   program's typical Step 2 CK and published screens, home state, signals) one *prefix-table*
+   row per tree -- the AND of every split it fails, found by a binary search over the feature's
+   distinct thresholds. Programs sharing both screens share their screen masks (few groups), so
+   a typical row costs three loads, two ANDs and a trailing-zero count per tree;
+3. sums the exit leaves' values in tree order from the baseline, as scikit-learn does (the raw
+   score is bit-identical), sharing a request's rows with a helper thread per extra core;
+4. applies the same calibration, probability floor and visa rule as the model.
+
+A model the masks cannot hold (a tree of more than 64 leaves, a categorical per-request split)
+falls back to walking the trees after *specialising* them on the applicant (``quick`` False).
+
+``tests/inference/test_fastpath.py`` checks parity with ``MatchModel.predict_proba`` to 1e-6 on a full
+season of pairs, and each prefix-table row against the split walk it replaces.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+from numba.cpython.unsafe.numbers import trailing_zeros
+
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION
+from smartpick_ml.modelling.features import (
+    APPLICANT_INPUTS,
+    FEATURE_NAMES,
+    PROGRAM_INPUTS,
+    SIGNAL_CODES,
+    SIGNAL_RATE_COLUMN,
+    visa_blocked,
+)
+from smartpick_ml.modelling.model import PROB_FLOOR, MatchModel
+
+COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+#: features that take one value per request (the applicant's own)
+APPLICANT_ONLY = ("applicant_type", "step2_ck", "years_since_graduation", "usce_months",
+                  "publications", "needs_visa")
+#: features that depend on the applicant *and* the program, or on the request (signals)
+PER_REQUEST = ("step2_vs_program", "step2_over_minimum", "years_within_cutoff", "same_state",
+               "same_region", "signal", "rate_own_signal")
+# (the first three differ on every row: margins over the program's typical score and published
+# screens; the others only on in-state / in-region / signalled rows. ``_quickscore`` relies on
+# this order.)
+MAX_LEAVES = 64
+#: trees of at most this many leaves use 32-bit masks (half the memory traffic of 64-bit)
+NARROW_MASK_LEAVES = 32
+#: rows per chunk when helper threads share a request (~0.25 ms of work each on this model)
+SHARE_CHUNK_ROWS = 512
+
+_HELPERS_LOCK = threading.Lock()
+_HELPERS: dict[str, Any] = {}
+
+
+def _helper_pool() -> tuple[ThreadPoolExecutor | None, int]:
+    """One helper thread per extra core (built on first use): ``(pool, n_helpers)``."""
+    with _HELPERS_LOCK:
+        if "pool" not in _HELPERS:
+            cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                     else os.cpu_count() or 1)
+            _HELPERS["n"] = max(cores - 1, 0)
+            _HELPERS["pool"] = (ThreadPoolExecutor(_HELPERS["n"], "smartpick-fastpath")
+                                if _HELPERS["n"] else None)
+        return _HELPERS["pool"], _HELPERS["n"]
+
+
+def _share_rows(n: int, run: Callable[[int, int], None]) -> None:
+    """Call ``run(a, b)`` (a nogil kernel) over chunks covering ``range(n)``: the calling thread
+    and idle helpers take the next chunk in turn. Why not numba's ``prange``: its OpenMP split is
+    fixed, so on a busy machine every request waits for its slowest (descheduled) thread -- 2-4x
+    slower than one thread here. Taking chunks in turn, a late helper costs at most one chunk.
+    Helpers are limited by ``numba.get_num_threads()`` (1: all on the calling thread)."""
+    pool, n_helpers = _helper_pool()
+    n_helpers = min(n_helpers, numba.get_num_threads() - 1, n // SHARE_CHUNK_ROWS - 1)
+    if pool is None or n_helpers < 1:
+        run(0, n)
+        return
+    bounds = list(range(0, n, SHARE_CHUNK_ROWS)) + [n]
+    counter = itertools.count()  # next() is atomic under the GIL: each chunk is taken once
+
+    def work() -> None:
+        for i in iter(counter.__next__, None):
+            if i >= len(bounds) - 1:
+                return
+            run(bounds[i], bounds[i + 1])
+
+    try:
+        futures = [pool.submit(work) for _ in range(n_helpers)]
+    except RuntimeError:  # the interpreter is shutting down: no new helper work
+        futures = []
+    work()
+    for f in futures:
+        if not f.cancel():  # started: it is finishing its last chunk
+            f.result()
+
+
+@numba.njit(cache=True)
+def _in_bitset(bitsets: np.ndarray, row: int, value: int) -> bool:
+    return (bitsets[row, value >> 5] >> np.uint32(value & 31)) & np.uint32(1) == np.uint32(1)
+
+
+@numba.njit(cache=True)
+def _go_left(x: float, feat: int, thr: float, mgl: bool, is_cat: bool, bitset: int,
+             raw_bitsets: np.ndarray, known_bitsets: np.ndarray, f_idx_map: np.ndarray) -> bool:
+    """One split, exactly as scikit-learn's ``_predict_one_from_raw_data`` decides it."""
+    if np.isnan(x):
+        return mgl
+    if is_cat:
+        if x < 0:
+            return mgl
+        v = int(x)
+        if _in_bitset(raw_bitsets, bitset, v):
+            return True
+        if _in_bitset(known_bitsets, f_idx_map[feat], v):
+            return False
+        return mgl
+    return x <= thr
+
+
+@numba.njit(cache=True)
+def _skip_applicant_splits(j, feature, threshold, mgl, left, right, is_leaf, is_cat, bitset_idx,
+                           raw_bitsets, known_bitsets, f_idx_map, applicant_values,
+                           is_applicant_feature):
+    """From node ``j``, follow the splits on the applicant's own features to the first other."""
+    while (not is_leaf[j]) and is_applicant_feature[feature[j]]:
+        if _go_left(applicant_values[feature[j]], feature[j], threshold[j], mgl[j], is_cat[j],
+                    bitset_idx[j], raw_bitsets, known_bitsets, f_idx_map):
+            j = left[j]
+        else:
+            j = right[j]
+    return j
+
+
+@numba.njit(cache=True)
+def _specialise(roots, feature, threshold, mgl, left, right, is_leaf, is_cat, bitset_idx,
+                raw_bitsets, known_bitsets, f_idx_map, applicant_values, is_applicant_feature,
+                out_left, out_right, out_roots):
+    """Resolve every split on an applicant-only feature: children pointers skip those nodes."""
+    n = feature.shape[0]
+
+    for i in range(n):
+        out_left[i] = left[i]
+        out_right[i] = right[i]
+    # follow chains of resolved nodes from each pointer
+    for i in range(n):
+        if is_leaf[i]:
+            continue
+        for side in range(2):
+            j = _skip_applicant_splits(
+                out_left[i] if side == 0 else out_right[i], feature, threshold, mgl, left,
+                right, is_leaf, is_cat, bitset_idx, raw_bitsets, known_bitsets, f_idx_map,
+                applicant_values, is_applicant_feature)
+            if side == 0:
+                out_left[i] = j
+            else:
+                out_right[i] = j
+    for t in range(roots.shape[0]):
+        out_roots[t] = _skip_applicant_splits(
+            roots[t], feature, threshold, mgl, left, right, is_leaf, is_cat, bitset_idx,
+            raw_bitsets, known_bitsets, f_idx_map, applicant_values, is_applicant_feature)
+
+
+@numba.njit(cache=True)
+def _raw_scores(X, roots, feature, threshold, mgl, left, right, is_leaf, value, is_cat,
+                bitset_idx, raw_bitsets, known_bitsets, f_idx_map, baseline, out):
+    for r in range(X.shape[0]):
+        total = 0.0
+        for t in range(roots.shape[0]):
+            j = roots[t]
+            while not is_leaf[j]:
+                f = feature[j]
+                if _go_left(X[r, f], f, threshold[j], mgl[j], is_cat[j], bitset_idx[j],
+                            raw_bitsets, known_bitsets, f_idx_map):
+                    j = left[j]
+                else:
+                    j = right[j]
+            total += value[j]
+        out[r] = baseline + total
+
+
+
+# ----------------------------------------------------------------------------- QuickScorer
+# Each tree's leaves get one bit each, left to right. A split whose "go left" test fails for a row
+# removes its left subtree's leaves; after all failed splits of a tree are applied, the row's exit
+# leaf is the lowest bit still set (Lucchese et al., "QuickScorer", SIGIR 2015). That turns a
+# branchy walk into bit operations, and lets program-only splits be applied once, at load time.
+
+@numba.njit(cache=True)
+def _program_masks(X, internal, tree_of, feature, threshold, mgl, is_cat, bitset_idx, mask,
+                   raw_bitsets, known_bitsets, f_idx_map, is_program_feature, n_trees, out):
+    """AND of the masks of every failed program-only split, per (program, tree)."""
+    for r in range(X.shape[0]):
+        for t in range(n_trees):
+            out[r, t] = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for k in range(internal.shape[0]):
+            j = internal[k]
+            f = feature[j]
+            if not is_program_feature[f]:
+                continue
+            if not _go_left(X[r, f], f, threshold[j], mgl[j], is_cat[j], bitset_idx[j],
+                            raw_bitsets, known_bitsets, f_idx_map):
+                out[r, tree_of[j]] &= mask[j]
+
+
+@numba.njit(cache=True)
+def _applicant_masks(applicant_values, internal, tree_of, feature, threshold, mgl, is_cat,
+                     bitset_idx, mask, raw_bitsets, known_bitsets, f_idx_map,
+                     is_applicant_feature, n_trees, out):
+    for t in range(n_trees):
+        out[t] = ~mask[0] | mask[0]  # all ones in the masks' own width
+    for k in range(internal.shape[0]):
+        j = internal[k]
+        f = feature[j]
+        if not is_applicant_feature[f]:
+            continue
+        if not _go_left(applicant_values[f], f, threshold[j], mgl[j], is_cat[j], bitset_idx[j],
+                        raw_bitsets, known_bitsets, f_idx_map):
+            out[tree_of[j]] &= mask[j]
+
+
+@numba.njit(cache=True)
+def _prefix_row(thresholds, thr_start, v, x):
+    """Row of feature ``v``'s prefix table for value ``x``: the number of its distinct split
+    thresholds ``< x`` (the splits that fail), offset to the table's first row; NaN has its own
+    row after the last."""
+    lo = thr_start[v]
+    end = thr_start[v + 1]
+    base = lo + 2 * v  # each feature's table has (distinct thresholds + 2) rows
+    if np.isnan(x):
+        return base + (end - lo) + 1
+    start, hi = lo, end
+    while lo < hi:  # binary search, as np.searchsorted(side="left")
+        mid = (lo + hi) >> 1
+        if thresholds[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return base + (lo - start)
+
+
+@numba.njit(cache=True)
+def _screen_masks(applicant_masks, default_masks, prefix, thresholds, thr_start, step2, years,
+                  group_minimum, group_cutoff, out_default, out_other):
+    """Per screen group (programs sharing the Step 2 minimum and graduation cutoff) the AND of
+    the applicant's masks and both screens' masks: a row then needs one lookup for both; the
+    ``out_default`` copy also folds in the default masks (not in-state, no signal)."""
+    for g in range(group_minimum.shape[0]):
+        a = _prefix_row(thresholds, thr_start, 1, step2 - group_minimum[g])
+        b = _prefix_row(thresholds, thr_start, 2, group_cutoff[g] - years)
+        for t in range(applicant_masks.shape[0]):
+            m = applicant_masks[t] & prefix[a, t] & prefix[b, t]
+            out_other[g, t] = m
+            out_default[g, t] = m & default_masks[t]
+
+
+@numba.njit(cache=True, nogil=True)
+def _quickscore(program_rows, program_masks, typical_step2, step2, screen_group, screen_default,
+                screen_other, X, default_row, prefix, thresholds, thr_start, leaf_values,
+                baseline, out):
+    """Exit leaves by bit masks. Per row and tree: the program's mask, its screen group's mask
+    (applicant and screens folded in), one prefix-table row for the margin over the program's
+    typical Step 2 CK, and on non-default rows (in-state, signalled) one row per other per-request
+    column of ``X``; the exit leaf is the lowest set bit."""
+    n_trees = leaf_values.shape[0]
+    for r in range(program_rows.shape[0]):
+        p = program_rows[r]
+        i0 = _prefix_row(thresholds, thr_start, 0, step2 - typical_step2[p])
+        g = screen_group[p]
+        total = baseline  # trees added in order from the baseline, as scikit-learn sums them
+        if default_row[r]:
+            for t in range(n_trees):
+                m = program_masks[p, t] & screen_default[g, t] & prefix[i0, t]
+                total += leaf_values[t, trailing_zeros(m)]
+        else:
+            i3 = _prefix_row(thresholds, thr_start, 3, X[r, 3])
+            i4 = _prefix_row(thresholds, thr_start, 4, X[r, 4])
+            i5 = _prefix_row(thresholds, thr_start, 5, X[r, 5])
+            i6 = _prefix_row(thresholds, thr_start, 6, X[r, 6])
+            for t in range(n_trees):
+                m = (program_masks[p, t] & screen_other[g, t] & prefix[i0, t] & prefix[i3, t]
+                     & prefix[i4, t] & prefix[i5, t] & prefix[i6, t])
+                total += leaf_values[t, trailing_zeros(m)]
+        out[r] = total
+
+
+class FastScorer:
+    """Exact, fast q for one applicant against a fixed set of programs."""
+
+    def __init__(self, model: MatchModel, programs: pd.DataFrame):
+        self.model = model
+        self.programs = programs.reset_index(drop=True)
+        booster = model.booster_
+        self._flatten(booster)
+        self.baseline = float(np.ravel(booster._baseline_prediction)[0])
+        block = self.programs[[c for c in PROGRAM_INPUTS if c in self.programs.columns]]
+        n = len(block)
+        self.n_programs = n
+        # one preprocessed matrix per applicant type (type-specific rate columns + type code)
+        self.base: dict[str, np.ndarray] = {}
+        self.type_code: dict[str, float] = {}
+        features = model.features_
+        for typ in APPLICANT_TYPES:
+            dummy = pd.DataFrame({"applicant_type": [typ] * n, "step2_ck": 245,
+                                  "graduation_year": 2024, "season": 2025, "usce_months": 0,
+                                  "publications": 0, "needs_visa": False, "home_state": None})
+            pairs = pd.concat([dummy, block], axis=1)
+            pairs["signal"] = "none"
+            X = features.transform(pairs)
+            pre = np.ascontiguousarray(booster._preprocess_X(X, reset=False), dtype=np.float64)
+            self.base[typ] = pre
+            self.type_code[typ] = float(pre[0, COL["applicant_type"]])
+            if typ == APPLICANT_TYPES[0]:
+                # typical Step 2 CK of each program's interviewees: 245 - (245 - typical)
+                self.typical_step2 = 245.0 - X["step2_vs_program"].to_numpy(float)
+        # the programs' published screens (NaN: none stated)
+        self.step2_minimum, self.graduation_cutoff = (
+            pd.to_numeric(block[col], errors="coerce").to_numpy(float) if col in block
+            else np.full(n, np.nan) for col in ("step2_minimum", "max_years_since_graduation"))
+        self.state = block["state"].to_numpy(dtype=object)
+        self.region = pd.Series(self.state).map(STATE_REGION).to_numpy(dtype=object)
+        self._state_codes = {st: i for i, st in enumerate(STATE_REGION)}
+        self._region_codes = {rg: i for i, rg in enumerate(dict.fromkeys(STATE_REGION.values()))}
+        self.state_code = np.array([self._state_codes.get(x, -2) for x in self.state])
+        self.region_code = np.array([self._region_codes.get(x, -2) for x in self.region])
+        self._row_of = {pid: i for i, pid in enumerate(block["program_id"])}
+        self.signal_rates = {kind: pd.to_numeric(block[col], errors="coerce").to_numpy(float)
+                             if col in block else np.full(n, np.nan)
+                             for kind, col in SIGNAL_RATE_COLUMN.items()}
+        self.visa_ok = ~visa_blocked(block.assign(needs_visa=True))
+        n_nodes = self.feature.shape[0]
+        self._left = np.empty(n_nodes, np.int64)
+        self._right = np.empty(n_nodes, np.int64)
+        self._roots = np.empty(self.roots.shape[0], np.int64)
+        self._var_cols = [COL[name] for name in PER_REQUEST]
+        self._is_applicant = np.zeros(len(FEATURE_NAMES), np.bool_)
+        for name in APPLICANT_ONLY:
+            self._is_applicant[COL[name]] = True
+        self._calibration = self._calibration_params(model)
+        self.quick = self._build_quickscorer()
+
+    def _flatten(self, booster: Any) -> None:
+        nodes, bitsets, roots = [], [], []
+        offset = bit_offset = 0
+        for (predictor,) in booster._predictors:
+            nd = predictor.nodes
+            roots.append(offset)
+            flat = {k: nd[k].copy() for k in ("feature_idx", "num_threshold", "missing_go_to_left",
+                                              "left", "right", "is_leaf", "value",
+                                              "is_categorical", "bitset_idx")}
+            flat["left"] = flat["left"].astype(np.int64) + offset
+            flat["right"] = flat["right"].astype(np.int64) + offset
+            flat["bitset_idx"] = flat["bitset_idx"].astype(np.int64) + bit_offset
+            nodes.append(flat)
+            bitsets.append(np.asarray(predictor.raw_left_cat_bitsets, dtype=np.uint32))
+            offset += len(nd)
+            bit_offset += len(predictor.raw_left_cat_bitsets)
+        cat = lambda k: np.concatenate([f[k] for f in nodes])  # noqa: E731
+        self.feature = cat("feature_idx").astype(np.int64)
+        self.threshold = cat("num_threshold").astype(np.float64)
+        self.mgl = cat("missing_go_to_left").astype(np.bool_)
+        self.left = cat("left")
+        self.right = cat("right")
+        self.is_leaf = cat("is_leaf").astype(np.bool_)
+        self.value = cat("value").astype(np.float64)
+        self.is_cat = cat("is_categorical").astype(np.bool_)
+        self.bitset_idx = cat("bitset_idx")
+        raw = [b for b in bitsets if len(b)]
+        self.raw_bitsets = np.ascontiguousarray(np.concatenate(raw) if raw else
+                                                np.zeros((1, 8), np.uint32))
+        known, f_idx_map = booster._bin_mapper.make_known_categories_bitsets()
+        self.known_bitsets = np.ascontiguousarray(known, dtype=np.uint32)
+        self.f_idx_map = np.asarray(f_idx_map, dtype=np.int64)
+        self.roots = np.asarray(roots, dtype=np.int64)
+
+    def _build_quickscorer(self) -> bool:
+        """Leaf bits, split masks and per-program masks; False if a tree has too many leaves."""
+        n_trees = self.roots.shape[0]
+        n_nodes = self.feature.shape[0]
+        tree_of = np.empty(n_nodes, np.int64)
+        mask = np.zeros(n_nodes, np.uint64)
+        leaf_start = np.zeros(n_trees + 1, np.int64)
+        leaf_values: list[float] = []
+        for t, root in enumerate(self.roots):
+            leaves: list[int] = []
+            below: dict[int, list[int]] = {}
+
+            # called only within this iteration; the defaults bind this tree's containers
+            def walk(j: int, t: int = t, leaves: list[int] = leaves,
+                     below: dict[int, list[int]] = below) -> list[int]:
+                tree_of[j] = t
+                if self.is_leaf[j]:
+                    leaves.append(j)
+                    return [len(leaves) - 1]
+                got = walk(int(self.left[j]), t, leaves, below)
+                below[j] = got
+                return got + walk(int(self.right[j]), t, leaves, below)
+
+            walk(int(root))
+            if len(leaves) > MAX_LEAVES:
+                return False
+            for j, left_leaves in below.items():
+                m = (1 << 64) - 1
+                for b in left_leaves:
+                    m &= ~(1 << b)
+                mask[j] = np.uint64(m)
+            leaf_start[t + 1] = leaf_start[t] + len(leaves)
+            leaf_values.extend(float(self.value[j]) for j in leaves)
+        self.tree_of, self.mask = tree_of, mask
+        self.internal = np.flatnonzero(~self.is_leaf).astype(np.int64)
+        # the splits a request resolves once for the applicant (a few hundred of ~13k nodes)
+        self.applicant_nodes = self.internal[self._is_applicant[self.feature[self.internal]]]
+        is_program = np.ones(len(FEATURE_NAMES), np.bool_)
+        for name in (*APPLICANT_ONLY, *PER_REQUEST):
+            is_program[COL[name]] = False
+        self._is_program = is_program
+        self.program_masks = {}
+        for typ, X in self.base.items():
+            out = np.empty((X.shape[0], n_trees), np.uint64)
+            _program_masks(X, self.internal, tree_of, self.feature, self.threshold, self.mgl,
+                           self.is_cat, self.bitset_idx, mask, self.raw_bitsets,
+                           self.known_bitsets, self.f_idx_map, is_program, n_trees, out)
+            self.program_masks[typ] = out
+        # Per-request features: prefix tables. A numeric split fails iff its threshold < x, so
+        # the failed splits of a feature are those below x in threshold order, and their AND is
+        # one row of a table with a row per distinct threshold (<= 255: the booster's bins): one
+        # lookup per tree instead of a walk over every split below x. A last row holds the AND
+        # of the splits that send NaN right.
+        ones = np.uint64(0xFFFFFFFFFFFFFFFF)
+        thresholds: list[np.ndarray] = []
+        thr_start = [0]
+        tables: list[np.ndarray] = []
+        for name in PER_REQUEST:
+            nodes = self.internal[self.feature[self.internal] == COL[name]]
+            if self.is_cat[nodes].any():
+                return False
+            distinct = np.unique(self.threshold[nodes])
+            # where each split's threshold sits among the distinct ones: it fails from row pos + 1
+            pos = np.searchsorted(distinct, self.threshold[nodes])
+            table = np.full((len(distinct) + 2, n_trees), ones, np.uint64)
+            for row in range(1, len(distinct) + 1):
+                table[row] = table[row - 1]
+                for j in nodes[pos == row - 1]:
+                    table[row, tree_of[j]] &= mask[j]
+            for j in nodes[~self.mgl[nodes]]:
+                table[-1, tree_of[j]] &= mask[j]
+            thresholds.append(distinct)
+            thr_start.append(thr_start[-1] + len(distinct))
+            tables.append(table)
+        self.thresholds = np.concatenate(thresholds).astype(np.float64)
+        self.thr_start = np.asarray(thr_start, np.int64)
+        self.prefix = np.concatenate(tables)
+        row = lambda v, x: int(_prefix_row(self.thresholds, self.thr_start, v, x))  # noqa: E731
+        # masks of the per-request splits (other than the always-varying margins) that fail at
+        # their default values: not in-state, not in-region, no signal (own signal rate missing)
+        self._default_mask = (self.prefix[row(3, 0.0)] & self.prefix[row(4, 0.0)]
+                              & self.prefix[row(5, 0.0)] & self.prefix[row(6, np.nan)])
+        # programs grouped by their published screens (few distinct pairs in a catalog)
+        keys = pd.MultiIndex.from_arrays([self.step2_minimum, self.graduation_cutoff])
+        self.screen_group = np.asarray(keys.factorize()[0], np.int64)
+        first = np.unique(self.screen_group, return_index=True)[1]
+        self.group_minimum = self.step2_minimum[first]
+        self.group_cutoff = self.graduation_cutoff[first]
+        # leaf values by (tree, leaf bit): the exit leaf's value is one 2-D lookup
+        max_leaves = int(np.max(np.diff(leaf_start)))
+        self.width = 32 if max_leaves <= NARROW_MASK_LEAVES else 64
+        self.leaf_values = np.zeros((n_trees, self.width), np.float64)
+        for t in range(n_trees):
+            n_leaves = leaf_start[t + 1] - leaf_start[t]
+            self.leaf_values[t, :n_leaves] = leaf_values[leaf_start[t]:leaf_start[t + 1]]
+        self.mask_dtype = np.uint32 if self.width == 32 else np.uint64
+        if self.width == 32:  # keep the low 32 bits (leaves never use the others): half the bytes
+            low = np.uint64(0xFFFFFFFF)
+            self.prefix = (self.prefix & low).astype(np.uint32)
+            self._default_mask = (self._default_mask & low).astype(np.uint32)
+            self.program_masks = {t: (m & low).astype(np.uint32)
+                                  for t, m in self.program_masks.items()}
+            self.mask32 = (self.mask & low).astype(np.uint32)
+        self.all_rows = np.arange(self.n_programs, dtype=np.int64)
+        self.all_rows.flags.writeable = False
+        return True
+
+    @staticmethod
+    def _calibration_params(model: MatchModel) -> tuple[str, Any]:
+        cal = model.calibrator_
+        if cal.method == "isotonic":
+            return "isotonic", (np.asarray(cal.iso_.X_thresholds_, float),
+                                np.asarray(cal.iso_.y_thresholds_, float))
+        if cal.method == "sigmoid":
+            return "sigmoid", (float(cal.lr_.coef_[0, 0]), float(cal.lr_.intercept_[0]))
+        return "none", None
+
+    def _calibrate(self, p: np.ndarray) -> np.ndarray:
+        method, params = self._calibration
+        if method == "isotonic":
+            x, y = params
+            return np.interp(p, x, y)
+        if method == "sigmoid":
+            a, b = params
+            z = np.log(np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR) /
+                       (1 - np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)))
+            return 1.0 / (1.0 + np.exp(-(a * z + b)))
+        return p
+
+    def score(self, applicant: dict[str, Any], signals: dict[str, str] | None = None,
+              rows: np.ndarray | None = None) -> np.ndarray:
+        """q for every program (or ``rows`` of them) for one validated applicant record."""
+        typ = applicant["applicant_type"]
+        step2 = float(applicant["step2_ck"])
+        # the applicant's own values, in the booster's column order (row 0 carries the type code)
+        values = self.base[typ][0].copy()
+        values[COL["step2_ck"]] = step2
+        years = float(applicant["season"]) - float(applicant["graduation_year"])
+        values[COL["years_since_graduation"]] = years
+        values[COL["usce_months"]] = float(applicant.get("usce_months", 0))
+        values[COL["publications"]] = float(applicant.get("publications", 0))
+        values[COL["needs_visa"]] = 1.0 if applicant.get("needs_visa") else 0.0
+        # the per-request columns, for the programs asked about
+        sel = slice(None) if rows is None else rows
+        n = self.n_programs if rows is None else len(rows)
+        # scratch arrays are per call, never shared on self: one scorer serves many threads
+        # (tests/system/test_concurrency.py); they cost microseconds
+        Xv = np.empty((n, len(PER_REQUEST)))  # columns 0-2: only the fallback walk reads them
+        home = applicant.get("home_state")
+        if home is None:
+            Xv[:, 3] = 0.0
+            Xv[:, 4] = 0.0
+        else:
+            Xv[:, 3] = self.state_code[sel] == self._state_codes.get(home, -1)
+            Xv[:, 4] = self.region_code[sel] == self._region_codes.get(STATE_REGION.get(home), -1)
+        Xv[:, 5] = 0.0
+        Xv[:, 6] = np.nan
+        # signalled programs by a dict lookup (pandas get_indexer costs ~0.9 ms a request); a
+        # program asked about twice in ``rows`` gets the signal on every row
+        for pid, kind in (signals or {}).items():
+            fi = self._row_of.get(pid)
+            if fi is None:
+                continue
+            for i in ((fi,) if rows is None else np.flatnonzero(rows == fi)):
+                Xv[i, 5] = SIGNAL_CODES[kind]
+                Xv[i, 6] = self.signal_rates[kind][fi]
+        if not self.quick:
+            Xv[:, 0] = step2 - self.typical_step2[sel]
+            Xv[:, 1] = step2 - self.step2_minimum[sel]
+            Xv[:, 2] = self.graduation_cutoff[sel] - years
+            X = np.ascontiguousarray(self.base[typ][sel])
+            for k, c in enumerate(self._var_cols):
+                X[:, c] = Xv[:, k]
+            for c in np.flatnonzero(self._is_applicant):
+                X[:, c] = values[c]
+            left, right = np.empty_like(self._left), np.empty_like(self._right)
+            roots = np.empty_like(self._roots)
+            _specialise(self.roots, self.feature, self.threshold, self.mgl, self.left,
+                        self.right, self.is_leaf, self.is_cat, self.bitset_idx, self.raw_bitsets,
+                        self.known_bitsets, self.f_idx_map, values, self._is_applicant,
+                        left, right, roots)
+            out = np.empty(len(X))
+            _raw_scores(X, roots, self.feature, self.threshold, self.mgl, left,
+                        right, self.is_leaf, self.value, self.is_cat, self.bitset_idx,
+                        self.raw_bitsets, self.known_bitsets, self.f_idx_map, self.baseline,
+                        out)
+            return self._finish(out, applicant, rows)
+        applicant_mask = np.empty(self.roots.shape[0], self.mask_dtype)
+        _applicant_masks(values, self.applicant_nodes, self.tree_of, self.feature, self.threshold,
+                         self.mgl, self.is_cat, self.bitset_idx,
+                         self.mask32 if self.width == 32 else self.mask, self.raw_bitsets,
+                         self.known_bitsets, self.f_idx_map, self._is_applicant,
+                         self.roots.shape[0], applicant_mask)
+        n_groups = self.group_minimum.shape[0]
+        screen_default = np.empty((n_groups, applicant_mask.shape[0]), self.mask_dtype)
+        screen_other = np.empty_like(screen_default)
+        _screen_masks(applicant_mask, self._default_mask, self.prefix, self.thresholds,
+                      self.thr_start, step2, years, self.group_minimum, self.group_cutoff,
+                      screen_default, screen_other)
+        default_row = (Xv[:, 3] == 0) & (Xv[:, 4] == 0) & (Xv[:, 5] == 0) & np.isnan(Xv[:, 6])
+        program_rows = self.all_rows if rows is None else np.asarray(rows, np.int64)
+        program_masks = self.program_masks[typ]
+        out = np.zeros(n)
+        if applicant.get("needs_visa"):
+            # q is 0 wherever no visa is sponsored (``_finish``): score only the other rows
+            keep = np.flatnonzero(self.visa_ok[program_rows])
+            program_rows, Xv, default_row = program_rows[keep], Xv[keep], default_row[keep]
+            kept = np.empty(len(keep))
+        else:
+            keep, kept = None, out
+
+        def run(a: int, b: int) -> None:
+            _quickscore(program_rows[a:b], program_masks, self.typical_step2, step2,
+                        self.screen_group, screen_default, screen_other, Xv[a:b],
+                        default_row[a:b], self.prefix, self.thresholds, self.thr_start,
+                        self.leaf_values, self.baseline, kept[a:b])
+
+        _share_rows(len(program_rows), run)
+        if keep is not None:
+            out[keep] = kept
+        return self._finish(out, applicant, rows)
+
+    def _finish(self, raw: np.ndarray, applicant: dict[str, Any], rows: np.ndarray | None
+                ) -> np.ndarray:
+        q = self._calibrate(1.0 / (1.0 + np.exp(-raw)))
+        q = np.clip(q, PROB_FLOOR, 1 - PROB_FLOOR)
+        if applicant.get("needs_visa"):
+            ok = self.visa_ok if rows is None else self.visa_ok[rows]
+            q = np.where(ok, q, 0.0)
+        return q
+
+
+__all__ = ["FastScorer", "APPLICANT_INPUTS"]

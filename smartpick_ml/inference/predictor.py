@@ -1,0 +1,553 @@
+"""Stage 5 — what a backend service calls: rank programs for one applicant, plan where to apply.
+
+Three lines::
+
+    from smartpick_ml import MatchPredictor
+    predictor = MatchPredictor.load("models")            # or "models:/smartpick-match@champion"
+    ranked = predictor.rank({"applicant_type": "non_us_img", "step2_ck": 248,
+                             "graduation_year": 2022, "needs_visa": True},
+                            specialty="Internal Medicine", k=20)
+
+- ``predict(pairs)``: q for applicant × program rows (a pairs frame,
+  ``features.PAIR_INPUT_COLUMNS``).
+- ``rank(applicant, preferences, specialty, k)``: every program with q, the applicant's utility U,
+  expected value EV = q·U, eligibility with the reason, and the inputs that move q most.
+- ``match_probability(applicant, rank_list)``: P(match at each rank), P(unmatched), E[U].
+- ``plan(applicant, preferences, max_applications | budget)``: the exact optimal application list
+  for every length, its P(match), E[U] and ERAS fees (``portfolio``).
+
+Applicant profiles and preferences are validated by pydantic: a bad field gets an error naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from threadpoolctl import ThreadpoolController
+
+from smartpick_ml.contracts.errors import DataValidationError, SmartPickError
+from smartpick_ml.contracts.reference import (
+    RATE_COLUMN_BY_TYPE,
+    REGIONS,
+    SPECIALTY_NAMES,
+    STATE_REGION,
+)
+from smartpick_ml.contracts.schemas import PAIR_COLUMN_SPECS, STEP2_MAX, STEP2_MIN, _check_column
+from smartpick_ml.inference.portfolio import (
+    USMLE_TRANSCRIPT_FEE_USD,
+    fees_for_sizes,
+    match_probability,
+    plan_table,
+)
+from smartpick_ml.modelling.features import (
+    PROGRAM_INPUTS,
+    applicant_pairs,
+    check_pair_inputs,
+    visa_blocked,
+)
+
+DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "positions",
+                   "program_type", "sponsors_j1", "sponsors_h1b", "img_share", "img_mentorship",
+                   "img_orientation")
+
+
+_VISA_REASON = "needs a visa; program sponsors neither J-1 nor H-1B"
+_REASON_DTYPE = pd.CategoricalDtype([_VISA_REASON, ""])
+
+
+def _display_array(column: pd.Series) -> Any:
+    """A catalog column as the array ``rank`` takes rows from (see ``MatchPredictor``)."""
+    if not (pd.api.types.is_object_dtype(column.dtype)
+            or pd.api.types.is_string_dtype(column.dtype)):
+        return column.array
+    return pd.Categorical(column.astype("str"))
+
+
+class InputError(SmartPickError, ValueError):
+    """An applicant profile, preference or request argument is invalid (the message names it)."""
+
+
+def _default_season() -> int:
+    """The Match a person applying now enters: applications open in June for next spring."""
+    today = _dt.date.today()
+    return today.year + 1 if today.month >= 6 else today.year
+
+
+class ApplicantProfile(BaseModel):
+    """One applicant, as a service sends it. Unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    applicant_type: Literal["us_md_senior", "us_do_senior", "us_img", "non_us_img"]
+    step2_ck: int = Field(ge=STEP2_MIN, le=STEP2_MAX)
+    graduation_year: int = Field(ge=1950, le=2100)
+    season: int = Field(default_factory=_default_season, ge=2000, le=2100)
+    usce_months: int = Field(default=0, ge=0, le=240)
+    publications: int = Field(default=0, ge=0, le=1000)
+    needs_visa: bool = False
+    home_state: str | None = None
+    preferred_specialty: str | None = None
+    signals: dict[str, Literal["signal", "gold", "silver"]] = Field(default_factory=dict)
+
+    @field_validator("home_state")
+    @classmethod
+    def _state(cls, v: str | None) -> str | None:
+        if v is not None and v not in STATE_REGION:
+            raise ValueError(f"'{v}' is not a US state code")
+        return v
+
+    @field_validator("preferred_specialty")
+    @classmethod
+    def _specialty(cls, v: str | None) -> str | None:
+        if v is not None and v not in SPECIALTY_NAMES:
+            raise ValueError(f"unknown specialty '{v}'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApplicantProfile:
+        if self.needs_visa and self.applicant_type != "non_us_img":
+            raise ValueError("needs_visa: only non_us_img applicants can need a visa")
+        if self.graduation_year > self.season:
+            raise ValueError("graduation_year: must not be after the season")
+        return self
+
+
+class Preferences(BaseModel):
+    """What the applicant values, for the utility U of a program (documented default: U ≥ 1).
+
+    U = 1 + location_weight · (1 if the program is in a preferred state, 0.5 if only in a preferred
+    region) + img_support_weight · (mentorship + orientation) / 2 + university_weight · (1 if the
+    program type matches ``program_type``) + visa_weight · (1 if it sponsors H-1B).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    states: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    program_type: Literal["university", "community", "any"] = "any"
+    location_weight: float = Field(default=0.5, ge=0, le=5)
+    img_support_weight: float = Field(default=0.5, ge=0, le=5)
+    university_weight: float = Field(default=0.25, ge=0, le=5)
+    visa_weight: float = Field(default=0.0, ge=0, le=5)
+
+    @field_validator("states")
+    @classmethod
+    def _states(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s not in STATE_REGION]
+        if bad:
+            raise ValueError(f"not US state codes: {bad}")
+        return v
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v: list[str]) -> list[str]:
+        bad = [r for r in v if r not in REGIONS]
+        if bad:
+            raise ValueError(f"unknown regions {bad}; known: {list(REGIONS)}")
+        return v
+
+
+#: a batch this small scores faster on one OpenMP thread: waking and spin-waiting the pool costs
+#: more than the work (on a loaded 2-core machine, up to seconds for 3 rows); results are the same
+SMALL_BATCH_ROWS = 1000
+#: one limiter at a time, so concurrent requests cannot restore each other's thread count wrongly
+_ONE_THREAD_LOCK = threading.Lock()
+
+
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    """Built on first use, once the model's OpenMP runtime is loaded (cheap limits afterwards)."""
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def one_openmp_thread(when: bool = True) -> Iterator[None]:
+    """Run the block on one OpenMP thread (if ``when``): small predict calls on a busy 2-core
+    machine spend longer waking and spin-waiting the pool than working. Uses one cached
+    controller (building one per call scans every loaded library, ~1 ms) under one lock."""
+    if not when:
+        yield
+        return
+    with _ONE_THREAD_LOCK, _threadpools().limit(limits=1, user_api="openmp"):
+        yield
+
+
+def _check_pair_values(pairs: Any) -> pd.DataFrame:
+    """Every known column of a pairs frame holds values of its contract's type and range, so the
+    model never sees text where it expects a number (a pandas TypeError deep in the features);
+    returns the frame with those columns in their canonical dtypes (e.g. a null as None, not
+    pd.NA), as the model saw them in training."""
+    if not isinstance(pairs, pd.DataFrame):
+        raise DataValidationError("pairs", [f"expected a pandas DataFrame, got "
+                                            f"{type(pairs).__name__}"])
+    if pairs.columns.duplicated().any():
+        dup = sorted(map(str, set(pairs.columns[pairs.columns.duplicated()])))
+        raise DataValidationError("pairs", [f"duplicate column names: {dup}"])
+    problems: list[str] = []
+    canonical: dict[str, pd.Series] = {}
+    for col in pairs.columns:
+        if col in PAIR_COLUMN_SPECS:
+            col_problems, canonical[col] = _check_column(PAIR_COLUMN_SPECS[col], pairs[col])
+            problems.extend(col_problems)
+    if problems:
+        raise DataValidationError("pairs", problems)
+    return pairs.assign(**canonical)
+
+
+def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
+    if isinstance(data, model):
+        return data
+    if data is None and what == "preferences":
+        return model()
+    if not isinstance(data, Mapping):
+        raise InputError(f"{what}: expected an object with fields, got {type(data).__name__}")
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or what
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            parts.append(f"{what}.{loc}: {msg}" if err["loc"] else f"{what}: {msg}")
+        raise InputError("; ".join(parts)) from None
+
+
+def utility_inputs(programs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The program attributes the utility uses, as arrays (computed once per catalog)."""
+    def flag(c: str) -> np.ndarray:
+        if c not in programs:
+            return np.zeros(len(programs))
+        return programs[c].astype("boolean").fillna(False).to_numpy(float)
+
+    return {"state": programs["state"].to_numpy(dtype=object),
+            "region": programs["region"].to_numpy(dtype=object),
+            "support": (flag("img_mentorship") + flag("img_orientation")) / 2,
+            "type": programs["program_type"].to_numpy(dtype=object),
+            "h1b": flag("sponsors_h1b")}
+
+
+def utility(inputs: dict[str, np.ndarray], prefs: Preferences,
+            rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """The applicant's value of each program (see :class:`Preferences`); always ≥ 1."""
+    location = np.maximum(np.isin(inputs["state"][rows], prefs.states),
+                          0.5 * np.isin(inputs["region"][rows], prefs.regions))
+    n = len(inputs["state"][rows])
+    uni = np.zeros(n) if prefs.program_type == "any" else \
+        (inputs["type"][rows] == prefs.program_type).astype(float)
+    return (1.0 + prefs.location_weight * location
+            + prefs.img_support_weight * inputs["support"][rows]
+            + prefs.university_weight * uni + prefs.visa_weight * inputs["h1b"][rows])
+
+
+# Inputs whose effect on q is reported as the "top factors", with the neutral value each is
+# compared against (a specialty-typical program, or the typical applicant).
+_FACTOR_PROGRAM_COLUMNS = ("rate_us_md", "rate_us_do", "rate_us_img", "rate_non_us_img",
+                           "img_share", "positions", "rate_in_state", "rate_out_of_state")
+_FACTOR_LABELS = {
+    "own_rate": "program's interview rate for your applicant type",
+    "step2_ck": "your Step 2 CK score",
+    "home_state": "in-state (home-state) advantage",
+    "img_share": "program's IMG share",
+    "positions": "program size",
+    "signal": "preference signal",
+    "usce_months": "your US clinical experience",
+    "years_since_graduation": "years since graduation",
+}
+
+
+class MatchPredictor:
+    """Loads a trained model and the program catalog; answers per-applicant questions."""
+
+    def __init__(self, model: Any, programs: pd.DataFrame, manifest: dict[str, Any] | None = None):
+        self.model = model
+        self.manifest = manifest or {}
+        self.programs = programs.reset_index(drop=True)
+        self._index = pd.Index(self.programs["program_id"])
+        if not self._index.is_unique:
+            raise DataValidationError("programs", ["program_id must be unique"])
+        cols = [c for c in PROGRAM_INPUTS if c in self.programs.columns]
+        self._program_block = self.programs[cols]
+        self._visa_ok = ~visa_blocked(self._program_block.assign(needs_visa=True))
+        # text columns converted once to categoricals: each answer then takes small integer
+        # codes, with no per-row string copies or type inference
+        self._display_arrays = {c: _display_array(self.programs[c])
+                                for c in DISPLAY_COLUMNS if c in self.programs}
+        self._fast: Any = None
+        self._fast_failed = False
+        # "every program", as one shared read-only array: rank() over the whole catalog is then
+        # recognised by identity and takes whole columns instead of fancy-indexing each
+        self._all_rows = np.arange(len(self.programs))
+        self._all_rows.flags.writeable = False
+
+    def _scorer(self) -> Any:
+        """The compiled fast path (built on first use; None if this model cannot use it)."""
+        if self._fast is None and not self._fast_failed:
+            from smartpick_ml.modelling.model import MatchModel
+
+            if isinstance(self.model, MatchModel):
+                from smartpick_ml.inference.fastpath import FastScorer
+
+                self._fast = FastScorer(self.model, self.programs)
+            else:
+                self._fast_failed = True
+        return self._fast
+
+    def _utility(self, prefs: Preferences, rows: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "_utility_inputs"):
+            self._utility_inputs = utility_inputs(self.programs)
+        return utility(self._utility_inputs, prefs,
+                       slice(None) if rows is self._all_rows else rows)
+
+    def _q(self, profile: ApplicantProfile, rows: np.ndarray) -> np.ndarray:
+        """q for one applicant at ``rows`` of the catalog: the fast path when available."""
+        fast = self._scorer()
+        if fast is None:
+            return self.predict(self._pairs(profile, rows))
+        full = rows is self._all_rows or (
+            len(rows) == len(self.programs) and bool(np.all(rows == self._all_rows)))
+        q = fast.score(profile.model_dump(), profile.signals, None if full else rows)
+        return q.copy()
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, source: str | Path = "models", programs: pd.DataFrame | str | Path | None = None,
+             strict: bool = False) -> MatchPredictor:
+        """Load from a model directory (verified against its manifest) or an MLflow model URI."""
+        from smartpick_ml.data.catalog import load_catalog
+
+        src = str(source)
+        manifest: dict[str, Any] = {}
+        if src.startswith(("models:/", "runs:/")):
+            import mlflow
+
+            model = mlflow.sklearn.load_model(src)
+            default_programs: Path | None = None
+        else:
+            from smartpick_ml.modelling.persist import load_model
+
+            model, manifest = load_model(src, strict=strict)
+            default_programs = Path(src) / "programs.parquet"
+        if isinstance(programs, pd.DataFrame):
+            table = programs
+        elif programs is not None:
+            table = load_catalog(programs)
+        elif default_programs is not None and default_programs.exists():
+            table = load_catalog(default_programs)
+        elif Path("data/raw/programs.parquet").exists():
+            table = load_catalog("data/raw/programs.parquet")
+        else:
+            table = load_catalog("auto")
+        return cls(model, table, manifest)
+
+    # ------------------------------------------------------------------ scoring
+
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        """q for each applicant × program row of a pairs frame."""
+        pairs = _check_pair_values(pairs)
+        check_pair_inputs(pairs)
+        if len(pairs) == 0:
+            raise InputError("pairs: empty (no rows to score)")
+        for col in ("step2_ck", "graduation_year", "season"):
+            v = pd.to_numeric(pairs[col], errors="coerce")
+            if v.isna().any():
+                raise InputError(f"pairs.{col}: missing or not a number at rows "
+                                 f"{list(np.flatnonzero(v.isna())[:5])}")
+        step2 = pd.to_numeric(pairs["step2_ck"])
+        if ((step2 < STEP2_MIN) | (step2 > STEP2_MAX)).any():
+            raise InputError(f"pairs.step2_ck: must be between {STEP2_MIN} and {STEP2_MAX}")
+        with one_openmp_thread(len(pairs) <= SMALL_BATCH_ROWS):
+            q = self.model.predict_proba(pairs)[:, 1]
+        if not np.isfinite(q).all():  # a model must never hand a service NaN
+            raise SmartPickError("model produced non-finite probabilities")
+        return q
+
+    def _pairs(self, profile: ApplicantProfile, rows: np.ndarray) -> pd.DataFrame:
+        return applicant_pairs(profile.model_dump(), self._program_block.iloc[rows],
+                               profile.signals)
+
+    def _rows(self, specialty: str | None, program_ids: Sequence[str] | None = None
+              ) -> np.ndarray:
+        if program_ids is not None:
+            if len(program_ids) == 0:
+                raise InputError("rank_list: empty (give at least one program_id)")
+            idx = self._index.get_indexer(list(program_ids))
+            if (idx < 0).any():
+                unknown = [p for p, i in zip(program_ids, idx, strict=True) if i < 0][:5]
+                raise InputError(f"rank_list: unknown program_id(s) {unknown}")
+            if len(set(program_ids)) != len(program_ids):
+                raise InputError("rank_list: a program appears twice")
+            return idx
+        if specialty is None:
+            return self._all_rows
+        if specialty not in SPECIALTY_NAMES:
+            raise InputError(f"specialty: unknown specialty '{specialty}'")
+        rows = np.flatnonzero(self.programs["specialty"].to_numpy() == specialty)
+        if len(rows) == 0:
+            raise InputError(f"specialty: no programs of '{specialty}' in the catalog")
+        return rows
+
+    def rank(self, applicant: Mapping[str, Any] | ApplicantProfile,
+             preferences: Mapping[str, Any] | Preferences | None = None,
+             specialty: str | None = None, k: int | None = None,
+             explain: bool = True) -> pd.DataFrame:
+        """Programs ranked by expected value EV = q·U, eligible ones first."""
+        profile = _parse(ApplicantProfile, applicant, "applicant")
+        prefs = _parse(Preferences, preferences, "preferences")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise InputError(f"k: must be a whole number ≥ 1, got {k!r}")
+        rows = self._rows(specialty or profile.preferred_specialty)
+        q = self._q(profile, rows)
+        u = self._utility(prefs, rows)
+        ev = q * u
+        eligible = ~(profile.needs_visa & ~self._visa_ok[rows])
+        order = np.lexsort((-q, -ev, ~eligible))  # eligible first, then EV, then q
+        if k is not None:
+            order = order[:k]
+        take = rows[order]
+        # one DataFrame built from numpy columns: much cheaper than pandas take + setitem
+        columns = {c: v.take(take) for c, v in self._display_arrays.items()}
+        columns.update(q=q[order], utility=u[order], ev=ev[order], eligible=eligible[order],
+                       reason=pd.Categorical.from_codes(eligible[order].astype(np.int8),
+                                                        dtype=_REASON_DTYPE, validate=False))
+        out = pd.DataFrame(columns, copy=False)
+        if explain:
+            out["top_factors"] = self._explain(profile, out)
+        return out
+
+    def _explain(self, profile: ApplicantProfile, ranked: pd.DataFrame, top: int = 3
+                 ) -> list[str]:
+        """For each row, the inputs whose neutral value would change q most (signed Δq)."""
+        n = len(ranked)
+        if n == 0:
+            return []
+        rows = self._index.get_indexer(ranked["program_id"])
+        base = self._pairs(profile, rows)
+        q0 = ranked["q"].to_numpy()
+        own_col = RATE_COLUMN_BY_TYPE[profile.applicant_type]
+        spec_median = self.programs.groupby("specialty")[own_col].median()
+        variants: dict[str, pd.DataFrame] = {}
+        v = base.copy()
+        v[own_col] = base["specialty"].map(spec_median).to_numpy()
+        variants["own_rate"] = v
+        v = base.copy()
+        v["step2_ck"] = 245
+        variants["step2_ck"] = v
+        v = base.copy()
+        v["home_state"] = None
+        variants["home_state"] = v
+        v = base.copy()
+        v["img_share"] = base["specialty"].map(
+            self.programs.groupby("specialty")["img_share"].median()).to_numpy()
+        variants["img_share"] = v
+        v = base.copy()
+        v["positions"] = base["specialty"].map(
+            self.programs.groupby("specialty")["positions"].median()).to_numpy()
+        variants["positions"] = v
+        if profile.signals:
+            v = base.copy()
+            v["signal"] = "none"
+            variants["signal"] = v
+        if profile.applicant_type in ("us_img", "non_us_img"):
+            v = base.copy()
+            v["usce_months"] = 0
+            variants["usce_months"] = v
+        names = list(variants)
+        stacked = pd.concat([variants[nm] for nm in names], ignore_index=True)
+        q_alt = self.model.predict_proba(stacked)[:, 1].reshape(len(names), n)
+        delta = q0[None, :] - q_alt
+        texts = []
+        for j in range(n):
+            order = np.argsort(-np.abs(delta[:, j]))[:top]
+            texts.append("; ".join(f"{_FACTOR_LABELS[names[i]]} {delta[i, j]:+.3f}"
+                                   for i in order if abs(delta[i, j]) >= 5e-4))
+        return texts
+
+    def match_probability(self, applicant: Mapping[str, Any] | ApplicantProfile,
+                          rank_list: Sequence[str],
+                          preferences: Mapping[str, Any] | Preferences | None = None
+                          ) -> dict[str, Any]:
+        """For a rank list in the applicant's order: P(match at each rank), P(unmatched), E[U]."""
+        profile = _parse(ApplicantProfile, applicant, "applicant")
+        prefs = _parse(Preferences, preferences, "preferences")
+        if isinstance(rank_list, str) or not isinstance(rank_list, Sequence):
+            raise InputError("rank_list: expected a list of program_id strings")
+        rows = self._rows(None, list(rank_list))
+        q = self._q(profile, rows)
+        u = self._utility(prefs, rows)
+        res = match_probability(q, u)
+        # a list matches at least as often as its likeliest program would take you
+        corrected = max(self.correct_p_match(res.p_match, profile.applicant_type), float(q.max()))
+        table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1),
+                              "program_id": list(rank_list),
+                              "name": self.programs["name"].to_numpy()[rows], "q": q,
+                              "utility": u, "p_match_here": res.p_match_at})
+        return {"ranks": table, "p_match": res.p_match, "p_unmatched": res.p_unmatched,
+                "expected_utility": res.expected_utility, "p_match_corrected": corrected}
+
+    def correct_p_match(self, p_match: float | np.ndarray, applicant_type: str
+                        ) -> float | np.ndarray:
+        """P(match) of a list corrected for correlated programs' decisions (``pmatch``); the
+        independence value is returned unchanged by models trained without the correction."""
+        cal = getattr(self.model, "pmatch_calibrator_", None)
+        if cal is None:
+            return p_match
+        out = cal.transform(np.asarray(p_match, float), applicant_type)
+        return float(out[0]) if np.ndim(p_match) == 0 else out
+
+    def plan(self, applicant: Mapping[str, Any] | ApplicantProfile,
+             preferences: Mapping[str, Any] | Preferences | None = None,
+             specialty: str | None = None, max_applications: int | None = None,
+             budget: float | None = None, schedule: str = "2025") -> dict[str, Any]:
+        """The exact optimal application list for every length h (equal ERAS cost per program
+        within a specialty: optimal lists are nested), with P(match), E[U] and fees."""
+        profile = _parse(ApplicantProfile, applicant, "applicant")
+        prefs = _parse(Preferences, preferences, "preferences")
+        spec = specialty or profile.preferred_specialty
+        if spec is None:
+            raise InputError("specialty: give a specialty (or applicant.preferred_specialty); "
+                             "ERAS fees are per specialty")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
+                                   or not 0 < budget < np.inf):
+            raise InputError(f"budget: must be a positive number of dollars, got {budget!r}")
+        if max_applications is not None and (not isinstance(max_applications, int)
+                                             or isinstance(max_applications, bool)
+                                             or max_applications < 1):
+            raise InputError(f"max_applications: must be a whole number ≥ 1, got "
+                             f"{max_applications!r}")
+        ranked = self.rank(profile, prefs, specialty=spec, explain=False)
+        eligible = ranked[ranked["eligible"]].reset_index(drop=True)
+        if len(eligible) == 0:
+            raise InputError(f"applicant: no program in {spec} can take this applicant")
+        h_max = min(max_applications or len(eligible), len(eligible))
+        if budget is not None:
+            fees = (fees_for_sizes(np.arange(1, len(eligible) + 1), schedule)
+                    + USMLE_TRANSCRIPT_FEE_USD)
+            affordable = int(np.sum(fees <= budget))
+            if affordable == 0:
+                raise InputError(f"budget: ${budget:,.0f} does not cover one application "
+                                 f"(${int(fees[0])} with the USMLE transcript fee)")
+            h_max = min(h_max, affordable)
+        table = plan_table(eligible["q"].to_numpy(), eligible["utility"].to_numpy(), h_max,
+                           schedule)
+        best_q = np.maximum.accumulate(eligible["q"].to_numpy()[table["added"].to_numpy()])
+        table.insert(3, "p_match_corrected", np.maximum(
+            self.correct_p_match(table["p_match"].to_numpy(), profile.applicant_type), best_q))
+        table.insert(1, "program_added", eligible["program_id"].to_numpy()[table["added"]])
+        table.insert(2, "name_added", eligible["name"].to_numpy()[table["added"]])
+        best = table.iloc[-1]
+        chosen = eligible.iloc[table["added"].to_numpy()].reset_index(drop=True)
+        return {"specialty": spec, "table": table, "programs": chosen,
+                "p_match": float(best["p_match"]),
+                "p_match_corrected": float(best["p_match_corrected"]),
+                "expected_utility": float(best["expected_utility"]),
+                "fee_usd": int(best["fee_usd"])}

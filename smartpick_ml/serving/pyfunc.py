@@ -1,0 +1,677 @@
+"""The served model: what ``mlflow models serve -m models:/smartpick-match@champion`` runs.
+
+**How it is logged.** :func:`log_model` writes one MLflow model with two flavours over the same
+skops file (``model.skops``; loading it reconstructs only :data:`persist.TRUSTED_TYPES`, nothing is
+cloudpickled):
+
+- ``sklearn`` -- ``mlflow.sklearn.load_model(uri)`` still returns the :class:`MatchModel`
+  (``MatchPredictor.load("models:/…")``, the champion comparison in ``tracking``);
+- ``python_function`` with ``loader_module = smartpick_ml.serving.pyfunc`` -- ``mlflow.pyfunc`` and the
+  scoring server call :func:`_load_pyfunc`, which loads the skops file and the program catalog the
+  model was trained with (``programs.parquet``, public catalog data, logged next to it) and returns
+  a :class:`ServedMatchModel`.
+
+"Models from code" (``python_model=<file>``) would give a pyfunc-only model and break every
+``mlflow.sklearn.load_model`` of the registered champion; a loader module needs no pickled object
+either.
+
+**Requests** (``POST /invocations``, ``Content-Type: application/json``), two tasks:
+
+- *Pair scoring* (default, ``params.task = "score"``), in one of two forms (per request):
+
+  - **lean** (recommended for a backend): ``dataframe_split`` rows with the applicant's columns
+    (:data:`features.APPLICANT_INPUTS`), ``program_id`` and optionally ``signal`` -- no other
+    program column. The program's fields come from the catalog logged with the model; an unknown
+    ``program_id`` is a 400 naming ``pairs.program_id``;
+  - **full**: the columns of :data:`features.PAIR_INPUT_COLUMNS` (the ``applicants`` /
+    ``programs`` contracts say which may be absent or null), for programs not in the catalog or
+    with other field values. A request with some program columns must carry all the required
+    ones (the 400 names those missing).
+
+  Answer: ``{"predictions": [[1 - q, q], ...]}``, exactly ``MatchModel.predict_proba`` of the
+  full pairs. Rows whose program fields are the catalog's (every lean row; full rows whose fields
+  equal the catalog's row for their ``program_id``) are scored by the compiled fast path
+  (:class:`fastpath.FastScorer`, grouped by applicant); other rows (a program unknown to the
+  catalog, different field values, a program twice for one applicant) by
+  ``MatchModel.predict_proba`` (lean rows completed from the catalog). Both give the same q.
+- *Ranking one applicant* (``params.task = "rank"``): one ``dataframe_split`` row with the
+  applicant's columns (:data:`features.APPLICANT_INPUTS`; no program columns), and optional params
+  ``specialty`` (default: all programs), ``k`` (0 = all), ``explain`` (top factors, slower),
+  ``preferences`` and ``signals`` (JSON objects as text, as ``MatchPredictor.rank`` takes them).
+  Answer: one record per program, best first (``MatchPredictor.rank``'s columns).
+
+**Errors.** Every bad input -- unknown specialty or program, value out of range, missing column,
+wrong type, NaN, empty frame, bad params -- raises an ``MlflowException`` with
+``INVALID_PARAMETER_VALUE``: the server answers HTTP 400 with a JSON ``message`` naming the field
+(``pairs.step2_ck: …``).
+
+**No input schema in the signature.** The request's columns are checked in one place,
+:func:`validate_pairs`, against the data contracts (``schemas.APPLICANTS`` / ``schemas.PROGRAMS``:
+type, range, allowed values, nulls), per form of request (lean, full, ranking: which columns
+each must carry differs, which a signature cannot say). The signature keeps the output and the
+params; the columns are described in the model's metadata (:func:`request_columns`), and
+``input_example.json`` shows a request. Why not MLflow's enforcement as well:
+
+- it is lossy for these columns: its typed parsing turns a null in a ``boolean`` column into
+  ``False`` (an unknown visa sponsorship would become a refusal), ``245.7`` in a ``long`` column
+  into 245, ``"245"`` or ``true`` in a ``double`` one into a number -- so numbers and booleans
+  had to be typed ``any``, which checks nothing;
+- it was most of a request's cost: parsing the body against an input schema and enforcing it
+  (a pandas Series per column, then a new frame) took ~3.5 ms of the ~4.8 ms one lean request
+  cost through MLflow's scoring function, against ~0.4 ms for our validation and fast path
+  (``benchmarks/bench_serve.py`` measures it in-process before it starts the servers).
+
+**Concurrency.** The scoring server calls ``predict`` from a thread pool; the numba kernels (whose
+default thread pool must not be entered from two threads at once) and the reused buffers are used
+under one lock, with one numba thread: single requests are far too small to share out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smartpick_ml.contracts.errors import SmartPickError
+from smartpick_ml.contracts.schemas import PAIR_COLUMN_SPECS, ColumnSpec
+from smartpick_ml.modelling.features import (
+    APPLICANT_INPUTS,
+    PAIR_INPUT_COLUMNS,
+    PROGRAM_INPUTS,
+    SIGNAL_CODES,
+    synthetic_pairs,
+)
+from smartpick_ml.modelling.persist import TRUSTED_TYPES
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "programs.parquet"
+TASKS = ("score", "rank")
+#: params of a request and their defaults ("" / 0 = not given)
+PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "explain": False,
+                                  "preferences": "", "signals": ""}
+#: rows per request above which the fast path may use more than one numba thread
+PARALLEL_ROWS = 2000
+
+# the pairs contract, except that a request may leave a pair's signal null (= "none")
+_SPECS: dict[str, ColumnSpec] = {
+    **PAIR_COLUMN_SPECS,
+    "signal": dataclasses.replace(PAIR_COLUMN_SPECS["signal"], nullable=True)}
+#: columns a pair-scoring request must carry (the contracts' required columns)
+REQUIRED_PAIR_COLUMNS: tuple[str, ...] = tuple(
+    c for c in PAIR_INPUT_COLUMNS if c in _SPECS and _SPECS[c].required)
+#: the program's fields a lean request leaves out (taken from the logged catalog)
+CATALOG_FIELDS: tuple[str, ...] = tuple(c for c in PROGRAM_INPUTS if c != "program_id")
+#: columns a lean pair request must carry: the applicant's and ``program_id``
+LEAN_REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    c for c in REQUIRED_PAIR_COLUMNS if c not in CATALOG_FIELDS)
+#: columns a ranking request (one applicant) must carry
+_RANK_REQUIRED: tuple[str, ...] = tuple(
+    c for c in APPLICANT_INPUTS if _SPECS[c].required and c != "home_state")
+_ALLOWED = {name: frozenset(spec.allowed) for name, spec in _SPECS.items() if spec.allowed}
+
+
+def _invalid(message: str) -> Exception:
+    """The error the scoring server turns into HTTP 400 with ``message``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _rows(bad: list[int], values: list[Any] | None = None) -> str:
+    if values is None:
+        return f"row(s) {bad[:3]}"
+    return ", ".join(f"row {i}: {values[i]!r}" for i in bad[:3])
+
+
+def _null(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float | np.floating) and v != v)
+
+
+_NUMBER = (int, float, np.integer, np.floating)
+_BOOL = (bool, np.bool_)
+
+
+def _check_column(spec: ColumnSpec, values: list[Any]) -> np.ndarray:
+    """One column as numbers (float; NaN = null) or text (object; None = null), or a clear
+    ``ValueError`` naming it. The same contract ``schemas.validate`` checks, in plain Python:
+    that one costs ~10 ms a call, too slow per request, and for the few rows of a request a
+    loop beats numpy's per-call overhead."""
+    where = f"pairs.{spec.name}"
+    null = [i for i, v in enumerate(values) if _null(v)]
+    if null and not spec.nullable:
+        raise ValueError(f"{where}: missing value (null/NaN) at {_rows(null)}")
+    if spec.kind == "str":
+        out = [None if _null(v) else v for v in values]
+        bad = [i for i, v in enumerate(out) if v is not None and not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"{where}: must be text, got {_rows(bad, out)}")
+        if spec.allowed is not None:
+            allowed = _ALLOWED[spec.name]
+            bad = [i for i, v in enumerate(out) if v is not None and v not in allowed]
+            if bad:
+                raise ValueError(f"{where}: must be {spec.rule_text()}, got {_rows(bad, out)}")
+        return np.array(out, dtype=object)
+    if spec.kind == "bool":
+        bad = [i for i, v in enumerate(values) if not (_null(v) or isinstance(v, _BOOL))]
+        if bad:
+            raise ValueError(f"{where}: must be true or false"
+                             f"{' or null' if spec.nullable else ''}, got {_rows(bad, values)}")
+        return np.array([np.nan if _null(v) else float(v) for v in values])
+    bad = [i for i, v in enumerate(values)
+           if not _null(v) and (not isinstance(v, _NUMBER) or isinstance(v, _BOOL))]
+    if bad:
+        raise ValueError(f"{where}: must be a number, got {_rows(bad, values)}")
+    out = [math.nan if _null(v) else float(v) for v in values]
+    lo = -math.inf if spec.min is None else spec.min
+    hi = math.inf if spec.max is None else spec.max
+    whole = spec.kind == "int"
+    bad = [i for i, v in enumerate(out) if v == v and (not math.isfinite(v)
+                                                         or (whole and v != round(v)))]
+    if bad:
+        raise ValueError(f"{where}: must be a finite {'whole number' if whole else 'number'}, "
+                         f"got {_rows(bad, out)}")
+    bad = [i for i, v in enumerate(out) if v == v and not lo <= v <= hi]
+    if bad:
+        raise ValueError(f"{where}: must be {spec.rule_text()}, got {_rows(bad, out)}")
+    return np.array(out)
+
+
+def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
+                   ) -> dict[str, np.ndarray]:
+    """Check a request frame against the data contracts; its columns as arrays (absent
+    optional columns are absent). Raises ``ValueError`` naming the column and the rows."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError("pairs: expected a table -- send dataframe_split (or dataframe_records)"
+                         f", got {type(frame).__name__}")
+    if len(frame) == 0:
+        raise ValueError("pairs: empty (no rows to score)")
+    # column names as plain Python (a set, a dict): pandas Index lookups cost ~5 µs each, and a
+    # request's frame is new every time
+    labels = frame.columns.tolist()
+    present = set(labels)
+    if len(present) != len(labels):
+        raise ValueError(f"pairs: duplicate columns "
+                         f"{sorted(set(frame.columns[frame.columns.duplicated()]))}")
+    missing = [c for c in required if c not in present]
+    if missing:
+        hint = ""
+        if "program_id" not in missing and any(c in CATALOG_FIELDS for c in missing):
+            hint = (" (send every program column, or program_id alone to take the program's "
+                    "fields from the catalog the model was logged with)")
+        raise ValueError(f"pairs: missing required column(s): {', '.join(missing)}{hint}")
+    # one conversion of the whole frame to Python objects, then the columns by position: far
+    # cheaper than column by column, and than selecting the columns first (a pandas copy,
+    # ~1 ms for one row, measured)
+    table = frame.to_numpy(dtype=object).T.tolist()
+    pos = {c: i for i, c in enumerate(labels)}
+    cols = {c: _check_column(_SPECS[c], table[pos[c]])
+            for c in PAIR_INPUT_COLUMNS if c in present and c in _SPECS}
+    if "needs_visa" in cols and "applicant_type" in cols:
+        bad = np.flatnonzero((cols["needs_visa"] == 1.0) & (cols["applicant_type"] != "non_us_img")
+                             ).tolist()
+        if bad:
+            raise ValueError("pairs.needs_visa: only non_us_img applicants can need a visa, "
+                             f"broken at {_rows(bad)}")
+    if "graduation_year" in cols and "season" in cols:
+        bad = np.flatnonzero(cols["graduation_year"] > cols["season"]).tolist()
+        if bad:
+            raise ValueError(f"pairs.graduation_year: must not be after the season, broken at "
+                             f"{_rows(bad)}")
+    return cols
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise equality where null equals null (floats: NaN; text: None)."""
+    if a.dtype == object or b.dtype == object:
+        return np.array([x == y for x, y in zip(a, b, strict=True)], dtype=bool)
+    return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
+# ----------------------------------------------------------------------------- the model
+
+class ServedMatchModel:
+    """Pair scoring and ranking for the scoring server (see the module docstring)."""
+
+    def __init__(self, model: Any, programs: pd.DataFrame, warm_up: bool = True):
+        from smartpick_ml.inference.fastpath import FastScorer
+        from smartpick_ml.inference.predictor import MatchPredictor
+
+        self.model = model
+        self.programs = programs.reset_index(drop=True)
+        self.scorer = FastScorer(model, self.programs)
+        self.predictor = MatchPredictor(model, self.programs)
+        if getattr(self.predictor, "_fast", 0) is None:  # share the compiled scorer (~5 s to
+            self.predictor._fast = self.scorer        # build) instead of building a second one
+        self._lock = threading.Lock()
+        self._row = {pid: i for i, pid in enumerate(self.programs["program_id"])}
+        # the catalog's program fields, normalised like a validated request (NaN / None = null)
+        self._catalog = {c: _check_column(_SPECS[c], self.programs[c].astype(object).tolist())
+                         for c in PROGRAM_INPUTS if c in self.programs.columns and c in _SPECS}
+        # where each catalog field is null (what a full request's absent optional column equals)
+        self._catalog_null = {c: np.array([_null(v) for v in ref], dtype=bool)
+                              for c, ref in self._catalog.items()}
+        self._example = synthetic_pairs(4, seed=3)  # one of each applicant type
+        self.fast_path = self._fast_path_agrees()
+        if not self.fast_path and hasattr(self.predictor, "_fast_failed"):
+            self.predictor._fast, self.predictor._fast_failed = None, True  # rank exactly too
+        if warm_up:
+            self._warm_up()
+
+    def _fast_path_agrees(self, n: int = 200, tol: float = 1e-9) -> bool:
+        """Serve the fast path only if it reproduces ``predict_proba`` on a sample of catalog
+        pairs (applicants of every type, home states and signals): a fast path that has fallen
+        behind a change of the features must cost speed, never correctness."""
+        rng = np.random.default_rng(0)
+        pairs = self._example
+        rows = rng.choice(len(self.programs), size=min(n, len(self.programs)), replace=False)
+        frames = []
+        for i in range(len(pairs)):
+            block = self.programs.iloc[rows]
+            frame = pd.concat([pairs.iloc[[i] * len(rows)].reset_index(drop=True)
+                               [list(APPLICANT_INPUTS)],
+                               block[[c for c in PROGRAM_INPUTS if c in block]]
+                               .reset_index(drop=True)], axis=1)
+            frame["signal"] = rng.choice(list(SIGNAL_CODES), size=len(frame), p=[.7, .1, .1, .1])
+            if i % 2:
+                frame["home_state"] = block["state"].to_numpy()[0]
+            frames.append(frame)
+        sample = pd.concat(frames, ignore_index=True)
+        cols = validate_pairs(sample)
+        q = np.full(len(sample), np.nan)
+        self._score_fast(cols, np.array([self._row[p] for p in cols["program_id"]]),
+                         np.ones(len(sample), bool), q)
+        expected = self.model.predict_proba(sample)[:, 1]
+        diff = float(np.nanmax(np.abs(q - expected))) if not np.isnan(q).all() else math.inf
+        if not diff <= tol:
+            log.warning("fast path disagrees with predict_proba (max |Δq| = %.3g): serving "
+                        "through predict_proba only", diff)
+            return False
+        return True
+
+    def _warm_up(self) -> None:
+        """Run every path once at load, so no client pays for first-call set-up."""
+        pairs = self._example.copy()
+        sample = self.programs.sample(n=len(pairs), replace=True, random_state=0)
+        for c in PROGRAM_INPUTS:  # catalog programs: the fast path
+            if c in sample.columns:
+                pairs[c] = sample[c].to_numpy()
+        self.predict(pairs)
+        self.predict(pairs.assign(program_id="NOT-IN-CATALOG"))  # the fallback
+        self.predict(pairs[[c for c in APPLICANT_INPUTS if c in pairs.columns]].head(1),
+                     {"task": "rank", "k": 5})
+
+    # ---------------------------------------------------------------- entry point
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        try:
+            p = {**PARAM_DEFAULTS, **(params or {})}
+            if p["task"] not in TASKS:
+                raise ValueError(f"params.task: must be one of {list(TASKS)}, got {p['task']!r}")
+            with self._lock:
+                import numba
+
+                numba.set_num_threads(1)
+                if p["task"] == "rank":
+                    return self._rank(model_input, p)
+                return self._score(model_input)
+        except (SmartPickError, ValueError) as exc:
+            raise _invalid(str(exc)) from None
+
+    # ---------------------------------------------------------------- pairs
+
+    def _score(self, frame: Any) -> np.ndarray:
+        # lean request: no program field but program_id -> the program from the catalog
+        lean = isinstance(frame, pd.DataFrame) and set(frame.columns.tolist()).isdisjoint(
+            CATALOG_FIELDS)
+        cols = validate_pairs(frame, LEAN_REQUIRED_COLUMNS if lean else REQUIRED_PAIR_COLUMNS)
+        n = len(frame)
+        q = np.full(n, np.nan)
+        row_of = self._row
+        idx = np.fromiter((row_of.get(p, -1) for p in cols["program_id"]), np.int64, count=n)
+        if lean:
+            unknown = np.flatnonzero(idx < 0).tolist()
+            if unknown:
+                raise ValueError(
+                    "pairs.program_id: not in the catalog the model was logged with (a request "
+                    "without the program's columns takes them from it; send every program "
+                    f"column to score another program), got {_rows(unknown, cols['program_id'])}")
+            fast = np.full(n, self.fast_path)
+        else:
+            fast = (idx >= 0) & self.fast_path
+            for c, ref in self._catalog.items():
+                if not fast.any():
+                    break
+                if c in cols:
+                    fast[fast] &= _same(cols[c][fast], ref[idx[fast]])
+                else:  # absent = null
+                    fast[fast] &= self._catalog_null[c][idx[fast]]
+        if fast.any():
+            self._score_fast(cols, idx, fast, q)
+        slow = np.flatnonzero(np.isnan(q))
+        if len(slow):
+            from smartpick_ml.inference.predictor import one_openmp_thread
+
+            rows = self._with_catalog(frame, slow, idx) if lean else frame.iloc[slow]
+            # OpenMP threads for a few rows only fight over the cores (and with other requests)
+            with one_openmp_thread(len(rows) < PARALLEL_ROWS):
+                q[slow] = self.model.predict_proba(rows)[:, 1]
+        if not np.isfinite(q).all():  # a service must never hand out NaN
+            raise SmartPickError("model produced non-finite probabilities")
+        return np.column_stack([1.0 - q, q])
+
+    def _with_catalog(self, frame: pd.DataFrame, rows: np.ndarray, idx: np.ndarray
+                      ) -> pd.DataFrame:
+        """Rows of a lean request completed with their program's catalog fields: the pairs frame
+        ``predict_proba`` takes."""
+        own = frame.iloc[rows].reset_index(drop=True)
+        fields = [c for c in CATALOG_FIELDS if c in self.programs.columns]
+        return pd.concat([own, self.programs.iloc[idx[rows]][fields].reset_index(drop=True)],
+                         axis=1)
+
+    def _score_fast(self, cols: dict[str, np.ndarray], idx: np.ndarray, fast: np.ndarray,
+                    q: np.ndarray) -> None:
+        """q of catalog programs through the fast path, one call per distinct applicant."""
+        present = [c for c in APPLICANT_INPUTS if c in cols]
+        keys = list(zip(*(cols[c] for c in present), strict=True))
+        groups: dict[tuple, list[int]] = {}
+        for r in np.flatnonzero(fast):
+            groups.setdefault(keys[r], []).append(int(r))
+        signal = cols.get("signal")
+        for key, rows in groups.items():
+            applicant = dict(zip(present, key, strict=True))
+            applicant["needs_visa"] = applicant.get("needs_visa") == 1.0
+            rows_arr = np.asarray(rows)
+            prog = idx[rows_arr]
+            if len(np.unique(prog)) != len(prog):
+                continue  # a program twice for one applicant: left to the fallback
+            signals = {}
+            if signal is not None:
+                signals = {str(cols["program_id"][r]): str(signal[r]) for r in rows
+                           if signal[r] is not None and signal[r] != "none"}
+            if len(rows) > PARALLEL_ROWS:
+                import numba
+
+                numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            q[rows_arr] = self.scorer.score(applicant, signals or None, prog)
+
+    # ---------------------------------------------------------------- ranking
+
+    def _rank(self, frame: Any, p: dict[str, Any]) -> pd.DataFrame:
+        if isinstance(frame, pd.DataFrame) and len(frame) != 1:
+            raise ValueError(f"rank: send exactly one applicant row, got {len(frame)}")
+        cols = validate_pairs(frame, required=_RANK_REQUIRED)
+        extra = [c for c in frame.columns if c not in APPLICANT_INPUTS]
+        if extra:
+            raise ValueError(f"rank: send the applicant's columns only; unexpected column(s) "
+                             f"{extra[:5]}")
+        applicant: dict[str, Any] = {}
+        for c in APPLICANT_INPUTS:
+            if c not in cols:
+                continue
+            v = cols[c][0]
+            if c == "needs_visa":
+                applicant[c] = bool(v == 1.0)
+            elif isinstance(v, float):
+                if not math.isnan(v):
+                    applicant[c] = int(v)
+            else:
+                applicant[c] = v
+        applicant["signals"] = self._json_param(p, "signals")
+        k = p["k"]
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+            raise ValueError(f"params.k: must be a whole number ≥ 0 (0 = all), got {k!r}")
+        ranked = self.predictor.rank(applicant, self._json_param(p, "preferences"),
+                                     specialty=p["specialty"] or None, k=int(k) or None,
+                                     explain=bool(p["explain"]))
+        out = ranked.astype(object)
+        return out.where(out.notna(), None)  # JSON null, not NaN
+
+    @staticmethod
+    def _json_param(p: dict[str, Any], name: str) -> dict[str, Any]:
+        text = p[name]
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"params.{name}: not a JSON object ({exc})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"params.{name}: must be a JSON object, got "
+                             f"{type(value).__name__}")
+        return value
+
+
+# ----------------------------------------------------------------------------- MLflow glue
+
+def signature() -> Any:
+    """The explicit signature: the ``[P(not take), P(take)]`` output of pair scoring and the
+    request params -- and no input schema, on purpose: the request's columns are checked in one
+    place, :func:`validate_pairs`, against the data contracts (see the module docstring). The
+    columns are described in the model's metadata instead (:func:`request_columns`)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    params = ParamSchema([
+        ParamSpec("task", "string", PARAM_DEFAULTS["task"]),
+        ParamSpec("specialty", "string", PARAM_DEFAULTS["specialty"]),
+        ParamSpec("k", "long", PARAM_DEFAULTS["k"]),
+        ParamSpec("explain", "boolean", PARAM_DEFAULTS["explain"]),
+        ParamSpec("preferences", "string", PARAM_DEFAULTS["preferences"]),
+        ParamSpec("signals", "string", PARAM_DEFAULTS["signals"]),
+    ])
+    return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype("float64"),
+                                                                  (-1, 2))]),
+                          params=params)
+
+
+def request_columns() -> dict[str, Any]:
+    """The request's columns as the model's MLflow metadata records them (``MLmodel``,
+    ``metadata.request_columns``): each pair column's type, rule and nullability from the data
+    contracts, and which columns each form of request must carry. What a client reads in place
+    of an input schema; :func:`validate_pairs` enforces it."""
+    return {
+        "columns": {c: {"type": _SPECS[c].kind, "rule": _SPECS[c].rule_text(),
+                        "nullable": _SPECS[c].nullable, "description": _SPECS[c].description}
+                    for c in PAIR_INPUT_COLUMNS},
+        "required": {"lean": list(LEAN_REQUIRED_COLUMNS), "full": list(REQUIRED_PAIR_COLUMNS),
+                     "rank": list(_RANK_REQUIRED)},
+        "contract": "docs/schemas.md, docs/serving.md",
+    }
+
+
+def request_body(frame: pd.DataFrame, **params: Any) -> bytes:
+    """The JSON body of a request: ``frame`` as ``dataframe_split`` (nulls as JSON null), plus
+    ``params`` if any -- what a client sends to ``/invocations``."""
+    split = json.loads(frame.to_json(orient="split", index=False, double_precision=15))
+    body: dict[str, Any] = {"dataframe_split": split}
+    if params:
+        body["params"] = params
+    return json.dumps(body).encode()
+
+
+def input_example() -> pd.DataFrame:
+    """A synthetic example (never a real applicant)."""
+    return synthetic_pairs(5)[list(PAIR_INPUT_COLUMNS)]
+
+
+#: the distributions the served model imports; declared (pinned to this environment), not
+#: inferred: MLflow infers them by loading the model in a subprocess (~9 s of every run)
+SERVED_DISTRIBUTIONS: tuple[str, ...] = (
+    "smartpick-ml", "mlflow", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "skops",
+    "numba", "threadpoolctl")
+
+
+def pip_requirements() -> list[str]:
+    """``SERVED_DISTRIBUTIONS`` at the versions installed here (unpinned if one is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in SERVED_DISTRIBUTIONS:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def save_model(path: str, mlflow_model: Any, sk_model: Any, programs: pd.DataFrame,
+               **kwargs: Any) -> None:
+    """Flavour hook for ``mlflow.models.Model.log``: the sklearn flavour (skops), the catalog,
+    and a ``python_function`` flavour that loads through this module."""
+    import mlflow
+
+    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model,
+                              serialization_format="skops",
+                              skops_trusted_types=list(TRUSTED_TYPES), **kwargs)
+    from smartpick_ml.data.io import write_parquet_atomic
+
+    write_parquet_atomic(programs, Path(path) / CATALOG_FILE)
+    conf = mlflow_model.flavors["python_function"]
+    conf["loader_module"] = __name__
+    for key in ("model_path", "predict_fn"):  # the sklearn loader's own settings
+        conf.pop(key, None)
+    mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | None = None
+              ) -> Any:
+    """Log (and register) the served model in the active run; returns MLflow's ``ModelInfo``."""
+    from mlflow.models import Model
+
+    return Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
+                     sk_model=model, programs=programs, signature=signature(),
+                     metadata={"request_columns": request_columns()},
+                     input_example=input_example(), pip_requirements=pip_requirements(),
+                     registered_model_name=registered_model_name)
+
+
+#: set by ``mlflow models serve`` for its uvicorn workers (``scoring_server._SERVER_MODEL_PATH``):
+#: this process exists to serve the model
+SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"
+
+
+def nodelay_on_listeners() -> int:
+    """Set ``TCP_NODELAY`` on this process's listening TCP sockets (Linux inherits it into every
+    accepted connection); returns how many were changed.
+
+    Why: with ``--workers 2`` or more, uvicorn binds the socket itself with ``proto = 0``, so
+    asyncio never sets ``TCP_NODELAY`` on its connections (uvicorn issue #3149, open): the
+    response body waits for the client's delayed ACK, ~40 ms on every keep-alive request
+    (measured: ``/ping`` p50 44 ms with 2 workers, 2.4 ms with 1). The worker loads the model
+    after the socket is handed to it and before it accepts, so the loader can fix it. Drop this
+    once uvicorn sets the protocol."""
+    import socket
+
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return 0
+    changed = 0
+    for entry in fd_dir.iterdir():
+        try:
+            fd = int(entry.name)
+            if not Path(os.readlink(entry)).name.startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))  # a second handle: closing it keeps fd
+        except (OSError, ValueError):
+            continue
+        with sock:
+            try:
+                if (sock.family in (socket.AF_INET, socket.AF_INET6)
+                        and sock.type == socket.SOCK_STREAM
+                        and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                        and not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    changed += 1
+            except OSError:
+                continue
+    return changed
+
+
+def _load_pyfunc(path: str, model_config: Any = None) -> ServedMatchModel:
+    """``mlflow.pyfunc`` loader: the skops file (trusted types only) and the catalog."""
+    import sklearn
+    import skops.io as sio
+    from mlflow.models import Model
+
+    root = Path(path)
+    if root.is_file():
+        root = root.parent
+    conf = Model.load(str(root / "MLmodel")).flavors["sklearn"]
+    saved_with = conf.get("sklearn_version")
+    if saved_with != sklearn.__version__:
+        warnings.warn(f"model was saved with scikit-learn {saved_with}, this is "
+                      f"{sklearn.__version__}: predictions may differ", RuntimeWarning,
+                      stacklevel=2)
+    model = sio.load(root / conf["pickled_model"], trusted=list(TRUSTED_TYPES))
+    programs = pd.read_parquet(root / CATALOG_FILE)
+    served = ServedMatchModel(model, programs)
+    if nodelay_on_listeners():
+        log.info("TCP_NODELAY set on the server's listening socket (uvicorn --workers > 1)")
+    if os.environ.get(SERVER_MODEL_PATH_ENV):
+        prepare_server_worker()
+    return served
+
+
+def prepare_server_worker() -> None:
+    """Set up a process that exists to serve the model (an ``mlflow models serve`` worker),
+    once, after loading it. Three things, each measured with ``benchmarks/bench_serve.py``:
+
+    - **The heap loaded so far leaves the garbage collector's reach** (``gc.collect`` then
+      ``gc.freeze``): the libraries, the model and the catalog are ~430k objects, and a full
+      collection walks them all (~200 ms here), at a moment Python chooses, in the middle of a
+      request, with every request queued behind it waiting. They live as long as the process.
+    - **Requests run on one inference thread** (the event loop's default executor, which
+      MLflow's scoring server hands each request to). The work is CPU-bound Python holding the
+      GIL, so several threads never run it in parallel; they only add GIL hand-offs, which raise
+      every request's CPU cost once a worker falls behind and let the queue snowball (offered
+      200 req/s: p99 28-35 ms instead of 46-131 ms). With one thread, requests wait in order.
+    - **Request text stays plain Python strings** (pandas' ``future.infer_string`` off, where
+      pandas has the option): MLflow builds a DataFrame from every request's JSON, and with
+      pandas 3's Arrow-backed strings each text column is converted to Arrow and back. One lean
+      request costs ~25 % less CPU (in-process, interleaved: 0.9-1.2 ms against 1.2-1.8 ms) and
+      its answer is the same; ``tests/serving/test_pyfunc.py`` runs the real server with it. The option
+      is deprecated in pandas 3 and gone in 4 (which ``pyproject.toml`` excludes); where it is
+      missing this step does nothing.
+
+    A notebook or service that loads the model with ``mlflow.pyfunc.load_model`` keeps its
+    collector, threads and string dtype: this runs only where ``SERVER_MODEL_PATH_ENV`` is set."""
+    import asyncio
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    gc.collect()
+    gc.freeze()
+    _plain_request_strings()
+    try:
+        loop = asyncio.get_running_loop()  # uvicorn loads the app inside its event loop
+    except RuntimeError:
+        return
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="smartpick-inference"))
+
+
+def _plain_request_strings() -> None:
+    """Infer object (plain ``str``) columns for text, not Arrow strings: see
+    :func:`prepare_server_worker`."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the option's deprecation notice, once per worker
+        try:
+            pd.set_option("future.infer_string", False)
+        except pd.errors.OptionError:  # a pandas without the option
+            pass

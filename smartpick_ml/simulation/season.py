@@ -1,0 +1,694 @@
+"""Stage 2 — a simulated Match season on the program catalog, decided by deferred acceptance.
+
+The season, in the order it happens (``docs/simulation.md`` has the full account):
+
+1. **Applicants** by type, in the published numbers for the season (scaled), with Step 2 CK, years
+   since graduation, visa need, US clinical experience, publications, home state and one preferred
+   specialty; plus a latent quality (letters, interview skill) that no model ever sees.
+2. **Applications**: how many by type (AAIM figures) and where: a weighted draw without replacement
+   over the specialty's programs, favouring programs that interview the applicant's type, in-state
+   and in-region programs. Preference signals go to the applicant's favourite programs.
+3. **Interviews**: each program invites each applicant with a probability *anchored on its published
+   interview rate for that applicant type* (an offset per program and type makes the expected share
+   invited equal the published rate), moved by the applicant's strength, home state and signal; a
+   program invites at most ``interviews_per_position`` per position; a non-US IMG needing a visa is
+   never invited where the program sponsors none.
+4. **Rank lists**: applicants rank every program that interviewed them by their own utility with
+   taste noise; programs rank their interviewees by strength plus interview-day noise.
+5. **The match**: applicant-proposing deferred acceptance with program quotas.
+6. **Labels**: ``would_take`` = the program interviewed the applicant and ranks them at or above
+   its cutoff (or did not fill) — exact, because the simulator knows every cutoff.
+
+Steps 1–2 depend only on what a model may observe; steps 3–5 redraw every unobserved quantity, which
+is what the oracle (:func:`oracle_q`) re-runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+from scipy.stats import norm
+
+from smartpick_ml.contracts.config import SimulateConfig, SimulationParams, TypeParams
+from smartpick_ml.contracts.errors import ConfigError
+from smartpick_ml.contracts.numeric import clipped_logit
+from smartpick_ml.contracts.reference import (
+    APPLICANT_TYPES,
+    PGY1_POSITIONS,
+    RATE_COLUMN_BY_TYPE,
+    SPECIALTY_NAMES,
+    STATE_REGION,
+)
+from smartpick_ml.contracts.schemas import APPLICANTS, APPLICATIONS, validate
+from smartpick_ml.modelling.features import sponsors_visa
+from smartpick_ml.simulation.matching import deferred_acceptance
+
+STEP2_REFERENCE_MEAN, STEP2_REFERENCE_SD = 249.0, 15.0  # USMLE, US/Canadian MD first-takers
+STEP2_CLIP = (200, 290)
+MAX_RATE = 0.97
+_LOGISTIC_PROBIT = np.pi / 8.0  # E[logistic(a + bZ)] ~= logistic(a / sqrt(1 + pi b^2 / 8))
+CHUNK = 4096
+#: National share of applications by type (applicants x applications per applicant:
+#: NRMP 2025 counts, AAIM ~35 per US graduate and ~77 per IMG), used to average a program's per-type
+#: interview rates.
+APPLICATION_MIX = np.array([20368 * 35, 8392 * 35, 4587 * 77, 11465 * 77], dtype=float)
+APPLICATION_MIX /= APPLICATION_MIX.sum()
+
+
+@dataclass
+class Season:
+    """Everything one simulated season produced."""
+
+    season: int
+    applicants: pd.DataFrame
+    applications: pd.DataFrame
+    program_outcomes: pd.DataFrame
+
+
+@dataclass
+class MarketInputs:
+    """Per-pair quantities fixed by what is observed (applicants, programs, applications)."""
+
+    n_applicants: int
+    n_programs: int
+    pair_applicant: np.ndarray  # int64
+    pair_program: np.ndarray  # int64
+    invite_offset: np.ndarray  # anchored invitation logit before latent and noise (-inf = never)
+    invite_latent_weight: float
+    score_obs: np.ndarray  # program's observed view of the applicant (ranking score, mean part)
+    score_latent_weight: float
+    score_noise_sd: float
+    applicant_util_obs: np.ndarray  # applicant's observed taste for the program
+    applicant_taste_sd: float
+    quotas: np.ndarray  # positions per program this season
+    capacity: np.ndarray  # interview slots per program
+    max_interviews: int
+
+
+@dataclass
+class MarketOutcome:
+    """One draw of the unobserved part of a season."""
+
+    interviewed: np.ndarray
+    rank_position: np.ndarray  # applicant's rank of the program (0 = not ranked)
+    program_score: np.ndarray
+    matched: np.ndarray
+    would_take: np.ndarray
+    program_cutoff: np.ndarray
+    invite_threshold: np.ndarray
+    program_filled: np.ndarray
+    attend_ratio: np.ndarray  # per applicant: interviews attended / invitations received
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _imputed_rates(programs: pd.DataFrame) -> np.ndarray:
+    """Published rate per program and type; suppressed values take the specialty's median."""
+    out = np.empty((len(programs), len(APPLICANT_TYPES)))
+    for j, t in enumerate(APPLICANT_TYPES):
+        col = programs[RATE_COLUMN_BY_TYPE[t]].astype(float)
+        med = col.groupby(programs["specialty"]).transform("median")
+        out[:, j] = col.fillna(med).fillna(col.median()).fillna(0.05).to_numpy()
+    return np.clip(out, 0.0, MAX_RATE)
+
+
+def _prestige(programs: pd.DataFrame, rates: np.ndarray) -> np.ndarray:
+    """Selectivity as applicants perceive it: a low US MD interview rate, and university status."""
+    md = np.clip(rates[:, 0], 0.01, 0.99)
+    z = -logit(md)
+    z = (z - z.mean()) / (z.std() + 1e-9)
+    return z + 0.5 * (programs["program_type"].to_numpy() == "university")
+
+
+def season_positions(programs: pd.DataFrame, season: int, scale: float,
+                     params: SimulationParams, rng: np.random.Generator) -> np.ndarray:
+    """Positions per program for a season: catalog positions scaled by the season's published
+    PGY-1 total and by ``scale`` (stochastic rounding keeps the expected total exact)."""
+    ref = PGY1_POSITIONS.get(params.positions_reference_season)
+    factor = PGY1_POSITIONS.get(season, ref) / ref if ref else 1.0
+    x = programs["positions"].to_numpy(dtype=float) * factor * scale
+    base = np.floor(x)
+    return (base + (rng.random(len(x)) < (x - base))).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- applicants
+
+
+def _specialty_choice(season: int, scale: float, programs: pd.DataFrame, prog_spec: np.ndarray,
+                      rates: np.ndarray, params: SimulationParams) -> np.ndarray:
+    """P(specialty | applicant type), one column per type.
+
+    First in proportion to the positions the type would fill in the specialty (each program's
+    positions split by type as its interviewees do: published rate x national application volume
+    of the type), to the power ``specialty_choice_power``. Then the competition the published
+    rates imply: a specialty whose programs interview a small share of their applicants
+    (Dermatology: ~10 % of US MDs) must receive more applicants per position than one that
+    interviews half (Pediatrics) for both to interview about as many per position. The shares are
+    tilted by (interviews per position across all specialties / this specialty's) **
+    ``specialty_interview_balance`` (0: no tilt; 1: equal interviews per position), where a
+    specialty's interviews are its applicants x min(applications, its programs) x the rate their
+    applications meet (programs receive applications in proportion to positions / mixed rate, as
+    in :func:`draw_applications`).
+    """
+    n_spec, n_types = len(SPECIALTY_NAMES), len(APPLICANT_TYPES)
+    positions = programs["positions"].to_numpy(float)
+    weighted = rates * APPLICATION_MIX[None, :]
+    type_share = weighted / np.maximum(weighted.sum(axis=1, keepdims=True), 1e-9)
+    share = np.zeros((n_spec, n_types))
+    for j, t in enumerate(APPLICANT_TYPES):
+        w = np.bincount(prog_spec, weights=positions * type_share[:, j],
+                        minlength=n_spec) ** params.types[t].specialty_choice_power
+        share[:, j] = w / w.sum()
+    balance = params.specialty_interview_balance
+    if balance == 0:
+        return share
+    growth = ((1 + params.application_growth_per_season)
+              ** (season - params.applications_reference_season))
+    volume = positions / np.clip(rates @ APPLICATION_MIX, 0.01, 1.0)  # applications received
+    received = np.maximum(np.bincount(prog_spec, weights=volume, minlength=n_spec), 1e-9)
+    met_rate = np.stack([np.bincount(prog_spec, weights=volume * rates[:, j], minlength=n_spec)
+                         for j in range(n_types)], axis=1) / received[:, None]
+    n_programs = np.bincount(prog_spec, weights=positions > 0, minlength=n_spec)
+    apps = np.array([params.types[t].applications_mean * growth for t in APPLICANT_TYPES])
+    per_applicant = np.minimum(apps[None, :], n_programs[:, None]) * met_rate
+    counts = np.array([params.applicants[season][t] * scale for t in APPLICANT_TYPES], float)
+    spec_positions = np.bincount(prog_spec, weights=positions, minlength=n_spec)
+    interviews = (share * counts[None, :] * per_applicant).sum(axis=1)
+    per_position = interviews / np.maximum(spec_positions, 1e-9)
+    overall = interviews.sum() / spec_positions.sum()
+    tilt = np.where(per_position > 0, (overall / np.maximum(per_position, 1e-9)) ** balance, 0.0)
+    tilted = share * tilt[:, None]
+    return tilted / np.maximum(tilted.sum(axis=0, keepdims=True), 1e-12)
+
+
+def draw_applicants(rng: np.random.Generator, season: int, scale: float,
+                    programs: pd.DataFrame, params: SimulationParams) -> pd.DataFrame:
+    """Applicants of one season (the public ``applicants`` table)."""
+    if season not in params.applicants:
+        raise ConfigError(f"params.applicants has no counts for season {season}; known: "
+                          f"{sorted(params.applicants)}")
+    rates = _imputed_rates(programs)
+    spec_index = {s: i for i, s in enumerate(SPECIALTY_NAMES)}
+    prog_spec = programs["specialty"].map(spec_index).to_numpy()
+    state_weight = programs.groupby("state")["positions"].sum()
+    states = state_weight.index.to_numpy()
+    state_p = state_weight.to_numpy(float) / state_weight.sum()
+    choice = _specialty_choice(season, scale, programs, prog_spec, rates, params)
+    frames = []
+    for j, t in enumerate(APPLICANT_TYPES):
+        tp: TypeParams = params.types[t]
+        n = int(round(params.applicants[season][t] * scale))
+        if n == 0:
+            continue
+        spec = rng.choice(len(SPECIALTY_NAMES), size=n, p=choice[:, j])
+        step2 = np.clip(np.rint(rng.normal(tp.step2_mean, tp.step2_sd, n)), *STEP2_CLIP)
+        if tp.years_since_graduation_mean > 0:
+            gap = np.rint(rng.gamma(1.5, tp.years_since_graduation_mean / 1.5, n))
+        else:
+            gap = np.zeros(n)
+        needs_visa = rng.random(n) < tp.needs_visa_share
+        usce = np.where(rng.random(n) < tp.usce_none_share, 0,
+                        rng.poisson(tp.usce_months_mean, n))
+        k = 1.5  # negative-binomial dispersion: a few applicants have many publications
+        pubs = rng.negative_binomial(k, k / (k + tp.publications_mean), n)
+        home = rng.choice(states, size=n, p=state_p).astype(object)
+        if t == "non_us_img":
+            # visa holders have no US home state; permanent residents half the time
+            no_home = needs_visa | (rng.random(n) < 0.5)
+            home[no_home] = None
+        frames.append(pd.DataFrame({
+            "applicant_type": t, "step2_ck": step2.astype(np.int64),
+            "graduation_year": (season - gap).astype(np.int64),
+            "usce_months": np.minimum(usce, 240).astype(np.int64),
+            "publications": np.minimum(pubs, 1000).astype(np.int64),
+            "needs_visa": needs_visa, "home_state": home,
+            "preferred_specialty": np.asarray(SPECIALTY_NAMES, dtype=object)[spec]}))
+    df = pd.concat(frames, ignore_index=True)
+    df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+    df.insert(0, "season", np.int64(season))
+    df.insert(0, "applicant_id", [f"S{season}-{i:06d}" for i in range(len(df))])
+    return validate(df, APPLICANTS)
+
+
+# ----------------------------------------------------------------------------- applications
+
+
+def _observed_strength(applicants: pd.DataFrame, params: SimulationParams) -> np.ndarray:
+    """Applicant strength from observed fields only (programs add the latent part)."""
+    p = params
+    z_step = (applicants["step2_ck"].to_numpy(float) - STEP2_REFERENCE_MEAN) / STEP2_REFERENCE_SD
+    gap = applicants["season"].to_numpy(float) - applicants["graduation_year"].to_numpy(float)
+    bias = applicants["applicant_type"].map({t: p.types[t].rank_bias for t in APPLICANT_TYPES})
+    return (p.score_weight * z_step
+            + p.usce_weight * np.log1p(applicants["usce_months"].to_numpy(float))
+            + p.publications_weight * np.log1p(applicants["publications"].to_numpy(float))
+            - p.years_since_graduation_penalty * np.maximum(gap - 2.0, 0.0)
+            + bias.to_numpy(float))
+
+
+def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
+                      programs: pd.DataFrame, positions: np.ndarray,
+                      params: SimulationParams) -> pd.DataFrame:
+    """Where each applicant applies and signals (the ``applications`` table, before outcomes)."""
+    rates = _imputed_rates(programs)
+    mixed_rate = np.clip(rates @ APPLICATION_MIX, 0.01, 1.0)
+    prestige = _prestige(programs, rates)
+    sponsors = sponsors_visa(programs)
+    type_idx = applicants["applicant_type"].map({t: i for i, t in enumerate(APPLICANT_TYPES)}
+                                                ).to_numpy()
+    home = applicants["home_state"].to_numpy(dtype=object)
+    home_region = np.array([STATE_REGION.get(h) if isinstance(h, str) else None for h in home],
+                           dtype=object)
+    season = int(applicants["season"].iloc[0])
+    growth = ((1 + params.application_growth_per_season)
+              ** (season - params.applications_reference_season))
+    prog_state = programs["state"].to_numpy(dtype=object)
+    prog_region = programs["region"].to_numpy(dtype=object)
+    target_rate = np.array([params.types[x].target_rate_weight for x in APPLICANT_TYPES])
+    strength = _observed_strength(applicants, params)
+    by_type = pd.Series(strength).groupby(type_idx)
+    strength_z = ((strength - by_type.transform("mean").to_numpy())
+                  / by_type.transform("std").fillna(1.0).replace(0, 1.0).to_numpy())
+    target_prestige = np.array([params.types[x].target_prestige_weight for x in APPLICANT_TYPES])
+    out_app, out_prog, out_signal = [], [], []
+    for specialty, app_idx in applicants.groupby("preferred_specialty").indices.items():
+        prog_idx = np.flatnonzero((programs["specialty"].to_numpy() == specialty) & (positions > 0))
+        if len(prog_idx) == 0:
+            continue
+        signal_plan = params.signals.get(specialty, {})
+        for start in range(0, len(app_idx), CHUNK):
+            a = app_idx[start:start + CHUNK]
+            t = type_idx[a]
+            tilt = target_rate[t][:, None]
+            prestige_pull = target_prestige[t][:, None]
+            same_state = home[a][:, None] == prog_state[prog_idx][None, :]
+            same_region = home_region[a][:, None] == prog_region[prog_idx][None, :]
+            # A program's share of applications is set by its published rates: interviews per
+            # position are similar everywhere, so programs that interview a small share of their
+            # applicants are the ones that receive many (volume ~ positions / mean rate). Each type
+            # then tilts toward programs that interview its type more than average.
+            mix = mixed_rate[prog_idx][None, :]
+            w = (np.log(positions[prog_idx])[None, :] - np.log(mix)
+                 + tilt * (clipped_logit(rates[prog_idx][:, t].T) - clipped_logit(mix))
+                 + params.target_home_state_weight * same_state
+                 + params.target_region_weight * same_region
+                 + prestige_pull * prestige[prog_idx][None, :])
+            needs_visa = applicants["needs_visa"].to_numpy()[a][:, None]
+            visa_blocked = needs_visa & ~sponsors[prog_idx][None, :]
+            w = w - 6.0 * visa_blocked  # a few still apply where they cannot be taken
+            w = w + rng.gumbel(size=w.shape)  # Gumbel-top-k = weighted sampling w/o replacement
+            mean_apps = np.array([params.types[APPLICANT_TYPES[i]].applications_mean for i in t])
+            sd_log = np.array([params.types[APPLICANT_TYPES[i]].applications_sd_log for i in t])
+            # weaker applicants apply more widely (in SD units of their type's strength)
+            breadth = np.exp(-params.applications_strength_elasticity * strength_z[a])
+            n_apps = np.rint(mean_apps * growth * breadth
+                             * np.exp(sd_log * rng.standard_normal(len(a)) - sd_log**2 / 2))
+            n_apps = np.clip(n_apps, 1, len(prog_idx)).astype(np.int64)
+            order = np.argsort(-w, axis=1, kind="stable")
+            take = np.arange(len(prog_idx))[None, :] < n_apps[:, None]
+            rows = np.repeat(a, n_apps)
+            cols = prog_idx[order[take]]
+            signal = np.full(len(rows), "none", dtype=object)
+            if signal_plan:
+                # signals go to the applicant's favourite programs among those applied to
+                fav = (params.applicant_prestige_weight * prestige[cols]
+                       + params.applicant_home_weight
+                       * (home[rows] == prog_state[cols]) + rng.gumbel(size=len(rows)))
+                row_start = np.concatenate([[0], np.cumsum(n_apps)[:-1]])
+                rank_in_row = np.empty(len(rows), dtype=np.int64)
+                for s0, k in zip(row_start, n_apps, strict=True):
+                    rank_in_row[s0 + np.argsort(-fav[s0:s0 + k], kind="stable")] = np.arange(k)
+                if "signal" in signal_plan:
+                    signal[rank_in_row < signal_plan["signal"]] = "signal"
+                else:
+                    gold, silver = signal_plan.get("gold", 0), signal_plan.get("silver", 0)
+                    signal[rank_in_row < gold + silver] = "silver"
+                    signal[rank_in_row < gold] = "gold"
+            out_app.append(rows)
+            out_prog.append(cols)
+            out_signal.append(signal)
+    app = np.concatenate(out_app)
+    prog = np.concatenate(out_prog)
+    order = np.lexsort((prog, app))
+    df = pd.DataFrame({
+        "applicant_id": applicants["applicant_id"].to_numpy(dtype=object)[app[order]],
+        "program_id": programs["program_id"].to_numpy(dtype=object)[prog[order]],
+        "season": np.int64(season),
+        "signal": np.concatenate(out_signal)[order]})
+    return df
+
+
+# ----------------------------------------------------------------------------- the market
+
+
+def _expected_logistic(a: np.ndarray, b: float) -> np.ndarray:
+    return expit(a / np.sqrt(1.0 + _LOGISTIC_PROBIT * b * b))
+
+
+def pair_strength(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
+                  pair_program: np.ndarray, prestige: np.ndarray,
+                  params: SimulationParams) -> np.ndarray:
+    """Observed strength of each applicant *as each program weighs it*: selective programs weigh
+    Step 2 CK more, university programs research more, community programs US clinical
+    experience more (what program directors report valuing differs by program kind)."""
+    base = _observed_strength(applicants, params)[pair_applicant]
+    z_step = ((applicants["step2_ck"].to_numpy(float) - STEP2_REFERENCE_MEAN)
+              / STEP2_REFERENCE_SD)[pair_applicant]
+    university = (programs["program_type"].to_numpy() == "university")[pair_program]
+    step_extra = params.score_weight * (np.exp(params.score_weight_prestige_slope
+                                               * prestige[pair_program]) - 1.0)
+    research = np.log1p(applicants["publications"].to_numpy(float))[pair_applicant]
+    usce = np.log1p(applicants["usce_months"].to_numpy(float))[pair_applicant]
+    return (base + step_extra * z_step
+            + params.university_publications_weight * research * university
+            + params.community_usce_weight * usce * ~university)
+
+
+def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
+                        applications: pd.DataFrame, positions: np.ndarray,
+                        params: SimulationParams) -> MarketInputs:
+    """Everything about a season that the observed tables fix; the oracle reuses it."""
+    a_index = pd.Index(applicants["applicant_id"])
+    p_index = pd.Index(programs["program_id"])
+    pa = a_index.get_indexer(applications["applicant_id"])
+    pp = p_index.get_indexer(applications["program_id"])
+    if (pa < 0).any() or (pp < 0).any():
+        raise ValueError("applications reference unknown applicants or programs")
+    rates = _imputed_rates(programs)
+    prestige = _prestige(programs, rates)
+    t = applicants["applicant_type"].map({x: i for i, x in enumerate(APPLICANT_TYPES)}).to_numpy()
+    strength = pair_strength(applicants, programs, pa, pp, prestige, params)
+    home = applicants["home_state"].to_numpy(dtype=object)
+    same_state = (home[pa] == programs["state"].to_numpy(dtype=object)[pp]).astype(float)
+    r = rates[pp, t[pa]]
+    # centre strength on the program's applicants of the same type: the published rate is the
+    # *average* chance, so strength only moves an applicant around it
+    key = pp * len(APPLICANT_TYPES) + t[pa]
+    n_key = programs.shape[0] * len(APPLICANT_TYPES)
+    cnt = np.bincount(key, minlength=n_key)
+    mean_s = np.bincount(key, weights=strength, minlength=n_key) / np.maximum(cnt, 1)
+    x = params.interview_strength_weight * (strength - mean_s[key])
+    # in-state / out-of-state and signal effects from the program's own published rates
+    rin = programs.get("rate_in_state", pd.Series(np.nan, index=programs.index)).to_numpy(float)
+    rout = programs.get("rate_out_of_state",
+                        pd.Series(np.nan, index=programs.index)).to_numpy(float)
+    d_state = np.nan_to_num(np.clip(clipped_logit(rin) - clipped_logit(rout), 0, 3), nan=0.5)
+    x = x + d_state[pp] * (same_state - 0.5)
+    if "signal" in applications:
+        sig = applications["signal"].to_numpy(dtype=object)
+        no = programs.get("rate_no_signal", pd.Series(np.nan, index=programs.index)).to_numpy(float)
+        for kind, col in (("signal", "rate_signal"), ("gold", "rate_gold_signal"),
+                          ("silver", "rate_silver_signal")):
+            rs = programs.get(col, pd.Series(np.nan, index=programs.index)).to_numpy(float)
+            d = np.nan_to_num(np.clip(clipped_logit(rs) - clipped_logit(no), 0, 4), nan=1.0)
+            x = x + (sig == kind) * d[pp]
+    # screens: a published Step 2 CK minimum or graduation cut-off removes the application before
+    # anyone reads it; the anchoring below then spreads the program's interviews over the rest
+    screened = screened_out(applicants, programs, pa, pp)
+    x = np.where(screened, -np.inf, x)
+    invite_latent = params.interview_strength_weight * params.latent_weight
+    # anchor: choose an offset per (program, type) so the expected share invited = published rate
+    c = clipped_logit(np.clip(r, 1e-3, MAX_RATE)).copy()
+    c_key = np.zeros(n_key)
+    target = np.bincount(key, weights=r, minlength=n_key) / np.maximum(cnt, 1)
+    for _ in range(12):
+        prob = _expected_logistic(c_key[key] + x, invite_latent)
+        f = np.bincount(key, weights=prob, minlength=n_key) / np.maximum(cnt, 1) - target
+        scale = 1.0 / np.sqrt(1.0 + _LOGISTIC_PROBIT * invite_latent**2)
+        g = np.bincount(key, weights=prob * (1 - prob) * scale, minlength=n_key)
+        g = g / np.maximum(cnt, 1)
+        c_key = c_key - np.clip(f / np.maximum(g, 1e-6), -3, 3)
+    offset = c_key[key] + x
+    del c
+    never = (r <= 0)
+    sponsors = sponsors_visa(programs)
+    never |= applicants["needs_visa"].to_numpy(bool)[pa] & ~sponsors[pp]
+    offset = np.where(never, -np.inf, offset)
+    score_obs = strength + params.program_home_state_bonus * same_state
+    util = (params.applicant_prestige_weight * prestige[pp]
+            + params.applicant_home_weight * same_state)
+    capacity = np.ceil(positions * params.interviews_per_position).astype(np.int64)
+    return MarketInputs(
+        n_applicants=len(applicants), n_programs=len(programs),
+        pair_applicant=pa.astype(np.int64), pair_program=pp.astype(np.int64),
+        invite_offset=offset, invite_latent_weight=invite_latent,
+        score_obs=score_obs, score_latent_weight=params.latent_weight,
+        score_noise_sd=params.interview_noise_sd, applicant_util_obs=util,
+        applicant_taste_sd=params.applicant_taste_sd, quotas=positions.astype(np.int64),
+        capacity=capacity, max_interviews=params.max_interviews_per_applicant)
+
+
+def screened_out(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
+                 pair_program: np.ndarray) -> np.ndarray:
+    """Pairs a program's published screens reject (below its Step 2 CK minimum, or graduated
+    longer ago than its cut-off); programs without the columns screen no one."""
+    out = np.zeros(len(pair_applicant), bool)
+    if "step2_minimum" in programs:
+        floor = programs["step2_minimum"].to_numpy(float)[pair_program]
+        out |= applicants["step2_ck"].to_numpy(float)[pair_applicant] < floor
+    if "max_years_since_graduation" in programs:
+        cut = programs["max_years_since_graduation"].to_numpy(float)[pair_program]
+        years = (applicants["season"].to_numpy(float)
+                 - applicants["graduation_year"].to_numpy(float))[pair_applicant]
+        out |= years > cut
+    return out
+
+
+def _top_k_within_groups(group: np.ndarray, value: np.ndarray, k: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Mask of the ``k[g]`` largest values in each group, and each group's threshold (the largest
+    value left out, or -inf where nothing was left out)."""
+    order = np.lexsort((-value, group))
+    g_sorted = group[order]
+    starts = np.searchsorted(g_sorted, g_sorted, side="left")
+    rank = np.arange(len(order)) - starts
+    keep_sorted = rank < k[g_sorted]
+    keep = np.empty(len(order), dtype=bool)
+    keep[order] = keep_sorted
+    threshold = np.full(len(k), -np.inf)
+    first_out = ~keep_sorted & (rank == k[g_sorted])
+    threshold[g_sorted[first_out]] = value[order][first_out]
+    return keep, threshold
+
+
+def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
+    """Draw the unobserved part of a season (latent quality, interview draws, tastes, noise) and
+    run the match."""
+    m = inputs
+    n_pairs = len(m.pair_applicant)
+    z = rng.standard_normal(m.n_applicants)
+    u_noise = rng.random(n_pairs)
+    logistic_noise = np.log(u_noise) - np.log1p(-u_noise)
+    invite_u = m.invite_offset + m.invite_latent_weight * z[m.pair_applicant] + logistic_noise
+    candidate = invite_u > 0
+    # interview capacity: a program invites at most `capacity` of its candidates, the best first
+    cand_idx = np.flatnonzero(candidate)
+    keep, thr = _top_k_within_groups(m.pair_program[cand_idx], invite_u[cand_idx], m.capacity)
+    invited = np.zeros(n_pairs, bool)
+    invited[cand_idx[keep]] = True
+    invite_threshold = np.maximum(thr, 0.0)
+    taste = m.applicant_util_obs + m.applicant_taste_sd * rng.standard_normal(n_pairs)
+    # applicants attend at most `max_interviews`, their favourites first ...
+    inv_idx = np.flatnonzero(invited)
+    keep_a, _ = _top_k_within_groups(m.pair_applicant[inv_idx], taste[inv_idx],
+                                     np.full(m.n_applicants, m.max_interviews))
+    interviewed = np.zeros(n_pairs, bool)
+    interviewed[inv_idx[keep_a]] = True
+    # ... and programs fill declined slots from their waitlist (the next best by invitation
+    # utility), which moves interviews from applicants who hoard them to those who have few
+    declines = np.bincount(m.pair_program[inv_idx[~keep_a]], minlength=m.n_programs)
+    if declines.any():
+        rest = np.flatnonzero(~invited & np.isfinite(m.invite_offset)
+                              & (declines[m.pair_program] > 0))
+        keep_w, thr_w = _top_k_within_groups(m.pair_program[rest], invite_u[rest], declines)
+        wait_idx = rest[keep_w]
+        refilled = np.bincount(m.pair_program[wait_idx], minlength=m.n_programs) > 0
+        invite_threshold = np.where(refilled, thr_w, invite_threshold)
+        invited[wait_idx] = True
+        room = m.max_interviews - np.bincount(m.pair_applicant[interviewed],
+                                              minlength=m.n_applicants)
+        keep_r, _ = _top_k_within_groups(m.pair_applicant[wait_idx], taste[wait_idx], room)
+        interviewed[wait_idx[keep_r]] = True
+    score = (m.score_obs + m.score_latent_weight * z[m.pair_applicant]
+             + m.score_noise_sd * rng.standard_normal(n_pairs))
+    idx = np.flatnonzero(interviewed)
+    order = np.lexsort((-taste[idx], m.pair_applicant[idx]))
+    a_sorted = m.pair_applicant[idx][order]
+    starts = np.searchsorted(a_sorted, a_sorted, side="left")
+    rank = np.zeros(n_pairs, np.int64)
+    rank[idx[order]] = np.arange(len(order)) - starts + 1
+    result = deferred_acceptance(m.pair_applicant[idx], m.pair_program[idx], rank[idx],
+                                 score[idx], m.quotas, m.n_applicants)
+    matched = np.zeros(n_pairs, bool)
+    matched[idx] = result.pair_matched
+    cutoff = result.program_cutoff
+    would_take = interviewed & (score >= cutoff[m.pair_program])
+    n_inv = np.bincount(m.pair_applicant[invited], minlength=m.n_applicants)
+    n_att = np.bincount(m.pair_applicant[interviewed], minlength=m.n_applicants)
+    attend_ratio = np.where(n_inv > 0, n_att / np.maximum(n_inv, 1), 1.0)
+    return MarketOutcome(attend_ratio=attend_ratio, interviewed=interviewed, rank_position=rank,
+                         program_score=score,
+                         matched=matched, would_take=would_take, program_cutoff=cutoff,
+                         invite_threshold=invite_threshold, program_filled=result.program_filled)
+
+
+# ----------------------------------------------------------------------------- season
+
+
+def simulate_season(programs: pd.DataFrame, season: int, scale: float,
+                    params: SimulationParams, seed: int) -> Season:
+    """One full season: applicants, applications, interviews, rank lists, the match, labels."""
+    ss = np.random.SeedSequence([seed, season])
+    rng_pos, rng_app, rng_apps, rng_market = (np.random.default_rng(s) for s in ss.spawn(4))
+    positions = season_positions(programs, season, scale, params, rng_pos)
+    if positions.sum() == 0:
+        raise ConfigError(f"scale {scale} leaves no positions in season {season}")
+    applicants = draw_applicants(rng_app, season, scale, programs, params)
+    applications = draw_applications(rng_apps, applicants, programs, positions, params)
+    inputs = build_market_inputs(applicants, programs, applications, positions, params)
+    out = run_market(inputs, rng_market)
+    applications["interviewed"] = out.interviewed
+    applications["rank_position"] = pd.array(np.where(out.rank_position > 0, out.rank_position,
+                                                      0), dtype="Int64")
+    applications.loc[out.rank_position == 0, "rank_position"] = pd.NA
+    applications["matched"] = out.matched
+    applications["would_take"] = out.would_take.astype(np.int64)
+    applications = validate(applications, APPLICATIONS)
+    outcomes = pd.DataFrame({
+        "program_id": programs["program_id"].to_numpy(), "season": np.int64(season),
+        "positions": positions, "filled": out.program_filled,
+        "cutoff": out.program_cutoff, "invite_threshold": out.invite_threshold})
+    return Season(season, applicants, applications, outcomes)
+
+
+# ----------------------------------------------------------------------------- oracle
+
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(24)
+_GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
+
+
+def analytic_take_probability(inputs: MarketInputs, pairs: np.ndarray,
+                              invite_threshold: np.ndarray, cutoff: np.ndarray,
+                              attend_ratio: np.ndarray | None = None) -> np.ndarray:
+    """P(program would take applicant) for ``pairs`` given one draw's program thresholds,
+    integrating the applicant's own latent quality, invitation draw and ranking noise exactly."""
+    m = inputs
+    off = m.invite_offset[pairs]
+    tau = invite_threshold[m.pair_program[pairs]]
+    c = cutoff[m.pair_program[pairs]]
+    s = m.score_obs[pairs]
+    q = np.zeros(len(pairs))
+    for node, weight in zip(_GH_NODES, _GH_WEIGHTS, strict=True):
+        # off = -inf: never invited (visa rule, rate 0, screens), whatever the program's
+        # threshold (which may be -inf too: the NaN of -inf - -inf is masked here)
+        with np.errstate(invalid="ignore"):
+            gap = off + m.invite_latent_weight * node - tau
+        p_inv = np.where(np.isneginf(off), 0.0,
+                         expit(np.nan_to_num(gap, nan=0.0, posinf=50.0, neginf=-50.0)))
+        p_rank = np.where(np.isneginf(c), 1.0,
+                          norm.cdf((s + m.score_latent_weight * node - c) / m.score_noise_sd))
+        q += weight * p_inv * p_rank
+    if attend_ratio is not None:
+        # applicants attend at most max_interviews: scale by the applicant's attendance share in
+        # this draw (an approximation: it does not vary with the applicant's own latent quality)
+        q *= attend_ratio[m.pair_applicant[pairs]]
+    return q
+
+
+@dataclass
+class OracleResult:
+    q: np.ndarray  # oracle probability per requested pair
+    standard_error: np.ndarray  # Monte-Carlo standard error per pair
+    replicates: int
+
+
+def oracle_q(inputs: MarketInputs, pairs: np.ndarray, replicates: int, seed: int,
+             progress: Callable[[int], None] | None = None) -> OracleResult:
+    """The true q(a, p) for ``pairs`` (indices into the season's applications).
+
+    Re-runs the unobserved part of the season ``replicates`` times with the applications fixed;
+    within each, the pair's own randomness is integrated analytically (Rao-Blackwellised), so the
+    estimate never hits exactly 0 or 1 and its Monte-Carlo error comes only from how programs'
+    thresholds vary between draws.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0A4C1E]))
+    draws = np.empty((replicates, len(pairs)))
+    for r in range(replicates):
+        out = run_market(inputs, rng)
+        draws[r] = analytic_take_probability(inputs, pairs, out.invite_threshold,
+                                             out.program_cutoff, out.attend_ratio)
+        if progress:
+            progress(r + 1)
+    q = draws.mean(axis=0)
+    se = draws.std(axis=0, ddof=1) / np.sqrt(replicates)
+    return OracleResult(q=q, standard_error=se, replicates=replicates)
+
+
+# ----------------------------------------------------------------------------- to disk
+
+
+def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = None,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Run every season of ``config`` and write the tables to ``config.output_dir``.
+
+    Writes ``programs``, ``applicants``, ``applications`` and ``program_outcomes`` (Parquet), the
+    validation report (Markdown) and a manifest with row counts and file hashes. Every file is
+    written to a temporary name and renamed into place, so an interrupted run leaves the previous
+    tables as they were.
+    """
+    from smartpick_ml.data.catalog import load_catalog
+    from smartpick_ml.data.io import (
+        sha256_file,
+        write_json_atomic,
+        write_parquet_atomic,
+        write_text_atomic,
+    )
+    from smartpick_ml.simulation.report import (
+        format_report,
+        match_rates_by_type,
+        unfilled_by_specialty,
+    )
+
+    say = progress or (lambda _msg: None)
+    programs = programs if programs is not None else load_catalog(config.catalog, config.seed)
+    unknown = set(config.params.signals) - set(programs["specialty"])
+    if unknown:
+        raise ConfigError(f"params.signals names specialties not in the catalog: {sorted(unknown)}")
+    missing = [s for s in config.seasons if s not in config.params.applicants]
+    if missing:
+        raise ConfigError(f"seasons {missing} have no applicant counts in params.applicants")
+    seasons = []
+    for season in config.seasons:
+        say(f"season {season}")
+        seasons.append(simulate_season(programs, season, config.scale, config.params,
+                                       config.seed))
+    applicants = pd.concat([s.applicants for s in seasons], ignore_index=True)
+    applications = pd.concat([s.applications for s in seasons], ignore_index=True)
+    outcomes = pd.concat([s.program_outcomes for s in seasons], ignore_index=True)
+    out = Path(config.output_dir)
+    paths = {name: out / f"{name}.parquet" for name in
+             ("programs", "applicants", "applications", "program_outcomes")}
+    for name, frame in (("programs", programs), ("applicants", applicants),
+                        ("applications", applications), ("program_outcomes", outcomes)):
+        write_parquet_atomic(frame, paths[name])
+    rates = match_rates_by_type(applicants, applications)
+    unfilled = unfilled_by_specialty(programs, outcomes)
+    paths["report"] = out / "simulation_report.md"
+    write_text_atomic(paths["report"], format_report(rates, unfilled))
+    manifest = {
+        "seasons": config.seasons, "scale": config.scale, "seed": config.seed,
+        "catalog": config.catalog,
+        "rows": {"programs": len(programs), "applicants": len(applicants),
+                 "applications": len(applications)},
+        "sha256": {name: sha256_file(p) for name, p in paths.items()},
+        "match_rate_by_type": rates.to_dict(orient="records"),
+    }
+    paths["manifest"] = out / "simulation_manifest.json"
+    write_json_atomic(paths["manifest"], manifest)
+    return paths

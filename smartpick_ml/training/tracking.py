@@ -1,0 +1,151 @@
+"""MLflow tracking for training runs: params, metrics, plots, the model, the registry alias.
+
+Tracking defaults to ``sqlite:///mlflow.db`` in the working directory and honours
+``MLFLOW_TRACKING_URI``. The model is logged by ``serving.log_model``: one skops file (only the
+types in ``persist.TRUSTED_TYPES`` are loadable) behind a ``sklearn`` flavour and a
+``python_function`` flavour for ``mlflow models serve`` (fast path, ranking, 4xx errors), the
+training catalog, an explicit signature and a *synthetic* input example (never a real applicant);
+it is registered as ``smartpick-match``. The
+``champion`` alias moves to the new version only if it beats the current champion's log-loss on the
+same validation rows; otherwise the new version becomes ``challenger``. The decision and its reason
+are logged as a tag and an artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smartpick_ml.contracts.config import TrainConfig
+from smartpick_ml.contracts.numeric import log_loss
+from smartpick_ml.modelling.model import MatchModel
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+#: A new model must beat the champion's log-loss by at least this relative margin to replace it.
+MIN_IMPROVEMENT = 1e-4
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = obj
+    return out
+
+
+def setup_mlflow(cfg: TrainConfig) -> Any:
+    import mlflow
+
+    from smartpick_ml.training.pipeline import default_tracking_uri
+
+    mlflow.set_tracking_uri(default_tracking_uri(cfg))
+    mlflow.set_experiment(cfg.tracking.experiment)
+    return mlflow
+
+
+def champion_decision(name: str, new_version: str, new_loss: float, va: pd.DataFrame,
+                      y_va: np.ndarray, before_promotion: Callable[[], None] | None = None
+                      ) -> tuple[str, str]:
+    """Compare with the current champion on the same rows; move the alias only if better.
+
+    ``before_promotion`` runs just before the champion alias moves (training saves the model for
+    services there): a run killed in it leaves the alias on the previous champion.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+
+    def promote() -> None:
+        if before_promotion is not None:
+            before_promotion()
+        client.set_registered_model_alias(name, CHAMPION, new_version)
+
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # no champion yet
+        promote()
+        return CHAMPION, (f"champion: version {new_version} is the first model "
+                          f"(log-loss {new_loss:.5f})")
+    if str(current.version) == str(new_version):
+        return CHAMPION, "champion: already"
+    try:
+        old = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+        old_loss = log_loss(y_va, old.predict_proba(va)[:, 1])
+    except Exception as exc:  # an incompatible old model cannot defend its title
+        promote()
+        return CHAMPION, (f"champion: version {new_version} replaces {current.version}, which "
+                          f"could not score the validation data ({type(exc).__name__})")
+    if new_loss < old_loss * (1 - MIN_IMPROVEMENT):
+        promote()
+        return CHAMPION, (f"champion: version {new_version} log-loss {new_loss:.5f} beats "
+                          f"version {current.version} ({old_loss:.5f}) on the same validation rows")
+    client.set_registered_model_alias(name, CHALLENGER, new_version)
+    return CHALLENGER, (f"challenger: version {new_version} log-loss {new_loss:.5f} does not beat "
+                        f"champion version {current.version} ({old_loss:.5f}); champion unchanged")
+
+
+def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va: np.ndarray,
+                     q_va: np.ndarray, metrics: pd.DataFrame, summary: dict[str, Any],
+                     outputs: dict[str, Path], importance: pd.DataFrame, timings: dict[str, float],
+                     before_promotion: Callable[[str, str], None] | None = None
+                     ) -> tuple[str, str, str]:
+    """Log one run; returns (run id, registered version, alias decision). ``q_va`` is the
+    model's q for the validation rows ``va`` (scored once by the run).
+
+    ``before_promotion(run_id, version)`` runs only if the new version becomes champion, before
+    the alias moves (see :func:`champion_decision`)."""
+    mlflow = setup_mlflow(cfg)
+
+    with mlflow.start_run() as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in
+                           _flatten("", cfg.model_dump(), {}).items()})
+        values: dict[str, float] = {}
+        for r in metrics.itertuples():
+            for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "log_loss_vs_reference"):
+                v = getattr(r, k, float("nan"))
+                if v is not None and math.isfinite(float(v)):
+                    values[f"{r.model}.{r.group}.{k}"] = float(v)
+        for k, v in summary.items():
+            if isinstance(v, int | float) and math.isfinite(float(v)):
+                values[k] = float(v)
+        values.update({f"seconds.{k}": v for k, v in timings.items()})
+        mlflow.log_metrics(values)
+        mlflow.set_tags({"calibration": str(summary.get("calibration")),
+                         "validation_season": str(summary.get("validation_season"))})
+        for p in outputs.values():
+            if Path(p).is_file():
+                mlflow.log_artifact(str(p), artifact_path="evaluation")
+        with tempfile.TemporaryDirectory() as tmp:
+            imp = Path(tmp) / "permutation_importance.csv"
+            importance.to_csv(imp, index=False)
+            mlflow.log_artifact(str(imp), artifact_path="evaluation")
+            (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            mlflow.log_artifact(str(Path(tmp) / "summary.json"), artifact_path="evaluation")
+        # the served model: sklearn + pyfunc flavours over one skops file, with the catalog the
+        # model was trained on (public program data) for the fast path and ranking
+        from smartpick_ml.data.catalog import load_catalog
+        from smartpick_ml.serving.pyfunc import log_model
+
+        programs = load_catalog(Path(cfg.data.raw_dir) / "programs.parquet")
+        info = log_model(model, programs, registered_model_name=cfg.tracking.registered_model)
+        version = str(info.registered_model_version)
+        new_loss = log_loss(y_va, q_va)
+        alias, reason = champion_decision(
+            cfg.tracking.registered_model, version, new_loss, va, y_va,
+            None if before_promotion is None
+            else lambda: before_promotion(run.info.run_id, version))
+        mlflow.set_tag("alias_decision", reason)
+        mlflow.log_text(reason + "\n", "evaluation/alias_decision.txt")
+        log.info(reason)
+        return run.info.run_id, version, reason

@@ -1,0 +1,72 @@
+"""Catalog import: the real ERAS files, and malformed catalogs with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smartpick_ml.contracts.errors import DataValidationError
+from smartpick_ml.contracts.reference import SEED_PROGRAMS, SPECIALTIES
+from smartpick_ml.data.catalog import import_catalog
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "program_interview_rates"
+HEADER = "Program,In-State School,Out-Of-State School,MD,DO,US IMG,Non US IMG,City,State,Region\n"
+ROW = "Good Program,0.5,0.1,0.3,0.2,0.05,0.01,Boston,MA,New England\n"
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared catalog not present")
+def test_real_catalog_imports_all_programs():
+    programs = import_catalog(REAL)
+    assert len(programs) == 4777
+    assert programs["specialty"].nunique() == 22
+    assert programs["program_id"].is_unique
+    assert not programs.duplicated(["specialty", "name"]).any()
+    for name, *_ in SEED_PROGRAMS:
+        assert (programs["name"] == name).any(), name
+    totals = programs.groupby("specialty")["positions"].sum()
+    for s in SPECIALTIES:
+        assert totals[s.name] == s.positions_2026
+    assert (programs["positions"] >= 1).all()
+    closed = programs["rate_non_us_img"] == 0
+    assert not programs.loc[closed, "sponsors_j1"].any()
+
+
+def _catalog(tmp_path: Path, content: bytes | str, name: str = "Internal Medicine.csv") -> Path:
+    d = tmp_path / "catalog"
+    d.mkdir()
+    data = content.encode() if isinstance(content, str) else content
+    (d / name).write_bytes(data)
+    return d
+
+
+@pytest.mark.parametrize("content, expected", [
+    (HEADER.replace(",MD,", ",XX,") + ROW, "missing required column(s): MD"),
+    (HEADER + ROW.replace("0.3", "high"), "column 'MD': not a number or '-' at line 2"),
+    (HEADER + ROW.replace("0.3", "1.4"), "between 0 and 1; got line 2: 1.4"),
+    (HEADER + ROW.replace("0.3", "-0.2"), "between 0 and 1; got line 2: -0.2"),
+    ("", "the file is empty"),
+    (HEADER, "header only, no rows"),
+    (HEADER.replace(",", ";") + ROW.replace(",", ";"), "separated by ';'"),
+    (HEADER.encode() + b"Caf\xe9 Program,0.5,0.1,0.3,0.2,0.05,0.01,Boston,MA,New England\n",
+     "not UTF-8"),
+    (HEADER + ROW.replace(",MA,", ",ZZ,"), "not a US state code"),
+])
+def test_malformed_catalog_gives_clear_error(tmp_path, content, expected):
+    d = _catalog(tmp_path, content)
+    with pytest.raises(DataValidationError) as err:
+        import_catalog(d)
+    message = str(err.value)
+    assert expected in message
+    assert "Internal Medicine.csv" in message or "programs" in message
+
+
+def test_unknown_specialty_file_and_missing_directory(tmp_path):
+    with pytest.raises(DataValidationError, match="unknown specialty 'Basket Weaving'"):
+        import_catalog(_catalog(tmp_path, HEADER + ROW, name="Basket Weaving.csv"))
+    with pytest.raises(DataValidationError, match="not found"):
+        import_catalog(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataValidationError, match="no .csv files"):
+        import_catalog(empty)

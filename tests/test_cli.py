@@ -1,0 +1,111 @@
+"""`smartpick --help` reads as a guide; every command shows progress and ends by saying where its
+outputs went and what to run next."""
+
+from __future__ import annotations
+
+import re
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from smartpick_ml.cli import _Progress, main
+
+#: Each command and where its help must say the outputs go.
+OUTPUT_LOCATIONS: dict[str, tuple[str, ...]] = {
+    "catalog": ("data/raw/programs.parquet",),
+    "catalog import": ("data/raw/programs.parquet",),
+    "catalog synthetic": ("data/raw/programs.parquet",),
+    "catalog figures": ("smartpick_ml/resources/catalog_figures.json",),
+    "simulate": ("data/raw/", "simulation_report.md"),
+    "oracle": ("data/processed/oracle_<season>.parquet",),
+    "train": ("data/processed/run/report.html", "models/", "mlflow.db"),
+    "run": ("data/processed/run/report.html", "models/", "mlflow.db"),
+    "rank": ("terminal", "--out"),
+    "plan": ("terminal", "--out", "--plot"),
+    "schemas": ("terminal", "--out"),
+}
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[str]:
+    out = []
+    for name, cmd in group.commands.items():
+        path = f"{prefix}{name}"
+        out.append(path)
+        if isinstance(cmd, click.Group):
+            out += _commands(cmd, path + " ")
+    return out
+
+
+def _help(args: list[str]) -> str:
+    result = CliRunner().invoke(main, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_top_level_help_is_a_guide():
+    text = _help([])
+    for name in main.commands:
+        assert re.search(rf"^\s+{name}\s", text, re.M), f"{name} missing from smartpick --help"
+    assert "smartpick run" in text and "Start here" in text
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUT_LOCATIONS))
+def test_each_command_help_says_where_outputs_go(command: str):
+    text = _help(command.split())
+    assert "Output" in text, f"`smartpick {command} --help` does not say where its output goes"
+    for where in OUTPUT_LOCATIONS[command]:
+        assert where in text, f"`smartpick {command} --help` does not mention {where}"
+    assert f"smartpick {command}" in text, "no example"
+    # click's \b blocks keep examples verbatim; an unescaped block would be re-wrapped
+    assert "\b" not in text
+
+
+def test_every_command_is_covered():
+    assert set(_commands(main)) <= set(OUTPUT_LOCATIONS), \
+        f"add new commands to OUTPUT_LOCATIONS: {set(_commands(main)) - set(OUTPUT_LOCATIONS)}"
+
+
+def test_simulate_shows_progress_and_ends_with_outputs_and_next(tmp_path):
+    out = tmp_path / "raw"
+    result = CliRunner().invoke(main, ["simulate", "--scale", "0.005", "--seasons", "2024,2025",
+                                       "--catalog", "synthetic", "--output-dir", str(out),
+                                       "--no-report"])
+    assert result.exit_code == 0, result.output
+    # not a terminal: one progress line per season, with the elapsed time
+    assert re.search(r"^\[simulate +\d+\.\ds\] season 2024$", result.stderr, re.M)
+    assert re.search(r"^\[simulate +\d+\.\ds\] season 2025$", result.stderr, re.M)
+    for name in ("applicants.parquet", "applications.parquet", "simulation_report.md"):
+        assert str(out / name) in result.stdout and (out / name).is_file()
+    assert "next:" in result.stdout and "smartpick train" in result.stdout
+
+
+def test_train_ends_with_outputs_report_and_next(small_training_run, monkeypatch):
+    world = small_training_run
+    said: list[str] = []
+
+    def fake_run_training(cfg, progress, track):
+        for msg in ("loading and validating tables", "re-drawn season 1/2 (oracle)"):
+            progress(msg)
+            said.append(msg)
+        return world.result
+
+    monkeypatch.setattr("smartpick_ml.training.pipeline.run_training", fake_run_training)
+    result = CliRunner().invoke(main, ["train", "--config", str(world.config_path)])
+    assert result.exit_code == 0, result.output
+    for msg in said:
+        assert re.search(rf"^\[train +\d+\.\ds\] {re.escape(msg)}$", result.stderr, re.M)
+    report = world.result.outputs["model_report"]
+    assert str(report) in result.stdout
+    for p in world.result.outputs.values():
+        assert str(p) in result.stdout
+    assert world.result.champion_decision in result.stdout
+    assert "next:" in result.stdout and "smartpick rank" in result.stdout
+
+
+def test_progress_text_mode_counts_nothing_on_a_pipe(capsys):
+    with _Progress("demo", total=2, unit="step") as bar:
+        assert bar.bar is None  # pytest's captured stderr is not a terminal
+        bar.note("first", advance=1)
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"\[demo +\d+\.\ds\] first\n", err)
