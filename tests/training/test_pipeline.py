@@ -20,7 +20,7 @@ from smartpick_ml.contracts.errors import ConfigError, ModelIntegrityError
 from smartpick_ml.data.io import sha256_file
 from smartpick_ml.modelling import persist
 from smartpick_ml.modelling.features import FEATURE_NAMES, PAIR_INPUT_COLUMNS, synthetic_pairs
-from smartpick_ml.serving.pyfunc import pyfunc as serving
+from smartpick_ml.serving import pyfunc as serving
 
 MODELS = ("model", "logistic", "lookup", "oracle")
 #: the oracle is the floor; at this tiny scale with 2 replicates its own noise is ~1 %
