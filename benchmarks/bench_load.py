@@ -40,8 +40,9 @@ from bench_serve import (
     snapshot,
 )
 
-from smartpick_ml.modelling.features import APPLICANT_INPUTS, synthetic_catalog_pairs
-from smartpick_ml.serving.pyfunc import request_body
+from smartpick_ml.contracts.pairs import APPLICANT_INPUTS
+from smartpick_ml.data.synthetic import synthetic_catalog_pairs
+from smartpick_ml.modelling.logged_model import request_body
 
 
 def _with_value(body: bytes, column: str, value: object) -> bytes:

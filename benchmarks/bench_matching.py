@@ -1,4 +1,4 @@
-"""Benchmark ``smartpick_ml.simulation.matching.deferred_acceptance`` on a full-scale synthetic Match.
+"""Benchmark ``simulation.matching.deferred_acceptance`` on a full-scale synthetic Match.
 
 Market (fixed seed): 47,000 applicants, 4,777 programs, quotas summing to ~40,000 and ~600,000
 mutually acceptable pairs (each applicant ranks 5–25 programs). Programs have a common

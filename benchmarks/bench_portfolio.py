@@ -1,4 +1,4 @@
-"""Benchmark ``smartpick_ml.inference.portfolio.optimal_portfolios`` at the sizes SmartPick plans for.
+"""Benchmark ``inference.portfolio.optimal_portfolios`` at the sizes SmartPick plans for.
 
 Cases (fixed seed, synthetic q and U): one specialty, n = 650 programs (about Internal Medicine's
 count), lists up to h = 120; and the whole catalog, n = 4,777 programs, h = 150. q ~ Beta(0.5, 3)

@@ -48,12 +48,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smartpick_ml.modelling.features import (
-    PAIR_INPUT_COLUMNS,
-    synthetic_catalog_pairs,
-    synthetic_pairs,
-)
-from smartpick_ml.serving.pyfunc import CATALOG_FIELDS, CATALOG_FILE, request_body
+from smartpick_ml.contracts.pairs import CATALOG_FIELDS, PAIR_INPUT_COLUMNS
+from smartpick_ml.data.synthetic import synthetic_catalog_pairs, synthetic_pairs
+from smartpick_ml.modelling.logged_model import CATALOG_FILE, request_body
 
 MODEL_URI = "models:/smartpick-match@champion"
 #: open-loop connections at the start (more open when all are busy)
@@ -318,8 +315,8 @@ def relog(model_dir: Path, catalog: Path, root: Path, name: str = "smartpick-mat
     from mlflow import MlflowClient
 
     from smartpick_ml.data.catalog import load_catalog
+    from smartpick_ml.modelling.logged_model import log_model
     from smartpick_ml.modelling.persist import load_model
-    from smartpick_ml.serving.pyfunc import log_model
 
     root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"

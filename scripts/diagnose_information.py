@@ -34,15 +34,11 @@ import pandas as pd
 
 from smartpick_ml.contracts.config import load_train_config
 from smartpick_ml.contracts.numeric import log_loss
+from smartpick_ml.modelling.baselines import logistic_on_features
 from smartpick_ml.modelling.features import CATEGORICAL_FEATURES, FEATURE_NAMES, PairFeatures
 from smartpick_ml.modelling.labels import LABEL
 from smartpick_ml.modelling.model import MatchModel
-from smartpick_ml.training.pipeline import (
-    interviewed_mask,
-    load_splits,
-    logistic_on_features,
-    oracle_column,
-)
+from smartpick_ml.training.pipeline import interviewed_mask, load_splits, oracle_column
 
 LOGIT_TRANSFORMS = ["logit_rate_own_type", "rate_img_vs_md"]
 POOL = ["pool_step2_margin", "pool_usce_margin", "pool_publications_margin", "pool_years_margin",

@@ -248,7 +248,8 @@ def _train(config: Path, track: bool) -> None:
     import logging
 
     from smartpick_ml.contracts.config import load_train_config
-    from smartpick_ml.training.pipeline import default_tracking_uri, run_training
+    from smartpick_ml.training.pipeline import run_training
+    from smartpick_ml.training.tracking import default_tracking_uri
 
     logging.basicConfig(level=logging.WARNING)
     cfg = load_train_config(config)

@@ -1,8 +1,8 @@
 """Published reference figures the package needs on a bare clone, each with its source.
 
 These are public aggregate figures (not the MIT-licensed catalog in ``../shared/data/``), embedded
-so that the synthetic default runs without ``../shared``. ``tests/contracts/test_reference.py`` checks them
-against the copies in ``../shared/reference/`` whenever that folder is present.
+so that the synthetic default runs without ``../shared``. ``tests/contracts/test_reference.py``
+checks them against the copies in ``../shared/reference/`` whenever that folder is present.
 """
 
 from __future__ import annotations

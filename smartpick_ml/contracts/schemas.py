@@ -3,7 +3,8 @@
 Each table is declared once, as a :class:`TableSchema` of :class:`ColumnSpec` s (meaning, type,
 unit, allowed values), plus table-level rules. :func:`validate` checks a DataFrame against it,
 vectorised so that millions of application rows validate in well under a second, and raises one
-:class:`~smartpick_ml.contracts.errors.DataValidationError` that names the table, the column, the rule and the
+:class:`~smartpick_ml.contracts.errors.DataValidationError`
+that names the table, the column, the rule and the
 first offending rows. Nothing is coerced silently: a column of the wrong type is an error, never a
 cast.
 ``docs/schemas.md`` is generated from these declarations (``smartpick schemas``).
@@ -219,11 +220,6 @@ APPLICATIONS = TableSchema(
     rules=(_matched_implies_interviewed, _ranked_implies_interviewed, _one_match_per_applicant),
 )
 
-
-#: The contract of each column of a pairs frame (applicant × program rows, what a model takes):
-#: every column keeps the rule of the table it comes from.
-PAIR_COLUMN_SPECS: dict[str, ColumnSpec] = {
-    c.name: c for t in (APPLICATIONS, PROGRAMS, APPLICANTS) for c in t.columns}
 
 SCHEMAS: dict[str, TableSchema] = {s.name: s for s in (PROGRAMS, APPLICANTS, APPLICATIONS)}
 

@@ -21,8 +21,8 @@ value per request. :class:`FastScorer` therefore
 A model the masks cannot hold (a tree of more than 64 leaves, a categorical per-request split)
 falls back to walking the trees after *specialising* them on the applicant (``quick`` False).
 
-``tests/inference/test_fastpath.py`` checks parity with ``MatchModel.predict_proba`` to 1e-6 on a full
-season of pairs, and each prefix-table row against the split walk it replaces.
+``tests/inference/test_fastpath.py`` checks parity with ``MatchModel.predict_proba`` to 1e-6 on a
+full season of pairs, and each prefix-table row against the split walk it replaces.
 """
 
 from __future__ import annotations
@@ -39,15 +39,10 @@ import numpy as np
 import pandas as pd
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from smartpick_ml.contracts.eligibility import visa_blocked
+from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PROGRAM_INPUTS
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION
-from smartpick_ml.modelling.features import (
-    APPLICANT_INPUTS,
-    FEATURE_NAMES,
-    PROGRAM_INPUTS,
-    SIGNAL_CODES,
-    SIGNAL_RATE_COLUMN,
-    visa_blocked,
-)
+from smartpick_ml.modelling.features import FEATURE_NAMES, SIGNAL_CODES, SIGNAL_RATE_COLUMN
 from smartpick_ml.modelling.model import PROB_FLOOR, MatchModel
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}

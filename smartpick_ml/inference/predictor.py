@@ -21,39 +21,33 @@ Applicant profiles and preferences are validated by pydantic: a bad field gets a
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import functools
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from threadpoolctl import ThreadpoolController
 
+from smartpick_ml.contracts.eligibility import visa_blocked
 from smartpick_ml.contracts.errors import DataValidationError, SmartPickError
+from smartpick_ml.contracts.pairs import PAIR_COLUMN_SPECS, PROGRAM_INPUTS, applicant_pairs
 from smartpick_ml.contracts.reference import (
     RATE_COLUMN_BY_TYPE,
     REGIONS,
     SPECIALTY_NAMES,
     STATE_REGION,
 )
-from smartpick_ml.contracts.schemas import PAIR_COLUMN_SPECS, STEP2_MAX, STEP2_MIN, _check_column
+from smartpick_ml.contracts.schemas import STEP2_MAX, STEP2_MIN, _check_column
 from smartpick_ml.inference.portfolio import (
     USMLE_TRANSCRIPT_FEE_USD,
     fees_for_sizes,
     match_probability,
     plan_table,
 )
-from smartpick_ml.modelling.features import (
-    PROGRAM_INPUTS,
-    applicant_pairs,
-    check_pair_inputs,
-    visa_blocked,
-)
+from smartpick_ml.modelling.features import check_pair_inputs
+from smartpick_ml.modelling.threads import SMALL_BATCH_ROWS, one_openmp_thread
 
 DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "positions",
                    "program_type", "sponsors_j1", "sponsors_h1b", "img_share", "img_mentorship",
@@ -154,31 +148,6 @@ class Preferences(BaseModel):
         if bad:
             raise ValueError(f"unknown regions {bad}; known: {list(REGIONS)}")
         return v
-
-
-#: a batch this small scores faster on one OpenMP thread: waking and spin-waiting the pool costs
-#: more than the work (on a loaded 2-core machine, up to seconds for 3 rows); results are the same
-SMALL_BATCH_ROWS = 1000
-#: one limiter at a time, so concurrent requests cannot restore each other's thread count wrongly
-_ONE_THREAD_LOCK = threading.Lock()
-
-
-@functools.cache
-def _threadpools() -> ThreadpoolController:
-    """Built on first use, once the model's OpenMP runtime is loaded (cheap limits afterwards)."""
-    return ThreadpoolController()
-
-
-@contextlib.contextmanager
-def one_openmp_thread(when: bool = True) -> Iterator[None]:
-    """Run the block on one OpenMP thread (if ``when``): small predict calls on a busy 2-core
-    machine spend longer waking and spin-waiting the pool than working. Uses one cached
-    controller (building one per call scans every loaded library, ~1 ms) under one lock."""
-    if not when:
-        yield
-        return
-    with _ONE_THREAD_LOCK, _threadpools().limit(limits=1, user_api="openmp"):
-        yield
 
 
 def _check_pair_values(pairs: Any) -> pd.DataFrame:

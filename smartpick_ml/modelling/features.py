@@ -9,7 +9,6 @@ scikit-learn estimator API so the same object runs in training, in a saved model
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,27 +16,16 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from smartpick_ml.contracts.eligibility import bool_values
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.numeric import clipped_logit
+from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PROGRAM_INPUTS
 from smartpick_ml.contracts.reference import (
     APPLICANT_TYPES,
     RATE_COLUMN_BY_TYPE,
     SPECIALTY_NAMES,
     STATE_REGION,
 )
-
-APPLICANT_INPUTS: tuple[str, ...] = (
-    "applicant_type", "step2_ck", "graduation_year", "season", "usce_months", "publications",
-    "needs_visa", "home_state")
-PROGRAM_INPUTS: tuple[str, ...] = (
-    "program_id", "specialty", "state", "positions", "program_type", "rate_us_md", "rate_us_do",
-    "rate_us_img", "rate_non_us_img", "rate_in_state", "rate_out_of_state", "rate_signal",
-    "rate_gold_signal", "rate_silver_signal", "rate_no_signal", "sponsors_j1", "sponsors_h1b",
-    "img_share", "img_mentorship", "img_orientation", "step2_minimum",
-    "max_years_since_graduation")
-PAIR_INPUTS: tuple[str, ...] = ("signal",)
-#: The columns a model takes, in order: what a service sends for each applicant × program pair.
-PAIR_INPUT_COLUMNS: tuple[str, ...] = APPLICANT_INPUTS + PROGRAM_INPUTS + PAIR_INPUTS
 
 SIGNAL_CODES = {"none": 0, "signal": 1, "silver": 2, "gold": 3}
 SIGNAL_RATE_COLUMN = {"signal": "rate_signal", "silver": "rate_silver_signal",
@@ -54,13 +42,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "positions", "university", "rate_own_type", "logit_rate_own_type", "rate_us_md",
     "rate_non_us_img", "rate_img_vs_md", "rate_in_state", "rate_out_of_state", "img_share",
     "img_mentorship", "img_orientation", "signal", "rate_own_signal", "rate_no_signal")
-
-
-def _bool(frame: pd.DataFrame, col: str, default: float = np.nan) -> np.ndarray:
-    if col not in frame:
-        return np.full(len(frame), default)
-    return pd.to_numeric(frame[col].astype("boolean").astype("Float64"), errors="coerce"
-                         ).to_numpy(dtype=float, na_value=np.nan)
 
 
 def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
@@ -103,18 +84,6 @@ def check_pair_inputs(pairs: pd.DataFrame) -> None:
             f"{pairs.loc[bad_spec, 'specialty'].head(3).tolist()}"])
 
 
-def sponsors_visa(programs: pd.DataFrame) -> np.ndarray:
-    """Programs that sponsor a J-1 or an H-1B visa; an unknown J-1 status is not a refusal."""
-    j1 = np.nan_to_num(_bool(programs, "sponsors_j1", 1.0), nan=1.0) == 1.0
-    h1b = np.nan_to_num(_bool(programs, "sponsors_h1b", 0.0), nan=0.0) == 1.0
-    return j1 | h1b
-
-
-def visa_blocked(pairs: pd.DataFrame) -> np.ndarray:
-    """Pairs where the applicant needs a visa and the program sponsors none: a hard rule, q = 0."""
-    return (_bool(pairs, "needs_visa", 0.0) == 1.0) & ~sponsors_visa(pairs)
-
-
 def own_type_rate(pairs: pd.DataFrame) -> np.ndarray:
     """Each pair's program interview rate for the pair's applicant type (NaN where suppressed)."""
     t = pairs["applicant_type"].to_numpy(dtype=object)
@@ -123,18 +92,6 @@ def own_type_rate(pairs: pd.DataFrame) -> np.ndarray:
         sel = t == typ
         own[sel] = _num(pairs, col)[sel]
     return own
-
-
-def applicant_pairs(applicant: dict, programs: pd.DataFrame,
-                    signals: dict[str, str] | None = None) -> pd.DataFrame:
-    """The pairs frame of one applicant against ``programs`` (rows in the same order)."""
-    block = programs[[c for c in PROGRAM_INPUTS if c in programs.columns]].reset_index(drop=True)
-    pairs = pd.DataFrame({c: [applicant[c]] * len(block) for c in APPLICANT_INPUTS})
-    pairs = pd.concat([pairs, block], axis=1)
-    signals = signals or {}
-    pairs["signal"] = np.array([signals.get(p, "none") for p in block["program_id"]],
-                               dtype=object)
-    return pairs
 
 
 class PairFeatures(TransformerMixin, BaseEstimator):
@@ -188,9 +145,9 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         for kind, col in SIGNAL_RATE_COLUMN.items():
             sel = signal == kind
             own_signal_rate[sel] = _num(pairs, col)[sel]
-        needs = _bool(pairs, "needs_visa", 0.0)
-        j1 = _bool(pairs, "sponsors_j1")
-        h1b = _bool(pairs, "sponsors_h1b")
+        needs = bool_values(pairs, "needs_visa", 0.0)
+        j1 = bool_values(pairs, "sponsors_j1")
+        h1b = bool_values(pairs, "sponsors_h1b")
         years = _num(pairs, "season") - _num(pairs, "graduation_year")
         sponsorship = np.where(np.isnan(j1) & np.isnan(h1b), np.nan,
                                np.nan_to_num(j1) + 2 * np.nan_to_num(h1b))
@@ -221,8 +178,8 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             "rate_in_state": _num(pairs, "rate_in_state"),
             "rate_out_of_state": _num(pairs, "rate_out_of_state"),
             "img_share": _num(pairs, "img_share"),
-            "img_mentorship": _bool(pairs, "img_mentorship"),
-            "img_orientation": _bool(pairs, "img_orientation"),
+            "img_mentorship": bool_values(pairs, "img_mentorship"),
+            "img_orientation": bool_values(pairs, "img_orientation"),
             "signal": np.nan_to_num(lookup(signal, SIGNAL_CODES), nan=0.0),
             "rate_own_signal": own_signal_rate,
             "rate_no_signal": _num(pairs, "rate_no_signal"),
@@ -247,45 +204,3 @@ def build_pairs(applications: pd.DataFrame, applicants: pd.DataFrame,
     return out
 
 
-def synthetic_pairs(n: int = 5, seed: int = 0) -> pd.DataFrame:
-    """A few made-up applicant × program pairs with every model input: for MLflow input examples,
-    docs and smoke tests. No real applicant is ever used as an example."""
-    from smartpick_ml.data.catalog import synthetic_catalog
-
-    rng = np.random.default_rng(seed)
-    programs = synthetic_catalog(seed).sample(n=n, random_state=seed).reset_index(drop=True)
-    rows = []
-    for i in range(n):
-        typ = APPLICANT_TYPES[i % len(APPLICANT_TYPES)]
-        img = typ in ("us_img", "non_us_img")
-        applicant = {"applicant_type": typ, "step2_ck": int(rng.integers(225, 265)),
-                     "graduation_year": 2022 if img else 2025, "season": 2025,
-                     "usce_months": int(rng.integers(0, 12)),
-                     "publications": int(rng.integers(0, 6)),
-                     "needs_visa": typ == "non_us_img",
-                     "home_state": None if typ == "non_us_img" else "NY"}
-        rows.append(applicant_pairs(applicant, programs.iloc[[i]]))
-    return pd.concat(rows, ignore_index=True)
-
-
-@functools.cache
-def _synthetic_applicants() -> pd.DataFrame:
-    """Made-up applicants of every type (``synthetic_pairs`` draws a catalog: build once)."""
-    return synthetic_pairs(40, seed=0)[list(APPLICANT_INPUTS)]
-
-
-def synthetic_catalog_pairs(programs: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Made-up applicants against ``n`` programs of a real catalog, with signals and home states
-    varied so every per-request feature moves: for serving tests and benchmarks."""
-    rng = np.random.default_rng(seed)
-    pool = _synthetic_applicants()
-    pairs = pool.iloc[rng.integers(len(pool), size=n)].reset_index(drop=True)
-    sample = programs.sample(n=n, random_state=seed).reset_index(drop=True)
-    for c in PROGRAM_INPUTS:
-        if c in sample.columns:
-            pairs[c] = sample[c].to_numpy()
-    pairs["signal"] = rng.choice(["none", "signal", "gold", "silver"], size=n)
-    us = pairs["applicant_type"] != "non_us_img"
-    pairs.loc[us, "home_state"] = np.where(rng.random(int(us.sum())) < 0.5,
-                                           pairs.loc[us, "state"], "NY")
-    return pairs[[c for c in PAIR_INPUT_COLUMNS if c in pairs.columns]]

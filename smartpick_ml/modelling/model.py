@@ -28,8 +28,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from smartpick_ml.contracts.eligibility import visa_blocked
 from smartpick_ml.contracts.numeric import log_loss
-from smartpick_ml.modelling.features import INCREASING_FEATURES, PairFeatures, visa_blocked
+from smartpick_ml.modelling.features import INCREASING_FEATURES, PairFeatures
 
 PROB_FLOOR = 1e-5
 CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")

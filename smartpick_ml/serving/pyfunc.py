@@ -1,79 +1,31 @@
 """The served model: what ``mlflow models serve -m models:/smartpick-match@champion`` runs.
 
-**How it is logged.** :func:`log_model` writes one MLflow model with two flavours over the same
-skops file (``model.skops``; loading it reconstructs only :data:`persist.TRUSTED_TYPES`, nothing is
-cloudpickled):
+``modelling.logged_model`` logs the model with a ``python_function`` flavour whose loader is this
+module: :func:`_load_pyfunc` loads the skops file (trusted types only) and the catalog the model
+was trained with, and returns a :class:`ServedMatchModel`.
 
-- ``sklearn`` -- ``mlflow.sklearn.load_model(uri)`` still returns the :class:`MatchModel`
-  (``MatchPredictor.load("models:/…")``, the champion comparison in ``tracking``);
-- ``python_function`` with ``loader_module = smartpick_ml.serving.pyfunc`` -- ``mlflow.pyfunc`` and the
-  scoring server call :func:`_load_pyfunc`, which loads the skops file and the program catalog the
-  model was trained with (``programs.parquet``, public catalog data, logged next to it) and returns
-  a :class:`ServedMatchModel`.
+Requests (``POST /invocations``, ``dataframe_split``), two tasks (``params.task``):
 
-"Models from code" (``python_model=<file>``) would give a pyfunc-only model and break every
-``mlflow.sklearn.load_model`` of the registered champion; a loader module needs no pickled object
-either.
+- ``score`` (default): applicant × program pairs, *lean* (the applicant's columns and
+  ``program_id``; the program's fields come from the logged catalog) or *full* (every pair
+  column). Answer: ``[[1 - q, q], ...]``, exactly ``MatchModel.predict_proba`` of the full pairs;
+  rows whose program fields are the catalog's go through the compiled fast path.
+- ``rank``: one applicant row; params ``specialty``, ``k``, ``explain``, ``preferences`` and
+  ``signals`` as ``MatchPredictor.rank`` takes them. Answer: one record per program, best first.
 
-**Requests** (``POST /invocations``, ``Content-Type: application/json``), two tasks:
-
-- *Pair scoring* (default, ``params.task = "score"``), in one of two forms (per request):
-
-  - **lean** (recommended for a backend): ``dataframe_split`` rows with the applicant's columns
-    (:data:`features.APPLICANT_INPUTS`), ``program_id`` and optionally ``signal`` -- no other
-    program column. The program's fields come from the catalog logged with the model; an unknown
-    ``program_id`` is a 400 naming ``pairs.program_id``;
-  - **full**: the columns of :data:`features.PAIR_INPUT_COLUMNS` (the ``applicants`` /
-    ``programs`` contracts say which may be absent or null), for programs not in the catalog or
-    with other field values. A request with some program columns must carry all the required
-    ones (the 400 names those missing).
-
-  Answer: ``{"predictions": [[1 - q, q], ...]}``, exactly ``MatchModel.predict_proba`` of the
-  full pairs. Rows whose program fields are the catalog's (every lean row; full rows whose fields
-  equal the catalog's row for their ``program_id``) are scored by the compiled fast path
-  (:class:`fastpath.FastScorer`, grouped by applicant); other rows (a program unknown to the
-  catalog, different field values, a program twice for one applicant) by
-  ``MatchModel.predict_proba`` (lean rows completed from the catalog). Both give the same q.
-- *Ranking one applicant* (``params.task = "rank"``): one ``dataframe_split`` row with the
-  applicant's columns (:data:`features.APPLICANT_INPUTS`; no program columns), and optional params
-  ``specialty`` (default: all programs), ``k`` (0 = all), ``explain`` (top factors, slower),
-  ``preferences`` and ``signals`` (JSON objects as text, as ``MatchPredictor.rank`` takes them).
-  Answer: one record per program, best first (``MatchPredictor.rank``'s columns).
-
-**Errors.** Every bad input -- unknown specialty or program, value out of range, missing column,
-wrong type, NaN, empty frame, bad params -- raises an ``MlflowException`` with
-``INVALID_PARAMETER_VALUE``: the server answers HTTP 400 with a JSON ``message`` naming the field
-(``pairs.step2_ck: …``).
-
-**No input schema in the signature.** The request's columns are checked in one place,
-:func:`validate_pairs`, against the data contracts (``schemas.APPLICANTS`` / ``schemas.PROGRAMS``:
-type, range, allowed values, nulls), per form of request (lean, full, ranking: which columns
-each must carry differs, which a signature cannot say). The signature keeps the output and the
-params; the columns are described in the model's metadata (:func:`request_columns`), and
-``input_example.json`` shows a request. Why not MLflow's enforcement as well:
-
-- it is lossy for these columns: its typed parsing turns a null in a ``boolean`` column into
-  ``False`` (an unknown visa sponsorship would become a refusal), ``245.7`` in a ``long`` column
-  into 245, ``"245"`` or ``true`` in a ``double`` one into a number -- so numbers and booleans
-  had to be typed ``any``, which checks nothing;
-- it was most of a request's cost: parsing the body against an input schema and enforcing it
-  (a pandas Series per column, then a new frame) took ~3.5 ms of the ~4.8 ms one lean request
-  cost through MLflow's scoring function, against ~0.4 ms for our validation and fast path
-  (``benchmarks/bench_serve.py`` measures it in-process before it starts the servers).
-
-**Concurrency.** The scoring server calls ``predict`` from a thread pool; the numba kernels (whose
-default thread pool must not be entered from two threads at once) and the reused buffers are used
-under one lock, with one numba thread: single requests are far too small to share out.
+Every bad input raises an ``MlflowException`` with ``INVALID_PARAMETER_VALUE`` (HTTP 400) whose
+message names the field. The request's columns are checked once, by :func:`validate_pairs`,
+against the pairs contract (``contracts.pairs``); the signature has no input schema, because
+MLflow's typed parsing is lossy for these columns and costs more than the rest of the request
+(``docs/serving.md``). Requests share the numba kernels and buffers under one lock.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import os
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -83,42 +35,34 @@ import numpy as np
 import pandas as pd
 
 from smartpick_ml.contracts.errors import SmartPickError
-from smartpick_ml.contracts.schemas import PAIR_COLUMN_SPECS, ColumnSpec
-from smartpick_ml.modelling.features import (
+from smartpick_ml.contracts.pairs import (
     APPLICANT_INPUTS,
+    CATALOG_FIELDS,
+    LEAN_REQUIRED_COLUMNS,
     PAIR_INPUT_COLUMNS,
     PROGRAM_INPUTS,
-    SIGNAL_CODES,
-    synthetic_pairs,
+    RANK_REQUIRED_COLUMNS,
+    REQUEST_COLUMN_SPECS,
+    REQUIRED_PAIR_COLUMNS,
 )
+from smartpick_ml.contracts.schemas import ColumnSpec
+from smartpick_ml.data.synthetic import synthetic_pairs
+from smartpick_ml.modelling.features import SIGNAL_CODES
+from smartpick_ml.modelling.logged_model import CATALOG_FILE, PARAM_DEFAULTS, TASKS
 from smartpick_ml.modelling.persist import TRUSTED_TYPES
+from smartpick_ml.serving.worker import (
+    SERVER_MODEL_PATH_ENV,
+    nodelay_on_listeners,
+    prepare_server_worker,
+)
 
 log = logging.getLogger(__name__)
 
-CATALOG_FILE = "programs.parquet"
-TASKS = ("score", "rank")
-#: params of a request and their defaults ("" / 0 = not given)
-PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "explain": False,
-                                  "preferences": "", "signals": ""}
 #: rows per request above which the fast path may use more than one numba thread
 PARALLEL_ROWS = 2000
 
-# the pairs contract, except that a request may leave a pair's signal null (= "none")
-_SPECS: dict[str, ColumnSpec] = {
-    **PAIR_COLUMN_SPECS,
-    "signal": dataclasses.replace(PAIR_COLUMN_SPECS["signal"], nullable=True)}
-#: columns a pair-scoring request must carry (the contracts' required columns)
-REQUIRED_PAIR_COLUMNS: tuple[str, ...] = tuple(
-    c for c in PAIR_INPUT_COLUMNS if c in _SPECS and _SPECS[c].required)
-#: the program's fields a lean request leaves out (taken from the logged catalog)
-CATALOG_FIELDS: tuple[str, ...] = tuple(c for c in PROGRAM_INPUTS if c != "program_id")
-#: columns a lean pair request must carry: the applicant's and ``program_id``
-LEAN_REQUIRED_COLUMNS: tuple[str, ...] = tuple(
-    c for c in REQUIRED_PAIR_COLUMNS if c not in CATALOG_FIELDS)
-#: columns a ranking request (one applicant) must carry
-_RANK_REQUIRED: tuple[str, ...] = tuple(
-    c for c in APPLICANT_INPUTS if _SPECS[c].required and c != "home_state")
-_ALLOWED = {name: frozenset(spec.allowed) for name, spec in _SPECS.items() if spec.allowed}
+_ALLOWED = {name: frozenset(spec.allowed)
+            for name, spec in REQUEST_COLUMN_SPECS.items() if spec.allowed}
 
 
 def _invalid(message: str) -> Exception:
@@ -218,8 +162,8 @@ def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
     # ~1 ms for one row, measured)
     table = frame.to_numpy(dtype=object).T.tolist()
     pos = {c: i for i, c in enumerate(labels)}
-    cols = {c: _check_column(_SPECS[c], table[pos[c]])
-            for c in PAIR_INPUT_COLUMNS if c in present and c in _SPECS}
+    cols = {c: _check_column(REQUEST_COLUMN_SPECS[c], table[pos[c]])
+            for c in PAIR_INPUT_COLUMNS if c in present and c in REQUEST_COLUMN_SPECS}
     if "needs_visa" in cols and "applicant_type" in cols:
         bad = np.flatnonzero((cols["needs_visa"] == 1.0) & (cols["applicant_type"] != "non_us_img")
                              ).tolist()
@@ -259,8 +203,10 @@ class ServedMatchModel:
         self._lock = threading.Lock()
         self._row = {pid: i for i, pid in enumerate(self.programs["program_id"])}
         # the catalog's program fields, normalised like a validated request (NaN / None = null)
-        self._catalog = {c: _check_column(_SPECS[c], self.programs[c].astype(object).tolist())
-                         for c in PROGRAM_INPUTS if c in self.programs.columns and c in _SPECS}
+        self._catalog = {c: _check_column(REQUEST_COLUMN_SPECS[c],
+                                          self.programs[c].astype(object).tolist())
+                         for c in PROGRAM_INPUTS
+                         if c in self.programs.columns and c in REQUEST_COLUMN_SPECS}
         # where each catalog field is null (what a full request's absent optional column equals)
         self._catalog_null = {c: np.array([_null(v) for v in ref], dtype=bool)
                               for c, ref in self._catalog.items()}
@@ -363,7 +309,7 @@ class ServedMatchModel:
             self._score_fast(cols, idx, fast, q)
         slow = np.flatnonzero(np.isnan(q))
         if len(slow):
-            from smartpick_ml.inference.predictor import one_openmp_thread
+            from smartpick_ml.modelling.threads import one_openmp_thread
 
             rows = self._with_catalog(frame, slow, idx) if lean else frame.iloc[slow]
             # OpenMP threads for a few rows only fight over the cores (and with other requests)
@@ -413,7 +359,7 @@ class ServedMatchModel:
     def _rank(self, frame: Any, p: dict[str, Any]) -> pd.DataFrame:
         if isinstance(frame, pd.DataFrame) and len(frame) != 1:
             raise ValueError(f"rank: send exactly one applicant row, got {len(frame)}")
-        cols = validate_pairs(frame, required=_RANK_REQUIRED)
+        cols = validate_pairs(frame, required=RANK_REQUIRED_COLUMNS)
         extra = [c for c in frame.columns if c not in APPLICANT_INPUTS]
         if extra:
             raise ValueError(f"rank: send the applicant's columns only; unexpected column(s) "
@@ -457,149 +403,6 @@ class ServedMatchModel:
 
 # ----------------------------------------------------------------------------- MLflow glue
 
-def signature() -> Any:
-    """The explicit signature: the ``[P(not take), P(take)]`` output of pair scoring and the
-    request params -- and no input schema, on purpose: the request's columns are checked in one
-    place, :func:`validate_pairs`, against the data contracts (see the module docstring). The
-    columns are described in the model's metadata instead (:func:`request_columns`)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
-
-    params = ParamSchema([
-        ParamSpec("task", "string", PARAM_DEFAULTS["task"]),
-        ParamSpec("specialty", "string", PARAM_DEFAULTS["specialty"]),
-        ParamSpec("k", "long", PARAM_DEFAULTS["k"]),
-        ParamSpec("explain", "boolean", PARAM_DEFAULTS["explain"]),
-        ParamSpec("preferences", "string", PARAM_DEFAULTS["preferences"]),
-        ParamSpec("signals", "string", PARAM_DEFAULTS["signals"]),
-    ])
-    return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype("float64"),
-                                                                  (-1, 2))]),
-                          params=params)
-
-
-def request_columns() -> dict[str, Any]:
-    """The request's columns as the model's MLflow metadata records them (``MLmodel``,
-    ``metadata.request_columns``): each pair column's type, rule and nullability from the data
-    contracts, and which columns each form of request must carry. What a client reads in place
-    of an input schema; :func:`validate_pairs` enforces it."""
-    return {
-        "columns": {c: {"type": _SPECS[c].kind, "rule": _SPECS[c].rule_text(),
-                        "nullable": _SPECS[c].nullable, "description": _SPECS[c].description}
-                    for c in PAIR_INPUT_COLUMNS},
-        "required": {"lean": list(LEAN_REQUIRED_COLUMNS), "full": list(REQUIRED_PAIR_COLUMNS),
-                     "rank": list(_RANK_REQUIRED)},
-        "contract": "docs/schemas.md, docs/serving.md",
-    }
-
-
-def request_body(frame: pd.DataFrame, **params: Any) -> bytes:
-    """The JSON body of a request: ``frame`` as ``dataframe_split`` (nulls as JSON null), plus
-    ``params`` if any -- what a client sends to ``/invocations``."""
-    split = json.loads(frame.to_json(orient="split", index=False, double_precision=15))
-    body: dict[str, Any] = {"dataframe_split": split}
-    if params:
-        body["params"] = params
-    return json.dumps(body).encode()
-
-
-def input_example() -> pd.DataFrame:
-    """A synthetic example (never a real applicant)."""
-    return synthetic_pairs(5)[list(PAIR_INPUT_COLUMNS)]
-
-
-#: the distributions the served model imports; declared (pinned to this environment), not
-#: inferred: MLflow infers them by loading the model in a subprocess (~9 s of every run)
-SERVED_DISTRIBUTIONS: tuple[str, ...] = (
-    "smartpick-ml", "mlflow", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "skops",
-    "numba", "threadpoolctl")
-
-
-def pip_requirements() -> list[str]:
-    """``SERVED_DISTRIBUTIONS`` at the versions installed here (unpinned if one is missing)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for name in SERVED_DISTRIBUTIONS:
-        try:
-            out.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            out.append(name)
-    return out
-
-
-def save_model(path: str, mlflow_model: Any, sk_model: Any, programs: pd.DataFrame,
-               **kwargs: Any) -> None:
-    """Flavour hook for ``mlflow.models.Model.log``: the sklearn flavour (skops), the catalog,
-    and a ``python_function`` flavour that loads through this module."""
-    import mlflow
-
-    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model,
-                              serialization_format="skops",
-                              skops_trusted_types=list(TRUSTED_TYPES), **kwargs)
-    from smartpick_ml.data.io import write_parquet_atomic
-
-    write_parquet_atomic(programs, Path(path) / CATALOG_FILE)
-    conf = mlflow_model.flavors["python_function"]
-    conf["loader_module"] = __name__
-    for key in ("model_path", "predict_fn"):  # the sklearn loader's own settings
-        conf.pop(key, None)
-    mlflow_model.save(str(Path(path) / "MLmodel"))
-
-
-def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | None = None
-              ) -> Any:
-    """Log (and register) the served model in the active run; returns MLflow's ``ModelInfo``."""
-    from mlflow.models import Model
-
-    return Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
-                     sk_model=model, programs=programs, signature=signature(),
-                     metadata={"request_columns": request_columns()},
-                     input_example=input_example(), pip_requirements=pip_requirements(),
-                     registered_model_name=registered_model_name)
-
-
-#: set by ``mlflow models serve`` for its uvicorn workers (``scoring_server._SERVER_MODEL_PATH``):
-#: this process exists to serve the model
-SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"
-
-
-def nodelay_on_listeners() -> int:
-    """Set ``TCP_NODELAY`` on this process's listening TCP sockets (Linux inherits it into every
-    accepted connection); returns how many were changed.
-
-    Why: with ``--workers 2`` or more, uvicorn binds the socket itself with ``proto = 0``, so
-    asyncio never sets ``TCP_NODELAY`` on its connections (uvicorn issue #3149, open): the
-    response body waits for the client's delayed ACK, ~40 ms on every keep-alive request
-    (measured: ``/ping`` p50 44 ms with 2 workers, 2.4 ms with 1). The worker loads the model
-    after the socket is handed to it and before it accepts, so the loader can fix it. Drop this
-    once uvicorn sets the protocol."""
-    import socket
-
-    fd_dir = Path("/proc/self/fd")
-    if not fd_dir.is_dir():
-        return 0
-    changed = 0
-    for entry in fd_dir.iterdir():
-        try:
-            fd = int(entry.name)
-            if not Path(os.readlink(entry)).name.startswith("socket:"):
-                continue
-            sock = socket.socket(fileno=os.dup(fd))  # a second handle: closing it keeps fd
-        except (OSError, ValueError):
-            continue
-        with sock:
-            try:
-                if (sock.family in (socket.AF_INET, socket.AF_INET6)
-                        and sock.type == socket.SOCK_STREAM
-                        and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                        and not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    changed += 1
-            except OSError:
-                continue
-    return changed
-
 
 def _load_pyfunc(path: str, model_config: Any = None) -> ServedMatchModel:
     """``mlflow.pyfunc`` loader: the skops file (trusted types only) and the catalog."""
@@ -626,52 +429,3 @@ def _load_pyfunc(path: str, model_config: Any = None) -> ServedMatchModel:
     return served
 
 
-def prepare_server_worker() -> None:
-    """Set up a process that exists to serve the model (an ``mlflow models serve`` worker),
-    once, after loading it. Three things, each measured with ``benchmarks/bench_serve.py``:
-
-    - **The heap loaded so far leaves the garbage collector's reach** (``gc.collect`` then
-      ``gc.freeze``): the libraries, the model and the catalog are ~430k objects, and a full
-      collection walks them all (~200 ms here), at a moment Python chooses, in the middle of a
-      request, with every request queued behind it waiting. They live as long as the process.
-    - **Requests run on one inference thread** (the event loop's default executor, which
-      MLflow's scoring server hands each request to). The work is CPU-bound Python holding the
-      GIL, so several threads never run it in parallel; they only add GIL hand-offs, which raise
-      every request's CPU cost once a worker falls behind and let the queue snowball (offered
-      200 req/s: p99 28-35 ms instead of 46-131 ms). With one thread, requests wait in order.
-    - **Request text stays plain Python strings** (pandas' ``future.infer_string`` off, where
-      pandas has the option): MLflow builds a DataFrame from every request's JSON, and with
-      pandas 3's Arrow-backed strings each text column is converted to Arrow and back. One lean
-      request costs ~25 % less CPU (in-process, interleaved: 0.9-1.2 ms against 1.2-1.8 ms) and
-      its answer is the same; ``tests/serving/test_pyfunc.py`` runs the real server with it. The option
-      is deprecated in pandas 3 and gone in 4 (which ``pyproject.toml`` excludes); where it is
-      missing this step does nothing.
-
-    A notebook or service that loads the model with ``mlflow.pyfunc.load_model`` keeps its
-    collector, threads and string dtype: this runs only where ``SERVER_MODEL_PATH_ENV`` is set."""
-    import asyncio
-    import gc
-    from concurrent.futures import ThreadPoolExecutor
-
-    gc.collect()
-    gc.freeze()
-    _plain_request_strings()
-    try:
-        loop = asyncio.get_running_loop()  # uvicorn loads the app inside its event loop
-    except RuntimeError:
-        return
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=1,
-                                                 thread_name_prefix="smartpick-inference"))
-
-
-def _plain_request_strings() -> None:
-    """Infer object (plain ``str``) columns for text, not Arrow strings: see
-    :func:`prepare_server_worker`."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the option's deprecation notice, once per worker
-        try:
-            pd.set_option("future.infer_string", False)
-        except pd.errors.OptionError:  # a pandas without the option
-            pass

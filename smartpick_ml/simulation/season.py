@@ -35,6 +35,7 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 
 from smartpick_ml.contracts.config import SimulateConfig, SimulationParams, TypeParams
+from smartpick_ml.contracts.eligibility import sponsors_visa
 from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.contracts.numeric import clipped_logit
 from smartpick_ml.contracts.reference import (
@@ -45,7 +46,6 @@ from smartpick_ml.contracts.reference import (
     STATE_REGION,
 )
 from smartpick_ml.contracts.schemas import APPLICANTS, APPLICATIONS, validate
-from smartpick_ml.modelling.features import sponsors_visa
 from smartpick_ml.simulation.matching import deferred_acceptance
 
 STEP2_REFERENCE_MEAN, STEP2_REFERENCE_SD = 249.0, 15.0  # USMLE, US/Canadian MD first-takers

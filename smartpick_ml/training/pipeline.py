@@ -20,23 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.frozen import FrozenEstimator
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from smartpick_ml.contracts.config import TrainConfig, load_simulate_config
+from smartpick_ml.contracts.eligibility import visa_blocked
 from smartpick_ml.contracts.errors import ConfigError, DataValidationError
+from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS
 from smartpick_ml.data.io import (
     read_table,
     sha256_file,
@@ -44,17 +39,14 @@ from smartpick_ml.data.io import (
     write_parquet_atomic,
     write_text_atomic,
 )
+from smartpick_ml.modelling.baselines import RateLookupBaseline, logistic_baseline
 from smartpick_ml.modelling.features import (
-    CATEGORICAL_FEATURES,
     FEATURE_NAMES,
-    PAIR_INPUT_COLUMNS,
     PairFeatures,
     build_pairs,
-    own_type_rate,
-    visa_blocked,
 )
 from smartpick_ml.modelling.labels import LABEL, training_labels
-from smartpick_ml.modelling.model import PROB_FLOOR, MatchModel
+from smartpick_ml.modelling.model import MatchModel
 from smartpick_ml.training import evaluate
 
 log = logging.getLogger(__name__)
@@ -200,54 +192,6 @@ def frame_hash(frame: pd.DataFrame) -> str:
 
 
 # ----------------------------------------------------------------------------- baselines
-
-
-class RateLookupBaseline:
-    """Published-rate lookup: the program's interview rate for the applicant's type times the
-    specialty's observed P(would take | interviewed). No applicant features at all."""
-
-    def fit(self, pairs: pd.DataFrame, y: np.ndarray, interviewed: np.ndarray
-            ) -> RateLookupBaseline:
-        inter = pd.Series(np.asarray(interviewed, bool), index=pairs.index)
-        took = pd.Series(np.asarray(y, float), index=pairs.index)
-        by_spec = took[inter].groupby(pairs.loc[inter, "specialty"]).mean()
-        self.take_given_interview_ = by_spec.to_dict()
-        self.overall_ = float(took[inter].mean())
-        own = own_type_rate(pairs)
-        self.rate_fill_ = (pd.Series(own).groupby(pairs["specialty"].to_numpy()).median()
-                           .to_dict())
-        return self
-
-    def predict_proba(self, pairs: pd.DataFrame) -> np.ndarray:
-        own = own_type_rate(pairs)
-        fill = pairs["specialty"].map(self.rate_fill_).to_numpy(dtype=float, na_value=0.05)
-        own = np.where(np.isnan(own), fill, own)
-        k = pairs["specialty"].map(self.take_given_interview_).to_numpy(dtype=float,
-                                                                        na_value=self.overall_)
-        q = np.clip(own * k, PROB_FLOOR, 1 - PROB_FLOOR)
-        q = np.where(visa_blocked(pairs), 0.0, q)
-        return np.column_stack([1 - q, q])
-
-
-def logistic_on_features(numeric: Sequence[str], seed: int) -> Pipeline:
-    """Logistic regression on a feature frame: one-hot ``CATEGORICAL_FEATURES``, the ``numeric``
-    columns imputed (with missing-value indicators) and scaled."""
-    pre = ColumnTransformer([
-        ("cat", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL_FEATURES)),
-        ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
-                              StandardScaler()), list(numeric))])
-    return Pipeline([("prep", pre),
-                     ("clf", LogisticRegression(max_iter=300, C=1.0, random_state=seed))])
-
-
-def logistic_baseline(features: PairFeatures, seed: int) -> Pipeline:
-    """The logistic baseline on pairs: the model's fitted feature step, frozen, then
-    :func:`logistic_on_features`. The logistic sees exactly the model's features (refitting the
-    step on the logistic's rows would recompute each program's typical interviewee from a subset,
-    and without knowing who was interviewed)."""
-    numeric = [f for f in FEATURE_NAMES if f not in CATEGORICAL_FEATURES]
-    return Pipeline([("features", FrozenEstimator(features)),
-                     *logistic_on_features(numeric, seed).steps])
 
 
 # ----------------------------------------------------------------------------- the run
@@ -468,7 +412,7 @@ def permutation_importance_table(model: MatchModel, va: pd.DataFrame, y: np.ndar
     """Log-loss increase when each input column is shuffled (on a validation sample)."""
     from sklearn.inspection import permutation_importance
 
-    from smartpick_ml.inference.predictor import one_openmp_thread
+    from smartpick_ml.modelling.threads import one_openmp_thread
 
     rng = np.random.default_rng(cfg.data.seed)
     n = min(len(va), cfg.evaluation.importance_rows)
@@ -485,11 +429,6 @@ def permutation_importance_table(model: MatchModel, va: pd.DataFrame, y: np.ndar
                           "importance_std": res.importances_std})
     table = table[table["feature"] != "program_id"]
     return table.sort_values("importance_mean", ascending=False).reset_index(drop=True)
-
-
-def default_tracking_uri(cfg: TrainConfig) -> str:
-    return cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-        "sqlite:///mlflow.db"
 
 
 __all__ = ["TrainResult", "run_training", "make_splits", "RateLookupBaseline",

@@ -1,6 +1,6 @@
 """The run report: one self-contained HTML page per training run, and what notebooks read back.
 
-Every :func:`smartpick_ml.training.pipeline.run_training` ends by rendering a report — data summary, metrics
+Every training run ends by rendering a report — data summary, metrics
 table (model, baselines, oracle; all applicants and per applicant type), the run's plots, the
 alias decision and the config — as **one HTML file with the PNGs embedded**. One file, because it
 is then written atomically like every other output (temporary name, rename): a run that dies never

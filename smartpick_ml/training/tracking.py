@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +47,7 @@ def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
 def setup_mlflow(cfg: TrainConfig) -> Any:
     import mlflow
 
-    from smartpick_ml.training.pipeline import default_tracking_uri
+    from smartpick_ml.training.tracking import default_tracking_uri
 
     mlflow.set_tracking_uri(default_tracking_uri(cfg))
     mlflow.set_experiment(cfg.tracking.experiment)
@@ -135,7 +136,7 @@ def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va
         # the served model: sklearn + pyfunc flavours over one skops file, with the catalog the
         # model was trained on (public program data) for the fast path and ranking
         from smartpick_ml.data.catalog import load_catalog
-        from smartpick_ml.serving.pyfunc import log_model
+        from smartpick_ml.modelling.logged_model import log_model
 
         programs = load_catalog(Path(cfg.data.raw_dir) / "programs.parquet")
         info = log_model(model, programs, registered_model_name=cfg.tracking.registered_model)
@@ -149,3 +150,8 @@ def log_training_run(cfg: TrainConfig, model: MatchModel, va: pd.DataFrame, y_va
         mlflow.log_text(reason + "\n", "evaluation/alias_decision.txt")
         log.info(reason)
         return run.info.run_id, version, reason
+
+
+def default_tracking_uri(cfg: TrainConfig) -> str:
+    return cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+        "sqlite:///mlflow.db"

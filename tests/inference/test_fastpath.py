@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smartpick_ml.contracts.pairs import APPLICANT_INPUTS
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION
 from smartpick_ml.data.catalog import load_catalog
 from smartpick_ml.inference import fastpath
 from smartpick_ml.inference.fastpath import COL, PER_REQUEST, FastScorer, _prefix_row, _share_rows
 from smartpick_ml.inference.predictor import InputError, MatchPredictor
-from smartpick_ml.modelling.features import APPLICANT_INPUTS
 
 
 @pytest.fixture(scope="module")

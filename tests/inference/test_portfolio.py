@@ -1,4 +1,4 @@
-"""Tests for smartpick_ml.inference.portfolio: rank-list probabilities against Monte Carlo, the optimiser
+"""Tests for inference.portfolio: rank-list probabilities against Monte Carlo, the optimiser
 against brute-force enumeration, the naive rule's failure, ERAS fees and input validation."""
 
 from __future__ import annotations

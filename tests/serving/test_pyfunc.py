@@ -34,13 +34,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
-from smartpick_ml.modelling.features import (
-    APPLICANT_INPUTS,
-    PAIR_INPUT_COLUMNS,
-    synthetic_catalog_pairs,
-    synthetic_pairs,
-)
-from smartpick_ml.serving.pyfunc import CATALOG_FIELDS, request_body
+from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, CATALOG_FIELDS, PAIR_INPUT_COLUMNS
+from smartpick_ml.data.synthetic import synthetic_catalog_pairs, synthetic_pairs
+from smartpick_ml.modelling.logged_model import request_body
 
 STARTUP_TIMEOUT = 120.0
 #: fuzz cases: one HTTP request each (the server refuses a whole request for one bad row)
@@ -605,7 +601,7 @@ def test_listening_sockets_get_tcp_nodelay() -> None:
     accepted connections inherit. Other sockets are left alone."""
     import socket
 
-    from smartpick_ml.serving.pyfunc import nodelay_on_listeners
+    from smartpick_ml.serving.worker import nodelay_on_listeners
 
     with socket.socket(socket.AF_INET) as listener, socket.socket(socket.AF_INET) as idle:
         listener.bind(("127.0.0.1", 0))
@@ -624,7 +620,7 @@ def test_listening_sockets_get_tcp_nodelay() -> None:
 _WORKER_THREADS = """
 import asyncio, gc, sys, threading, time
 import pandas as pd
-from smartpick_ml.serving.pyfunc import prepare_server_worker
+from smartpick_ml.serving.worker import prepare_server_worker
 
 async def main() -> None:
     if sys.argv[1] == "prepared":

@@ -1,4 +1,4 @@
-"""Tests for smartpick_ml.simulation.matching: deferred acceptance against brute force, stability, order
+"""Tests for simulation.matching: deferred acceptance against brute force, stability, order
 independence, cutoff semantics, validation, and a medium-size market."""
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
+from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, applicant_pairs
 from smartpick_ml.inference.predictor import MatchPredictor
-from smartpick_ml.modelling.features import PAIR_INPUT_COLUMNS, applicant_pairs
 
 THREADS = 8
 SPECIALTIES = ("Thoracic Surgery", "Internal Medicine-Pediatrics", "Vascular Surgery")

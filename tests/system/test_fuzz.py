@@ -582,7 +582,7 @@ PAIR_JUNK = st.one_of(JUNK, st.just(pd.NA), st.just(np.nan), st.just(np.int64(2*
 @given(st.data())
 def test_fuzz_predict_pairs(predictor, one_thread, data) -> None:
     """Pairs frames (what a service sends to the model directly) with cells or columns broken."""
-    from smartpick_ml.modelling.features import PAIR_INPUT_COLUMNS, applicant_pairs
+    from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, applicant_pairs
 
     programs = predictor.programs[predictor.programs["specialty"] == SPECIALTY].iloc[:3]
     applicant = {k: v for k, v in VALID_APPLICANT.items() if k not in ("signals",)}
@@ -709,7 +709,7 @@ def test_regression_plan_budget_of_the_wrong_type(predictor, budget):
 def test_regression_predict_takes_pd_na_as_null(predictor, one_thread):
     """Found by fuzzing: a nullable column of pd.NA (home_state) raised "boolean value of NA is
     ambiguous" in the features; it means the same as None."""
-    from smartpick_ml.modelling.features import PAIR_INPUT_COLUMNS, applicant_pairs
+    from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, applicant_pairs
 
     programs = predictor.programs[predictor.programs["specialty"] == SPECIALTY].iloc[:3]
     applicant = {k: v for k, v in VALID_APPLICANT.items() if k != "signals"}
@@ -725,7 +725,7 @@ def test_regression_predict_takes_pd_na_as_null(predictor, one_thread):
 def test_regression_predict_rejects_values_of_the_wrong_type(predictor, one_thread, column, value):
     """Found by fuzzing: text in a bool / number column of a pairs frame reached the features and
     raised pandas' TypeError ("Need to pass bool-like values", "unhashable type: 'list'")."""
-    from smartpick_ml.modelling.features import PAIR_INPUT_COLUMNS, applicant_pairs
+    from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, applicant_pairs
 
     programs = predictor.programs[predictor.programs["specialty"] == SPECIALTY].iloc[:2]
     applicant = {k: v for k, v in VALID_APPLICANT.items() if k != "signals"}

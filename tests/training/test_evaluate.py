@@ -1,4 +1,4 @@
-"""Tests for smartpick_ml.training.evaluate: ECE against known answers and properties, the per-row metrics
+"""Tests for training.evaluate: ECE against known answers and properties, the per-row metrics
 against scikit-learn, the per-type table, P(match) per applicant, and that plots land atomically."""
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ from threadpoolctl import threadpool_limits
 
 from smartpick_ml.contracts.config import load_train_config
 from smartpick_ml.contracts.errors import ConfigError, ModelIntegrityError
+from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS
 from smartpick_ml.data.io import sha256_file
+from smartpick_ml.data.synthetic import synthetic_pairs
 from smartpick_ml.modelling import persist
-from smartpick_ml.modelling.features import FEATURE_NAMES, PAIR_INPUT_COLUMNS, synthetic_pairs
+from smartpick_ml.modelling.features import FEATURE_NAMES
 from smartpick_ml.serving import pyfunc as serving
 
 MODELS = ("model", "logistic", "lookup", "oracle")
@@ -462,8 +464,9 @@ def test_logistic_baseline_sees_exactly_the_models_features(world) -> None:
     """"The same features": the logistic's feature step is the model's fitted one, not refitted
     on the logistic's rows (which would recompute each program's typical interviewee from a
     subset, without knowing who was interviewed)."""
+    from smartpick_ml.modelling.baselines import logistic_baseline
     from smartpick_ml.modelling.features import PairFeatures
-    from smartpick_ml.training.pipeline import interviewed_mask, logistic_baseline
+    from smartpick_ml.training.pipeline import interviewed_mask
 
     va = world.validation
     features = PairFeatures().fit(va, interviewed=interviewed_mask(va))

@@ -1,0 +1,125 @@
+"""The model as MLflow logs it: one skops file behind two flavours.
+
+- ``sklearn``: ``mlflow.sklearn.load_model(uri)`` returns the :class:`MatchModel`
+  (``MatchPredictor.load("models:/…")``, the champion comparison in training);
+- ``python_function`` with ``loader_module = smartpick_ml.serving.pyfunc``: ``mlflow.pyfunc`` and
+  the scoring server load the skops file and the program catalog the model was trained with
+  (``programs.parquet``, logged beside it) into a ``ServedMatchModel``.
+
+Training logs the model and the serving side loads it, so this module names the loader by its
+module path and imports nothing of the serving runtime. Nothing is cloudpickled. The signature
+has the output and the request params and no input schema: the request's columns are checked
+in one place against the pairs contract, and described in the model's metadata
+(``contracts.pairs.request_columns``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, request_columns
+from smartpick_ml.data.synthetic import synthetic_pairs
+from smartpick_ml.modelling.persist import TRUSTED_TYPES
+
+#: the loader of the python_function flavour, named, not imported
+LOADER_MODULE = "smartpick_ml.serving.pyfunc"
+CATALOG_FILE = "programs.parquet"
+
+
+TASKS = ("score", "rank")
+
+
+#: params of a request and their defaults ("" / 0 = not given)
+PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "explain": False,
+                                  "preferences": "", "signals": ""}
+
+
+#: the distributions the served model imports; declared (pinned to this environment), not
+#: inferred: MLflow infers them by loading the model in a subprocess (~9 s of every run)
+SERVED_DISTRIBUTIONS: tuple[str, ...] = (
+    "smartpick-ml", "mlflow", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "skops",
+    "numba", "threadpoolctl")
+
+
+def signature() -> Any:
+    """The explicit signature: the ``[P(not take), P(take)]`` output of pair scoring and the
+    request params, and no input schema (see the module docstring)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    params = ParamSchema([
+        ParamSpec("task", "string", PARAM_DEFAULTS["task"]),
+        ParamSpec("specialty", "string", PARAM_DEFAULTS["specialty"]),
+        ParamSpec("k", "long", PARAM_DEFAULTS["k"]),
+        ParamSpec("explain", "boolean", PARAM_DEFAULTS["explain"]),
+        ParamSpec("preferences", "string", PARAM_DEFAULTS["preferences"]),
+        ParamSpec("signals", "string", PARAM_DEFAULTS["signals"]),
+    ])
+    return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype("float64"),
+                                                                  (-1, 2))]),
+                          params=params)
+
+
+def request_body(frame: pd.DataFrame, **params: Any) -> bytes:
+    """The JSON body of a request: ``frame`` as ``dataframe_split`` (nulls as JSON null), plus
+    ``params`` if any -- what a client sends to ``/invocations``."""
+    split = json.loads(frame.to_json(orient="split", index=False, double_precision=15))
+    body: dict[str, Any] = {"dataframe_split": split}
+    if params:
+        body["params"] = params
+    return json.dumps(body).encode()
+
+
+def input_example() -> pd.DataFrame:
+    """A synthetic example (never a real applicant)."""
+    return synthetic_pairs(5)[list(PAIR_INPUT_COLUMNS)]
+
+
+def pip_requirements() -> list[str]:
+    """``SERVED_DISTRIBUTIONS`` at the versions installed here (unpinned if one is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in SERVED_DISTRIBUTIONS:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def save_model(path: str, mlflow_model: Any, sk_model: Any, programs: pd.DataFrame,
+               **kwargs: Any) -> None:
+    """Flavour hook for ``mlflow.models.Model.log``: the sklearn flavour (skops), the catalog,
+    and a ``python_function`` flavour that loads through this module."""
+    import mlflow
+
+    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model,
+                              serialization_format="skops",
+                              skops_trusted_types=list(TRUSTED_TYPES), **kwargs)
+    from smartpick_ml.data.io import write_parquet_atomic
+
+    write_parquet_atomic(programs, Path(path) / CATALOG_FILE)
+    conf = mlflow_model.flavors["python_function"]
+    conf["loader_module"] = LOADER_MODULE
+    for key in ("model_path", "predict_fn"):  # the sklearn loader's own settings
+        conf.pop(key, None)
+    mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | None = None
+              ) -> Any:
+    """Log (and register) the served model in the active run; returns MLflow's ``ModelInfo``."""
+    from mlflow.models import Model
+
+    return Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
+                     sk_model=model, programs=programs, signature=signature(),
+                     metadata={"request_columns": request_columns()},
+                     input_example=input_example(), pip_requirements=pip_requirements(),
+                     registered_model_name=registered_model_name)
