@@ -131,6 +131,12 @@ SEED_PROGRAMS: tuple[tuple[str, str, str, str], ...] = (
      "Internal Medicine"),
 )
 
+#: A typical applicant's USMLE Step 2 CK score: what an explanation compares the applicant's own
+#: score against, and a program's typical interviewee when nothing better is known. Between the
+#: mean of US MD first-takers (~249) and the median of IMGs who matched in 2026 (248) and of those
+#: who did not (242): ../shared/README.md.
+TYPICAL_STEP2_CK = 245
+
 #: Main Residency Match PGY-1 results by applicant type (../shared/reference/
 #: match_results_by_applicant_type.csv; NRMP / Intealth releases cited there). None = not published.
 MATCH_RESULTS: dict[int, dict[str, tuple[int | None, float]]] = {

@@ -38,6 +38,7 @@ from smartpick_ml.contracts.reference import (
     REGIONS,
     SPECIALTY_NAMES,
     STATE_REGION,
+    TYPICAL_STEP2_CK,
 )
 from smartpick_ml.contracts.schemas import STEP2_MAX, STEP2_MIN, _check_column
 from smartpick_ml.inference.portfolio import (
@@ -409,7 +410,7 @@ class MatchPredictor:
         v[own_col] = base["specialty"].map(spec_median).to_numpy()
         variants["own_rate"] = v
         v = base.copy()
-        v["step2_ck"] = 245
+        v["step2_ck"] = TYPICAL_STEP2_CK
         variants["step2_ck"] = v
         v = base.copy()
         v["home_state"] = None

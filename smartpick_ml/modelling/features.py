@@ -25,6 +25,7 @@ from smartpick_ml.contracts.reference import (
     RATE_COLUMN_BY_TYPE,
     SPECIALTY_NAMES,
     STATE_REGION,
+    TYPICAL_STEP2_CK,
 )
 
 SIGNAL_CODES = {"none": 0, "signal": 1, "silver": 2, "gold": 3}
@@ -115,7 +116,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         self.program_step2_ = by_program["mean"].astype(float).to_dict()
         self.specialty_step2_ = seen.groupby("specialty")["step2_ck"].mean().astype(float
                                                                                   ).to_dict()
-        self.overall_step2_ = float(seen["step2_ck"].mean()) if len(seen) else 245.0
+        self.overall_step2_ = float(seen["step2_ck"].mean()) if len(seen) else float(TYPICAL_STEP2_CK)
         self.feature_names_out_ = list(FEATURE_NAMES)
         return self
 
