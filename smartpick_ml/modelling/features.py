@@ -114,9 +114,9 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         by_program = seen.groupby("program_id")["step2_ck"].agg(["mean", "size"])
         by_program = by_program[by_program["size"] >= self.min_interviewees]
         self.program_step2_ = by_program["mean"].astype(float).to_dict()
-        self.specialty_step2_ = seen.groupby("specialty")["step2_ck"].mean().astype(float
-                                                                                  ).to_dict()
-        self.overall_step2_ = float(seen["step2_ck"].mean()) if len(seen) else float(TYPICAL_STEP2_CK)
+        by_specialty = seen.groupby("specialty")["step2_ck"].mean()
+        self.specialty_step2_ = by_specialty.astype(float).to_dict()
+        self.overall_step2_ = float(seen["step2_ck"].mean() if len(seen) else TYPICAL_STEP2_CK)
         self.feature_names_out_ = list(FEATURE_NAMES)
         return self
 
