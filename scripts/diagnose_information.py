@@ -38,7 +38,8 @@ from smartpick_ml.modelling.baselines import logistic_on_features
 from smartpick_ml.modelling.features import CATEGORICAL_FEATURES, FEATURE_NAMES, PairFeatures
 from smartpick_ml.modelling.labels import LABEL
 from smartpick_ml.modelling.model import MatchModel
-from smartpick_ml.training.pipeline import interviewed_mask, load_splits, oracle_column
+from smartpick_ml.training.oracle_scores import oracle_column
+from smartpick_ml.training.splits import interviewed_mask, load_splits
 
 LOGIT_TRANSFORMS = ["logit_rate_own_type", "rate_img_vs_md"]
 POOL = ["pool_step2_margin", "pool_usce_margin", "pool_publications_margin", "pool_years_margin",

@@ -248,16 +248,14 @@ def _train(config: Path, track: bool) -> None:
     import logging
 
     from smartpick_ml.contracts.config import load_train_config
-    from smartpick_ml.training.pipeline import run_training
+    from smartpick_ml.training.pipeline import STEPS, ProgressEvent, run_training
     from smartpick_ml.training.tracking import default_tracking_uri
 
     logging.basicConfig(level=logging.WARNING)
     cfg = load_train_config(config)
-    stages = ["simulat", "loading", "building", "training gradient", "training baselines",
-              "scoring", "oracle", "permutation"]
-    with _Progress("train", len(stages), "stage") as bar:
-        def progress(msg: str) -> None:
-            bar.note(msg, advance=int(any(msg.startswith(s) for s in stages)))
+    with _Progress("train", len(STEPS) - (not track), "step") as bar:
+        def progress(event: ProgressEvent) -> None:
+            bar.note(event.message, advance=int(event.starts_step))
         result = run_training(cfg, progress=progress, track=track)
     m = result.metrics
     click.echo("\nvalidation season " + str(cfg.data.validation_season) +

@@ -248,7 +248,7 @@ def small_training_run(tmp_path_factory: pytest.TempPathFactory) -> TrainingWorl
     from smartpick_ml.modelling.features import build_pairs
     from smartpick_ml.modelling.labels import LABEL, training_labels
     from smartpick_ml.simulation.season import simulate_to_disk
-    from smartpick_ml.training.pipeline import load_tables, make_splits
+    from smartpick_ml.training.splits import load_tables, make_splits
 
     root = tmp_path_factory.mktemp("small_world")
     raw, processed, models = root / "raw", root / "processed", root / "models"

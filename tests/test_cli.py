@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from smartpick_ml.cli import _Progress, main
+from smartpick_ml.training.pipeline import ProgressEvent
 
 #: Each command and where its help must say the outputs go.
 OUTPUT_LOCATIONS: dict[str, tuple[str, ...]] = {
@@ -85,8 +86,9 @@ def test_train_ends_with_outputs_report_and_next(small_training_run, monkeypatch
     said: list[str] = []
 
     def fake_run_training(cfg, progress, track):
-        for msg in ("loading and validating tables", "re-drawn season 1/2 (oracle)"):
-            progress(msg)
+        for step, msg in (("data", "loading, checking and splitting the tables"),
+                          ("evaluate", "re-drawn season 1/2 (oracle)")):
+            progress(ProgressEvent(step, msg, starts_step=step == "data"))
             said.append(msg)
         return world.result
 

@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from smartpick_ml.contracts.eligibility import visa_blocked
 from smartpick_ml.contracts.numeric import log_loss
 from smartpick_ml.modelling.features import INCREASING_FEATURES, PairFeatures
+from smartpick_ml.modelling.pmatch import PMatchCalibrator, independent_p_match
 
 PROB_FLOOR = 1e-5
 CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")
@@ -163,6 +164,20 @@ class MatchModel(ClassifierMixin, BaseEstimator):
                 losses.append(_log_loss(y[score_on], c.transform(p[score_on])))
             scores[method] = float(np.mean(losses))
         return scores
+
+    def fit_pmatch_calibrator(self, holdout_X: pd.DataFrame, holdout_pairs: pd.DataFrame
+                              ) -> MatchModel:
+        """Learn how far the independence P(match) of a list overstates the realised match rate
+        (``pmatch``), on held-out applicants whose outcome (``matched``) is known."""
+        q = self.proba_from_features(holdout_X, holdout_pairs)[:, 1]
+        p_independent = independent_p_match(q, holdout_pairs["applicant_id"].to_numpy())
+        per = holdout_pairs.groupby("applicant_id").agg(
+            matched=("matched", "any"), applicant_type=("applicant_type", "first"))
+        per = per.loc[p_independent.index]
+        self.pmatch_calibrator_ = PMatchCalibrator().fit(
+            p_independent.to_numpy(), per["matched"].to_numpy(bool),
+            per["applicant_type"].to_numpy())
+        return self
 
     def predict_proba(self, pairs: pd.DataFrame) -> np.ndarray:
         return self.proba_from_features(self.features_.transform(pairs), pairs)

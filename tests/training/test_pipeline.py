@@ -17,12 +17,11 @@ from threadpoolctl import threadpool_limits
 
 from smartpick_ml.contracts.config import load_train_config
 from smartpick_ml.contracts.errors import ConfigError, ModelIntegrityError
-from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS
+from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, request_columns
 from smartpick_ml.data.io import sha256_file
 from smartpick_ml.data.synthetic import synthetic_pairs
-from smartpick_ml.modelling import persist
+from smartpick_ml.modelling import logged_model, persist
 from smartpick_ml.modelling.features import FEATURE_NAMES
-from smartpick_ml.serving import pyfunc as serving
 
 MODELS = ("model", "logistic", "lookup", "oracle")
 #: the oracle is the floor; at this tiny scale with 2 replicates its own noise is ~1 %
@@ -230,7 +229,7 @@ def test_logged_model_has_signature_example_and_reproduces_predictions(world) ->
         assert info.signature.outputs is not None
         assert info.signature.params is not None
         assert info.metadata["request_columns"] == json.loads(
-            json.dumps(serving.request_columns()))
+            json.dumps(request_columns()))
         assert sorted(info.metadata["request_columns"]["columns"]) == sorted(PAIR_INPUT_COLUMNS)
         assert info.saved_input_example_info is not None
         example = mlflow.models.Model.load(uri).load_input_example(uri)
@@ -241,7 +240,7 @@ def test_logged_model_has_signature_example_and_reproduces_predictions(world) ->
 
     assert f"scikit-learn=={version('scikit-learn')}" in requirements
     assert f"smartpick-ml=={version('smartpick-ml')}" in requirements
-    assert len(requirements) == len(serving.SERVED_DISTRIBUTIONS)
+    assert len(requirements) == len(logged_model.SERVED_DISTRIBUTIONS)
     # the example is synthetic: model inputs only, no applicant identifier
     assert list(example.columns) == list(PAIR_INPUT_COLUMNS)
     assert "applicant_id" not in example.columns
@@ -466,7 +465,7 @@ def test_logistic_baseline_sees_exactly_the_models_features(world) -> None:
     subset, without knowing who was interviewed)."""
     from smartpick_ml.modelling.baselines import logistic_baseline
     from smartpick_ml.modelling.features import PairFeatures
-    from smartpick_ml.training.pipeline import interviewed_mask
+    from smartpick_ml.training.splits import interviewed_mask
 
     va = world.validation
     features = PairFeatures().fit(va, interviewed=interviewed_mask(va))
