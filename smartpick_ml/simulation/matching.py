@@ -13,7 +13,7 @@ broken by the lower applicant index, so every program's ranking is strict.
 Speed: one sort turns the pairs into per-applicant lists in rank order (CSR) and one more turns the
 program scores into unique integer priorities; the proposal loop then runs on plain Python lists
 with a bounded min-heap of priorities per program. Every pair is proposed at most once, so the loop
-does O(n_pairs log quota) work: ~0.4 s for a full US season (47k applicants, 600k pairs).
+does O(n_pairs log quota) work.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import numpy as np
 __all__ = [
     "MatchResult",
     "blocking_pairs",
-    "brute_force_applicant_optimal",
     "deferred_acceptance",
 ]
 
@@ -103,15 +102,8 @@ def _first_adjacent_repeat(order: np.ndarray, first: np.ndarray, second: np.ndar
     return i, j
 
 
-def _validate(
-    pair_applicant: Any,
-    pair_program: Any,
-    applicant_rank: Any,
-    program_score: Any,
-    quotas: Any,
-    n_applicants: Any,
-) -> _Market:
-    """Check every documented precondition; raise ValueError naming the argument at fault."""
+def _applicant_count(n_applicants: Any) -> int:
+    """``n_applicants`` as a non-negative int."""
     try:
         n_app = operator.index(n_applicants)
     except TypeError:
@@ -120,19 +112,22 @@ def _validate(
         ) from None
     if n_app < 0:
         raise ValueError(f"n_applicants must be >= 0, got {n_app}")
+    return n_app
 
-    applicant = _int_array("pair_applicant", pair_applicant)
-    program = _int_array("pair_program", pair_program)
-    rank = _int_array("applicant_rank", applicant_rank)
-    quota = _int_array("quotas", quotas)
 
+def _score_array(program_score: Any) -> np.ndarray:
+    """``program_score`` as a 1-D float64 array of real numbers."""
     score_in = np.asarray(program_score)
     if score_in.ndim != 1:
         raise ValueError(f"program_score must be 1-dimensional, got shape {score_in.shape}")
     if score_in.size and score_in.dtype.kind not in "biuf":
         raise ValueError(f"program_score must hold real numbers, got dtype {score_in.dtype}")
-    score = np.ascontiguousarray(score_in, dtype=np.float64)
+    return np.ascontiguousarray(score_in, dtype=np.float64)
 
+
+def _check_lengths(applicant: np.ndarray, program: np.ndarray, rank: np.ndarray,
+                   score: np.ndarray) -> None:
+    """Every pair array as long as ``pair_applicant``."""
     n = applicant.shape[0]
     for name, arr in (
         ("pair_program", program),
@@ -145,19 +140,23 @@ def _validate(
                 "all pair arrays must have the same length"
             )
 
+
+def _check_quotas(quota: np.ndarray) -> None:
+    """No negative quota."""
     if quota.size and quota.min() < 0:
         bad = int(np.flatnonzero(quota < 0)[0])
         raise ValueError(f"quotas must be >= 0, got quotas[{bad}] = {quota[bad]}")
-    if n == 0:
-        return _Market(applicant, program, rank, score, quota, n_app, np.zeros(0, dtype=np.int64))
 
+
+def _check_pair_values(applicant: np.ndarray, program: np.ndarray, score: np.ndarray,
+                       n_app: int, n_prog: int) -> None:
+    """Applicant and program indices in range, no NaN score."""
     bad_a = np.flatnonzero((applicant < 0) | (applicant >= n_app))
     if bad_a.size:
         i = int(bad_a[0])
         raise ValueError(
             f"pair_applicant out of range [0, {n_app}): pair_applicant[{i}] = {applicant[i]}"
         )
-    n_prog = quota.shape[0]
     bad_p = np.flatnonzero((program < 0) | (program >= n_prog))
     if bad_p.size:
         i = int(bad_p[0])
@@ -169,9 +168,13 @@ def _validate(
     if nan.size:
         raise ValueError(f"program_score contains NaN, first at program_score[{int(nan[0])}]")
 
+
+def _check_unique_pairs(applicant: np.ndarray, program: np.ndarray, n_app: int,
+                        n_prog: int) -> None:
+    """No (applicant, program) pair twice."""
     # Duplicates show up as equal neighbours once sorted by an (applicant, x) code. A plain sort
-    # of one int64 code is several times faster than np.lexsort; fall back to it only if the code
-    # could overflow.
+    # of one int64 code is faster than np.lexsort; fall back to it only if the code could
+    # overflow.
     if n_app * n_prog < 2**62:
         pair_code = np.sort(applicant * n_prog + program)
         has_dup = bool(np.any(pair_code[1:] == pair_code[:-1]))
@@ -186,6 +189,9 @@ def _validate(
                 f"pair_applicant/pair_program at positions {i} and {j}"
             )
 
+
+def _order_by_applicant(applicant: np.ndarray, rank: np.ndarray, n_app: int) -> np.ndarray:
+    """Pair indices sorted by (applicant, rank), refusing a rank used twice by one applicant."""
     # The (applicant, rank) order doubles as the CSR layout deferred_acceptance walks.
     r_min, r_max = int(rank.min()), int(rank.max())
     if n_app * (r_max - r_min + 1) < 2**62:
@@ -199,6 +205,31 @@ def _validate(
             f"applicant_rank has duplicate rank {rank[i]} for applicant {applicant[i]} "
             f"at positions {i} and {j}"
         )
+    return by_applicant
+
+
+def _validate(
+    pair_applicant: Any,
+    pair_program: Any,
+    applicant_rank: Any,
+    program_score: Any,
+    quotas: Any,
+    n_applicants: Any,
+) -> _Market:
+    """Check every documented precondition; raise ValueError naming the argument at fault."""
+    n_app = _applicant_count(n_applicants)
+    applicant = _int_array("pair_applicant", pair_applicant)
+    program = _int_array("pair_program", pair_program)
+    rank = _int_array("applicant_rank", applicant_rank)
+    quota = _int_array("quotas", quotas)
+    score = _score_array(program_score)
+    _check_lengths(applicant, program, rank, score)
+    _check_quotas(quota)
+    if applicant.shape[0] == 0:
+        return _Market(applicant, program, rank, score, quota, n_app, np.zeros(0, dtype=np.int64))
+    _check_pair_values(applicant, program, score, n_app, quota.shape[0])
+    _check_unique_pairs(applicant, program, n_app, quota.shape[0])
+    by_applicant = _order_by_applicant(applicant, rank, n_app)
     return _Market(applicant, program, rank, score, quota, n_app, by_applicant)
 
 
@@ -281,7 +312,7 @@ def deferred_acceptance(
     prio_of_pos = np.empty(n, dtype=np.int64)
     prio_of_pos[pos_of_prio] = np.arange(n, dtype=np.int64)
 
-    # Plain lists: indexing them in the hot loop is several times faster than indexing ndarrays.
+    # Plain lists: the hot loop indexes them faster than ndarrays (no scalar boxing per read).
     # Heaps start with one sentinel per slot: -1 (below every priority) for a free slot, n (above
     # every priority) for a program with no usable slot, so the loop needs no "has room?" branch.
     # Slots beyond the number of applicants who ranked the program can never fill: don't allocate.
@@ -314,72 +345,6 @@ def deferred_acceptance(
     held = np.fromiter(itertools.chain.from_iterable(heaps), dtype=np.int64)
     held = held[(held >= 0) & (held < n)]  # drop sentinels
     return _result_from_pairs(m, np.sort(csr[pos_of_prio[held]]))
-
-
-def brute_force_applicant_optimal(
-    pair_applicant: Any,
-    pair_program: Any,
-    applicant_rank: Any,
-    program_score: Any,
-    quotas: Any,
-    n_applicants: int,
-) -> MatchResult:
-    """Reference answer for tiny markets: enumerate every matching, keep the stable ones and
-    return the one every applicant weakly prefers to all others (the applicant-optimal one).
-
-    Exponential in the number of applicants; meant for tests (<= ~8 applicants). Shares no code
-    with :func:`deferred_acceptance` beyond input validation and result assembly.
-    """
-    m = _validate(pair_applicant, pair_program, applicant_rank, program_score, quotas, n_applicants)
-    # Each applicant's options: one of their pairs, or None (unmatched).
-    options: list[list[int | None]] = [[None] for _ in range(m.n_applicants)]
-    for idx in range(m.n_pairs):
-        options[int(m.applicant[idx])].append(idx)
-    quota = m.quotas.tolist()
-    app = m.applicant.tolist()
-    prog = m.program.tolist()
-    rank = m.rank.tolist()
-    score = m.score.tolist()
-
-    def program_prefers(i: int, j: int) -> bool:
-        """Program of pair i (== program of pair j) prefers i's applicant to j's."""
-        return (score[i], -app[i]) > (score[j], -app[j])
-
-    stable: list[tuple[int | None, ...]] = []
-    for choice in itertools.product(*options):
-        held: list[list[int]] = [[] for _ in range(m.n_programs)]
-        for idx in choice:
-            if idx is not None:
-                held[prog[idx]].append(idx)
-        if any(len(h) > q for h, q in zip(held, quota, strict=True)):
-            continue
-        blocked = False
-        for idx in range(m.n_pairs):
-            cur = choice[app[idx]]
-            if cur is not None and rank[cur] <= rank[idx]:
-                continue  # applicant does not prefer this program
-            h = held[prog[idx]]
-            if len(h) < quota[prog[idx]] or any(program_prefers(idx, j) for j in h):
-                blocked = True
-                break
-        if not blocked:
-            stable.append(choice)
-
-    def rank_or_inf(idx: int | None) -> float:
-        return float("inf") if idx is None else rank[idx]
-
-    best = [
-        s
-        for s in stable
-        if all(
-            all(rank_or_inf(s[a]) <= rank_or_inf(t[a]) for a in range(m.n_applicants))
-            for t in stable
-        )
-    ]
-    if len(best) != 1:  # theory guarantees exactly one; anything else is a bug here
-        raise AssertionError(f"expected one applicant-optimal stable matching, got {len(best)}")
-    matched = np.array([idx for idx in best[0] if idx is not None], dtype=np.int64)
-    return _result_from_pairs(m, np.sort(matched))
 
 
 def blocking_pairs(

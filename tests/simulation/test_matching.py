@@ -3,6 +3,7 @@ independence, cutoff semantics, validation, and a medium-size market."""
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import Any
 
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 
 from smartpick_ml.simulation.matching import (
     MatchResult,
+    _result_from_pairs,
+    _validate,
     blocking_pairs,
-    brute_force_applicant_optimal,
     deferred_acceptance,
 )
 
@@ -104,6 +106,78 @@ def check_feasible(r: MatchResult, m: Market) -> None:
     np.testing.assert_array_equal(r.applicant_match[pa], pp)  # matches come from input pairs
     assert int((r.applicant_match >= 0).sum()) == pa.size
     np.testing.assert_array_equal(r.program_filled, np.bincount(pp, minlength=quotas.size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference answer by enumeration
+# ---------------------------------------------------------------------------------------------
+
+
+def brute_force_applicant_optimal(
+    pair_applicant: Any,
+    pair_program: Any,
+    applicant_rank: Any,
+    program_score: Any,
+    quotas: Any,
+    n_applicants: int,
+) -> MatchResult:
+    """Reference answer for tiny markets: enumerate every matching, keep the stable ones and
+    return the one every applicant weakly prefers to all others (the applicant-optimal one).
+
+    Exponential in the number of applicants (<= ~8 here). Shares no code with
+    :func:`deferred_acceptance` beyond the module's input validation and result assembly, taken
+    from it on purpose: a disagreement can then only come from the matching itself.
+    """
+    m = _validate(pair_applicant, pair_program, applicant_rank, program_score, quotas, n_applicants)
+    # Each applicant's options: one of their pairs, or None (unmatched).
+    options: list[list[int | None]] = [[None] for _ in range(m.n_applicants)]
+    for idx in range(m.n_pairs):
+        options[int(m.applicant[idx])].append(idx)
+    quota = m.quotas.tolist()
+    app = m.applicant.tolist()
+    prog = m.program.tolist()
+    rank = m.rank.tolist()
+    score = m.score.tolist()
+
+    def program_prefers(i: int, j: int) -> bool:
+        """Program of pair i (== program of pair j) prefers i's applicant to j's."""
+        return (score[i], -app[i]) > (score[j], -app[j])
+
+    stable: list[tuple[int | None, ...]] = []
+    for choice in itertools.product(*options):
+        held: list[list[int]] = [[] for _ in range(m.n_programs)]
+        for idx in choice:
+            if idx is not None:
+                held[prog[idx]].append(idx)
+        if any(len(h) > q for h, q in zip(held, quota, strict=True)):
+            continue
+        blocked = False
+        for idx in range(m.n_pairs):
+            cur = choice[app[idx]]
+            if cur is not None and rank[cur] <= rank[idx]:
+                continue  # applicant does not prefer this program
+            h = held[prog[idx]]
+            if len(h) < quota[prog[idx]] or any(program_prefers(idx, j) for j in h):
+                blocked = True
+                break
+        if not blocked:
+            stable.append(choice)
+
+    def rank_or_inf(idx: int | None) -> float:
+        return float("inf") if idx is None else rank[idx]
+
+    best = [
+        s
+        for s in stable
+        if all(
+            all(rank_or_inf(s[a]) <= rank_or_inf(t[a]) for a in range(m.n_applicants))
+            for t in stable
+        )
+    ]
+    if len(best) != 1:  # theory guarantees exactly one; anything else is a bug here
+        raise AssertionError(f"expected one applicant-optimal stable matching, got {len(best)}")
+    matched = np.array([idx for idx in best[0] if idx is not None], dtype=np.int64)
+    return _result_from_pairs(m, np.sort(matched))
 
 
 # ---------------------------------------------------------------------------------------------
