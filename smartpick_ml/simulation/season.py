@@ -168,8 +168,7 @@ def _specialty_choice(season: int, scale: float, programs: pd.DataFrame, prog_sp
     balance = params.specialty_interview_balance
     if balance == 0:
         return share
-    growth = ((1 + params.application_growth_per_season)
-              ** (season - params.applications_reference_season))
+    growth = _application_growth(season, params)
     volume = positions / np.clip(rates @ APPLICATION_MIX, 0.01, 1.0)  # applications received
     received = np.maximum(np.bincount(prog_spec, weights=volume, minlength=n_spec), 1e-9)
     met_rate = np.stack([np.bincount(prog_spec, weights=volume * rates[:, j], minlength=n_spec)
@@ -252,96 +251,163 @@ def _observed_strength(applicants: pd.DataFrame, params: SimulationParams) -> np
             + bias.to_numpy(float))
 
 
+def _application_growth(season: int, params: SimulationParams) -> float:
+    """Applications per applicant in ``season`` relative to the reference season."""
+    return ((1 + params.application_growth_per_season)
+            ** (season - params.applications_reference_season))
+
+
+def _type_index(applicants: pd.DataFrame) -> np.ndarray:
+    """Each applicant's type as its position in ``APPLICANT_TYPES``."""
+    return applicants["applicant_type"].map({t: i for i, t in enumerate(APPLICANT_TYPES)}
+                                            ).to_numpy()
+
+
+@dataclass(frozen=True)
+class _ApplicationInputs:
+    """What deciding where applicants apply reads: per program, per applicant and per type."""
+
+    rates: np.ndarray  # published interview rate per (program, type)
+    mixed_rate: np.ndarray  # per program: rates averaged over the national application mix
+    prestige: np.ndarray
+    sponsors: np.ndarray
+    prog_state: np.ndarray
+    prog_region: np.ndarray
+    type_idx: np.ndarray
+    home: np.ndarray
+    home_region: np.ndarray
+    needs_visa: np.ndarray
+    strength_z: np.ndarray  # observed strength in SD units of the applicant's type
+    target_rate: np.ndarray  # per type
+    target_prestige: np.ndarray  # per type
+    growth: float
+
+
+def _application_inputs(applicants: pd.DataFrame, programs: pd.DataFrame, season: int,
+                        params: SimulationParams) -> _ApplicationInputs:
+    """The arrays every chunk of :func:`draw_applications` reads, computed once."""
+    rates = _imputed_rates(programs)
+    type_idx = _type_index(applicants)
+    home = applicants["home_state"].to_numpy(dtype=object)
+    strength = _observed_strength(applicants, params)
+    by_type = pd.Series(strength).groupby(type_idx)
+    return _ApplicationInputs(
+        rates=rates, mixed_rate=np.clip(rates @ APPLICATION_MIX, 0.01, 1.0),
+        prestige=_prestige(programs, rates), sponsors=sponsors_visa(programs),
+        prog_state=programs["state"].to_numpy(dtype=object),
+        prog_region=programs["region"].to_numpy(dtype=object),
+        type_idx=type_idx, home=home,
+        home_region=np.array([STATE_REGION.get(h) if isinstance(h, str) else None
+                              for h in home], dtype=object),
+        needs_visa=applicants["needs_visa"].to_numpy(),
+        strength_z=((strength - by_type.transform("mean").to_numpy())
+                    / by_type.transform("std").fillna(1.0).replace(0, 1.0).to_numpy()),
+        target_rate=np.array([params.types[x].target_rate_weight for x in APPLICANT_TYPES]),
+        target_prestige=np.array([params.types[x].target_prestige_weight
+                                  for x in APPLICANT_TYPES]),
+        growth=_application_growth(season, params))
+
+
+def _application_weights(inputs: _ApplicationInputs, a: np.ndarray, prog_idx: np.ndarray,
+                         positions: np.ndarray, params: SimulationParams) -> np.ndarray:
+    """Log-weight of each (applicant of ``a``, program of ``prog_idx``), before the draw."""
+    t = inputs.type_idx[a]
+    same_state = inputs.home[a][:, None] == inputs.prog_state[prog_idx][None, :]
+    same_region = inputs.home_region[a][:, None] == inputs.prog_region[prog_idx][None, :]
+    # A program's share of applications is set by its published rates: interviews per
+    # position are similar everywhere, so programs that interview a small share of their
+    # applicants are the ones that receive many (volume ~ positions / mean rate). Each type
+    # then tilts toward programs that interview its type more than average.
+    mix = inputs.mixed_rate[prog_idx][None, :]
+    w = (np.log(positions[prog_idx])[None, :] - np.log(mix)
+         + inputs.target_rate[t][:, None]
+         * (clipped_logit(inputs.rates[prog_idx][:, t].T) - clipped_logit(mix))
+         + params.target_home_state_weight * same_state
+         + params.target_region_weight * same_region
+         + inputs.target_prestige[t][:, None] * inputs.prestige[prog_idx][None, :])
+    visa_blocked = inputs.needs_visa[a][:, None] & ~inputs.sponsors[prog_idx][None, :]
+    return w - 6.0 * visa_blocked  # a few still apply where they cannot be taken
+
+
+def _application_counts(rng: np.random.Generator, inputs: _ApplicationInputs, a: np.ndarray,
+                        n_programs: int, params: SimulationParams) -> np.ndarray:
+    """How many of the specialty's ``n_programs`` each applicant of ``a`` applies to."""
+    t = inputs.type_idx[a]
+    mean_apps = np.array([params.types[APPLICANT_TYPES[i]].applications_mean for i in t])
+    sd_log = np.array([params.types[APPLICANT_TYPES[i]].applications_sd_log for i in t])
+    # weaker applicants apply more widely (in SD units of their type's strength)
+    breadth = np.exp(-params.applications_strength_elasticity * inputs.strength_z[a])
+    n_apps = np.rint(mean_apps * inputs.growth * breadth
+                     * np.exp(sd_log * rng.standard_normal(len(a)) - sd_log**2 / 2))
+    return np.clip(n_apps, 1, n_programs).astype(np.int64)
+
+
+def _application_signals(rng: np.random.Generator, inputs: _ApplicationInputs, rows: np.ndarray,
+                         cols: np.ndarray, n_apps: np.ndarray, signal_plan: dict[str, int],
+                         params: SimulationParams) -> np.ndarray:
+    """Each application's signal: the specialty's signals go to the applicant's favourite
+    programs among those applied to (``rows`` / ``cols``: applicant / program, by applicant)."""
+    signal = np.full(len(rows), "none", dtype=object)
+    if not signal_plan:
+        return signal
+    fav = (params.applicant_prestige_weight * inputs.prestige[cols]
+           + params.applicant_home_weight
+           * (inputs.home[rows] == inputs.prog_state[cols]) + rng.gumbel(size=len(rows)))
+    row_start = np.concatenate([[0], np.cumsum(n_apps)[:-1]])
+    rank_in_row = np.empty(len(rows), dtype=np.int64)
+    for s0, k in zip(row_start, n_apps, strict=True):
+        rank_in_row[s0 + np.argsort(-fav[s0:s0 + k], kind="stable")] = np.arange(k)
+    if "signal" in signal_plan:
+        signal[rank_in_row < signal_plan["signal"]] = "signal"
+    else:
+        gold, silver = signal_plan.get("gold", 0), signal_plan.get("silver", 0)
+        signal[rank_in_row < gold + silver] = "silver"
+        signal[rank_in_row < gold] = "gold"
+    return signal
+
+
+def _draw_chunk(rng: np.random.Generator, inputs: _ApplicationInputs, a: np.ndarray,
+                prog_idx: np.ndarray, positions: np.ndarray, signal_plan: dict[str, int],
+                params: SimulationParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Applications of applicants ``a`` to their specialty's programs ``prog_idx``: applicant,
+    program and signal of each, grouped by applicant."""
+    w = _application_weights(inputs, a, prog_idx, positions, params)
+    w = w + rng.gumbel(size=w.shape)  # Gumbel-top-k = weighted sampling w/o replacement
+    n_apps = _application_counts(rng, inputs, a, len(prog_idx), params)
+    order = np.argsort(-w, axis=1, kind="stable")
+    take = np.arange(len(prog_idx))[None, :] < n_apps[:, None]
+    rows = np.repeat(a, n_apps)
+    cols = prog_idx[order[take]]
+    return rows, cols, _application_signals(rng, inputs, rows, cols, n_apps, signal_plan, params)
+
+
 def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
                       programs: pd.DataFrame, positions: np.ndarray,
                       params: SimulationParams) -> pd.DataFrame:
     """Where each applicant applies and signals (the ``applications`` table, before outcomes)."""
-    rates = _imputed_rates(programs)
-    mixed_rate = np.clip(rates @ APPLICATION_MIX, 0.01, 1.0)
-    prestige = _prestige(programs, rates)
-    sponsors = sponsors_visa(programs)
-    type_idx = applicants["applicant_type"].map({t: i for i, t in enumerate(APPLICANT_TYPES)}
-                                                ).to_numpy()
-    home = applicants["home_state"].to_numpy(dtype=object)
-    home_region = np.array([STATE_REGION.get(h) if isinstance(h, str) else None for h in home],
-                           dtype=object)
     season = int(applicants["season"].iloc[0])
-    growth = ((1 + params.application_growth_per_season)
-              ** (season - params.applications_reference_season))
-    prog_state = programs["state"].to_numpy(dtype=object)
-    prog_region = programs["region"].to_numpy(dtype=object)
-    target_rate = np.array([params.types[x].target_rate_weight for x in APPLICANT_TYPES])
-    strength = _observed_strength(applicants, params)
-    by_type = pd.Series(strength).groupby(type_idx)
-    strength_z = ((strength - by_type.transform("mean").to_numpy())
-                  / by_type.transform("std").fillna(1.0).replace(0, 1.0).to_numpy())
-    target_prestige = np.array([params.types[x].target_prestige_weight for x in APPLICANT_TYPES])
+    inputs = _application_inputs(applicants, programs, season, params)
+    specialty = programs["specialty"].to_numpy()
     out_app, out_prog, out_signal = [], [], []
-    for specialty, app_idx in applicants.groupby("preferred_specialty").indices.items():
-        prog_idx = np.flatnonzero((programs["specialty"].to_numpy() == specialty) & (positions > 0))
+    for name, app_idx in applicants.groupby("preferred_specialty").indices.items():
+        prog_idx = np.flatnonzero((specialty == name) & (positions > 0))
         if len(prog_idx) == 0:
             continue
-        signal_plan = params.signals.get(specialty, {})
+        signal_plan = params.signals.get(name, {})
         for start in range(0, len(app_idx), CHUNK):
-            a = app_idx[start:start + CHUNK]
-            t = type_idx[a]
-            tilt = target_rate[t][:, None]
-            prestige_pull = target_prestige[t][:, None]
-            same_state = home[a][:, None] == prog_state[prog_idx][None, :]
-            same_region = home_region[a][:, None] == prog_region[prog_idx][None, :]
-            # A program's share of applications is set by its published rates: interviews per
-            # position are similar everywhere, so programs that interview a small share of their
-            # applicants are the ones that receive many (volume ~ positions / mean rate). Each type
-            # then tilts toward programs that interview its type more than average.
-            mix = mixed_rate[prog_idx][None, :]
-            w = (np.log(positions[prog_idx])[None, :] - np.log(mix)
-                 + tilt * (clipped_logit(rates[prog_idx][:, t].T) - clipped_logit(mix))
-                 + params.target_home_state_weight * same_state
-                 + params.target_region_weight * same_region
-                 + prestige_pull * prestige[prog_idx][None, :])
-            needs_visa = applicants["needs_visa"].to_numpy()[a][:, None]
-            visa_blocked = needs_visa & ~sponsors[prog_idx][None, :]
-            w = w - 6.0 * visa_blocked  # a few still apply where they cannot be taken
-            w = w + rng.gumbel(size=w.shape)  # Gumbel-top-k = weighted sampling w/o replacement
-            mean_apps = np.array([params.types[APPLICANT_TYPES[i]].applications_mean for i in t])
-            sd_log = np.array([params.types[APPLICANT_TYPES[i]].applications_sd_log for i in t])
-            # weaker applicants apply more widely (in SD units of their type's strength)
-            breadth = np.exp(-params.applications_strength_elasticity * strength_z[a])
-            n_apps = np.rint(mean_apps * growth * breadth
-                             * np.exp(sd_log * rng.standard_normal(len(a)) - sd_log**2 / 2))
-            n_apps = np.clip(n_apps, 1, len(prog_idx)).astype(np.int64)
-            order = np.argsort(-w, axis=1, kind="stable")
-            take = np.arange(len(prog_idx))[None, :] < n_apps[:, None]
-            rows = np.repeat(a, n_apps)
-            cols = prog_idx[order[take]]
-            signal = np.full(len(rows), "none", dtype=object)
-            if signal_plan:
-                # signals go to the applicant's favourite programs among those applied to
-                fav = (params.applicant_prestige_weight * prestige[cols]
-                       + params.applicant_home_weight
-                       * (home[rows] == prog_state[cols]) + rng.gumbel(size=len(rows)))
-                row_start = np.concatenate([[0], np.cumsum(n_apps)[:-1]])
-                rank_in_row = np.empty(len(rows), dtype=np.int64)
-                for s0, k in zip(row_start, n_apps, strict=True):
-                    rank_in_row[s0 + np.argsort(-fav[s0:s0 + k], kind="stable")] = np.arange(k)
-                if "signal" in signal_plan:
-                    signal[rank_in_row < signal_plan["signal"]] = "signal"
-                else:
-                    gold, silver = signal_plan.get("gold", 0), signal_plan.get("silver", 0)
-                    signal[rank_in_row < gold + silver] = "silver"
-                    signal[rank_in_row < gold] = "gold"
+            rows, cols, signal = _draw_chunk(rng, inputs, app_idx[start:start + CHUNK], prog_idx,
+                                             positions, signal_plan, params)
             out_app.append(rows)
             out_prog.append(cols)
             out_signal.append(signal)
     app = np.concatenate(out_app)
     prog = np.concatenate(out_prog)
     order = np.lexsort((prog, app))
-    df = pd.DataFrame({
+    return pd.DataFrame({
         "applicant_id": applicants["applicant_id"].to_numpy(dtype=object)[app[order]],
         "program_id": programs["program_id"].to_numpy(dtype=object)[prog[order]],
         "season": np.int64(season),
         "signal": np.concatenate(out_signal)[order]})
-    return df
 
 
 # ----------------------------------------------------------------------------- the market
@@ -382,7 +448,7 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
         raise ValueError("applications reference unknown applicants or programs")
     rates = _imputed_rates(programs)
     prestige = _prestige(programs, rates)
-    t = applicants["applicant_type"].map({x: i for i, x in enumerate(APPLICANT_TYPES)}).to_numpy()
+    t = _type_index(applicants)
     strength = pair_strength(applicants, programs, pa, pp, prestige, params)
     home = applicants["home_state"].to_numpy(dtype=object)
     same_state = (home[pa] == programs["state"].to_numpy(dtype=object)[pp]).astype(float)
