@@ -113,22 +113,16 @@ def check_feasible(r: MatchResult, m: Market) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def brute_force_applicant_optimal(
-    pair_applicant: Any,
-    pair_program: Any,
-    applicant_rank: Any,
-    program_score: Any,
-    quotas: Any,
-    n_applicants: int,
-) -> MatchResult:
-    """Reference answer for tiny markets: enumerate every matching, keep the stable ones and
-    return the one every applicant weakly prefers to all others (the applicant-optimal one).
+def brute_force_applicant_optimal(**market: Any) -> MatchResult:
+    """Reference answer for tiny markets (``market``: the arguments of deferred_acceptance):
+    enumerate every matching, keep the stable ones and return the one every applicant weakly
+    prefers to all others (the applicant-optimal one).
 
     Exponential in the number of applicants (<= ~8 here). Shares no code with
     :func:`deferred_acceptance` beyond the module's input validation and result assembly, taken
     from it on purpose: a disagreement can then only come from the matching itself.
     """
-    m = _validate(pair_applicant, pair_program, applicant_rank, program_score, quotas, n_applicants)
+    m = _validate(**market)
     # Each applicant's options: one of their pairs, or None (unmatched).
     options: list[list[int | None]] = [[None] for _ in range(m.n_applicants)]
     for idx in range(m.n_pairs):
