@@ -1,9 +1,9 @@
-"""The fast path: score every program for one applicant in a few milliseconds, exactly.
+"""The fast path: q of every program for one applicant, exactly as the model computes it.
 
 ``MatchModel.predict_proba`` builds a pandas frame, runs the feature transformer, and lets
-scikit-learn walk every tree for every row: ~90 ms for 4,777 programs. For one applicant most of
-that work repeats: the program side of every feature never changes, and the applicant side is one
-value per request. :class:`FastScorer` therefore
+scikit-learn walk every tree for every row. For one applicant most of that work repeats: the
+program side of every feature never changes, and the applicant side is one value per request.
+:class:`FastScorer` therefore
 
 1. builds, once, the model's input matrix for every program (in the booster's own preprocessed
    column order, through the booster's own preprocessing, so categories are coded identically);
@@ -21,13 +21,18 @@ value per request. :class:`FastScorer` therefore
 A model the masks cannot hold (a tree of more than 64 leaves, a categorical per-request split)
 falls back to walking the trees after *specialising* them on the applicant (``quick`` False).
 
-``tests/inference/test_fastpath.py`` checks parity with ``MatchModel.predict_proba`` to 1e-6 on a
-full season of pairs, and each prefix-table row against the split walk it replaces.
+The booster's trees come through :mod:`smartpick_ml.inference.sklearn_trees`, the one module that
+reads scikit-learn's internals. Every scorer checks itself when built: made-up applicants scored
+both ways must agree with ``predict_proba`` to :data:`PARITY_TOLERANCE`, or it is not ``usable``.
+``tests/inference/test_fastpath.py`` checks parity to 1e-6 on a full season of pairs, and each
+prefix-table row against the split walk it replaces.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -40,10 +45,18 @@ import pandas as pd
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from smartpick_ml.contracts.eligibility import visa_blocked
-from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PROGRAM_INPUTS
-from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION
+from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PROGRAM_INPUTS, applicant_pairs
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION, TYPICAL_STEP2_CK
+from smartpick_ml.inference.sklearn_trees import (
+    FlatTrees,
+    UnsupportedBooster,
+    flat_trees,
+    preprocessed,
+)
 from smartpick_ml.modelling.features import FEATURE_NAMES, SIGNAL_CODES, SIGNAL_RATE_COLUMN
 from smartpick_ml.modelling.model import PROB_FLOOR, MatchModel
+
+log = logging.getLogger(__name__)
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 #: features that take one value per request (the applicant's own)
@@ -58,8 +71,25 @@ PER_REQUEST = ("step2_vs_program", "step2_over_minimum", "years_within_cutoff", 
 MAX_LEAVES = 64
 #: trees of at most this many leaves use 32-bit masks (half the memory traffic of 64-bit)
 NARROW_MASK_LEAVES = 32
-#: rows per chunk when helper threads share a request (~0.25 ms of work each on this model)
+#: rows per chunk when helper threads share a request: enough work to be worth handing over,
+#: little enough that a late helper holds the request up only briefly
 SHARE_CHUNK_ROWS = 512
+#: the largest |q| difference from the model's own ``predict_proba`` a usable scorer may show
+PARITY_TOLERANCE = 1e-9
+#: programs of the catalog the parity check scores each made-up applicant at
+PARITY_PROGRAMS = 25
+#: made-up applicants for the parity check: every type, Step 2 CK and years since graduation
+#: around the usual screens, one needing a visa (the others get a sampled program's home state)
+PARITY_APPLICANTS: tuple[dict[str, Any], ...] = (
+    {"applicant_type": "us_md_senior", "step2_ck": 262, "graduation_year": 2025, "season": 2025,
+     "usce_months": 0, "publications": 5, "needs_visa": False, "home_state": None},
+    {"applicant_type": "us_do_senior", "step2_ck": 233, "graduation_year": 2024, "season": 2025,
+     "usce_months": 2, "publications": 0, "needs_visa": False, "home_state": None},
+    {"applicant_type": "us_img", "step2_ck": 241, "graduation_year": 2018, "season": 2025,
+     "usce_months": 8, "publications": 1, "needs_visa": False, "home_state": None},
+    {"applicant_type": "non_us_img", "step2_ck": 249, "graduation_year": 2021, "season": 2025,
+     "usce_months": 14, "publications": 3, "needs_visa": True, "home_state": None},
+)
 
 _HELPERS_LOCK = threading.Lock()
 _HELPERS: dict[str, Any] = {}
@@ -80,8 +110,8 @@ def _helper_pool() -> tuple[ThreadPoolExecutor | None, int]:
 def _share_rows(n: int, run: Callable[[int, int], None]) -> None:
     """Call ``run(a, b)`` (a nogil kernel) over chunks covering ``range(n)``: the calling thread
     and idle helpers take the next chunk in turn. Why not numba's ``prange``: its OpenMP split is
-    fixed, so on a busy machine every request waits for its slowest (descheduled) thread -- 2-4x
-    slower than one thread here. Taking chunks in turn, a late helper costs at most one chunk.
+    fixed, so on a busy machine every request waits for its slowest (descheduled) thread, and is
+    slower than on one thread. Taking chunks in turn, a late helper costs at most one chunk.
     Helpers are limited by ``numba.get_num_threads()`` (1: all on the calling thread)."""
     pool, n_helpers = _helper_pool()
     n_helpers = min(n_helpers, numba.get_num_threads() - 1, n // SHARE_CHUNK_ROWS - 1)
@@ -297,35 +327,69 @@ def _quickscore(program_rows, program_masks, typical_step2, step2, screen_group,
 
 
 class FastScorer:
-    """Exact, fast q for one applicant against a fixed set of programs."""
+    """Exact, fast q for one applicant against a fixed set of programs.
+
+    Built for one model and catalog, it ends its build by scoring made-up applicants both ways
+    (``parity_gap``: the largest difference from the model's own ``predict_proba``); ``usable``
+    is False when that exceeds :data:`PARITY_TOLERANCE`, and the caller should then score through
+    ``predict_proba`` (:func:`usable_fast_scorer` does that check for it).
+    """
 
     def __init__(self, model: MatchModel, programs: pd.DataFrame):
         self.model = model
         self.programs = programs.reset_index(drop=True)
-        booster = model.booster_
-        self._flatten(booster)
-        self.baseline = float(np.ravel(booster._baseline_prediction)[0])
+        self._adopt_trees(flat_trees(model.booster_))
         block = self.programs[[c for c in PROGRAM_INPUTS if c in self.programs.columns]]
+        self.n_programs = len(block)
+        self._build_program_matrices(block)
+        self._read_program_fields(block)
+        self._mark_feature_roles()
+        self._calibration = self._calibration_params(model)
+        self.quick = self._build_quickscorer()
+        self.parity_gap = self._parity_gap()
+        self.usable = self.parity_gap <= PARITY_TOLERANCE
+        if not self.usable:
+            log.warning("fast path disagrees with the model's predict_proba (max |dq| = %.3g, "
+                        "tolerance %g): not usable", self.parity_gap, PARITY_TOLERANCE)
+
+    # ------------------------------------------------------------------ build
+
+    def _adopt_trees(self, trees: FlatTrees) -> None:
+        """Keep the booster's flat trees as the arrays the kernels take."""
+        self.feature, self.threshold = trees.feature, trees.threshold
+        self.mgl, self.is_cat, self.bitset_idx = (trees.missing_go_to_left, trees.is_categorical,
+                                                  trees.bitset_idx)
+        self.left, self.right, self.is_leaf = trees.left, trees.right, trees.is_leaf
+        self.value, self.roots, self.baseline = trees.value, trees.roots, trees.baseline
+        self.raw_bitsets, self.known_bitsets = trees.raw_bitsets, trees.known_bitsets
+        self.f_idx_map = trees.f_idx_map
+
+    def _build_program_matrices(self, block: pd.DataFrame) -> None:
+        """The model's input matrix of every program, once per applicant type (type-specific rate
+        columns and type code), in the booster's preprocessed columns; and each program's typical
+        Step 2 CK."""
         n = len(block)
-        self.n_programs = n
-        # one preprocessed matrix per applicant type (type-specific rate columns + type code)
         self.base: dict[str, np.ndarray] = {}
         self.type_code: dict[str, float] = {}
-        features = model.features_
         for typ in APPLICANT_TYPES:
-            dummy = pd.DataFrame({"applicant_type": [typ] * n, "step2_ck": 245,
+            # a stand-in applicant: every request overwrites the applicant's own columns
+            dummy = pd.DataFrame({"applicant_type": [typ] * n, "step2_ck": TYPICAL_STEP2_CK,
                                   "graduation_year": 2024, "season": 2025, "usce_months": 0,
                                   "publications": 0, "needs_visa": False, "home_state": None})
             pairs = pd.concat([dummy, block], axis=1)
             pairs["signal"] = "none"
-            X = features.transform(pairs)
-            pre = np.ascontiguousarray(booster._preprocess_X(X, reset=False), dtype=np.float64)
+            X = self.model.features_.transform(pairs)
+            pre = preprocessed(self.model.booster_, X)
             self.base[typ] = pre
             self.type_code[typ] = float(pre[0, COL["applicant_type"]])
             if typ == APPLICANT_TYPES[0]:
-                # typical Step 2 CK of each program's interviewees: 245 - (245 - typical)
-                self.typical_step2 = 245.0 - X["step2_vs_program"].to_numpy(float)
-        # the programs' published screens (NaN: none stated)
+                # step2_vs_program is the stand-in's Step 2 CK minus the program's typical one
+                self.typical_step2 = TYPICAL_STEP2_CK - X["step2_vs_program"].to_numpy(float)
+
+    def _read_program_fields(self, block: pd.DataFrame) -> None:
+        """The program fields a request is compared with: published screens (NaN: none stated),
+        state and region codes, signal rates, visa sponsorship."""
+        n = len(block)
         self.step2_minimum, self.graduation_cutoff = (
             pd.to_numeric(block[col], errors="coerce").to_numpy(float) if col in block
             else np.full(n, np.nan) for col in ("step2_minimum", "max_years_since_graduation"))
@@ -340,104 +404,93 @@ class FastScorer:
                              if col in block else np.full(n, np.nan)
                              for kind, col in SIGNAL_RATE_COLUMN.items()}
         self.visa_ok = ~visa_blocked(block.assign(needs_visa=True))
-        n_nodes = self.feature.shape[0]
-        self._left = np.empty(n_nodes, np.int64)
-        self._right = np.empty(n_nodes, np.int64)
-        self._roots = np.empty(self.roots.shape[0], np.int64)
+
+    def _mark_feature_roles(self) -> None:
+        """Which columns are the applicant's own, set per request, or the program's alone."""
         self._var_cols = [COL[name] for name in PER_REQUEST]
         self._is_applicant = np.zeros(len(FEATURE_NAMES), np.bool_)
         for name in APPLICANT_ONLY:
             self._is_applicant[COL[name]] = True
-        self._calibration = self._calibration_params(model)
-        self.quick = self._build_quickscorer()
-
-    def _flatten(self, booster: Any) -> None:
-        nodes, bitsets, roots = [], [], []
-        offset = bit_offset = 0
-        for (predictor,) in booster._predictors:
-            nd = predictor.nodes
-            roots.append(offset)
-            flat = {k: nd[k].copy() for k in ("feature_idx", "num_threshold", "missing_go_to_left",
-                                              "left", "right", "is_leaf", "value",
-                                              "is_categorical", "bitset_idx")}
-            flat["left"] = flat["left"].astype(np.int64) + offset
-            flat["right"] = flat["right"].astype(np.int64) + offset
-            flat["bitset_idx"] = flat["bitset_idx"].astype(np.int64) + bit_offset
-            nodes.append(flat)
-            bitsets.append(np.asarray(predictor.raw_left_cat_bitsets, dtype=np.uint32))
-            offset += len(nd)
-            bit_offset += len(predictor.raw_left_cat_bitsets)
-        cat = lambda k: np.concatenate([f[k] for f in nodes])  # noqa: E731
-        self.feature = cat("feature_idx").astype(np.int64)
-        self.threshold = cat("num_threshold").astype(np.float64)
-        self.mgl = cat("missing_go_to_left").astype(np.bool_)
-        self.left = cat("left")
-        self.right = cat("right")
-        self.is_leaf = cat("is_leaf").astype(np.bool_)
-        self.value = cat("value").astype(np.float64)
-        self.is_cat = cat("is_categorical").astype(np.bool_)
-        self.bitset_idx = cat("bitset_idx")
-        raw = [b for b in bitsets if len(b)]
-        self.raw_bitsets = np.ascontiguousarray(np.concatenate(raw) if raw else
-                                                np.zeros((1, 8), np.uint32))
-        known, f_idx_map = booster._bin_mapper.make_known_categories_bitsets()
-        self.known_bitsets = np.ascontiguousarray(known, dtype=np.uint32)
-        self.f_idx_map = np.asarray(f_idx_map, dtype=np.int64)
-        self.roots = np.asarray(roots, dtype=np.int64)
+        self._is_program = np.ones(len(FEATURE_NAMES), np.bool_)
+        for name in (*APPLICANT_ONLY, *PER_REQUEST):
+            self._is_program[COL[name]] = False
 
     def _build_quickscorer(self) -> bool:
-        """Leaf bits, split masks and per-program masks; False if a tree has too many leaves."""
+        """Leaf bits, split masks, per-program masks and prefix tables; False if a tree has more
+        than ``MAX_LEAVES`` leaves or a per-request split is categorical (then the walk scores)."""
+        leaves = self._leaf_bits()
+        if leaves is None:
+            return False
+        self.internal = np.flatnonzero(~self.is_leaf).astype(np.int64)
+        # the splits a request resolves once for the applicant
+        self.applicant_nodes = self.internal[self._is_applicant[self.feature[self.internal]]]
+        self.program_masks = {typ: self._program_split_masks(X) for typ, X in self.base.items()}
+        if not self._build_prefix_tables():
+            return False
+        self._default_mask = self._default_request_mask()
+        self._group_programs_by_screens()
+        self._build_leaf_value_table(*leaves)
+        if self.width == 32:
+            self._narrow_masks()
+        self.all_rows = np.arange(self.n_programs, dtype=np.int64)
+        self.all_rows.flags.writeable = False
+        return True
+
+    def _leaf_bits(self) -> tuple[np.ndarray, list[float]] | None:
+        """Each split's mask (``mask``: its left subtree's leaf bits cleared) and tree
+        (``tree_of``); returns where each tree's leaves start and their values, or None if a tree
+        has more than ``MAX_LEAVES`` leaves."""
         n_trees = self.roots.shape[0]
-        n_nodes = self.feature.shape[0]
-        tree_of = np.empty(n_nodes, np.int64)
-        mask = np.zeros(n_nodes, np.uint64)
+        self.tree_of = np.empty(self.feature.shape[0], np.int64)
+        self.mask = np.zeros(self.feature.shape[0], np.uint64)
         leaf_start = np.zeros(n_trees + 1, np.int64)
         leaf_values: list[float] = []
         for t, root in enumerate(self.roots):
-            leaves: list[int] = []
-            below: dict[int, list[int]] = {}
-
-            # called only within this iteration; the defaults bind this tree's containers
-            def walk(j: int, t: int = t, leaves: list[int] = leaves,
-                     below: dict[int, list[int]] = below) -> list[int]:
-                tree_of[j] = t
-                if self.is_leaf[j]:
-                    leaves.append(j)
-                    return [len(leaves) - 1]
-                got = walk(int(self.left[j]), t, leaves, below)
-                below[j] = got
-                return got + walk(int(self.right[j]), t, leaves, below)
-
-            walk(int(root))
+            leaves, below = self._walk_tree(int(root), t)
             if len(leaves) > MAX_LEAVES:
-                return False
+                return None
             for j, left_leaves in below.items():
                 m = (1 << 64) - 1
                 for b in left_leaves:
                     m &= ~(1 << b)
-                mask[j] = np.uint64(m)
+                self.mask[j] = np.uint64(m)
             leaf_start[t + 1] = leaf_start[t] + len(leaves)
             leaf_values.extend(float(self.value[j]) for j in leaves)
-        self.tree_of, self.mask = tree_of, mask
-        self.internal = np.flatnonzero(~self.is_leaf).astype(np.int64)
-        # the splits a request resolves once for the applicant (a few hundred of ~13k nodes)
-        self.applicant_nodes = self.internal[self._is_applicant[self.feature[self.internal]]]
-        is_program = np.ones(len(FEATURE_NAMES), np.bool_)
-        for name in (*APPLICANT_ONLY, *PER_REQUEST):
-            is_program[COL[name]] = False
-        self._is_program = is_program
-        self.program_masks = {}
-        for typ, X in self.base.items():
-            out = np.empty((X.shape[0], n_trees), np.uint64)
-            _program_masks(X, self.internal, tree_of, self.feature, self.threshold, self.mgl,
-                           self.is_cat, self.bitset_idx, mask, self.raw_bitsets,
-                           self.known_bitsets, self.f_idx_map, is_program, n_trees, out)
-            self.program_masks[typ] = out
-        # Per-request features: prefix tables. A numeric split fails iff its threshold < x, so
-        # the failed splits of a feature are those below x in threshold order, and their AND is
-        # one row of a table with a row per distinct threshold (<= 255: the booster's bins): one
-        # lookup per tree instead of a walk over every split below x. A last row holds the AND
-        # of the splits that send NaN right.
+        return leaf_start, leaf_values
+
+    def _walk_tree(self, root: int, t: int) -> tuple[list[int], dict[int, list[int]]]:
+        """Tree ``t``'s leaves, left to right, and the leaf bits under each split's left child."""
+        leaves: list[int] = []
+        below: dict[int, list[int]] = {}
+
+        def walk(j: int) -> list[int]:
+            self.tree_of[j] = t
+            if self.is_leaf[j]:
+                leaves.append(j)
+                return [len(leaves) - 1]
+            got = walk(int(self.left[j]))
+            below[j] = got
+            return got + walk(int(self.right[j]))
+
+        walk(root)
+        return leaves, below
+
+    def _program_split_masks(self, X: np.ndarray) -> np.ndarray:
+        """Per (program, tree) of one type's matrix: the AND of the program-only splits failed."""
+        n_trees = self.roots.shape[0]
+        out = np.empty((X.shape[0], n_trees), np.uint64)
+        _program_masks(X, self.internal, self.tree_of, self.feature, self.threshold, self.mgl,
+                       self.is_cat, self.bitset_idx, self.mask, self.raw_bitsets,
+                       self.known_bitsets, self.f_idx_map, self._is_program, n_trees, out)
+        return out
+
+    def _build_prefix_tables(self) -> bool:
+        """One prefix table per per-request feature; False if one of its splits is categorical."""
+        # A numeric split fails iff its threshold < x, so the failed splits of a feature are those
+        # below x in threshold order, and their AND is one row of a table with a row per distinct
+        # threshold (<= 255: the booster's bins): one lookup per tree instead of a walk over
+        # every split below x. A last row holds the AND of the splits that send NaN right.
+        n_trees = self.roots.shape[0]
         ones = np.uint64(0xFFFFFFFFFFFFFFFF)
         thresholds: list[np.ndarray] = []
         thr_start = [0]
@@ -453,27 +506,38 @@ class FastScorer:
             for row in range(1, len(distinct) + 1):
                 table[row] = table[row - 1]
                 for j in nodes[pos == row - 1]:
-                    table[row, tree_of[j]] &= mask[j]
+                    table[row, self.tree_of[j]] &= self.mask[j]
             for j in nodes[~self.mgl[nodes]]:
-                table[-1, tree_of[j]] &= mask[j]
+                table[-1, self.tree_of[j]] &= self.mask[j]
             thresholds.append(distinct)
             thr_start.append(thr_start[-1] + len(distinct))
             tables.append(table)
         self.thresholds = np.concatenate(thresholds).astype(np.float64)
         self.thr_start = np.asarray(thr_start, np.int64)
         self.prefix = np.concatenate(tables)
-        row = lambda v, x: int(_prefix_row(self.thresholds, self.thr_start, v, x))  # noqa: E731
-        # masks of the per-request splits (other than the always-varying margins) that fail at
-        # their default values: not in-state, not in-region, no signal (own signal rate missing)
-        self._default_mask = (self.prefix[row(3, 0.0)] & self.prefix[row(4, 0.0)]
-                              & self.prefix[row(5, 0.0)] & self.prefix[row(6, np.nan)])
-        # programs grouped by their published screens (few distinct pairs in a catalog)
+        return True
+
+    def _default_request_mask(self) -> np.ndarray:
+        """The masks of the per-request splits (other than the always-varying margins) that fail
+        at their default values: not in-state, not in-region, no signal (own signal rate NaN)."""
+        def row(v: int, x: float) -> int:
+            return int(_prefix_row(self.thresholds, self.thr_start, v, x))
+
+        return (self.prefix[row(3, 0.0)] & self.prefix[row(4, 0.0)]
+                & self.prefix[row(5, 0.0)] & self.prefix[row(6, np.nan)])
+
+    def _group_programs_by_screens(self) -> None:
+        """Programs grouped by their published screens (few distinct pairs in a catalog)."""
         keys = pd.MultiIndex.from_arrays([self.step2_minimum, self.graduation_cutoff])
         self.screen_group = np.asarray(keys.factorize()[0], np.int64)
         first = np.unique(self.screen_group, return_index=True)[1]
         self.group_minimum = self.step2_minimum[first]
         self.group_cutoff = self.graduation_cutoff[first]
-        # leaf values by (tree, leaf bit): the exit leaf's value is one 2-D lookup
+
+    def _build_leaf_value_table(self, leaf_start: np.ndarray, leaf_values: list[float]) -> None:
+        """Leaf values by (tree, leaf bit), so the exit leaf's value is one 2-D lookup; and the
+        mask width the largest tree needs."""
+        n_trees = self.roots.shape[0]
         max_leaves = int(np.max(np.diff(leaf_start)))
         self.width = 32 if max_leaves <= NARROW_MASK_LEAVES else 64
         self.leaf_values = np.zeros((n_trees, self.width), np.float64)
@@ -481,16 +545,38 @@ class FastScorer:
             n_leaves = leaf_start[t + 1] - leaf_start[t]
             self.leaf_values[t, :n_leaves] = leaf_values[leaf_start[t]:leaf_start[t + 1]]
         self.mask_dtype = np.uint32 if self.width == 32 else np.uint64
-        if self.width == 32:  # keep the low 32 bits (leaves never use the others): half the bytes
-            low = np.uint64(0xFFFFFFFF)
-            self.prefix = (self.prefix & low).astype(np.uint32)
-            self._default_mask = (self._default_mask & low).astype(np.uint32)
-            self.program_masks = {t: (m & low).astype(np.uint32)
-                                  for t, m in self.program_masks.items()}
-            self.mask32 = (self.mask & low).astype(np.uint32)
-        self.all_rows = np.arange(self.n_programs, dtype=np.int64)
-        self.all_rows.flags.writeable = False
-        return True
+
+    def _narrow_masks(self) -> None:
+        """Keep the low 32 bits of every mask (leaves never use the others): half the bytes."""
+        low = np.uint64(0xFFFFFFFF)
+        self.prefix = (self.prefix & low).astype(np.uint32)
+        self._default_mask = (self._default_mask & low).astype(np.uint32)
+        self.program_masks = {t: (m & low).astype(np.uint32)
+                              for t, m in self.program_masks.items()}
+        self.mask32 = (self.mask & low).astype(np.uint32)
+
+    def _parity_gap(self) -> float:
+        """The largest |q - the model's predict_proba| over :data:`PARITY_APPLICANTS` at a sample
+        of the programs, with signals and in-state programs among them (inf if not finite)."""
+        if self.n_programs == 0:
+            return 0.0
+        rows = np.random.default_rng(0).choice(
+            self.n_programs, size=min(self.n_programs, PARITY_PROGRAMS), replace=False)
+        ids = self.programs["program_id"].to_numpy()[rows]
+        requests, frames = [], []
+        for i, applicant in enumerate(PARITY_APPLICANTS):
+            if applicant["home_state"] is None and not applicant["needs_visa"]:
+                applicant = {**applicant, "home_state": self.state[rows[i % len(rows)]]}
+            signals = {ids[(i + k) % len(ids)]: kind
+                       for k, kind in enumerate(("signal", "gold", "silver"))}
+            requests.append((applicant, signals))
+            frames.append(applicant_pairs(applicant, self.programs.iloc[rows], signals))
+        expected = self.model.predict_proba(pd.concat(frames, ignore_index=True))[:, 1]
+        got = np.concatenate([self.score(a, s, rows) for a, s in requests])
+        gap = np.abs(got - expected)
+        return float(gap.max()) if np.isfinite(gap).all() else math.inf
+
+    # ------------------------------------------------------------------ calibration
 
     @staticmethod
     def _calibration_params(model: MatchModel) -> tuple[str, Any]:
@@ -514,25 +600,43 @@ class FastScorer:
             return 1.0 / (1.0 + np.exp(-(a * z + b)))
         return p
 
+    # ------------------------------------------------------------------ scoring
+
     def score(self, applicant: dict[str, Any], signals: dict[str, str] | None = None,
               rows: np.ndarray | None = None) -> np.ndarray:
         """q for every program (or ``rows`` of them) for one validated applicant record."""
-        typ = applicant["applicant_type"]
         step2 = float(applicant["step2_ck"])
-        # the applicant's own values, in the booster's column order (row 0 carries the type code)
-        values = self.base[typ][0].copy()
-        values[COL["step2_ck"]] = step2
         years = float(applicant["season"]) - float(applicant["graduation_year"])
+        values = self._applicant_values(applicant, step2, years)
+        request = self._request_columns(applicant, signals, rows)
+        if self.quick:
+            raw = self._raw_by_masks(applicant, values, request, step2, years, rows)
+        else:
+            raw = self._raw_by_walk(applicant["applicant_type"], values, request, step2, years,
+                                    rows)
+        return self._finish(raw, applicant, rows)
+
+    def _applicant_values(self, applicant: dict[str, Any], step2: float, years: float
+                          ) -> np.ndarray:
+        """The applicant's own values, in the booster's column order (row 0 of the type's matrix
+        carries the type code)."""
+        values = self.base[applicant["applicant_type"]][0].copy()
+        values[COL["step2_ck"]] = step2
         values[COL["years_since_graduation"]] = years
         values[COL["usce_months"]] = float(applicant.get("usce_months", 0))
         values[COL["publications"]] = float(applicant.get("publications", 0))
         values[COL["needs_visa"]] = 1.0 if applicant.get("needs_visa") else 0.0
-        # the per-request columns, for the programs asked about
+        return values
+
+    def _request_columns(self, applicant: dict[str, Any], signals: dict[str, str] | None,
+                         rows: np.ndarray | None) -> np.ndarray:
+        """The ``PER_REQUEST`` columns of the programs asked about; the margins (columns 0-2)
+        are left unset: only the fallback walk reads them, and fills them itself."""
         sel = slice(None) if rows is None else rows
         n = self.n_programs if rows is None else len(rows)
         # scratch arrays are per call, never shared on self: one scorer serves many threads
-        # (tests/system/test_concurrency.py); they cost microseconds
-        Xv = np.empty((n, len(PER_REQUEST)))  # columns 0-2: only the fallback walk reads them
+        # (tests/system/test_concurrency.py)
+        Xv = np.empty((n, len(PER_REQUEST)))
         home = applicant.get("home_state")
         if home is None:
             Xv[:, 3] = 0.0
@@ -542,8 +646,9 @@ class FastScorer:
             Xv[:, 4] = self.region_code[sel] == self._region_codes.get(STATE_REGION.get(home), -1)
         Xv[:, 5] = 0.0
         Xv[:, 6] = np.nan
-        # signalled programs by a dict lookup (pandas get_indexer costs ~0.9 ms a request); a
-        # program asked about twice in ``rows`` gets the signal on every row
+        # signalled programs by a dict lookup: a request signals a handful, far fewer than a
+        # pandas get_indexer call is worth; a program asked about twice in ``rows`` gets the
+        # signal on every row
         for pid, kind in (signals or {}).items():
             fi = self._row_of.get(pid)
             if fi is None:
@@ -551,43 +656,59 @@ class FastScorer:
             for i in ((fi,) if rows is None else np.flatnonzero(rows == fi)):
                 Xv[i, 5] = SIGNAL_CODES[kind]
                 Xv[i, 6] = self.signal_rates[kind][fi]
-        if not self.quick:
-            Xv[:, 0] = step2 - self.typical_step2[sel]
-            Xv[:, 1] = step2 - self.step2_minimum[sel]
-            Xv[:, 2] = self.graduation_cutoff[sel] - years
-            X = np.ascontiguousarray(self.base[typ][sel])
-            for k, c in enumerate(self._var_cols):
-                X[:, c] = Xv[:, k]
-            for c in np.flatnonzero(self._is_applicant):
-                X[:, c] = values[c]
-            left, right = np.empty_like(self._left), np.empty_like(self._right)
-            roots = np.empty_like(self._roots)
-            _specialise(self.roots, self.feature, self.threshold, self.mgl, self.left,
-                        self.right, self.is_leaf, self.is_cat, self.bitset_idx, self.raw_bitsets,
-                        self.known_bitsets, self.f_idx_map, values, self._is_applicant,
-                        left, right, roots)
-            out = np.empty(len(X))
-            _raw_scores(X, roots, self.feature, self.threshold, self.mgl, left,
-                        right, self.is_leaf, self.value, self.is_cat, self.bitset_idx,
-                        self.raw_bitsets, self.known_bitsets, self.f_idx_map, self.baseline,
-                        out)
-            return self._finish(out, applicant, rows)
-        applicant_mask = np.empty(self.roots.shape[0], self.mask_dtype)
+        return Xv
+
+    def _raw_by_walk(self, typ: str, values: np.ndarray, Xv: np.ndarray, step2: float,
+                     years: float, rows: np.ndarray | None) -> np.ndarray:
+        """Raw scores by walking the trees once specialised on the applicant (the fallback)."""
+        sel = slice(None) if rows is None else rows
+        Xv[:, 0] = step2 - self.typical_step2[sel]
+        Xv[:, 1] = step2 - self.step2_minimum[sel]
+        Xv[:, 2] = self.graduation_cutoff[sel] - years
+        X = np.ascontiguousarray(self.base[typ][sel])
+        for k, c in enumerate(self._var_cols):
+            X[:, c] = Xv[:, k]
+        for c in np.flatnonzero(self._is_applicant):
+            X[:, c] = values[c]
+        left, right = np.empty_like(self.left), np.empty_like(self.right)
+        roots = np.empty_like(self.roots)
+        _specialise(self.roots, self.feature, self.threshold, self.mgl, self.left,
+                    self.right, self.is_leaf, self.is_cat, self.bitset_idx, self.raw_bitsets,
+                    self.known_bitsets, self.f_idx_map, values, self._is_applicant,
+                    left, right, roots)
+        out = np.empty(len(X))
+        _raw_scores(X, roots, self.feature, self.threshold, self.mgl, left,
+                    right, self.is_leaf, self.value, self.is_cat, self.bitset_idx,
+                    self.raw_bitsets, self.known_bitsets, self.f_idx_map, self.baseline,
+                    out)
+        return out
+
+    def _applicant_screen_masks(self, values: np.ndarray, step2: float, years: float
+                                ) -> tuple[np.ndarray, np.ndarray]:
+        """Per screen group, the applicant's own masks ANDed with both screens' masks: with the
+        default masks folded in, and without (see ``_screen_masks``)."""
+        n_trees = self.roots.shape[0]
+        applicant_mask = np.empty(n_trees, self.mask_dtype)
         _applicant_masks(values, self.applicant_nodes, self.tree_of, self.feature, self.threshold,
                          self.mgl, self.is_cat, self.bitset_idx,
                          self.mask32 if self.width == 32 else self.mask, self.raw_bitsets,
                          self.known_bitsets, self.f_idx_map, self._is_applicant,
-                         self.roots.shape[0], applicant_mask)
-        n_groups = self.group_minimum.shape[0]
-        screen_default = np.empty((n_groups, applicant_mask.shape[0]), self.mask_dtype)
+                         n_trees, applicant_mask)
+        screen_default = np.empty((self.group_minimum.shape[0], n_trees), self.mask_dtype)
         screen_other = np.empty_like(screen_default)
         _screen_masks(applicant_mask, self._default_mask, self.prefix, self.thresholds,
                       self.thr_start, step2, years, self.group_minimum, self.group_cutoff,
                       screen_default, screen_other)
+        return screen_default, screen_other
+
+    def _raw_by_masks(self, applicant: dict[str, Any], values: np.ndarray, Xv: np.ndarray,
+                      step2: float, years: float, rows: np.ndarray | None) -> np.ndarray:
+        """Raw scores by QuickScorer masks, the rows shared with the helper threads."""
+        screen_default, screen_other = self._applicant_screen_masks(values, step2, years)
         default_row = (Xv[:, 3] == 0) & (Xv[:, 4] == 0) & (Xv[:, 5] == 0) & np.isnan(Xv[:, 6])
         program_rows = self.all_rows if rows is None else np.asarray(rows, np.int64)
-        program_masks = self.program_masks[typ]
-        out = np.zeros(n)
+        program_masks = self.program_masks[applicant["applicant_type"]]
+        out = np.zeros(len(Xv))
         if applicant.get("needs_visa"):
             # q is 0 wherever no visa is sponsored (``_finish``): score only the other rows
             keep = np.flatnonzero(self.visa_ok[program_rows])
@@ -605,7 +726,7 @@ class FastScorer:
         _share_rows(len(program_rows), run)
         if keep is not None:
             out[keep] = kept
-        return self._finish(out, applicant, rows)
+        return out
 
     def _finish(self, raw: np.ndarray, applicant: dict[str, Any], rows: np.ndarray | None
                 ) -> np.ndarray:
@@ -617,4 +738,18 @@ class FastScorer:
         return q
 
 
-__all__ = ["FastScorer", "APPLICANT_INPUTS"]
+def usable_fast_scorer(model: Any, programs: pd.DataFrame) -> FastScorer | None:
+    """A :class:`FastScorer` for ``model`` on ``programs``, or None where the caller must score
+    through ``predict_proba``: the model is not a :class:`MatchModel`, its booster's internals are
+    not the ones the fast path reads, or the scorer disagrees with it (``usable`` False)."""
+    if not isinstance(model, MatchModel):
+        return None
+    try:
+        scorer = FastScorer(model, programs)
+    except UnsupportedBooster as exc:
+        log.warning("fast path not built: %s", exc)
+        return None
+    return scorer if scorer.usable else None
+
+
+__all__ = ["FastScorer", "APPLICANT_INPUTS", "PARITY_TOLERANCE", "usable_fast_scorer"]

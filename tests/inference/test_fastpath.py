@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import threading
 
 import numba
@@ -10,12 +12,21 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from smartpick_ml.contracts.pairs import APPLICANT_INPUTS
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION
 from smartpick_ml.data.catalog import load_catalog
 from smartpick_ml.inference import fastpath
-from smartpick_ml.inference.fastpath import COL, PER_REQUEST, FastScorer, _prefix_row, _share_rows
+from smartpick_ml.inference.fastpath import (
+    COL,
+    PARITY_TOLERANCE,
+    PER_REQUEST,
+    FastScorer,
+    _prefix_row,
+    _share_rows,
+    usable_fast_scorer,
+)
 from smartpick_ml.inference.predictor import InputError, MatchPredictor
 
 
@@ -55,6 +66,32 @@ def test_fast_path_equals_predict_proba_on_a_full_season(world, scorer, programs
         got[val.index.get_indexer(g.index)] = scorer.score(applicant, signals, rows)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     assert scorer.quick  # the QuickScorer path, not the fallback walk
+
+
+def test_a_scorer_checks_itself_against_the_model_when_built(scorer):
+    """The build scores made-up applicants both ways; this model's fast path agrees."""
+    assert scorer.usable and scorer.parity_gap <= PARITY_TOLERANCE
+
+
+def test_a_scorer_that_disagrees_with_the_model_is_not_usable(world, programs, monkeypatch,
+                                                              caplog):
+    """A fast path fallen behind its model (here its calibration, off by 1e-6) is marked and
+    logged at build, and ``usable_fast_scorer`` hands out none."""
+    calibrate = FastScorer._calibrate
+    monkeypatch.setattr(FastScorer, "_calibrate", lambda self, p: calibrate(self, p) + 1e-6)
+    with caplog.at_level(logging.WARNING, logger="smartpick_ml.inference.fastpath"):
+        off = FastScorer(world.model, programs)
+    assert not off.usable and off.parity_gap > PARITY_TOLERANCE
+    assert "disagrees" in caplog.text
+    assert usable_fast_scorer(world.model, programs) is None
+
+
+def test_usable_fast_scorer_only_for_a_match_model_it_can_read(world, programs):
+    assert isinstance(usable_fast_scorer(world.model, programs), FastScorer)
+    assert usable_fast_scorer(object(), programs) is None
+    unreadable = copy.copy(world.model)
+    unreadable.booster_ = HistGradientBoostingClassifier()  # unfitted: no trees to read
+    assert usable_fast_scorer(unreadable, programs) is None
 
 
 def test_fallback_walk_equals_quickscorer(world, programs):
