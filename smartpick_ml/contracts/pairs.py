@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smartpick_ml.contracts.schemas import APPLICANTS, APPLICATIONS, PROGRAMS, ColumnSpec
+from smartpick_ml.contracts.columns import ColumnSpec, check_series, check_values, rows_text
+from smartpick_ml.contracts.errors import DataValidationError
+from smartpick_ml.contracts.schemas import (
+    APPLICANT_ROW_RULES,
+    APPLICANTS,
+    APPLICATIONS,
+    PROGRAMS,
+)
 
 APPLICANT_INPUTS: tuple[str, ...] = (
     "applicant_type", "step2_ck", "graduation_year", "season", "usce_months", "publications",
@@ -93,3 +100,77 @@ def applicant_pairs(applicant: dict, programs: pd.DataFrame,
     pairs["signal"] = np.array([signals.get(p, "none") for p in block["program_id"]],
                                dtype=object)
     return pairs
+
+
+def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
+                   ) -> dict[str, np.ndarray]:
+    """Check a served request's frame (a few rows) against the pairs contract, in plain Python
+    (:func:`columns.check_values`); its columns as arrays (absent optional columns are absent).
+    Raises ``ValueError`` naming the column and the rows."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError("pairs: expected a table -- send dataframe_split (or dataframe_records)"
+                         f", got {type(frame).__name__}")
+    if len(frame) == 0:
+        raise ValueError("pairs: empty (no rows to score)")
+    # column names as plain Python (a set, a dict): pandas Index lookups cost ~5 µs each, and a
+    # request's frame is new every time
+    labels = frame.columns.tolist()
+    present = set(labels)
+    if len(present) != len(labels):
+        raise ValueError(f"pairs: duplicate columns "
+                         f"{sorted(set(frame.columns[frame.columns.duplicated()]))}")
+    missing = [c for c in required if c not in present]
+    if missing:
+        hint = ""
+        if "program_id" not in missing and any(c in CATALOG_FIELDS for c in missing):
+            hint = (" (send every program column, or program_id alone to take the program's "
+                    "fields from the catalog the model was logged with)")
+        raise ValueError(f"pairs: missing required column(s): {', '.join(missing)}{hint}")
+    # one conversion of the whole frame to Python objects, then the columns by position: far
+    # cheaper than column by column, and than selecting the columns first (a pandas copy,
+    # ~1 ms for one row, measured)
+    table = frame.to_numpy(dtype=object).T.tolist()
+    pos = {c: i for i, c in enumerate(labels)}
+    cols = {c: check_values(REQUEST_COLUMN_SPECS[c], table[pos[c]])
+            for c in PAIR_INPUT_COLUMNS if c in present and c in REQUEST_COLUMN_SPECS}
+    for rule in APPLICANT_ROW_RULES:
+        rule.check(cols, f"pairs.{rule.column}")
+    return cols
+
+
+def check_pairs_frame(pairs: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
+                      ) -> pd.DataFrame:
+    """Check a pairs frame of any size against the pairs contract, vectorised
+    (:func:`columns.check_series`): the same rules as :func:`validate_pairs`. Returns the frame
+    with its known columns in their canonical dtypes; raises ``DataValidationError`` listing
+    every broken rule."""
+    if not isinstance(pairs, pd.DataFrame):
+        raise DataValidationError("pairs", [f"expected a pandas DataFrame, got "
+                                            f"{type(pairs).__name__}"])
+    if isinstance(pairs.columns, pd.MultiIndex) or not all(isinstance(c, str)
+                                                           for c in pairs.columns):
+        raise DataValidationError("pairs", ["column names must be plain text (one level)"])
+    if pairs.columns.duplicated().any():
+        dup = sorted(set(pairs.columns[pairs.columns.duplicated()]))
+        raise DataValidationError("pairs", [f"duplicate column names: {dup}"])
+    if len(pairs) == 0:
+        raise DataValidationError("pairs", ["empty (no rows to score)"])
+    missing = [c for c in required if c not in pairs.columns]
+    if missing:
+        raise DataValidationError("pairs", [f"missing required column(s): {', '.join(missing)}"])
+    problems: list[str] = []
+    canonical: dict[str, pd.Series] = {}
+    for col in pairs.columns:
+        if col in REQUEST_COLUMN_SPECS:
+            col_problems, canonical[col] = check_series(REQUEST_COLUMN_SPECS[col], pairs[col])
+            problems.extend(col_problems)
+    if problems:
+        raise DataValidationError("pairs", problems)
+    checked = pairs.assign(**canonical)
+    for rule in APPLICANT_ROW_RULES:
+        result = rule(checked)
+        if result is not None and result[0].any():
+            problems.append(f"{result[1]}; broken at {rows_text(checked.index[result[0]])}")
+    if problems:
+        raise DataValidationError("pairs", problems)
+    return checked

@@ -12,49 +12,18 @@ cast.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
-import numpy as np
 import pandas as pd
 
+from smartpick_ml.contracts.columns import ColumnSpec, RowRule, check_series, rows_text
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, REGIONS, SPECIALTY_NAMES, STATE_REGION
 
-Kind = Literal["str", "int", "float", "bool"]
 SIGNAL_VALUES: tuple[str, ...] = ("none", "signal", "gold", "silver")
 PROGRAM_TYPES: tuple[str, ...] = ("university", "community")
 STEP2_MIN, STEP2_MAX = 150, 300
-MAX_ROWS_SHOWN = 5
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One column of a data contract."""
-
-    name: str
-    kind: Kind
-    description: str
-    unit: str = ""
-    nullable: bool = False
-    required: bool = True
-    min: float | None = None
-    max: float | None = None
-    allowed: tuple[str, ...] | None = None
-
-    def rule_text(self) -> str:
-        parts = []
-        if self.allowed is not None:
-            shown = ", ".join(self.allowed[:6]) + (", …" if len(self.allowed) > 6 else "")
-            parts.append(f"one of {{{shown}}}")
-        if self.min is not None and self.max is not None:
-            parts.append(f"{self.min:g} ≤ x ≤ {self.max:g}")
-        elif self.min is not None:
-            parts.append(f"x ≥ {self.min:g}")
-        elif self.max is not None:
-            parts.append(f"x ≤ {self.max:g}")
-        return "; ".join(parts) or "any"
 
 
 TableRule = Callable[[pd.DataFrame], tuple[pd.Series, str] | None]
@@ -132,18 +101,17 @@ PROGRAMS = TableSchema(
 )
 
 
-def _visa_only_for_non_us_img(df: pd.DataFrame) -> tuple[pd.Series, str] | None:
-    if "needs_visa" not in df or "applicant_type" not in df:
-        return None
-    bad = df["needs_visa"].fillna(False).astype(bool) & (df["applicant_type"] != "non_us_img")
-    return bad, "needs_visa: only non_us_img applicants can need a visa (US citizens do not)"
-
-
-def _graduation_not_after_season(df: pd.DataFrame) -> tuple[pd.Series, str] | None:
-    if "graduation_year" not in df or "season" not in df:
-        return None
-    bad = df["graduation_year"] > df["season"]
-    return bad, "graduation_year: must not be after the season (Match year)"
+#: An applicant's row rules: the batch validator, a served request, ``predict`` and an applicant
+#: profile all check these.
+VISA_ONLY_FOR_NON_US_IMG = RowRule(
+    "needs_visa", ("needs_visa", "applicant_type"),
+    "only non_us_img applicants can need a visa (US citizens do not)",
+    lambda needs_visa, applicant_type: (needs_visa == 1.0) & (applicant_type != "non_us_img"))
+GRADUATION_NOT_AFTER_SEASON = RowRule(
+    "graduation_year", ("graduation_year", "season"),
+    "must not be after the season (Match year)",
+    lambda graduation_year, season: graduation_year > season)
+APPLICANT_ROW_RULES: tuple[RowRule, ...] = (VISA_ONLY_FOR_NON_US_IMG, GRADUATION_NOT_AFTER_SEASON)
 
 
 APPLICANTS = TableSchema(
@@ -170,7 +138,7 @@ APPLICANTS = TableSchema(
         ColumnSpec("preferred_specialty", "str", "Specialty the applicant applies to.",
                    allowed=SPECIALTY_NAMES),
     ),
-    rules=(_visa_only_for_non_us_img, _graduation_not_after_season),
+    rules=APPLICANT_ROW_RULES,
 )
 
 
@@ -224,202 +192,6 @@ APPLICATIONS = TableSchema(
 SCHEMAS: dict[str, TableSchema] = {s.name: s for s in (PROGRAMS, APPLICANTS, APPLICATIONS)}
 
 
-def _rows_text(index: pd.Index, values: Sequence[object] | None = None) -> str:
-    shown = list(index[:MAX_ROWS_SHOWN])
-    text = "rows " + ", ".join(str(i) for i in shown)
-    if values is not None:
-        text += " (values " + ", ".join(repr(v) for v in list(values)[:MAX_ROWS_SHOWN]) + ")"
-    if len(index) > MAX_ROWS_SHOWN:
-        text += f" and {len(index) - MAX_ROWS_SHOWN} more"
-    return text
-
-
-def _is_text_column(s: pd.Series) -> bool:
-    if pd.api.types.is_string_dtype(s.dtype) and not pd.api.types.is_object_dtype(s.dtype):
-        return True
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        # object categories may hold anything (bytes, numbers): look at the values themselves
-        return bool(pd.Series(s.cat.categories, dtype=object).map(type).eq(str).all())
-    if pd.api.types.is_object_dtype(s.dtype):
-        nonnull = s.dropna()
-        return bool(nonnull.map(type).eq(str).all())
-    return False
-
-
-def _is_int_value(v: object) -> bool:
-    if isinstance(v, bool | np.bool_):
-        return False
-    if isinstance(v, int | np.integer):
-        return True
-    return isinstance(v, float | np.floating) and bool(np.isfinite(v)) and float(v).is_integer()
-
-
-def _is_real_value(v: object) -> bool:
-    number = isinstance(v, int | float | np.integer | np.floating)
-    return number and not isinstance(v, bool | np.bool_)
-
-
-def _wrong_type(where: str, expected: str, s: pd.Series, ok: Callable[[object], bool]) -> str:
-    """``column 'x': expected <kind>, got dtype <d>`` plus the first rows whose value is not one."""
-    text = f"{where}: expected {expected}, got dtype {s.dtype}"
-    values = s.astype(object)
-    bad = values.notna() & ~values.map(ok).astype(bool)
-    if bad.any():
-        text += f" at {_rows_text(s.index[bad.to_numpy()], values[bad])}"
-    return text
-
-
-#: below this many rows a text column is checked value by value in plain Python: on the 1-3 rows
-#: of a served request that costs microseconds, where pandas' per-call overhead costs milliseconds
-SMALL_TEXT_ROWS = 256
-
-
-def _in_range(spec: ColumnSpec, values: np.ndarray) -> bool:
-    with np.errstate(invalid="ignore"):
-        if spec.min is not None and (values < spec.min).any():
-            return False
-        return not (spec.max is not None and (values > spec.max).any())
-
-
-def _clean_column(spec: ColumnSpec, s: pd.Series) -> pd.Series | None:
-    """The canonical column if ``s`` is plainly clean, else None (then :func:`_check_column`'s
-    full checks run and word the problems). Works on numpy arrays: the common case, a clean
-    column of the usual dtype, skips a dozen pandas calls per column."""
-    dtype = s.dtype
-    if spec.kind == "float":
-        if not (isinstance(dtype, np.dtype) and dtype.kind in "fiu"):
-            return None
-        values = s.to_numpy(dtype=np.float64)
-        null = np.isnan(values)
-        if np.isinf(values).any() or (not spec.nullable and null.any()):
-            return None
-        if not _in_range(spec, values[~null] if null.any() else values):
-            return None
-        return s.astype(np.float64)
-    if spec.kind == "int":
-        if not (isinstance(dtype, np.dtype) and dtype.kind == "i"):
-            return None
-        if not _in_range(spec, s.to_numpy()):
-            return None
-        return s.astype("Int64") if spec.nullable else s.astype(np.int64)
-    if spec.kind == "bool":
-        if isinstance(dtype, np.dtype) and dtype.kind == "b":
-            return s.astype("boolean") if spec.nullable else s.astype(bool)
-        if isinstance(dtype, pd.BooleanDtype):
-            if spec.nullable:
-                return s.astype("boolean")
-            return s.astype(bool) if not s.isna().any() else None
-        return None
-    # text: object or string dtype; the values are checked in a plain Python loop
-    if isinstance(dtype, pd.CategoricalDtype) or not (
-            isinstance(dtype, pd.StringDtype) or pd.api.types.is_object_dtype(dtype)):
-        return None
-    if len(s) <= SMALL_TEXT_ROWS:
-        values = s.to_numpy(dtype=object)
-        null = pd.isna(values)
-        distinct = values[~null]
-    else:
-        # a large column (ids, codes) has few distinct values: check each once, and build the
-        # object column by indexing them (one string object per distinct value, shared), not by
-        # converting every row from Arrow (~3x faster on 9M applications)
-        try:
-            codes, uniques = pd.factorize(s)
-        except TypeError:  # unhashable values (lists, dicts): the full checks name them
-            return None
-        lookup = np.empty(len(uniques) + 1, dtype=object)
-        lookup[:-1] = np.asarray(uniques, dtype=object)  # and None last, where code -1 (null) lands
-        distinct, null, values = lookup[:-1], codes < 0, lookup[codes]
-    if null.any() and not spec.nullable:
-        return None
-    allowed = spec.allowed
-    for v in distinct:
-        if type(v) is not str or not v.strip() or (allowed is not None and v not in allowed):
-            return None
-    if null.any() and len(s) <= SMALL_TEXT_ROWS:
-        values = values.copy()
-        values[null] = None
-    return pd.Series(values, index=s.index, name=s.name, dtype=object)
-
-
-def _check_column(spec: ColumnSpec, s: pd.Series) -> tuple[list[str], pd.Series]:
-    """Check one column; return problems and the column in its canonical dtype."""
-    clean = _clean_column(spec, s)
-    if clean is not None:
-        return [], clean
-    where = f"column '{spec.name}'"
-    problems: list[str] = []
-    null = s.isna()
-    if spec.kind == "str":
-        if not _is_text_column(s):
-            return [_wrong_type(where, "text", s, lambda v: isinstance(v, str))], s
-        out = s.astype("string") if not isinstance(s.dtype, pd.CategoricalDtype) else s
-        out = out.astype(object).where(~null, None)
-        blank = ~null & (s.astype(object).where(~null, "x").astype(str).str.strip() == "")
-        if blank.any():
-            problems.append(f"{where}: empty text at {_rows_text(s.index[blank])}")
-    elif spec.kind == "bool":
-        if not pd.api.types.is_bool_dtype(s.dtype):
-            if pd.api.types.is_object_dtype(s.dtype) and s.dropna().map(type).eq(bool).all():
-                pass
-            else:
-                return [_wrong_type(where, "true/false", s, lambda v: isinstance(v, bool))], s
-        out = s.astype("boolean") if spec.nullable else s
-        if not spec.nullable and not null.any():
-            out = s.astype(bool)
-    elif spec.kind == "int":
-        if pd.api.types.is_bool_dtype(s.dtype) or not pd.api.types.is_integer_dtype(s.dtype):
-            if pd.api.types.is_float_dtype(s.dtype):
-                frac = ~null & (s.fillna(0) % 1 != 0)
-                if frac.any():
-                    return [f"{where}: expected whole numbers, got fractions at "
-                            f"{_rows_text(s.index[frac], s[frac])}"], s
-                huge = ~null & (s.abs() >= 2.0**63)
-                if huge.any():  # whole, but no 64-bit integer can hold it: no cast, no crash
-                    return [f"{where}: must be {spec.rule_text()}, broken at "
-                            f"{_rows_text(s.index[huge], s[huge])}"], s
-                if not spec.nullable and null.any():
-                    pass  # reported below as missing values
-                else:
-                    s = s.astype("Int64")
-            else:
-                return [_wrong_type(where, "whole numbers", s, _is_int_value)], s
-        if pd.api.types.is_unsigned_integer_dtype(s.dtype):
-            huge = ~null & (s.astype(np.float64) >= 2.0**63)
-            if huge.any():  # a uint64 this large would wrap round to a negative int64
-                return [f"{where}: must be {spec.rule_text()}, broken at "
-                        f"{_rows_text(s.index[huge], s[huge])}"], s
-        out = s.astype("Int64") if spec.nullable else s
-        if not spec.nullable and not null.any():
-            out = s.astype(np.int64)
-    else:  # float
-        if (pd.api.types.is_bool_dtype(s.dtype) or not pd.api.types.is_numeric_dtype(s.dtype)
-                or pd.api.types.is_complex_dtype(s.dtype)):
-            return [_wrong_type(where, "numbers", s, _is_real_value)], s
-        out = s.astype(np.float64)
-        inf = np.isinf(out.to_numpy(dtype=np.float64, na_value=np.nan))
-        if inf.any():
-            problems.append(f"{where}: infinite values at {_rows_text(s.index[inf])}")
-    if null.any() and not spec.nullable:
-        problems.append(f"{where}: missing values (not allowed) at {_rows_text(s.index[null])}")
-    present = out[~null]
-    if spec.allowed is not None and len(present):
-        bad = ~present.isin(spec.allowed)
-        if bad.any():
-            problems.append(f"{where}: must be {spec.rule_text()}, broken at "
-                            f"{_rows_text(present.index[bad], present[bad])}")
-    if (spec.min is not None or spec.max is not None) and len(present):
-        vals = present.astype(np.float64)
-        bad = pd.Series(False, index=present.index)
-        if spec.min is not None:
-            bad |= vals < spec.min
-        if spec.max is not None:
-            bad |= vals > spec.max
-        if bad.any():
-            problems.append(f"{where}: must be {spec.rule_text()}, broken at "
-                            f"{_rows_text(present.index[bad], present[bad])}")
-    return problems, out
-
-
 def validate(df: pd.DataFrame, schema: TableSchema | str, *, allow_extra: bool = True
              ) -> pd.DataFrame:
     """Validate ``df`` against ``schema`` and return it with canonical dtypes.
@@ -448,7 +220,7 @@ def validate(df: pd.DataFrame, schema: TableSchema | str, *, allow_extra: bool =
     for spec in schema.columns:
         if spec.name not in out.columns:
             continue
-        col_problems, canonical = _check_column(spec, out[spec.name])
+        col_problems, canonical = check_series(spec, out[spec.name])
         problems.extend(col_problems)
         if not col_problems:
             out[spec.name] = canonical
@@ -458,14 +230,14 @@ def validate(df: pd.DataFrame, schema: TableSchema | str, *, allow_extra: bool =
     dup = out.duplicated(key, keep="first")
     if dup.any():
         problems.append(f"key ({', '.join(key)}) must be unique; duplicated at "
-                        f"{_rows_text(out.index[dup])}")
+                        f"{rows_text(out.index[dup])}")
     for rule in schema.rules:
         result = rule(out)
         if result is None:
             continue
         bad, text = result
         if bad.any():
-            problems.append(f"{text}; broken at {_rows_text(out.index[bad.to_numpy()])}")
+            problems.append(f"{text}; broken at {rows_text(out.index[bad.to_numpy()])}")
     if problems:
         raise DataValidationError(schema.name, problems)
     ordered = [c for c in schema.column_names if c in out.columns]

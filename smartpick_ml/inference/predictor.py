@@ -29,10 +29,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from smartpick_ml.contracts.columns import check_values
 from smartpick_ml.contracts.eligibility import visa_blocked
 from smartpick_ml.contracts.errors import DataValidationError, SmartPickError
-from smartpick_ml.contracts.pairs import PAIR_COLUMN_SPECS, PROGRAM_INPUTS, applicant_pairs
+from smartpick_ml.contracts.pairs import PROGRAM_INPUTS, applicant_pairs, check_pairs_frame
 from smartpick_ml.contracts.reference import (
     RATE_COLUMN_BY_TYPE,
     REGIONS,
@@ -40,14 +42,13 @@ from smartpick_ml.contracts.reference import (
     STATE_REGION,
     TYPICAL_STEP2_CK,
 )
-from smartpick_ml.contracts.schemas import STEP2_MAX, STEP2_MIN, _check_column
+from smartpick_ml.contracts.schemas import APPLICANT_ROW_RULES, APPLICANTS
 from smartpick_ml.inference.portfolio import (
     USMLE_TRANSCRIPT_FEE_USD,
     fees_for_sizes,
     match_probability,
     plan_table,
 )
-from smartpick_ml.modelling.features import check_pair_inputs
 from smartpick_ml.modelling.threads import SMALL_BATCH_ROWS, one_openmp_thread
 
 DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "positions",
@@ -77,43 +78,71 @@ def _default_season() -> int:
     return today.year + 1 if today.month >= 6 else today.year
 
 
+def _contract_field(name: str, **kwargs: Any) -> Any:
+    """A profile field with the bounds and description of the ``applicants`` contract."""
+    spec = APPLICANTS.column(name)
+    return Field(ge=spec.min, le=spec.max, description=spec.description, **kwargs)
+
+
+def _contract_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError("contract", "{message}", {"message": message})
+
+
 class ApplicantProfile(BaseModel):
-    """One applicant, as a service sends it. Unknown fields are errors."""
+    """One applicant, as a service sends it. Unknown fields are errors.
+
+    Every field the ``applicants`` table also has is checked by that table's rules (type, range,
+    allowed values, and the row rules), exactly as a served request's columns are: a value the
+    server refuses is refused here with the same words."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     applicant_type: Literal["us_md_senior", "us_do_senior", "us_img", "non_us_img"]
-    step2_ck: int = Field(ge=STEP2_MIN, le=STEP2_MAX)
-    graduation_year: int = Field(ge=1950, le=2100)
-    season: int = Field(default_factory=_default_season, ge=2000, le=2100)
-    usce_months: int = Field(default=0, ge=0, le=240)
-    publications: int = Field(default=0, ge=0, le=1000)
+    step2_ck: int = _contract_field("step2_ck")
+    graduation_year: int = _contract_field("graduation_year")
+    season: int = _contract_field("season", default_factory=_default_season)
+    usce_months: int = _contract_field("usce_months", default=0)
+    publications: int = _contract_field("publications", default=0)
     needs_visa: bool = False
     home_state: str | None = None
     preferred_specialty: str | None = None
     signals: dict[str, Literal["signal", "gold", "silver"]] = Field(default_factory=dict)
 
-    @field_validator("home_state")
+    @model_validator(mode="before")
     @classmethod
-    def _state(cls, v: str | None) -> str | None:
-        if v is not None and v not in STATE_REGION:
-            raise ValueError(f"'{v}' is not a US state code")
-        return v
-
-    @field_validator("preferred_specialty")
-    @classmethod
-    def _specialty(cls, v: str | None) -> str | None:
-        if v is not None and v not in SPECIALTY_NAMES:
-            raise ValueError(f"unknown specialty '{v}'")
-        return v
+    def _contract_values(cls, data: Any) -> Any:
+        """The contract's column rules on the raw values (before pydantic converts any)."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name in _PROFILE_CONTRACT_FIELDS.intersection(out):
+            value = out[name]
+            if value is None and name == "preferred_specialty":
+                continue  # optional in a profile: rank takes the specialty as an argument
+            spec = APPLICANTS.column(name)
+            try:
+                checked = check_values(spec, [value], where=f"applicant.{name}")[0]
+            except ValueError as exc:
+                raise _contract_error(str(exc)) from None
+            if spec.kind == "int":
+                out[name] = int(checked)
+            elif spec.kind == "bool":
+                out[name] = bool(checked)
+        return out
 
     @model_validator(mode="after")
-    def _consistent(self) -> ApplicantProfile:
-        if self.needs_visa and self.applicant_type != "non_us_img":
-            raise ValueError("needs_visa: only non_us_img applicants can need a visa")
-        if self.graduation_year > self.season:
-            raise ValueError("graduation_year: must not be after the season")
+    def _row_rules(self) -> ApplicantProfile:
+        for rule in APPLICANT_ROW_RULES:
+            try:
+                rule.check({c: [getattr(self, c)] for c in rule.needs}, f"applicant.{rule.column}")
+            except ValueError as exc:
+                raise _contract_error(str(exc)) from None
         return self
+
+
+#: the profile's fields that the applicants table declares (checked by its rules)
+_PROFILE_CONTRACT_FIELDS = frozenset(ApplicantProfile.model_fields).intersection(
+    APPLICANTS.column_names)
 
 
 class Preferences(BaseModel):
@@ -151,28 +180,6 @@ class Preferences(BaseModel):
         return v
 
 
-def _check_pair_values(pairs: Any) -> pd.DataFrame:
-    """Every known column of a pairs frame holds values of its contract's type and range, so the
-    model never sees text where it expects a number (a pandas TypeError deep in the features);
-    returns the frame with those columns in their canonical dtypes (e.g. a null as None, not
-    pd.NA), as the model saw them in training."""
-    if not isinstance(pairs, pd.DataFrame):
-        raise DataValidationError("pairs", [f"expected a pandas DataFrame, got "
-                                            f"{type(pairs).__name__}"])
-    if pairs.columns.duplicated().any():
-        dup = sorted(map(str, set(pairs.columns[pairs.columns.duplicated()])))
-        raise DataValidationError("pairs", [f"duplicate column names: {dup}"])
-    problems: list[str] = []
-    canonical: dict[str, pd.Series] = {}
-    for col in pairs.columns:
-        if col in PAIR_COLUMN_SPECS:
-            col_problems, canonical[col] = _check_column(PAIR_COLUMN_SPECS[col], pairs[col])
-            problems.extend(col_problems)
-    if problems:
-        raise DataValidationError("pairs", problems)
-    return pairs.assign(**canonical)
-
-
 def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
     if isinstance(data, model):
         return data
@@ -186,6 +193,9 @@ def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
         parts = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or what
+            if err["type"] == "contract":  # already names the field
+                parts.append(err["msg"])
+                continue
             msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
             parts.append(f"{what}.{loc}: {msg}" if err["loc"] else f"{what}: {msg}")
         raise InputError("; ".join(parts)) from None
@@ -322,19 +332,9 @@ class MatchPredictor:
     # ------------------------------------------------------------------ scoring
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
-        """q for each applicant × program row of a pairs frame."""
-        pairs = _check_pair_values(pairs)
-        check_pair_inputs(pairs)
-        if len(pairs) == 0:
-            raise InputError("pairs: empty (no rows to score)")
-        for col in ("step2_ck", "graduation_year", "season"):
-            v = pd.to_numeric(pairs[col], errors="coerce")
-            if v.isna().any():
-                raise InputError(f"pairs.{col}: missing or not a number at rows "
-                                 f"{list(np.flatnonzero(v.isna())[:5])}")
-        step2 = pd.to_numeric(pairs["step2_ck"])
-        if ((step2 < STEP2_MIN) | (step2 > STEP2_MAX)).any():
-            raise InputError(f"pairs.step2_ck: must be between {STEP2_MIN} and {STEP2_MAX}")
+        """q for each applicant × program row of a pairs frame (``contracts.pairs``: the same
+        rules a served request is held to)."""
+        pairs = check_pairs_frame(pairs)
         with one_openmp_thread(len(pairs) <= SMALL_BATCH_ROWS):
             q = self.model.predict_proba(pairs)[:, 1]
         if not np.isfinite(q).all():  # a model must never hand a service NaN

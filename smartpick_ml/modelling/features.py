@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from smartpick_ml.contracts.columns import check_series
 from smartpick_ml.contracts.eligibility import bool_values
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.numeric import clipped_logit
-from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PROGRAM_INPUTS
+from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PAIR_COLUMN_SPECS, PROGRAM_INPUTS
 from smartpick_ml.contracts.reference import (
     APPLICANT_TYPES,
     RATE_COLUMN_BY_TYPE,
@@ -63,26 +64,25 @@ def lookup(values: pd.Series | np.ndarray, table: Mapping[Any, Any],
     return found[codes]  # a null's code is -1: the trailing missing
 
 
+#: The columns the features cannot do without (every other input may be absent or null).
+NEEDED_COLUMNS: tuple[str, ...] = ("applicant_type", "step2_ck", "graduation_year", "season",
+                                   "specialty", "program_id")
+
+
 def check_pair_inputs(pairs: pd.DataFrame) -> None:
-    """Fail with a clear message when a pairs frame lacks the columns a model needs."""
+    """Fail with a clear message when a pairs frame lacks the columns the features need, or holds
+    an applicant type or specialty the pairs contract does not know (a model fitted on known
+    categories must not silently score others)."""
     if not isinstance(pairs, pd.DataFrame):
         raise DataValidationError("pairs", [f"expected a pandas DataFrame, got "
                                             f"{type(pairs).__name__}"])
-    required = ("applicant_type", "step2_ck", "graduation_year", "season", "specialty",
-                "program_id")
-    missing = [c for c in required if c not in pairs.columns]
+    missing = [c for c in NEEDED_COLUMNS if c not in pairs.columns]
     if missing:
         raise DataValidationError("pairs", [f"missing required column(s): {', '.join(missing)}"])
-    bad_type = ~pairs["applicant_type"].isin(APPLICANT_TYPES)
-    if bad_type.any():
-        raise DataValidationError("pairs", [
-            f"column 'applicant_type': must be one of {list(APPLICANT_TYPES)}, got "
-            f"{pairs.loc[bad_type, 'applicant_type'].head(3).tolist()}"])
-    bad_spec = ~pairs["specialty"].isin(SPECIALTY_NAMES)
-    if bad_spec.any():
-        raise DataValidationError("pairs", [
-            f"column 'specialty': unknown specialty "
-            f"{pairs.loc[bad_spec, 'specialty'].head(3).tolist()}"])
+    problems = [problem for col in ("applicant_type", "specialty")
+                for problem in check_series(PAIR_COLUMN_SPECS[col], pairs[col])[0]]
+    if problems:
+        raise DataValidationError("pairs", problems)
 
 
 def own_type_rate(pairs: pd.DataFrame) -> np.ndarray:

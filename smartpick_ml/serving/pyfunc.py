@@ -34,18 +34,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smartpick_ml.contracts.columns import check_values, is_null, rows_at
 from smartpick_ml.contracts.errors import SmartPickError
 from smartpick_ml.contracts.pairs import (
     APPLICANT_INPUTS,
     CATALOG_FIELDS,
     LEAN_REQUIRED_COLUMNS,
-    PAIR_INPUT_COLUMNS,
     PROGRAM_INPUTS,
     RANK_REQUIRED_COLUMNS,
     REQUEST_COLUMN_SPECS,
     REQUIRED_PAIR_COLUMNS,
+    validate_pairs,
 )
-from smartpick_ml.contracts.schemas import ColumnSpec
 from smartpick_ml.data.synthetic import synthetic_pairs
 from smartpick_ml.modelling.features import SIGNAL_CODES
 from smartpick_ml.modelling.logged_model import CATALOG_FILE, PARAM_DEFAULTS, TASKS
@@ -61,9 +61,6 @@ log = logging.getLogger(__name__)
 #: rows per request above which the fast path may use more than one numba thread
 PARALLEL_ROWS = 2000
 
-_ALLOWED = {name: frozenset(spec.allowed)
-            for name, spec in REQUEST_COLUMN_SPECS.items() if spec.allowed}
-
 
 def _invalid(message: str) -> Exception:
     """The error the scoring server turns into HTTP 400 with ``message``."""
@@ -74,108 +71,6 @@ def _invalid(message: str) -> Exception:
 
 
 # ----------------------------------------------------------------------------- validation
-
-def _rows(bad: list[int], values: list[Any] | None = None) -> str:
-    if values is None:
-        return f"row(s) {bad[:3]}"
-    return ", ".join(f"row {i}: {values[i]!r}" for i in bad[:3])
-
-
-def _null(v: Any) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float | np.floating) and v != v)
-
-
-_NUMBER = (int, float, np.integer, np.floating)
-_BOOL = (bool, np.bool_)
-
-
-def _check_column(spec: ColumnSpec, values: list[Any]) -> np.ndarray:
-    """One column as numbers (float; NaN = null) or text (object; None = null), or a clear
-    ``ValueError`` naming it. The same contract ``schemas.validate`` checks, in plain Python:
-    that one costs ~10 ms a call, too slow per request, and for the few rows of a request a
-    loop beats numpy's per-call overhead."""
-    where = f"pairs.{spec.name}"
-    null = [i for i, v in enumerate(values) if _null(v)]
-    if null and not spec.nullable:
-        raise ValueError(f"{where}: missing value (null/NaN) at {_rows(null)}")
-    if spec.kind == "str":
-        out = [None if _null(v) else v for v in values]
-        bad = [i for i, v in enumerate(out) if v is not None and not isinstance(v, str)]
-        if bad:
-            raise ValueError(f"{where}: must be text, got {_rows(bad, out)}")
-        if spec.allowed is not None:
-            allowed = _ALLOWED[spec.name]
-            bad = [i for i, v in enumerate(out) if v is not None and v not in allowed]
-            if bad:
-                raise ValueError(f"{where}: must be {spec.rule_text()}, got {_rows(bad, out)}")
-        return np.array(out, dtype=object)
-    if spec.kind == "bool":
-        bad = [i for i, v in enumerate(values) if not (_null(v) or isinstance(v, _BOOL))]
-        if bad:
-            raise ValueError(f"{where}: must be true or false"
-                             f"{' or null' if spec.nullable else ''}, got {_rows(bad, values)}")
-        return np.array([np.nan if _null(v) else float(v) for v in values])
-    bad = [i for i, v in enumerate(values)
-           if not _null(v) and (not isinstance(v, _NUMBER) or isinstance(v, _BOOL))]
-    if bad:
-        raise ValueError(f"{where}: must be a number, got {_rows(bad, values)}")
-    out = [math.nan if _null(v) else float(v) for v in values]
-    lo = -math.inf if spec.min is None else spec.min
-    hi = math.inf if spec.max is None else spec.max
-    whole = spec.kind == "int"
-    bad = [i for i, v in enumerate(out) if v == v and (not math.isfinite(v)
-                                                         or (whole and v != round(v)))]
-    if bad:
-        raise ValueError(f"{where}: must be a finite {'whole number' if whole else 'number'}, "
-                         f"got {_rows(bad, out)}")
-    bad = [i for i, v in enumerate(out) if v == v and not lo <= v <= hi]
-    if bad:
-        raise ValueError(f"{where}: must be {spec.rule_text()}, got {_rows(bad, out)}")
-    return np.array(out)
-
-
-def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
-                   ) -> dict[str, np.ndarray]:
-    """Check a request frame against the data contracts; its columns as arrays (absent
-    optional columns are absent). Raises ``ValueError`` naming the column and the rows."""
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError("pairs: expected a table -- send dataframe_split (or dataframe_records)"
-                         f", got {type(frame).__name__}")
-    if len(frame) == 0:
-        raise ValueError("pairs: empty (no rows to score)")
-    # column names as plain Python (a set, a dict): pandas Index lookups cost ~5 µs each, and a
-    # request's frame is new every time
-    labels = frame.columns.tolist()
-    present = set(labels)
-    if len(present) != len(labels):
-        raise ValueError(f"pairs: duplicate columns "
-                         f"{sorted(set(frame.columns[frame.columns.duplicated()]))}")
-    missing = [c for c in required if c not in present]
-    if missing:
-        hint = ""
-        if "program_id" not in missing and any(c in CATALOG_FIELDS for c in missing):
-            hint = (" (send every program column, or program_id alone to take the program's "
-                    "fields from the catalog the model was logged with)")
-        raise ValueError(f"pairs: missing required column(s): {', '.join(missing)}{hint}")
-    # one conversion of the whole frame to Python objects, then the columns by position: far
-    # cheaper than column by column, and than selecting the columns first (a pandas copy,
-    # ~1 ms for one row, measured)
-    table = frame.to_numpy(dtype=object).T.tolist()
-    pos = {c: i for i, c in enumerate(labels)}
-    cols = {c: _check_column(REQUEST_COLUMN_SPECS[c], table[pos[c]])
-            for c in PAIR_INPUT_COLUMNS if c in present and c in REQUEST_COLUMN_SPECS}
-    if "needs_visa" in cols and "applicant_type" in cols:
-        bad = np.flatnonzero((cols["needs_visa"] == 1.0) & (cols["applicant_type"] != "non_us_img")
-                             ).tolist()
-        if bad:
-            raise ValueError("pairs.needs_visa: only non_us_img applicants can need a visa, "
-                             f"broken at {_rows(bad)}")
-    if "graduation_year" in cols and "season" in cols:
-        bad = np.flatnonzero(cols["graduation_year"] > cols["season"]).tolist()
-        if bad:
-            raise ValueError(f"pairs.graduation_year: must not be after the season, broken at "
-                             f"{_rows(bad)}")
-    return cols
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -203,12 +98,12 @@ class ServedMatchModel:
         self._lock = threading.Lock()
         self._row = {pid: i for i, pid in enumerate(self.programs["program_id"])}
         # the catalog's program fields, normalised like a validated request (NaN / None = null)
-        self._catalog = {c: _check_column(REQUEST_COLUMN_SPECS[c],
+        self._catalog = {c: check_values(REQUEST_COLUMN_SPECS[c],
                                           self.programs[c].astype(object).tolist())
                          for c in PROGRAM_INPUTS
                          if c in self.programs.columns and c in REQUEST_COLUMN_SPECS}
         # where each catalog field is null (what a full request's absent optional column equals)
-        self._catalog_null = {c: np.array([_null(v) for v in ref], dtype=bool)
+        self._catalog_null = {c: np.array([is_null(v) for v in ref], dtype=bool)
                               for c, ref in self._catalog.items()}
         self._example = synthetic_pairs(4, seed=3)  # one of each applicant type
         self.fast_path = self._fast_path_agrees()
@@ -294,7 +189,7 @@ class ServedMatchModel:
                 raise ValueError(
                     "pairs.program_id: not in the catalog the model was logged with (a request "
                     "without the program's columns takes them from it; send every program "
-                    f"column to score another program), got {_rows(unknown, cols['program_id'])}")
+                    f"column to score another program), got {rows_at(unknown, cols['program_id'])}")
             fast = np.full(n, self.fast_path)
         else:
             fast = (idx >= 0) & self.fast_path

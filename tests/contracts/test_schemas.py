@@ -13,14 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smartpick_ml.contracts.columns import SMALL_TEXT_ROWS, check_series
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.schemas import (
     APPLICANTS,
     APPLICATIONS,
     PROGRAMS,
     SCHEMAS,
-    SMALL_TEXT_ROWS,
-    _check_column,
     schema_markdown,
     validate,
 )
@@ -439,8 +438,8 @@ def test_a_long_text_column_is_judged_as_its_short_self(data):
                                               data.draw(st.integers(1, 4))))
     copies = SMALL_TEXT_ROWS // len(short) + 1
     long = pd.concat([short] * copies, ignore_index=True)
-    short_problems, short_clean = _check_column(spec, short)
-    long_problems, long_clean = _check_column(spec, long)
+    short_problems, short_clean = check_series(spec, short)
+    long_problems, long_clean = check_series(spec, long)
     assert bool(short_problems) == bool(long_problems)
     if not short_problems:
         assert long_clean.dtype == short_clean.dtype
