@@ -55,7 +55,7 @@ def main() -> None:
         rank_one = timeit(lambda: predictor.rank(APPLICANT, explain=False), 200)
         single = timeit(lambda: predictor.model.predict_proba(one), 200)
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    fast = predictor._scorer()
+    fast = predictor.fast_scorer
     record = profile.model_dump()
     score_all = timeit(lambda: fast.score(record, None), 200)
     single_fast = timeit(lambda: fast.score(record, None, np.array([17])), 500)

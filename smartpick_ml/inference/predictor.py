@@ -247,7 +247,11 @@ _FACTOR_LABELS = {
 class MatchPredictor:
     """Loads a trained model and the program catalog; answers per-applicant questions."""
 
-    def __init__(self, model: Any, programs: pd.DataFrame, manifest: dict[str, Any] | None = None):
+    def __init__(self, model: Any, programs: pd.DataFrame, manifest: dict[str, Any] | None = None,
+                 *, fast_scorer: Any = "auto"):
+        """``fast_scorer``: ``"auto"`` builds the compiled fast path on first use (where the
+        model allows it); a ``FastScorer`` built for this model and catalog shares that one;
+        None scores through the model's ``predict_proba`` only."""
         self.model = model
         self.manifest = manifest or {}
         self.programs = programs.reset_index(drop=True)
@@ -261,24 +265,20 @@ class MatchPredictor:
         # codes, with no per-row string copies or type inference
         self._display_arrays = {c: _display_array(self.programs[c])
                                 for c in DISPLAY_COLUMNS if c in self.programs}
-        self._fast: Any = None
-        self._fast_failed = False
+        self._fast = fast_scorer
         # "every program", as one shared read-only array: rank() over the whole catalog is then
         # recognised by identity and takes whole columns instead of fancy-indexing each
         self._all_rows = np.arange(len(self.programs))
         self._all_rows.flags.writeable = False
 
-    def _scorer(self) -> Any:
-        """The compiled fast path (built on first use; None if this model cannot use it)."""
-        if self._fast is None and not self._fast_failed:
-            from smartpick_ml.modelling.model import MatchModel
+    @property
+    def fast_scorer(self) -> Any:
+        """The compiled fast path (built on first use), or None where this model cannot use it
+        or it disagrees with ``predict_proba`` (``fastpath.usable_fast_scorer``)."""
+        if isinstance(self._fast, str):
+            from smartpick_ml.inference.fastpath import usable_fast_scorer
 
-            if isinstance(self.model, MatchModel):
-                from smartpick_ml.inference.fastpath import FastScorer
-
-                self._fast = FastScorer(self.model, self.programs)
-            else:
-                self._fast_failed = True
+            self._fast = usable_fast_scorer(self.model, self.programs)
         return self._fast
 
     def _utility(self, prefs: Preferences, rows: np.ndarray) -> np.ndarray:
@@ -289,7 +289,7 @@ class MatchPredictor:
 
     def _q(self, profile: ApplicantProfile, rows: np.ndarray) -> np.ndarray:
         """q for one applicant at ``rows`` of the catalog: the fast path when available."""
-        fast = self._scorer()
+        fast = self.fast_scorer
         if fast is None:
             return self.predict(self._pairs(profile, rows))
         full = rows is self._all_rows or (

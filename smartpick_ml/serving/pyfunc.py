@@ -47,7 +47,6 @@ from smartpick_ml.contracts.pairs import (
     validate_pairs,
 )
 from smartpick_ml.data.synthetic import synthetic_pairs
-from smartpick_ml.modelling.features import SIGNAL_CODES
 from smartpick_ml.modelling.logged_model import CATALOG_FILE, PARAM_DEFAULTS, TASKS
 from smartpick_ml.modelling.persist import TRUSTED_TYPES
 from smartpick_ml.serving.worker import (
@@ -86,15 +85,16 @@ class ServedMatchModel:
     """Pair scoring and ranking for the scoring server (see the module docstring)."""
 
     def __init__(self, model: Any, programs: pd.DataFrame, warm_up: bool = True):
-        from smartpick_ml.inference.fastpath import FastScorer
+        from smartpick_ml.inference.fastpath import usable_fast_scorer
         from smartpick_ml.inference.predictor import MatchPredictor
 
         self.model = model
         self.programs = programs.reset_index(drop=True)
-        self.scorer = FastScorer(model, self.programs)
-        self.predictor = MatchPredictor(model, self.programs)
-        if getattr(self.predictor, "_fast", 0) is None:  # share the compiled scorer (~5 s to
-            self.predictor._fast = self.scorer        # build) instead of building a second one
+        # the compiled scorer checks itself against predict_proba when built; where it cannot
+        # be built or disagrees, every row (and ranking) is scored through predict_proba
+        self.scorer = usable_fast_scorer(model, self.programs)
+        self.fast_path = self.scorer is not None
+        self.predictor = MatchPredictor(model, self.programs, fast_scorer=self.scorer)
         self._lock = threading.Lock()
         self._row = {pid: i for i, pid in enumerate(self.programs["program_id"])}
         # the catalog's program fields, normalised like a validated request (NaN / None = null)
@@ -106,42 +106,8 @@ class ServedMatchModel:
         self._catalog_null = {c: np.array([is_null(v) for v in ref], dtype=bool)
                               for c, ref in self._catalog.items()}
         self._example = synthetic_pairs(4, seed=3)  # one of each applicant type
-        self.fast_path = self._fast_path_agrees()
-        if not self.fast_path and hasattr(self.predictor, "_fast_failed"):
-            self.predictor._fast, self.predictor._fast_failed = None, True  # rank exactly too
         if warm_up:
             self._warm_up()
-
-    def _fast_path_agrees(self, n: int = 200, tol: float = 1e-9) -> bool:
-        """Serve the fast path only if it reproduces ``predict_proba`` on a sample of catalog
-        pairs (applicants of every type, home states and signals): a fast path that has fallen
-        behind a change of the features must cost speed, never correctness."""
-        rng = np.random.default_rng(0)
-        pairs = self._example
-        rows = rng.choice(len(self.programs), size=min(n, len(self.programs)), replace=False)
-        frames = []
-        for i in range(len(pairs)):
-            block = self.programs.iloc[rows]
-            frame = pd.concat([pairs.iloc[[i] * len(rows)].reset_index(drop=True)
-                               [list(APPLICANT_INPUTS)],
-                               block[[c for c in PROGRAM_INPUTS if c in block]]
-                               .reset_index(drop=True)], axis=1)
-            frame["signal"] = rng.choice(list(SIGNAL_CODES), size=len(frame), p=[.7, .1, .1, .1])
-            if i % 2:
-                frame["home_state"] = block["state"].to_numpy()[0]
-            frames.append(frame)
-        sample = pd.concat(frames, ignore_index=True)
-        cols = validate_pairs(sample)
-        q = np.full(len(sample), np.nan)
-        self._score_fast(cols, np.array([self._row[p] for p in cols["program_id"]]),
-                         np.ones(len(sample), bool), q)
-        expected = self.model.predict_proba(sample)[:, 1]
-        diff = float(np.nanmax(np.abs(q - expected))) if not np.isnan(q).all() else math.inf
-        if not diff <= tol:
-            log.warning("fast path disagrees with predict_proba (max |Δq| = %.3g): serving "
-                        "through predict_proba only", diff)
-            return False
-        return True
 
     def _warm_up(self) -> None:
         """Run every path once at load, so no client pays for first-call set-up."""
