@@ -2,15 +2,15 @@
 
 Serves ``models:/smartpick-match@champion`` (``--env-manager local``, 127.0.0.1; needs a tracking
 store with the registered model: ``make run`` writes ``mlflow.db``, or pass ``--tracking-uri``, or
-``--relog models`` to log ``models/`` through ``serving.log_model`` into a temporary store) with
-1 and 2 uvicorn workers. Each server gets single-pair ``dataframe_split`` requests for catalog
-programs in both forms, the same pairs: *full* (every pair column) and *lean* (the applicant's
-columns, ``program_id`` and the signal; the served model takes the program from its catalog). Per
-form: a sequential pass (single-client latency), then ``--clients`` threads sending ``--requests``
-in all (closed loop: the server's capacity, with the queue saturation builds), then, with
-``--rate R`` (default 200), the same requests offered at R per second (open loop: latency counted
-from each request's due time, so a server that falls behind is charged for it). Every answer is
-checked against ``predict_proba`` of the full pair in this process (wrong
+``--relog models`` to log ``models/`` through ``modelling.logged_model.log_model`` into a
+temporary store) with 1 and 2 uvicorn workers. Each server gets single-pair ``dataframe_split``
+requests for catalog programs in both forms, the same pairs: *full* (every pair column) and *lean*
+(the applicant's columns, ``program_id`` and the signal; the served model takes the program from
+its catalog). Per form: a sequential pass (single-client latency), then ``--clients`` threads
+sending ``--requests`` in all (closed loop: the server's capacity, with the queue saturation
+builds), then, with ``--rate R`` (default 200), the same requests offered at R per second (open
+loop: latency counted from each request's due time, so a server that falls behind is charged for
+it). Every answer is checked against ``predict_proba`` of the full pair in this process (wrong
 answers are counted). Baselines measured in the same run: ``--before-rev REV`` serves the package
 as committed at REV (full pairs, 1 worker), and the same model saved the old way (sklearn flavour,
 skops, ``pyfunc_predict_fn="predict_proba"``, inferred signature). ``--rev REV`` serves REV's
@@ -308,9 +308,10 @@ def load_served(model_uri: str, tracking_uri: str) -> tuple[Any, pd.DataFrame]:
 
 def relog(model_dir: Path, catalog: Path, root: Path, name: str = "smartpick-match") -> str:
     """Log the model in ``model_dir`` (checked against its manifest) with the catalog through
-    ``serving.log_model`` -- the function training uses -- into a new sqlite store under ``root``,
-    registered as ``name`` with the ``champion`` alias; returns the tracking URI. Lets the served
-    model be measured as the current code logs it without a new training run."""
+    ``modelling.logged_model.log_model`` -- the function training uses -- into a new sqlite
+    store under ``root``, registered as ``name`` with the ``champion`` alias; returns the tracking
+    URI. Lets the served model be measured as the current code logs it without a new training
+    run."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -417,8 +418,8 @@ def main() -> None:
                                                              "sqlite:///mlflow.db"))
     ap.add_argument("--model-uri", default=MODEL_URI)
     ap.add_argument("--relog", metavar="MODEL_DIR", type=Path,
-                    help="log MODEL_DIR (e.g. models) with --catalog through serving.log_model "
-                         "into a temporary tracking store and serve that")
+                    help="log MODEL_DIR (e.g. models) with --catalog through "
+                         "logged_model.log_model into a temporary tracking store and serve that")
     ap.add_argument("--catalog", type=Path, default=Path("data/raw/programs.parquet"))
     ap.add_argument("--rev", help="serve the package as committed at this git revision "
                                   "(default: the checkout as it is)")

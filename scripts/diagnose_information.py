@@ -4,9 +4,9 @@ The model is judged against the oracle (the simulator's true q) and against a lo
 on the same features. This rebuilds the run's pairs and splits from the config (the same rows as
 ``make run``), fits the booster with the config's ``[model]`` settings (``MatchModel.new_booster``:
 early stopping on the applicant-grouped hold-out; no calibration, no negative sampling) and the
-logistic (``train.logistic_on_features``) on several feature sets, and prints each one's raw
-validation log-loss, the booster's gain over the logistic, and where the oracle is known, what
-"10 % better than the logistic" would require, as a multiple of the oracle's log-loss:
+logistic (``modelling.baselines.logistic_on_features``) on several feature sets, and prints
+each one's raw validation log-loss, the booster's gain over the logistic, and where the oracle is
+known, what "10 % better than the logistic" would require, as a multiple of the oracle's log-loss:
 
 - the model's pair features;
 - without the two logit transforms (``logit_rate_own_type``, ``rate_img_vs_md``): the booster is

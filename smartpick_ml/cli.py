@@ -223,7 +223,7 @@ def simulate(config: Path, seasons: str | None, scale: float | None, seed: int |
     """Simulate Match seasons: applicants, applications, interviews, rank lists, the match.
 
     Defaults come from pipelines/simulate.toml (seasons 2023-2025, scale 1.0 = the real
-    market, ~45k applicants and ~3M applications a season, about 20 s a season on 2 cores);
+    market, ~45k applicants and ~3M applications a season; docs/benchmarks.md has the time);
     the flags override them. The same seed gives byte-identical tables.
 
     \b
@@ -328,7 +328,7 @@ def run(config: Path) -> None:
 
     Simulates seasons 2023-2025 on the catalog (../shared when present, else synthetic) if
     data/raw is empty, then trains, evaluates and registers the model — `smartpick train`.
-    About 5 minutes on a 2-core machine.
+    A few minutes on a 2-core machine (docs/benchmarks.md).
 
     \b
     Output: data/raw/ (seasons), data/processed/run/report.html (the run report) and plots,

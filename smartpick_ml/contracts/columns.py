@@ -163,7 +163,7 @@ def _clean_column(spec: ColumnSpec, s: pd.Series) -> pd.Series | None:
     else:
         # a large column (ids, codes) has few distinct values: check each once, and build the
         # object column by indexing them (one string object per distinct value, shared), not by
-        # converting every row from Arrow (~3x faster on 9M applications)
+        # converting every row from Arrow
         try:
             codes, uniques = pd.factorize(s)
         except TypeError:  # unhashable values (lists, dicts): the full checks name them

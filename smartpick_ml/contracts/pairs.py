@@ -112,8 +112,8 @@ def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
                          f", got {type(frame).__name__}")
     if len(frame) == 0:
         raise ValueError("pairs: empty (no rows to score)")
-    # column names as plain Python (a set, a dict): pandas Index lookups cost ~5 µs each, and a
-    # request's frame is new every time
+    # column names as plain Python (a set, a dict): a request's frame is new every time, and a
+    # pandas Index lookup costs more than a set's
     labels = frame.columns.tolist()
     present = set(labels)
     if len(present) != len(labels):
@@ -126,9 +126,8 @@ def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
             hint = (" (send every program column, or program_id alone to take the program's "
                     "fields from the catalog the model was logged with)")
         raise ValueError(f"pairs: missing required column(s): {', '.join(missing)}{hint}")
-    # one conversion of the whole frame to Python objects, then the columns by position: far
-    # cheaper than column by column, and than selecting the columns first (a pandas copy,
-    # ~1 ms for one row, measured)
+    # one conversion of the whole frame to Python objects, then the columns by position:
+    # cheaper than column by column, and than selecting the columns first (a pandas copy)
     table = frame.to_numpy(dtype=object).T.tolist()
     pos = {c: i for i, c in enumerate(labels)}
     cols = {c: check_values(REQUEST_COLUMN_SPECS[c], table[pos[c]])

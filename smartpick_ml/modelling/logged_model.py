@@ -41,7 +41,7 @@ PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "exp
 
 
 #: the distributions the served model imports; declared (pinned to this environment), not
-#: inferred: MLflow infers them by loading the model in a subprocess (~9 s of every run)
+#: inferred: MLflow infers them by loading the model in a subprocess, seconds of every run
 SERVED_DISTRIBUTIONS: tuple[str, ...] = (
     "smartpick-ml", "mlflow", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "skops",
     "numba", "threadpoolctl")

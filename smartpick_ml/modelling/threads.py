@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from threadpoolctl import ThreadpoolController
 
 #: a batch this small scores faster on one OpenMP thread: waking and spin-waiting the pool costs
-#: more than the work (on a loaded 2-core machine, up to seconds for 3 rows); results are the same
+#: more than the work, most on a loaded machine; results are the same
 SMALL_BATCH_ROWS = 1000
 
 
@@ -29,7 +29,7 @@ def _threadpools() -> ThreadpoolController:
 def one_openmp_thread(when: bool = True) -> Iterator[None]:
     """Run the block on one OpenMP thread (if ``when``): small predict calls on a busy 2-core
     machine spend longer waking and spin-waiting the pool than working. Uses one cached
-    controller (building one per call scans every loaded library, ~1 ms) under one lock."""
+    controller (building one scans every loaded library) under one lock."""
     if not when:
         yield
         return

@@ -49,7 +49,7 @@ def nodelay_on_listeners() -> int:
 
 def prepare_server_worker() -> None:
     """Set up a process that exists to serve the model (an ``mlflow models serve`` worker),
-    once, after loading it (``docs/serving.md`` has the measurements behind each step):
+    once, after loading it (``docs/benchmarks.md`` has the measurements behind each step):
 
     - **the heap loaded so far leaves the garbage collector's reach** (``gc.freeze``): the
       libraries, model and catalog live as long as the process, and a full collection walking

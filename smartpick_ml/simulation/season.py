@@ -224,8 +224,9 @@ def draw_applicants(rng: np.random.Generator, season: int, scale: float,
         frames.append(pd.DataFrame({
             "applicant_type": t, "step2_ck": step2.astype(np.int64),
             "graduation_year": (season - gap).astype(np.int64),
-            "usce_months": np.minimum(usce, 240).astype(np.int64),
-            "publications": np.minimum(pubs, 1000).astype(np.int64),
+            "usce_months": np.minimum(usce, APPLICANTS.column("usce_months").max).astype(np.int64),
+            "publications": np.minimum(pubs, APPLICANTS.column("publications").max
+                                       ).astype(np.int64),
             "needs_visa": needs_visa, "home_state": home,
             "preferred_specialty": np.asarray(SPECIALTY_NAMES, dtype=object)[spec]}))
     df = pd.concat(frames, ignore_index=True)

@@ -22,8 +22,8 @@ def permutation_importance_table(model: MatchModel, va: pd.DataFrame, y: np.ndar
     idx = np.sort(rng.choice(len(va), size=n, replace=False))
     cols = [c for c in PAIR_INPUT_COLUMNS if c in va.columns and c != "program_id"]
     X = va.iloc[idx][[*cols, "program_id"]].reset_index(drop=True)
-    # dozens of small predict calls: one OpenMP thread each (two threads on a busy 2-core
-    # machine made this step 5x slower)
+    # dozens of small predict calls: one OpenMP thread each, as a thread pool costs more to
+    # wake than such a call takes
     with one_openmp_thread():
         res = permutation_importance(model, X, y[idx], scoring="neg_log_loss",
                                      n_repeats=cfg.evaluation.importance_repeats,

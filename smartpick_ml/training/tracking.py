@@ -1,14 +1,12 @@
 """MLflow tracking for training runs: params, metrics, plots, the model, the registry alias.
 
 Tracking defaults to ``sqlite:///mlflow.db`` in the working directory and honours
-``MLFLOW_TRACKING_URI``. The model is logged by ``serving.log_model``: one skops file (only the
-types in ``persist.TRUSTED_TYPES`` are loadable) behind a ``sklearn`` flavour and a
-``python_function`` flavour for ``mlflow models serve`` (fast path, ranking, 4xx errors), the
-training catalog, an explicit signature and a *synthetic* input example (never a real applicant);
-it is registered as ``smartpick-match``. The
-``champion`` alias moves to the new version only if it beats the current champion's log-loss on the
-same validation rows; otherwise the new version becomes ``challenger``. The decision and its reason
-are logged as a tag and an artifact.
+``MLFLOW_TRACKING_URI``. The model is logged by ``modelling.logged_model.log_model`` (one skops
+file behind a ``sklearn`` and a ``python_function`` flavour, the training catalog, an explicit
+signature and a *synthetic* input example) and registered as ``smartpick-match``. The
+``champion`` alias moves to the new version only if it beats the current champion's log-loss on
+the same validation rows; otherwise the new version becomes ``challenger``. The decision and its
+reason are logged as a tag and an artifact.
 """
 
 from __future__ import annotations
