@@ -136,3 +136,15 @@ def test_the_cycle_finder_finds_cycles_and_only_cycles():
 def test_the_checker_reports_imports_against_the_rules(module, source, bad):
     """The checker itself, on made-up sources: lazy, aliased and relative imports all count."""
     assert against_the_rules(module, imported_modules(source, module)) == bad
+
+
+def test_the_public_api_is_exported_and_documented():
+    import smartpick_ml
+
+    assert set(smartpick_ml.__all__) >= {"MatchPredictor", "load_train_config", "run_training"}
+    for name in smartpick_ml.__all__:
+        obj = getattr(smartpick_ml, name)
+        if name != "__version__":
+            assert (obj.__doc__ or "").strip(), f"smartpick_ml.{name} has no docstring"
+    with pytest.raises(AttributeError):
+        smartpick_ml.not_a_public_name  # noqa: B018

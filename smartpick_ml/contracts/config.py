@@ -204,4 +204,11 @@ class TrainConfig(_Strict):
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a training config (TOML, e.g. ``pipelines/train.toml``) into a checked, frozen
+    :class:`TrainConfig`: which seasons to train and validate on, where the data lives (and
+    whether to simulate it), the model's settings, the evaluation and MLflow tracking.
+
+    A bad file is refused before any work starts with a ``ConfigError`` naming the field
+    (``model.learning_rate: Input should be greater than 0``). Change a setting for one run
+    with ``cfg.model_copy(update=...)``."""
     return build(TrainConfig, load_toml(path), str(path))

@@ -343,8 +343,17 @@ def save_step(cfg: TrainConfig, outputs: dict[str, Path]) -> None:
 
 def run_training(cfg: TrainConfig, progress: Progress | None = None,
                  track: bool = True) -> TrainResult:
-    """Run one training config end to end (see the module docstring); ``track`` off saves the
-    model to ``models/`` without MLflow."""
+    """Train, evaluate and register a model from one config (``load_train_config``).
+
+    Simulates the seasons first if the config asks for it or the tables are missing, then runs
+    the steps of the module docstring. Returns a :class:`TrainResult`: ``metrics`` (log-loss,
+    Brier, ECE, ROC AUC of the model, the baselines and the oracle, per applicant type),
+    ``applicant_reliability`` (stated against realised P(match) by decile), the fitted ``model``,
+    the MLflow ``run_id`` and ``model_version``, the ``champion_decision`` and the files written
+    (``outputs``: plots, metrics, the run report, the model directory).
+
+    ``progress`` receives a :class:`ProgressEvent` per step and message (the CLI draws a bar from
+    them). ``track=False`` skips MLflow and saves the model to the config's model directory."""
     clock = _RunClock(progress)
     with clock.step("data", "loading, checking and splitting the tables"):
         data = load_step(cfg, clock.teller("data"))
