@@ -12,29 +12,18 @@ from typing import Literal
 
 ApplicantType = Literal["us_md_senior", "us_do_senior", "us_img", "non_us_img"]
 
-#: Applicant types, in the order used everywhere (arrays, tables, reports).
-APPLICANT_TYPES: tuple[str, ...] = ("us_md_senior", "us_do_senior", "us_img", "non_us_img")
-APPLICANT_TYPE_LABELS: dict[str, str] = {
-    "us_md_senior": "US MD senior",
-    "us_do_senior": "US DO senior",
-    "us_img": "US-citizen IMG",
-    "non_us_img": "Non-US IMG",
-}
-#: Catalog column holding each type's interview rate.
-CATALOG_RATE_COLUMN: dict[str, str] = {
-    "us_md_senior": "MD",
-    "us_do_senior": "DO",
-    "us_img": "US IMG",
-    "non_us_img": "Non US IMG",
-}
-
-#: Programs-table column holding each type's interview rate.
-RATE_COLUMN_BY_TYPE: dict[str, str] = {
-    "us_md_senior": "rate_us_md",
-    "us_do_senior": "rate_us_do",
-    "us_img": "rate_us_img",
-    "non_us_img": "rate_non_us_img",
-}
+#: Per applicant type, in the order used everywhere (arrays, tables, reports): its label, the
+#: catalog column of its interview rate, and the programs-table column holding it.
+_APPLICANT_TYPE_TABLE: tuple[tuple[str, str, str, str], ...] = (
+    ("us_md_senior", "US MD senior", "MD", "rate_us_md"),
+    ("us_do_senior", "US DO senior", "DO", "rate_us_do"),
+    ("us_img", "US-citizen IMG", "US IMG", "rate_us_img"),
+    ("non_us_img", "Non-US IMG", "Non US IMG", "rate_non_us_img"),
+)
+APPLICANT_TYPES: tuple[str, ...] = tuple(row[0] for row in _APPLICANT_TYPE_TABLE)
+APPLICANT_TYPE_LABELS: dict[str, str] = {row[0]: row[1] for row in _APPLICANT_TYPE_TABLE}
+CATALOG_RATE_COLUMN: dict[str, str] = {row[0]: row[2] for row in _APPLICANT_TYPE_TABLE}
+RATE_COLUMN_BY_TYPE: dict[str, str] = {row[0]: row[3] for row in _APPLICANT_TYPE_TABLE}
 
 SignalScheme = Literal["none", "single", "gold_silver"]
 

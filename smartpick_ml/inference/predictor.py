@@ -28,7 +28,15 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from smartpick_ml.contracts.columns import check_values
@@ -163,20 +171,14 @@ class Preferences(BaseModel):
     university_weight: float = Field(default=0.25, ge=0, le=5)
     visa_weight: float = Field(default=0.0, ge=0, le=5)
 
-    @field_validator("states")
+    @field_validator("states", "regions")
     @classmethod
-    def _states(cls, v: list[str]) -> list[str]:
-        bad = [s for s in v if s not in STATE_REGION]
+    def _known_places(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        known, what = ((STATE_REGION, "not US state codes") if info.field_name == "states"
+                       else (REGIONS, f"unknown regions; known: {list(REGIONS)}"))
+        bad = [s for s in v if s not in known]
         if bad:
-            raise ValueError(f"not US state codes: {bad}")
-        return v
-
-    @field_validator("regions")
-    @classmethod
-    def _regions(cls, v: list[str]) -> list[str]:
-        bad = [r for r in v if r not in REGIONS]
-        if bad:
-            raise ValueError(f"unknown regions {bad}; known: {list(REGIONS)}")
+            raise ValueError(f"{what}: {bad}")
         return v
 
 

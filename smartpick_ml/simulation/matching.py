@@ -347,16 +347,10 @@ def deferred_acceptance(
     return _result_from_pairs(m, np.sort(csr[pos_of_prio[held]]))
 
 
-def blocking_pairs(
-    result: MatchResult,
-    pair_applicant: Any,
-    pair_program: Any,
-    applicant_rank: Any,
-    program_score: Any,
-    quotas: Any,
-    n_applicants: int,
-) -> list[tuple[int, int]]:
+def blocking_pairs(result: MatchResult, **market: Any) -> list[tuple[int, int]]:
     """Input pairs ``(applicant, program)`` that block ``result``, sorted; empty = stable.
+    ``market`` is the market ``result`` was computed from, as :func:`deferred_acceptance`'s
+    keyword arguments.
 
     A pair blocks if the applicant is unmatched or ranks the program above their match, and the
     program has a free slot or holds someone it likes less. Vectorised, so it can check full-size
@@ -367,7 +361,7 @@ def blocking_pairs(
         ValueError: if the inputs are invalid, or an applicant is matched to a program that is
             not one of their input pairs.
     """
-    m = _validate(pair_applicant, pair_program, applicant_rank, program_score, quotas, n_applicants)
+    m = _validate(**market)
     match = np.asarray(result.applicant_match, dtype=np.int64)
     if match.shape != (m.n_applicants,):
         raise ValueError(

@@ -404,12 +404,17 @@ def _grid(plt: Any, n_panels: int, ncols: int, panel_size: tuple[float, float]
     return fig, flat[:n_panels]
 
 
-def _diagonal(ax: Axes) -> None:
+def _reliability_panel(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
+    """Finish one reliability panel: the diagonal of perfect calibration, unit axes, labels."""
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="perfectly calibrated")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, loc="upper left")
 
 
 def plot_reliability(frame: pd.DataFrame, prob_columns: Mapping[str, str],
@@ -440,11 +445,8 @@ def plot_reliability(frame: pd.DataFrame, prob_columns: Mapping[str, str],
                 ece = expected_calibration_error(y[ok], p[ok], n_bins, strategy)
                 ax.plot(mean_p, rate, marker="o", markersize=4, linewidth=1.5,
                         label=f"{model} (ECE {ece:.3f})")
-            _diagonal(ax)
-            ax.set_title(f"{_type_label(g)} (n = {len(sub):,})")
-            ax.set_xlabel("Predicted q (bin mean)")
-            ax.set_ylabel("Observed share that would take")
-            ax.legend(fontsize=8, loc="upper left")
+            _reliability_panel(ax, f"{_type_label(g)} (n = {len(sub):,})",
+                               "Predicted q (bin mean)", "Observed share that would take")
         fig.suptitle("Calibration of q(applicant, program) by applicant type")
         fig.tight_layout()
         return _save(fig, path)
@@ -517,11 +519,8 @@ def plot_pmatch_deciles(per_applicant_by_model: Mapping[str, pd.DataFrame],
                 rel = reliability_by_decile(sub, n_bins)
                 ax.plot(rel["mean_predicted"], rel["realised_rate"], marker="o", markersize=4,
                         linewidth=1.5, label=model)
-            _diagonal(ax)
-            ax.set_title(f"{_type_label(g)} (n = {n_applicants:,})")
-            ax.set_xlabel("Predicted P(match), decile mean")
-            ax.set_ylabel("Realised match rate")
-            ax.legend(fontsize=8, loc="upper left")
+            _reliability_panel(ax, f"{_type_label(g)} (n = {n_applicants:,})",
+                               "Predicted P(match), decile mean", "Realised match rate")
         fig.suptitle("P(match) = 1 - \u220f(1 - q) against realised matches, by decile")
         fig.tight_layout()
         return _save(fig, path)

@@ -88,10 +88,11 @@ def test_quotas_respected_and_market_stable(programs, params):
     idx = np.flatnonzero(out.interviewed)
     from smartpick_ml.simulation.matching import deferred_acceptance
 
-    args = (inputs.pair_applicant[idx], inputs.pair_program[idx], out.rank_position[idx],
-            out.program_score[idx], inputs.quotas)
-    result = deferred_acceptance(*args, inputs.n_applicants)
-    assert blocking_pairs(result, *args, inputs.n_applicants) == []
+    market = dict(pair_applicant=inputs.pair_applicant[idx], pair_program=inputs.pair_program[idx],
+                  applicant_rank=out.rank_position[idx], program_score=out.program_score[idx],
+                  quotas=inputs.quotas, n_applicants=inputs.n_applicants)
+    result = deferred_acceptance(**market)
+    assert blocking_pairs(result, **market) == []
 
 
 def test_visa_holders_never_interviewed_where_no_sponsorship(season, programs):
