@@ -284,3 +284,10 @@ def small_training_run(tmp_path_factory: pytest.TempPathFactory) -> TrainingWorl
                          artifact_dir=artifacts, tracking_uri=tracking_uri,
                          config_path=config_path, config_data=data, cfg=cfg, result=result,
                          validation=validation)
+
+
+@pytest.fixture(scope="session")
+def validation_sample(small_training_run: TrainingWorld) -> pd.DataFrame:
+    """3000 validation pairs of the small world (all applicant types)."""
+    va = small_training_run.validation
+    return va.sample(n=min(3000, len(va)), random_state=1).reset_index(drop=True)

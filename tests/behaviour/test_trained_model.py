@@ -1,0 +1,86 @@
+"""Behaviour of the trained model (in the Made-With-ML sense), apart from tests of code and data:
+directional (a higher Step 2 CK never lowers q), invariance (identity columns, row order and batch
+do not change q), minimum functionality (the visa rule; q is a probability on odd inputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS
+from smartpick_ml.data.synthetic import synthetic_pairs
+
+
+@pytest.fixture(scope="module")
+def world(small_training_run):
+    return small_training_run
+
+
+@pytest.fixture(scope="module")
+def sample(validation_sample) -> pd.DataFrame:
+    return validation_sample
+
+
+def _q(model, pairs: pd.DataFrame) -> np.ndarray:
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return model.predict_proba(pairs)[:, 1]
+
+
+def test_higher_step2_never_lowers_q(world, sample) -> None:
+    q0 = _q(world.model, sample)
+    for delta in (10, 25):
+        higher = sample.assign(step2_ck=sample["step2_ck"] + delta)
+        q1 = _q(world.model, higher)
+        worst = float(np.min(q1 - q0))
+        assert worst >= -1e-12, f"+{delta} Step 2 CK lowered q by {-worst:.3g}"
+    assert (q1 > q0).mean() > 0.05, "Step 2 CK has no effect at all"
+
+
+def test_identity_columns_do_not_change_q(world, sample) -> None:
+    q0 = _q(world.model, sample)
+    renamed = sample.assign(applicant_id="someone-else-" + sample["applicant_id"].astype(str),
+                            name="A Renamed Program")
+    assert np.array_equal(_q(world.model, renamed), q0)
+    # nor does the order of the rows, or which other rows are in the batch
+    perm = np.random.default_rng(0).permutation(len(sample))
+    assert np.array_equal(_q(world.model, sample.iloc[perm])[np.argsort(perm)], q0)
+    assert np.array_equal(_q(world.model, sample.iloc[:7]), q0[:7])
+
+
+def test_visa_needing_img_gets_zero_at_a_program_sponsoring_no_visa(world, sample) -> None:
+    img = sample.assign(applicant_type="non_us_img", needs_visa=True)
+    blocked = img.assign(sponsors_j1=False, sponsors_h1b=False)
+    q = _q(world.model, blocked)
+    assert np.all(q == 0.0)
+    assert np.all(world.model.predict_proba(blocked)[:, 0] == 1.0)
+    for j1, h1b in ((True, False), (False, True), (True, True)):
+        q_ok = _q(world.model, img.assign(sponsors_j1=j1, sponsors_h1b=h1b))
+        assert np.all(q_ok > 0.0), (j1, h1b)
+    # an applicant who needs no visa is not blocked there
+    assert np.all(_q(world.model, blocked.assign(needs_visa=False)) > 0.0)
+
+
+def test_q_is_a_probability_everywhere(world) -> None:
+    va = world.validation
+    proba = world.model.predict_proba(va)
+    assert proba.shape == (len(va), 2)
+    assert np.all(np.isfinite(proba))
+    assert np.all((proba >= 0) & (proba <= 1))
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    # odd but well-formed inputs: extreme scores, missing optional fields, unseen programs
+    odd = pd.concat([synthetic_pairs(20, seed=s) for s in range(5)], ignore_index=True)
+    n = len(odd)
+    odd["step2_ck"] = np.resize([150, 300, 0, 260], n)
+    odd["usce_months"] = np.resize([0, 600], n)
+    odd["publications"] = np.resize([0, 10_000], n)
+    odd["graduation_year"] = np.resize([1970, 2025, 2030], n)
+    for col in ("rate_us_md", "rate_us_do", "rate_us_img", "rate_non_us_img", "rate_in_state",
+                "rate_out_of_state", "img_share"):
+        odd[col] = np.resize([0.0, 1.0, np.nan], n)
+    odd["home_state"] = None
+    odd["program_id"] = [f"NEW-{i:04d}" for i in range(n)]
+    odd["signal"] = np.resize(["none", "gold", "silver", "signal"], n)
+    q = world.model.predict_proba(odd[list(PAIR_INPUT_COLUMNS)])
+    assert np.all(np.isfinite(q)) and np.all((q >= 0) & (q <= 1))
