@@ -31,6 +31,21 @@ Kind = Literal["str", "int", "float", "bool"]
 
 
 MAX_ROWS_SHOWN = 5
+#: the most of one bad value an error message quotes: enough to recognise it, never a whole
+#: record echoed back (a reply or a log line must not carry an applicant's data at length)
+MAX_QUOTED_CHARS = 80
+
+
+def quote(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with its full length
+    said when longer."""
+    try:
+        text = repr(value)
+    except Exception:  # a value whose repr fails still gets a message
+        return f"<{type(value).__name__}>"
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,7 @@ def rows_text(index: pd.Index, values: Sequence[object] | None = None) -> str:
     shown = list(index[:MAX_ROWS_SHOWN])
     text = "rows " + ", ".join(str(i) for i in shown)
     if values is not None:
-        text += " (values " + ", ".join(repr(v) for v in list(values)[:MAX_ROWS_SHOWN]) + ")"
+        text += " (values " + ", ".join(quote(v) for v in list(values)[:MAX_ROWS_SHOWN]) + ")"
     if len(index) > MAX_ROWS_SHOWN:
         text += f" and {len(index) - MAX_ROWS_SHOWN} more"
     return text
@@ -313,7 +328,7 @@ def is_null(v: Any) -> bool:
 def rows_at(bad: list[int], values: list[Any] | None = None) -> str:
     if values is None:
         return f"row(s) {bad[:3]}"
-    return ", ".join(f"row {i}: {values[i]!r}" for i in bad[:3])
+    return ", ".join(f"row {i}: {quote(values[i])}" for i in bad[:3])
 
 
 def check_values(spec: ColumnSpec, values: list[Any], where: str | None = None) -> np.ndarray:

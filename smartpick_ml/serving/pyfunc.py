@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smartpick_ml.contracts.columns import check_values, is_null, rows_at
+from smartpick_ml.contracts.columns import MAX_QUOTED_CHARS, check_values, is_null, quote, rows_at
 from smartpick_ml.contracts.errors import SmartPickError
 from smartpick_ml.contracts.pairs import (
     APPLICANT_INPUTS,
@@ -49,6 +49,7 @@ from smartpick_ml.contracts.pairs import (
 from smartpick_ml.data.synthetic import synthetic_pairs
 from smartpick_ml.modelling.logged_model import CATALOG_FILE, PARAM_DEFAULTS, TASKS
 from smartpick_ml.modelling.persist import TRUSTED_TYPES
+from smartpick_ml.serving.replies import invalid_request
 from smartpick_ml.serving.worker import (
     SERVER_MODEL_PATH_ENV,
     nodelay_on_listeners,
@@ -60,13 +61,6 @@ log = logging.getLogger(__name__)
 #: rows per request above which the fast path may use more than one numba thread
 PARALLEL_ROWS = 2000
 
-
-def _invalid(message: str) -> Exception:
-    """The error the scoring server turns into HTTP 400 with ``message``."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -127,7 +121,8 @@ class ServedMatchModel:
         try:
             p = {**PARAM_DEFAULTS, **(params or {})}
             if p["task"] not in TASKS:
-                raise ValueError(f"params.task: must be one of {list(TASKS)}, got {p['task']!r}")
+                raise ValueError(f"params.task: must be one of {list(TASKS)}, "
+                                 f"got {quote(p['task'])}")
             with self._lock:
                 import numba
 
@@ -136,7 +131,7 @@ class ServedMatchModel:
                     return self._rank(model_input, p)
                 return self._score(model_input)
         except (SmartPickError, ValueError) as exc:
-            raise _invalid(str(exc)) from None
+            raise invalid_request(str(exc)) from None
 
     # ---------------------------------------------------------------- pairs
 
@@ -240,7 +235,7 @@ class ServedMatchModel:
         applicant["signals"] = self._json_param(p, "signals")
         k = p["k"]
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
-            raise ValueError(f"params.k: must be a whole number ≥ 0 (0 = all), got {k!r}")
+            raise ValueError(f"params.k: must be a whole number ≥ 0 (0 = all), got {quote(k)}")
         ranked = self.predictor.rank(applicant, self._json_param(p, "preferences"),
                                      specialty=p["specialty"] or None, k=int(k) or None,
                                      explain=bool(p["explain"]))
@@ -254,8 +249,11 @@ class ServedMatchModel:
             return {}
         try:
             value = json.loads(text)
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"params.{name}: not a JSON object ({exc})") from None
+        except RecursionError:
+            raise ValueError(f"params.{name}: nested too deeply to read") from None
+        except (TypeError, ValueError) as exc:  # ValueError: bad JSON, or a number too long
+            raise ValueError(f"params.{name}: not a JSON object "
+                             f"({str(exc)[:MAX_QUOTED_CHARS]})") from None
         if not isinstance(value, dict):
             raise ValueError(f"params.{name}: must be a JSON object, got "
                              f"{type(value).__name__}")

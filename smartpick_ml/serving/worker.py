@@ -51,6 +51,9 @@ def prepare_server_worker() -> None:
     """Set up a process that exists to serve the model (an ``mlflow models serve`` worker),
     once, after loading it (``docs/benchmarks.md`` has the measurements behind each step):
 
+    - **every failed request is answered 400 with a short message** naming the field
+      (``replies.guard_scoring_server``), never 500, a stack trace or the request echoed;
+
     - **the heap loaded so far leaves the garbage collector's reach** (``gc.freeze``): the
       libraries, model and catalog live as long as the process, and a full collection walking
       them would stall whichever request it lands in;
@@ -67,6 +70,9 @@ def prepare_server_worker() -> None:
     import gc
     from concurrent.futures import ThreadPoolExecutor
 
+    from smartpick_ml.serving.replies import guard_scoring_server
+
+    guard_scoring_server()
     gc.collect()
     gc.freeze()
     _plain_request_strings()

@@ -375,6 +375,55 @@ def test_bad_request_gets_a_4xx_naming_the_field(server, programs, case) -> None
     assert needle.lower() in error["message"].lower(), error["message"][-500:]
 
 
+def _hostile_body(case: str, programs: pd.DataFrame) -> tuple[bytes, str, str | None]:
+    """A body as an attacker or a careless client sends it: (body, a word the message must
+    contain, a value the reply must not echo)."""
+    pairs = synthetic_catalog_pairs(programs, 2, seed=5)
+    one = pairs[list(APPLICANT_INPUTS)].head(1)
+    if case == "nested_1000":
+        return b'{"dataframe_split": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nested", None
+    if case == "nested_100000":
+        return b'{"dataframe_split": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested", None
+    if case == "integer_4301_digits":
+        body = _split_body(pairs).replace(b'"step2_ck": ', b"")  # no such key in split form
+        split = json.loads(body)["dataframe_split"]
+        col = split["columns"].index("step2_ck")
+        text = json.dumps({"dataframe_split": split})
+        old = json.dumps(split["data"][0][col])
+        i = text.index(old, text.index('"data"'))
+        return (text[:i] + "9" * 4301 + text[i + len(old):]).encode(), "digits", None
+    if case == "preferences_nested_100000":
+        return _split_body(one, task="rank", preferences="[" * 100_000 + "]" * 100_000), \
+            "params.preferences", None
+    if case == "free_text_echo":
+        secret = "my-private-note-" + "x" * 200
+        return _split_body(pairs.assign(home_state=secret)), "home_state", secret
+    if case == "huge_string":
+        secret = "Z" * 1_000_000
+        return _split_body(pairs.assign(applicant_type=secret)), "applicant_type", secret
+    raise AssertionError(case)
+
+
+HOSTILE_CASES = ["nested_1000", "nested_100000", "integer_4301_digits",
+                 "preferences_nested_100000", "free_text_echo", "huge_string"]
+
+
+@pytest.mark.parametrize("case", HOSTILE_CASES)
+def test_hostile_body_gets_a_short_4xx_without_trace_or_echo(server, programs, case) -> None:
+    """Issue #20, items 1-3, through the real server: no 5xx, no stack trace, no request values
+    echoed (at most ~80 characters of a bad value are quoted)."""
+    body, needle, secret = _hostile_body(case, programs)
+    status, text = _request(f"{server.base}/invocations", body)
+    assert 400 <= status < 500, (status, text[:300])
+    reply = json.loads(text)
+    assert "stack_trace" not in reply, reply.get("stack_trace", "")[-300:]
+    assert "Failed to predict data" not in reply["message"]
+    assert needle.lower() in reply["message"].lower(), reply["message"][:300]
+    assert len(text) < 2_000, len(text)
+    if secret is not None:
+        assert secret not in text and secret[:100] not in text
+
+
 # ----------------------------------------------------------------------------- load
 
 
@@ -651,3 +700,80 @@ def test_a_server_worker_serves_on_one_thread_with_its_heap_frozen(mode, threads
         assert out[0] == threads
     else:
         assert int(out[0]) > 1
+
+
+_DEEP = st.integers(1, 3000)
+
+
+@st.composite
+def _hostile_bytes(draw: st.DrawFn) -> bytes:
+    """Bodies broken in structure: deep nesting, huge numbers, huge strings, odd types, JSON
+    that is not an object, and odd values in a well-formed dataframe_split."""
+    kind = draw(st.sampled_from(["deep", "digits", "string", "odd", "json", "split"]))
+    if kind == "deep":
+        depth, opener = draw(_DEEP), draw(st.sampled_from(["[", '{"a":']))
+        closer = "]" if opener == "[" else "}"
+        inner = opener * depth + "1" + closer * depth
+        where = draw(st.sampled_from(["top", "split", "params"]))
+        if where == "top":
+            return inner.encode()
+        if where == "split":
+            return ('{"dataframe_split": ' + inner + "}").encode()
+        return ('{"dataframe_split": {"columns": ["a"], "data": [[1]]}, "params": {"k": '
+                + inner + "}}").encode()
+    if kind == "digits":
+        digits = "9" * draw(st.integers(4000, 20_000))
+        return ('{"dataframe_split": {"columns": ["step2_ck"], "data": [[' + digits + "]]}}"
+                ).encode()
+    if kind == "string":
+        size = draw(st.integers(10_000, 2_000_000))
+        return json.dumps({"dataframe_split": {"columns": ["home_state"],
+                                               "data": [["N" * size]]}}).encode()
+    if kind == "odd":
+        return draw(st.sampled_from([b"", b"null", b"[]", b"1e999", b'"text"', b"\xff\xfe",
+                                     b'{"dataframe_split": null}', b'{"params": 1}',
+                                     b'{"dataframe_split": {"columns": 1, "data": 2}}',
+                                     b'{"dataframe_records": [[1, 2]]}', b'{"instances": {}}']))
+    if kind == "json":
+        return json.dumps(draw(st.recursive(
+            _JSON_VALUES, lambda inner: st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=20))).encode()
+    columns = draw(st.lists(st.sampled_from(list(PAIR_INPUT_COLUMNS) + ["x", ""]), max_size=6))
+    rows = draw(st.lists(st.lists(_JSON_VALUES, min_size=len(columns),
+                                  max_size=len(columns)), max_size=3))
+    return json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
+
+
+@pytest.mark.fuzz
+def test_hostile_bodies_through_the_guarded_scoring_function(champion_pyfunc) -> None:
+    """Issue #20: what MLflow's scoring server runs per request (``invocations``), guarded as
+    a server worker guards it: any body gets an answer or an MlflowException whose HTTP status
+    is 4xx, with a short message and no stack trace -- never another exception (a 500)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    from smartpick_ml.serving.replies import MAX_REPLY_CHARS, guard_scoring_server
+
+    guard_scoring_server()
+    schema = champion_pyfunc.metadata.get_input_schema()
+    seen = {"ok": 0, "4xx": 0}
+
+    @settings(max_examples=min(INPROCESS_FUZZ_CASES, 400), deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(body=_hostile_bytes())
+    def check(body: bytes) -> None:
+        try:
+            answer = scoring_server.invocations(body, "application/json", champion_pyfunc,
+                                                schema)
+        except MlflowException as exc:
+            assert 400 <= exc.get_http_status_code() < 500, exc.message[:300]
+            reply = json.loads(exc.serialize_as_json())
+            assert "stack_trace" not in reply
+            assert 0 < len(reply["message"]) <= MAX_REPLY_CHARS
+            seen["4xx"] += 1
+            return
+        assert answer.status < 500, answer.response[:300]
+        seen["ok"] += 1
+
+    check()
+    assert seen["4xx"] > 0, seen
