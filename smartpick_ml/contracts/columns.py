@@ -36,6 +36,12 @@ MAX_ROWS_SHOWN = 5
 MAX_QUOTED_CHARS = 80
 
 
+def name_list(names: Sequence[Any], limit: int = MAX_ROWS_SHOWN * 2) -> str:
+    """Names for an error message: the first ``limit``, each quoted, then how many more."""
+    shown = ", ".join(quote(n, 40) if not isinstance(n, str) else n[:40] for n in names[:limit])
+    return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
+
+
 def quote(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
     """``repr(value)`` for an error message, cut to ``limit`` characters with its full length
     said when longer."""

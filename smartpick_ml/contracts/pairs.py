@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smartpick_ml.contracts.columns import ColumnSpec, check_series, check_values, rows_text
+from smartpick_ml.contracts.columns import (
+    ColumnSpec,
+    check_series,
+    check_values,
+    rows_text,
+)
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.schemas import (
     APPLICANT_ROW_RULES,
@@ -117,8 +122,8 @@ def validate_pairs(frame: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLUMNS
     labels = frame.columns.tolist()
     present = set(labels)
     if len(present) != len(labels):
-        raise ValueError(f"pairs: duplicate columns "
-                         f"{sorted(set(frame.columns[frame.columns.duplicated()]))}")
+        dup = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        raise ValueError(f"pairs: duplicate columns {dup[:10]}")
     missing = [c for c in required if c not in present]
     if missing:
         hint = ""
@@ -150,8 +155,8 @@ def check_pairs_frame(pairs: Any, required: tuple[str, ...] = REQUIRED_PAIR_COLU
                                                            for c in pairs.columns):
         raise DataValidationError("pairs", ["column names must be plain text (one level)"])
     if pairs.columns.duplicated().any():
-        dup = sorted(set(pairs.columns[pairs.columns.duplicated()]))
-        raise DataValidationError("pairs", [f"duplicate column names: {dup}"])
+        dup = sorted({str(c) for c in pairs.columns[pairs.columns.duplicated()]})
+        raise DataValidationError("pairs", [f"duplicate column names: {dup[:10]}"])
     if len(pairs) == 0:
         raise DataValidationError("pairs", ["empty (no rows to score)"])
     missing = [c for c in required if c not in pairs.columns]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from smartpick_ml.contracts.columns import ColumnSpec, RowRule, check_series, rows_text
+from smartpick_ml.contracts.columns import ColumnSpec, RowRule, check_series, name_list, rows_text
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, REGIONS, SPECIALTY_NAMES, STATE_REGION
 
@@ -208,14 +208,14 @@ def validate(df: pd.DataFrame, schema: TableSchema | str, *, allow_extra: bool =
     if len(df) == 0:
         raise DataValidationError(schema.name, ["the table is empty (no rows)"])
     if df.columns.duplicated().any():
-        dup = sorted(set(df.columns[df.columns.duplicated()]))
-        raise DataValidationError(schema.name, [f"duplicate column names: {dup}"])
+        dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+        raise DataValidationError(schema.name, [f"duplicate column names: {dup[:10]}"])
     missing = [c.name for c in schema.columns if c.required and c.name not in df.columns]
     if missing:
         problems.append(f"missing required column(s): {', '.join(missing)}")
     extra = [c for c in df.columns if c not in schema.column_names]
     if extra and not allow_extra:
-        problems.append(f"unknown column(s): {', '.join(map(str, extra))}")
+        problems.append(f"unknown column(s): {name_list(extra)}")
     out = df.reset_index(drop=True) if not df.index.equals(pd.RangeIndex(len(df))) else df.copy()
     for spec in schema.columns:
         if spec.name not in out.columns:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smartpick_ml.contracts.columns import name_list
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.numeric import clipped_logit
 from smartpick_ml.contracts.reference import (
@@ -81,13 +82,14 @@ def _read_specialty_file(path: Path) -> pd.DataFrame:
         known = ", ".join(sorted(SPECIALTY_BY_STEM))
         raise DataValidationError(table, [
             f"unknown specialty '{stem}' (file name); known: {known}"])
-    raw = read_csv_text(path, table=table)
+    known = (*REQUIRED_CATALOG_COLUMNS, *CATALOG_COLUMNS)
+    raw = read_csv_text(path, table=table, max_columns=len(known))
     missing = [c for c in REQUIRED_CATALOG_COLUMNS if c not in raw.columns]
     if missing:
         raise DataValidationError(table, [f"missing required column(s): {', '.join(missing)}"])
-    unknown = [c for c in raw.columns if c not in (*REQUIRED_CATALOG_COLUMNS, *CATALOG_COLUMNS)]
+    unknown = [c for c in raw.columns if c not in known]
     if unknown:
-        raise DataValidationError(table, [f"unknown column(s): {', '.join(unknown)}"])
+        raise DataValidationError(table, [f"unknown column(s): {name_list(unknown)}"])
     problems: list[str] = []
     out = pd.DataFrame({
         "name": raw["Program"], "city": raw["City"], "state": raw["State"],

@@ -7,6 +7,7 @@ reader never sees a half-written file and a killed run leaves the previous file 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -77,6 +78,39 @@ def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> None
         df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
 
 
+def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write ``df`` as CSV for people to open in a spreadsheet, atomically; text cells that a
+    spreadsheet would run as a formula are escaped (:func:`spreadsheet_safe`)."""
+    write_text_atomic(path, spreadsheet_safe(df).to_csv(index=False))
+
+
+#: what makes a spreadsheet read a text cell as a formula (OWASP "CSV injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``'`` before every text cell that starts like a formula: a program name such
+    as ``=HYPERLINK(...)`` then shows as text instead of running. Numbers are left as they are."""
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if not (pd.api.types.is_object_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)
+                or isinstance(s.dtype, pd.CategoricalDtype)):
+            continue
+        values = s.astype(object)
+        risky = values.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_STARTS))
+        if risky.any():
+            out[col] = values.where(~risky, "'" + values[risky].astype(str))
+    return out
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """A content hash of a table (row order included), for manifests and caches: the same values
+    and columns give the same hash whatever file they were read from."""
+    h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(h.tobytes() + ",".join(map(str, frame.columns)).encode()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -89,13 +123,18 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
 
+#: the widest table file read: a table's own columns and room for extras, refused before parsing
+#: beyond it (a file of a million columns would otherwise take minutes to refuse)
+MAX_TABLE_COLUMNS = 500
+
+
 def parse_csv_table(path: str | os.PathLike[str], schema: TableSchema | str) -> pd.DataFrame:
     """Read a CSV of a contracted table, converting each column by its spec; never guess silently.
 
     A value that does not parse as its column's type is reported with its row, not turned into NaN.
     """
     schema = SCHEMAS[schema] if isinstance(schema, str) else schema
-    raw = read_csv_text(path, table=schema.name)
+    raw = read_csv_text(path, table=schema.name, max_columns=MAX_TABLE_COLUMNS)
     problems: list[str] = []
     out = pd.DataFrame(index=raw.index)
     for col in raw.columns:
@@ -126,8 +165,10 @@ def parse_csv_table(path: str | os.PathLike[str], schema: TableSchema | str) -> 
     return out
 
 
-def read_csv_text(path: str | os.PathLike[str], *, table: str) -> pd.DataFrame:
-    """Read a CSV as text columns with clear errors for the usual ways a file is broken."""
+def read_csv_text(path: str | os.PathLike[str], *, table: str, max_columns: int | None = None
+                  ) -> pd.DataFrame:
+    """Read a CSV as text columns with clear errors for the usual ways a file is broken;
+    a header of more than ``max_columns`` fields is refused before the file is parsed."""
     p = Path(path)
     if not p.is_file():
         raise DataValidationError(table, [f"file not found: {p}"])
@@ -143,6 +184,10 @@ def read_csv_text(path: str | os.PathLike[str], *, table: str) -> pd.DataFrame:
     if not text.strip():  # e.g. only a byte-order mark
         raise DataValidationError(table, [f"{p.name}: the file is empty"])
     header = text.splitlines()[0]
+    n_columns = len(next(csv.reader([header])))
+    if max_columns is not None and n_columns > max_columns:
+        raise DataValidationError(table, [
+            f"{p.name}: {n_columns:,} columns in the header; expected at most {max_columns}"])
     if "," not in header:
         for other in (";", "\t", "|"):
             if other in header:

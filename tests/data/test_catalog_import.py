@@ -70,3 +70,30 @@ def test_unknown_specialty_file_and_missing_directory(tmp_path):
     empty.mkdir()
     with pytest.raises(DataValidationError, match="no .csv files"):
         import_catalog(empty)
+
+
+@pytest.mark.parametrize("extra", [3, 20_000, 1_000_000])
+def test_a_very_wide_catalog_file_is_refused_quickly_with_a_short_message(tmp_path, extra):
+    """Issue #20, item 7: extra columns are refused with a message of bounded size, and a file
+    of a million columns is refused from its header, before pandas parses it."""
+    from click.testing import CliRunner
+
+    from smartpick_ml.cli import main
+
+    names = [f"Extra{i}" for i in range(extra)]
+    content = HEADER.rstrip("\n") + "," + ",".join(names) + "\n" + \
+        ROW.rstrip("\n") + "," * extra + "\n"
+    d = _catalog(tmp_path, content)
+    with pytest.raises(DataValidationError) as err:
+        import_catalog(d)
+    message = str(err.value)
+    assert len(message) < 1_000, len(message)
+    if extra < 100:
+        assert "unknown column(s): Extra0, Extra1, Extra2" in message
+    else:  # refused from the header line, before the file is parsed
+        assert f"{len(names) + 10:,} columns in the header" in message
+    result = CliRunner().invoke(main, ["catalog", "import", str(d), "--out",
+                                       str(tmp_path / "programs.parquet")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert len(result.output) < 2_000
+    assert not (tmp_path / "programs.parquet").exists()
