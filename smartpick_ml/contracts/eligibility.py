@@ -1,7 +1,17 @@
 """Hard eligibility rules: pairs where a program cannot take the applicant, whatever the model says
-(q = 0). Simulation, training, ranking and serving apply the same functions."""
+(q = 0), each with the reason a person reads. Simulation, training, ranking and serving apply the
+same functions.
+
+- **Visa**: an applicant who needs a visa cannot train where the program sponsors neither a J-1
+  nor an H-1B.
+- **Military**: uniformed-services programs fill through the military match and take service
+  members only. Every SmartPick applicant applies through the civilian Main Match, so these
+  programs are closed to all of them.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,3 +35,33 @@ def sponsors_visa(programs: pd.DataFrame) -> np.ndarray:
 def visa_blocked(pairs: pd.DataFrame) -> np.ndarray:
     """Pairs where the applicant needs a visa and the program sponsors none: a hard rule, q = 0."""
     return (bool_values(pairs, "needs_visa", 0.0) == 1.0) & ~sponsors_visa(pairs)
+
+
+def military_closed(pairs: pd.DataFrame) -> np.ndarray:
+    """Pairs at a uniformed-services program (closed to a civilian Main Match applicant); an
+    unknown status is not a refusal."""
+    return np.nan_to_num(bool_values(pairs, "military", 0.0), nan=0.0) == 1.0
+
+
+#: each rule and the reason a person reads, in the order they are reported
+RULES: tuple[tuple[str, Callable[[pd.DataFrame], np.ndarray]], ...] = (
+    ("uniformed-services program: takes service members through the military match only",
+     military_closed),
+    ("needs a visa; program sponsors neither J-1 nor H-1B", visa_blocked),
+)
+
+
+def ineligible(pairs: pd.DataFrame) -> np.ndarray:
+    """Pairs some hard rule closes (q = 0)."""
+    out = np.zeros(len(pairs), bool)
+    for _, rule in RULES:
+        out |= rule(pairs)
+    return out
+
+
+def ineligibility_reasons(pairs: pd.DataFrame) -> np.ndarray:
+    """Per pair, the first rule that closes it ("" where none does)."""
+    out = np.full(len(pairs), "", dtype=object)
+    for reason, rule in reversed(RULES):
+        out[rule(pairs)] = reason
+    return out

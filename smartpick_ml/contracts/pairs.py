@@ -38,6 +38,7 @@ PROGRAM_INPUTS: tuple[str, ...] = (
     "program_id", "specialty", "state", "positions", "program_type", "rate_us_md", "rate_us_do",
     "rate_us_img", "rate_non_us_img", "rate_in_state", "rate_out_of_state", "rate_signal",
     "rate_gold_signal", "rate_silver_signal", "rate_no_signal", "sponsors_j1", "sponsors_h1b",
+    "military",
     "img_share", "img_mentorship", "img_orientation", "step2_minimum",
     "max_years_since_graduation")
 

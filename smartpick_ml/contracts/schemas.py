@@ -85,6 +85,9 @@ PROGRAMS = TableSchema(
         ColumnSpec("sponsors_j1", "bool", "Accepts residents on an ECFMG-sponsored J-1 visa.",
                    nullable=True, required=False),
         ColumnSpec("sponsors_h1b", "bool", "Sponsors H-1B visas.", nullable=True, required=False),
+        ColumnSpec("military", "bool", "A uniformed-services program (Army, Navy, Air Force, the "
+                   "military consortia): fills through the military match, closed to civilian "
+                   "applicants; derived from the program's name.", nullable=True, required=False),
         ColumnSpec("img_share", "float", "Share of current residents who are IMGs.",
                    unit="fraction", nullable=True, required=False, min=0.0, max=1.0),
         ColumnSpec("img_mentorship", "bool", "Has a structured mentorship programme for IMGs.",

@@ -162,6 +162,20 @@ def program_type_from_name(name: str) -> str:
     return "university" if _UNIVERSITY_PATTERN.search(name) else "community"
 
 
+#: Names of uniformed-services programs (Army, Navy and Air Force medical centers and the military
+#: consortia), which fill through the military match, not the civilian Main Match. Civilian
+#: programs named for a person or a place (Eisenhower Medical Center, Fort Worth) do not match.
+MILITARY_NAME = re.compile(
+    r"Army Medical Center|Army Community Hospital|Naval Medical Center|Naval Hospital|Air Force"
+    r"|Uniformed Services|National Capital Consortium|Military Medical Center"
+    r"|Keesler Medical Center|David Grant Medical Center|Tripler|Madigan", re.IGNORECASE)
+
+
+def derive_military(names: pd.Series) -> pd.Series:
+    """Which programs are uniformed-services programs, from their names."""
+    return names.map(lambda n: bool(MILITARY_NAME.search(str(n)))).astype(bool)
+
+
 def assign_positions(programs: pd.DataFrame, totals: dict[str, int] | None = None) -> pd.Series:
     """Spread each specialty's published PGY-1 positions over its programs.
 
@@ -286,6 +300,7 @@ def finish_programs(programs: pd.DataFrame, totals: dict[str, int] | None = None
     programs = programs.copy()
     programs.insert(0, "program_id", _assign_ids(programs))
     programs["program_type"] = programs["name"].map(program_type_from_name)
+    programs["military"] = derive_military(programs["name"])
     programs["positions"] = assign_positions(programs, totals)
     for derived in (derive_img_support(programs), derive_screening(programs)):
         for col in derived.columns:
@@ -302,9 +317,9 @@ FIGURES_RESOURCE = "catalog_figures.json"
 def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
     """Summarise a real catalog into the figures the synthetic catalog is drawn from.
 
-    Per specialty: program count, share suppressed, and for each rate column the share of exact
-    zeros and the mean / sd of logit(rate) among non-zero values; overall: the correlation of the
-    four applicant-type logits, and programs per state.
+    Per specialty: program count, share suppressed, share of uniformed-services programs, and for
+    each rate column the share of exact zeros and the mean / sd of logit(rate) among non-zero
+    values; overall: the correlation of the four applicant-type logits, and programs per state.
     """
     figs: dict[str, Any] = {"source": "ERAS 2024 program interview rates (../shared/data/"
                             "program_interview_rates, MIT licence), summarised by "
@@ -312,6 +327,8 @@ def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
     for specialty, g in programs.groupby("specialty"):
         spec: dict[str, Any] = {"programs": int(len(g)),
                                 "suppressed_share": round(float(g["rate_us_md"].isna().mean()), 4),
+                                "military_share": round(float(
+                                    derive_military(g["name"]).mean()), 4),
                                 "rates": {}}
         for col in RATE_COLUMNS:
             v = g[col].dropna().to_numpy(dtype=float)
@@ -374,7 +391,11 @@ def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> p
         suppressed = rng.random(n) < f["suppressed_share"]
         for col in data:
             data[col][suppressed] = np.nan
-        names = [f"{s} Synthetic {spec.code} Program {i + 1:03d}" for i, s in enumerate(st)]
+        # a uniformed-services program is named as one, so the same rule flags it
+        service = [stable_uniform(f"{spec.name}|{i}", "military") < f.get("military_share", 0.0)
+                   for i in range(n)]
+        names = [f"{s} Synthetic {spec.code} {'Army Medical Center ' if m else ''}Program "
+                 f"{i + 1:03d}" for i, (s, m) in enumerate(zip(st, service, strict=True))]
         cities = [f"{s} City {int(rng.integers(1, 40)):02d}" for s in st]
         frame = pd.DataFrame({"specialty": spec.name, "name": names, "city": cities, "state": st,
                               **data})

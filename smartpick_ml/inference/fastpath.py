@@ -16,7 +16,7 @@ program side of every feature never changes, and the applicant side is one value
    a typical row costs three loads, two ANDs and a trailing-zero count per tree;
 3. sums the exit leaves' values in tree order from the baseline, as scikit-learn does (the raw
    score is bit-identical), sharing a request's rows with a helper thread per extra core;
-4. applies the same calibration, probability floor and visa rule as the model.
+4. applies the same calibration, probability floor and eligibility rules as the model.
 
 A model the masks cannot hold (a tree of more than 64 leaves, a categorical per-request split)
 falls back to walking the trees after *specialising* them on the applicant (``quick`` False).
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from smartpick_ml.contracts.eligibility import visa_blocked
+from smartpick_ml.contracts.eligibility import military_closed, visa_blocked
 from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PROGRAM_INPUTS, applicant_pairs
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION, TYPICAL_STEP2_CK
 from smartpick_ml.inference.sklearn_trees import (
@@ -404,6 +404,7 @@ class FastScorer:
                              if col in block else np.full(n, np.nan)
                              for kind, col in SIGNAL_RATE_COLUMN.items()}
         self.visa_ok = ~visa_blocked(block.assign(needs_visa=True))
+        self.open_to_civilians = ~military_closed(block)
 
     def _mark_feature_roles(self) -> None:
         """Which columns are the applicant's own, set per request, or the program's alone."""
@@ -732,10 +733,11 @@ class FastScorer:
                 ) -> np.ndarray:
         q = self._calibrate(1.0 / (1.0 + np.exp(-raw)))
         q = np.clip(q, PROB_FLOOR, 1 - PROB_FLOOR)
+        # the hard rules of ``contracts.eligibility``, as ``MatchModel.predict_proba`` applies them
+        ok = self.open_to_civilians if rows is None else self.open_to_civilians[rows]
         if applicant.get("needs_visa"):
-            ok = self.visa_ok if rows is None else self.visa_ok[rows]
-            q = np.where(ok, q, 0.0)
-        return q
+            ok = ok & (self.visa_ok if rows is None else self.visa_ok[rows])
+        return np.where(ok, q, 0.0)
 
 
 def usable_fast_scorer(model: Any, programs: pd.DataFrame) -> FastScorer | None:

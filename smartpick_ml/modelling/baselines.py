@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from smartpick_ml.contracts.eligibility import visa_blocked
+from smartpick_ml.contracts.eligibility import ineligible
 from smartpick_ml.modelling.features import (
     CATEGORICAL_FEATURES,
     FEATURE_NAMES,
@@ -47,7 +47,7 @@ class RateLookupBaseline:
         k = pairs["specialty"].map(self.take_given_interview_).to_numpy(dtype=float,
                                                                         na_value=self.overall_)
         q = np.clip(own * k, PROB_FLOOR, 1 - PROB_FLOOR)
-        q = np.where(visa_blocked(pairs), 0.0, q)
+        q = np.where(ineligible(pairs), 0.0, q)
         return np.column_stack([1 - q, q])
 
 

@@ -13,8 +13,9 @@ returns ``self``, learned state ends in ``_``), takes a pairs frame (see ``featu
   pairs are negatives, so the same time buys more applicants' positives. Features, early stopping
   and calibration always use every row they are given.
 - **Monotone** in Step 2 CK by construction (a higher score never lowers q, all else equal).
-- **Eligibility** is a hard rule, not a feature: a visa-needing applicant gets q = 0 at a program
-  that sponsors no visa.
+- **Eligibility** is a hard rule, not a feature (``contracts.eligibility``): q = 0 where a
+  program cannot take the applicant (no visa sponsored for one who needs it; a uniformed-services
+  program).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from smartpick_ml.contracts.eligibility import visa_blocked
+from smartpick_ml.contracts.eligibility import ineligible
 from smartpick_ml.contracts.numeric import log_loss
 from smartpick_ml.modelling.features import INCREASING_FEATURES, PairFeatures
 from smartpick_ml.modelling.pmatch import PMatchCalibrator, independent_p_match
@@ -187,7 +188,7 @@ class MatchModel(ClassifierMixin, BaseEstimator):
         training run builds each split's features once)."""
         q = self.calibrator_.transform(self.booster_.predict_proba(X)[:, 1])
         q = np.clip(q, PROB_FLOOR, 1 - PROB_FLOOR)
-        q = np.where(visa_blocked(pairs), 0.0, q)
+        q = np.where(ineligible(pairs), 0.0, q)
         return np.column_stack([1 - q, q])
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:

@@ -35,7 +35,7 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 
 from smartpick_ml.contracts.config import SimulateConfig, SimulationParams, TypeParams
-from smartpick_ml.contracts.eligibility import sponsors_visa
+from smartpick_ml.contracts.eligibility import military_closed, sponsors_visa
 from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.contracts.numeric import clipped_logit
 from smartpick_ml.contracts.reference import (
@@ -129,10 +129,20 @@ def _prestige(programs: pd.DataFrame, rates: np.ndarray) -> np.ndarray:
 def season_positions(programs: pd.DataFrame, season: int, scale: float,
                      params: SimulationParams, rng: np.random.Generator) -> np.ndarray:
     """Positions per program for a season: catalog positions scaled by the season's published
-    PGY-1 total and by ``scale`` (stochastic rounding keeps the expected total exact)."""
+    PGY-1 total and by ``scale`` (stochastic rounding keeps the expected total exact).
+
+    A uniformed-services program offers none: it fills through the military match. The catalog
+    spreads each specialty's published (civilian) total over all its programs, so the civilian
+    ones are scaled up to hold it."""
     ref = PGY1_POSITIONS.get(params.positions_reference_season)
     factor = PGY1_POSITIONS.get(season, ref) / ref if ref else 1.0
-    x = programs["positions"].to_numpy(dtype=float) * factor * scale
+    catalog = programs["positions"].to_numpy(dtype=float)
+    civilian = np.where(military_closed(programs), 0.0, catalog)
+    spec = programs["specialty"].to_numpy()
+    _, code = np.unique(spec, return_inverse=True)
+    refill = np.bincount(code, weights=catalog) / np.maximum(np.bincount(code, weights=civilian),
+                                                             1e-9)
+    x = civilian * refill[code] * factor * scale
     base = np.floor(x)
     return (base + (rng.random(len(x)) < (x - base))).astype(np.int64)
 

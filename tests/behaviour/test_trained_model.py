@@ -84,3 +84,28 @@ def test_q_is_a_probability_everywhere(world) -> None:
     odd["signal"] = np.resize(["none", "gold", "silver", "signal"], n)
     q = world.model.predict_proba(odd[list(PAIR_INPUT_COLUMNS)])
     assert np.all(np.isfinite(q)) and np.all((q >= 0) & (q <= 1))
+
+
+def test_a_uniformed_services_program_is_never_open_to_a_civilian(world, sample) -> None:
+    """Military programs fill through the military match: q = 0 for every applicant, whatever
+    the rest of the pair says; the rule touches nothing else."""
+    q = _q(world.model, sample.assign(military=True))
+    assert np.all(q == 0.0)
+    np.testing.assert_array_equal(_q(world.model, sample.assign(military=False)),
+                                  _q(world.model, sample))
+
+
+def test_the_fast_path_closes_uniformed_services_programs_too(world) -> None:
+    from smartpick_ml.data.catalog import synthetic_catalog
+    from smartpick_ml.inference.fastpath import usable_fast_scorer
+
+    programs = synthetic_catalog(seed=0)
+    assert programs["military"].any()
+    scorer = usable_fast_scorer(world.model, programs)
+    assert scorer is not None
+    applicant = {"applicant_type": "us_md_senior", "step2_ck": 255, "graduation_year": 2025,
+                 "season": 2025, "usce_months": 0, "publications": 2, "needs_visa": False,
+                 "home_state": "NY"}
+    q = scorer.score(applicant, None, None)
+    assert np.all(q[programs["military"].to_numpy()] == 0.0)
+    assert np.all(q[~programs["military"].to_numpy()] > 0.0)

@@ -463,3 +463,34 @@ def test_synthetic_rates_resemble_the_figures(synthetic):
         target = figs["specialties"][s.name]["suppressed_share"]
         n = CATALOG_PROGRAM_COUNTS[s.name]
         assert abs(suppressed[s.name] - target) < 4 * np.sqrt(target * (1 - target) / n) + 0.02
+
+
+@pytest.mark.parametrize(("name", "military"), [
+    ("Dwight David Eisenhower Army Medical Center Program", True),
+    ("Naval Medical Center (San Diego) Program", True),
+    ("National Capital Consortium (Fort Belvoir Community Hospital) Program", True),
+    ("San Antonio Uniformed Services Health Education Consortium Program", True),
+    ("MIke O'Callaghan Military Medical Center/Nellis Air Force Base Program", True),
+    ("Tripler Army Medical Center Program", True),
+    ("Eisenhower Medical Center Program", False),
+    ("Baylor All Saints Medical Center Fort Worth Program", False),
+    ("Fort Wayne Medical Education Program", False),
+    ("Wright State University Program", False),
+])
+def test_uniformed_services_programs_are_flagged_by_name(name, military):
+    from smartpick_ml.data.catalog import derive_military
+
+    assert bool(derive_military(pd.Series([name])).iloc[0]) is military
+
+
+def test_real_catalog_flags_the_uniformed_services_programs(real):
+    flagged = real[real["military"]]
+    assert 80 <= len(flagged) <= 100, len(flagged)  # the uniformed-services programs named
+    assert flagged["name"].str.contains("Army|Naval|Air Force|Consortium|Military|Tripler|"
+                                        "Madigan|Keesler|David Grant").all()
+
+
+def test_synthetic_catalog_has_uniformed_services_programs_at_the_real_share(synthetic):
+    share = synthetic["military"].mean()
+    assert 0.005 < share < 0.04, share
+    assert synthetic.loc[synthetic["military"], "name"].str.contains("Army Medical Center").all()

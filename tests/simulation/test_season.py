@@ -257,3 +257,15 @@ def test_competitive_specialties_draw_more_applicants_per_position(programs, par
     third = max(1, len(order) // 3)
     gain = tilted[ok] / flat[ok]
     assert gain[order[:third]].mean() > 1.0 > gain[order[-third:]].mean()
+
+
+def test_uniformed_services_programs_take_no_part_in_the_main_match(programs, season):
+    """They fill through the military match: no positions, no applications, no matches."""
+    military = programs.loc[programs["military"], "program_id"]
+    assert len(military) > 0
+    outcomes = season.program_outcomes.set_index("program_id")
+    assert (outcomes.loc[military, "positions"] == 0).all()
+    assert not season.applications["program_id"].isin(military).any()
+    # the civilian programs hold the specialties' positions (scaled to the season)
+    share = season.program_outcomes["positions"].sum() / programs["positions"].sum()
+    assert SCALE * 0.9 < share < SCALE * 1.1, share
