@@ -404,17 +404,29 @@ def _grid(plt: Any, n_panels: int, ncols: int, panel_size: tuple[float, float]
     return fig, flat[:n_panels]
 
 
-def _reliability_panel(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
-    """Finish one reliability panel: the diagonal of perfect calibration, unit axes, labels."""
-    ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="perfectly calibrated")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+def _zoomed_upper(values: list[np.ndarray]) -> float:
+    """The upper end of a reliability panel's axes: the panel's largest point with a margin,
+    rounded up to a 0.05 step, so a group whose q stays below 0.2 is not squeezed into a corner."""
+    top = max((float(np.nanmax(v)) for v in values if np.size(v) and np.isfinite(v).any()),
+              default=1.0)
+    return float(min(1.0, max(0.1, math.ceil(top * 1.1 / 0.05) * 0.05)))
+
+
+def _reliability_panel(ax: Axes, title: str, xlabel: str, ylabel: str, upper: float = 1.0,
+                       legend: bool = True) -> None:
+    """Finish one reliability panel: the diagonal of perfect calibration, axes from 0 to
+    ``upper`` on both sides, labels, and the legend beside the panel (never over the curves)."""
+    ax.plot([0, upper], [0, upper], linestyle="--", color="0.6", linewidth=1,
+            label="perfectly calibrated")
+    ax.set_xlim(0, upper)
+    ax.set_ylim(0, upper)
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8, loc="upper left")
+    if legend:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
 def plot_reliability(frame: pd.DataFrame, prob_columns: Mapping[str, str],
@@ -431,11 +443,12 @@ def plot_reliability(frame: pd.DataFrame, prob_columns: Mapping[str, str],
     plt = _pyplot()
     labelled = frame[frame[label].notna()]
     groups = _group_order(labelled[group])
-    fig, axes = _grid(plt, max(len(groups), 1), ncols=2, panel_size=(4.6, 4.4))
+    fig, axes = _grid(plt, max(len(groups), 1), ncols=2, panel_size=(6.6, 4.4))
     try:
         for ax, g in zip(axes, groups, strict=True):
             sub = labelled[labelled[group].astype(str) == g]
             y = sub[label].to_numpy(dtype=float)
+            plotted: list[np.ndarray] = []
             for model, col in prob_columns.items():
                 p = sub[col].to_numpy(dtype=float, na_value=np.nan)
                 ok = ~np.isnan(p)
@@ -445,8 +458,10 @@ def plot_reliability(frame: pd.DataFrame, prob_columns: Mapping[str, str],
                 ece = expected_calibration_error(y[ok], p[ok], n_bins, strategy)
                 ax.plot(mean_p, rate, marker="o", markersize=4, linewidth=1.5,
                         label=f"{model} (ECE {ece:.3f})")
+                plotted += [mean_p, rate]
             _reliability_panel(ax, f"{_type_label(g)} (n = {len(sub):,})",
-                               "Predicted q (bin mean)", "Observed share that would take")
+                               "Predicted q (bin mean)", "Observed share that would take",
+                               upper=_zoomed_upper(plotted))
         fig.suptitle("Calibration of q(applicant, program) by applicant type")
         fig.tight_layout()
         return _save(fig, path)
@@ -507,7 +522,9 @@ def plot_pmatch_deciles(per_applicant_by_model: Mapping[str, pd.DataFrame],
     plt = _pyplot()
     types = _group_order(pd.concat([t["applicant_type"] for t in per_applicant_by_model.values()]))
     panels = [ALL_GROUP, *types]
-    fig, axes = _grid(plt, len(panels), ncols=3, panel_size=(4.0, 4.0))
+    # one panel a group plus one cell for the legend, which names the same lines everywhere
+    fig, cells = _grid(plt, len(panels) + 1, ncols=3, panel_size=(4.0, 4.0))
+    axes, legend_cell = cells[:-1], cells[-1]
     try:
         for ax, g in zip(axes, panels, strict=True):
             n_applicants = 0
@@ -520,7 +537,11 @@ def plot_pmatch_deciles(per_applicant_by_model: Mapping[str, pd.DataFrame],
                 ax.plot(rel["mean_predicted"], rel["realised_rate"], marker="o", markersize=4,
                         linewidth=1.5, label=model)
             _reliability_panel(ax, f"{_type_label(g)} (n = {n_applicants:,})",
-                               "Predicted P(match), decile mean", "Realised match rate")
+                               "Predicted P(match), decile mean", "Realised match rate",
+                               legend=False)
+        legend_cell.axis("off")
+        legend_cell.legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9,
+                           title="P(match) from")
         fig.suptitle("P(match) = 1 - \u220f(1 - q) against realised matches, by decile")
         fig.tight_layout()
         return _save(fig, path)

@@ -163,7 +163,18 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3
 td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}figure{margin:1em 0 2em}
 figcaption{font-size:13px;color:#555}pre{background:#f6f6f6;padding:1em;font-size:12px;
 overflow-x:auto}.decision{font-size:1.1em;padding:.6em 1em;background:#eef6ee;
-border-left:4px solid #3a3}"""
+border-left:4px solid #3a3}.banner{padding:.6em 1em;background:#fff6e0;
+border-left:4px solid #e0a000;font-size:1.05em}"""
+
+#: What the reader must know before any figure: where the data came from.
+SIMULATED_BANNER = (
+    "<strong>Simulated data.</strong> Every applicant, application and outcome in this report "
+    "comes from Match seasons simulated on the real program catalog and decided by deferred "
+    "acceptance (docs/simulation.md), not from real applicants. The figures say how well the "
+    "model learns that market; what they tell a real applicant is only as true as the "
+    "simulation.")
+OBSERVED_BANNER = ("<strong>Observed data.</strong> Applications and outcomes from the tables in "
+                   "the run's data folder; no oracle is known for them.")
 
 
 def render_run_report(cfg: TrainConfig, data: pd.DataFrame, metrics: pd.DataFrame,
@@ -193,6 +204,7 @@ def render_run_report(cfg: TrainConfig, data: pd.DataFrame, metrics: pd.DataFram
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{when} · {ident}</p>",
+        f"<p class='banner'>{SIMULATED_BANNER if oracle else OBSERVED_BANNER}</p>",
         "<h2>Alias decision</h2>",
         f"<p class='decision'>{html.escape(decision, quote=False)}</p>",
         "<h2>Data</h2>",

@@ -314,3 +314,14 @@ def test_failed_plot_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="importances"):
         plot_importance(pd.DataFrame({"feature": ["x"]}), tmp_path / "imp.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reliability_panels_zoom_to_each_groups_range() -> None:
+    """A group whose q stays small is drawn on axes that fit it, not squeezed into 0-0.2 of a
+    0-1 panel; a panel whose points reach 0.9 keeps the whole range."""
+    from smartpick_ml.training.evaluate import _zoomed_upper
+
+    assert _zoomed_upper([np.array([0.01, 0.12]), np.array([0.02, 0.15])]) == pytest.approx(0.2)
+    assert _zoomed_upper([np.array([0.3, 0.92])]) == 1.0
+    assert _zoomed_upper([np.array([0.001])]) == pytest.approx(0.1)
+    assert _zoomed_upper([]) == 1.0

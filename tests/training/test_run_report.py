@@ -197,3 +197,12 @@ def test_oracle_distance_is_the_ratio(small_training_run):
     np.testing.assert_allclose(wide.loc[run_report.MODEL_LABELS["oracle"]], 1.0)
     with pytest.raises(ValueError, match="log_loss_vs_reference"):
         run_report.oracle_distance(m.drop(columns="log_loss_vs_reference"))
+
+
+def test_the_report_says_its_data_are_simulated(small_training_run) -> None:
+    """A reader of the report learns before any figure that the seasons are simulated."""
+    from smartpick_ml.training.run_report import SIMULATED_BANNER
+
+    text = small_training_run.result.outputs["report_html"].read_text()
+    assert SIMULATED_BANNER in text
+    assert text.index("Simulated data") < text.index("<h2>Metrics")
