@@ -36,4 +36,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) data/raw/*.parquet data/processed/*.parquet models/*.joblib mlflow.db mlruns
+	rm -rf $(VENV) data/raw/*.parquet data/processed/* models/*.skops models/*.json models/*.parquet models/*.html mlflow.db mlruns mlartifacts
