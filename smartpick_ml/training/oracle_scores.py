@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 
 from smartpick_ml.contracts.config import TrainConfig, load_simulate_config
-from smartpick_ml.data.io import write_parquet_atomic
+from smartpick_ml.data.io import frame_hash, write_parquet_atomic
 from smartpick_ml.modelling.labels import LABEL
-from smartpick_ml.training.splits import frame_hash
 
 
 def oracle_column(cfg: TrainConfig, tables: dict[str, pd.DataFrame], val: pd.DataFrame,

@@ -39,6 +39,7 @@ from smartpick_ml.contracts.config import TrainConfig
 from smartpick_ml.contracts.eligibility import visa_blocked
 from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS
 from smartpick_ml.data.io import (
+    frame_hash,
     sha256_file,
     write_json_atomic,
     write_parquet_atomic,
@@ -56,7 +57,6 @@ from smartpick_ml.training.splits import (
     RAW_TABLES,
     Splits,
     ensure_data,
-    frame_hash,
     interviewed_mask,
     load_splits,
 )

@@ -3,7 +3,6 @@ labels, and split them by season and by applicant (never by row)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +132,3 @@ def interviewed_mask(pairs: pd.DataFrame) -> np.ndarray | None:
         return None
     return pairs["interviewed"].astype("boolean").fillna(False).to_numpy(bool)
 
-
-def frame_hash(frame: pd.DataFrame) -> str:
-    """A content hash of a table (row order included), for manifests and caches."""
-    h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return hashlib.sha256(h.tobytes() + ",".join(map(str, frame.columns)).encode()).hexdigest()
