@@ -17,11 +17,16 @@ Three lines::
   for every length, its P(match), E[U] and ERAS fees (``portfolio``).
 
 Applicant profiles and preferences are validated by pydantic: a bad field gets an error naming it.
+
+``load`` ranks the catalog the model was trained with, verified against the hash its manifest
+records; another catalog only when passed as ``programs=``, warned about and recorded in
+``predictor.manifest["catalog_used"]``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +44,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from smartpick_ml.contracts.columns import check_values
+from smartpick_ml.contracts.columns import check_values, quote
 from smartpick_ml.contracts.eligibility import visa_blocked
 from smartpick_ml.contracts.errors import DataValidationError, SmartPickError
 from smartpick_ml.contracts.pairs import PROGRAM_INPUTS, applicant_pairs, check_pairs_frame
@@ -230,6 +235,28 @@ def utility(inputs: dict[str, np.ndarray], prefs: Preferences,
             + prefs.university_weight * uni + prefs.visa_weight * inputs["h1b"][rows])
 
 
+def _explicit_catalog(programs: pd.DataFrame | str | Path, trained_sha256: str | None
+                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A catalog passed to ``load`` on purpose: checked by the programs contract, compared with
+    the one the model was trained with, and warned about when it differs."""
+    from smartpick_ml.contracts.schemas import validate
+    from smartpick_ml.data.catalog import load_catalog
+    from smartpick_ml.data.io import frame_hash
+
+    given = isinstance(programs, pd.DataFrame)
+    table = validate(programs, "programs") if given else load_catalog(programs)
+    digest = frame_hash(table)
+    source = "a DataFrame passed as programs=" if given else str(programs)
+    used = {"source": source, "sha256": digest, "trained_with": digest == trained_sha256}
+    if not used["trained_with"]:
+        warnings.warn(
+            f"programs: ranking a catalog that is not the one the model was trained with "
+            f"({quote(source)}, sha256 {digest[:12]}…; trained with "
+            f"{(trained_sha256 or 'an unrecorded catalog')[:12]}…): q of programs the model never "
+            "saw are extrapolations", UserWarning, stacklevel=3)
+    return table, used
+
+
 # Inputs whose effect on q is reported as the "top factors", with the neutral value each is
 # compared against (a specialty-typical program, or the typical applicant).
 _FACTOR_PROGRAM_COLUMNS = ("rate_us_md", "rate_us_do", "rate_us_img", "rate_non_us_img",
@@ -304,32 +331,32 @@ class MatchPredictor:
     @classmethod
     def load(cls, source: str | Path = "models", programs: pd.DataFrame | str | Path | None = None,
              strict: bool = False) -> MatchPredictor:
-        """Load from a model directory (verified against its manifest) or an MLflow model URI."""
-        from smartpick_ml.data.catalog import load_catalog
+        """Load from a model directory (verified against its manifest) or an MLflow model URI
+        (``models:/…``, ``runs:/…``), with the catalog the model was trained with: saved beside
+        it (``models/programs-<hash>.parquet``) or logged with it, and refused
+        (``ModelIntegrityError`` naming the file) if its content is not the recorded one.
+
+        ``programs`` (a programs table, a path, or ``"synthetic"``) ranks another catalog on
+        purpose: it is checked against the programs contract, warned about when it is not the
+        training catalog, and recorded in ``manifest["catalog_used"]`` (source, hash, whether
+        it is the one trained with). Nothing is read from the working directory."""
+        from smartpick_ml.modelling import persist
 
         src = str(source)
-        manifest: dict[str, Any] = {}
         if src.startswith(("models:/", "runs:/")):
-            import mlflow
+            from smartpick_ml.modelling.logged_model import load_logged_model
 
-            model = mlflow.sklearn.load_model(src)
-            default_programs: Path | None = None
+            model, manifest, folder = load_logged_model(src)
         else:
-            from smartpick_ml.modelling.persist import load_model
-
-            model, manifest = load_model(src, strict=strict)
-            default_programs = Path(src) / "programs.parquet"
-        if isinstance(programs, pd.DataFrame):
-            table = programs
-        elif programs is not None:
-            table = load_catalog(programs)
-        elif default_programs is not None and default_programs.exists():
-            table = load_catalog(default_programs)
-        elif Path("data/raw/programs.parquet").exists():
-            table = load_catalog("data/raw/programs.parquet")
+            model, manifest = persist.load_model(src, strict=strict)
+            folder = Path(src)
+        trained = persist.recorded_catalog_sha256(manifest)
+        if programs is None:
+            table, path = persist.load_saved_catalog(folder, manifest)
+            used = {"source": str(path), "sha256": trained, "trained_with": True}
         else:
-            table = load_catalog("auto")
-        return cls(model, table, manifest)
+            table, used = _explicit_catalog(programs, trained)
+        return cls(model, table, {**manifest, "catalog_used": used})
 
     # ------------------------------------------------------------------ scoring
 

@@ -6,6 +6,10 @@
   the scoring server load the skops file and the program catalog the model was trained with
   (``programs.parquet``, logged beside it) into a ``ServedMatchModel``.
 
+The catalog's content hash is recorded in the model's metadata (``catalog_sha256``), and
+:func:`load_logged_model` (``MatchPredictor.load("models:/…")``) refuses a logged catalog that
+does not match it, as ``MatchPredictor.load("models")`` does with ``manifest.json``.
+
 Training logs the model and the serving side loads it, so this module names the loader by its
 module path and imports nothing of the serving runtime. Nothing is cloudpickled. The signature
 has the output and the request params and no input schema: the request's columns are checked
@@ -15,6 +19,7 @@ in one place against the pairs contract, and described in the model's metadata
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -23,13 +28,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, request_columns
+from smartpick_ml.data.io import frame_hash, read_table
 from smartpick_ml.data.synthetic import synthetic_pairs
-from smartpick_ml.modelling.persist import TRUSTED_TYPES
+from smartpick_ml.modelling.persist import TRUSTED_TYPES, check_match_model
 
 #: the loader of the python_function flavour, named, not imported
 LOADER_MODULE = "smartpick_ml.serving.pyfunc"
 CATALOG_FILE = "programs.parquet"
+#: the model metadata key that records the logged catalog's content hash (``data.io.frame_hash``)
+CATALOG_HASH_KEY = "catalog_sha256"
 
 
 TASKS = ("score", "rank")
@@ -120,6 +129,26 @@ def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | N
 
     return Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
                      sk_model=model, programs=programs, signature=signature(),
-                     metadata={"request_columns": request_columns()},
+                     metadata={"request_columns": request_columns(),
+                               CATALOG_HASH_KEY: frame_hash(programs)},
                      input_example=input_example(), pip_requirements=pip_requirements(),
                      registered_model_name=registered_model_name)
+
+
+def load_logged_model(uri: str) -> tuple[Any, dict[str, Any], Path]:
+    """The :class:`MatchModel` at an MLflow model URI (``models:/…``, ``runs:/…``), a manifest
+    in the shape of ``manifest.json`` (the source, and the logged catalog's file and recorded
+    hash) and the local folder the model was downloaded to (``persist.load_saved_catalog`` reads
+    the catalog from it). Models logged without a recorded hash get the logged file's own."""
+    import mlflow
+    from mlflow.models import Model
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    model = check_match_model(mlflow.sklearn.load_model(str(local)), uri)
+    recorded = (Model.load(str(local / "MLmodel")).metadata or {}).get(CATALOG_HASH_KEY)
+    catalog = local / CATALOG_FILE
+    if recorded is None and catalog.is_file():  # logged before the hash was recorded
+        with contextlib.suppress(DataValidationError):  # unreadable: refused when loaded
+            recorded = frame_hash(read_table(catalog, "programs"))
+    manifest = {"source": uri, "catalog": {"file": CATALOG_FILE, "sha256": recorded}}
+    return model, manifest, local

@@ -16,7 +16,7 @@ that takes what earlier steps produced and returns a small result object:
 6. :func:`log_step` — log to MLflow, register the model and move the ``champion`` alias only if
    the new model beats the current champion on the same validation rows;
 7. :func:`report_step` and :func:`save_step` — the run report, and the champion saved to
-   ``models/`` for services.
+   ``models/`` for services, with the catalog it was trained on.
 
 Progress goes to an optional callback as :class:`ProgressEvent` s. A failure anywhere leaves the
 previous champion, its alias and ``models/`` untouched.
@@ -372,7 +372,9 @@ def run_training(cfg: TrainConfig, progress: Progress | None = None,
     summary = run_summary(cfg, data, model, ev)
 
     def save(version: str | None, run_id: str | None) -> None:
-        save_model(model, cfg.output.model_dir, model_manifest(cfg, feats, ev, version, run_id))
+        # the catalog goes with the model: services rank the programs it was trained on
+        save_model(model, cfg.output.model_dir, model_manifest(cfg, feats, ev, version, run_id),
+                   programs=data.tables["programs"])
 
     logged = Logged()
     if track:
