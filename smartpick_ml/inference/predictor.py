@@ -17,6 +17,8 @@ Three lines::
   for every length, its P(match), E[U] and ERAS fees (``portfolio``).
 
 Applicant profiles and preferences are validated by pydantic: a bad field gets an error naming it.
+A signal must name a program of the catalog, of the specialty ranked or planned: a signal the
+model cannot see would otherwise be dropped without a word.
 
 ``load`` ranks the catalog the model was trained with, verified against the hash its manifest
 records; another catalog only when passed as ``programs=``, warned about and recorded in
@@ -26,6 +28,7 @@ records; another catalog only when passed as ``programs=``, warned about and rec
 from __future__ import annotations
 
 import datetime as _dt
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,7 +47,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from smartpick_ml.contracts.columns import check_values, quote
+from smartpick_ml.contracts.columns import MAX_QUOTED_CHARS, check_values, quote
 from smartpick_ml.contracts.eligibility import visa_blocked
 from smartpick_ml.contracts.errors import DataValidationError, SmartPickError
 from smartpick_ml.contracts.pairs import PROGRAM_INPUTS, applicant_pairs, check_pairs_frame
@@ -158,6 +161,12 @@ _PROFILE_CONTRACT_FIELDS = frozenset(ApplicantProfile.model_fields).intersection
     APPLICANTS.column_names)
 
 
+def _weight(default: float) -> Any:
+    """A utility weight: a finite number from 0 to 5 (NaN or infinity is refused as not finite,
+    not as "too large")."""
+    return Field(default=default, ge=0, le=5, allow_inf_nan=False)
+
+
 class Preferences(BaseModel):
     """What the applicant values, for the utility U of a program (documented default: U ≥ 1).
 
@@ -171,10 +180,10 @@ class Preferences(BaseModel):
     states: list[str] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list)
     program_type: Literal["university", "community", "any"] = "any"
-    location_weight: float = Field(default=0.5, ge=0, le=5)
-    img_support_weight: float = Field(default=0.5, ge=0, le=5)
-    university_weight: float = Field(default=0.25, ge=0, le=5)
-    visa_weight: float = Field(default=0.0, ge=0, le=5)
+    location_weight: float = _weight(0.5)
+    img_support_weight: float = _weight(0.5)
+    university_weight: float = _weight(0.25)
+    visa_weight: float = _weight(0.0)
 
     @field_validator("states", "regions")
     @classmethod
@@ -183,7 +192,7 @@ class Preferences(BaseModel):
                        else (REGIONS, f"unknown regions; known: {list(REGIONS)}"))
         bad = [s for s in v if s not in known]
         if bad:
-            raise ValueError(f"{what}: {bad}")
+            raise ValueError(f"{what}: {quote(bad)}")
         return v
 
 
@@ -199,7 +208,9 @@ def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
     except ValidationError as exc:
         parts = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or what
+            # a location can hold a key the caller sent (a signal's program id): quoted, cut
+            loc = ".".join(str(p) if len(str(p)) <= MAX_QUOTED_CHARS else quote(p)
+                           for p in err["loc"]) or what
             if err["type"] == "contract":  # already names the field
                 parts.append(err["msg"])
                 continue
@@ -255,6 +266,32 @@ def _explicit_catalog(programs: pd.DataFrame | str | Path, trained_sha256: str |
             f"{(trained_sha256 or 'an unrecorded catalog')[:12]}…): q of programs the model never "
             "saw are extrapolations", UserWarning, stacklevel=3)
     return table, used
+
+
+def _count(value: Any, name: str) -> int | None:
+    """A count argument (``k``, ``max_applications``): a whole number ≥ 1, numpy integers
+    included; a bool is not a count."""
+    if value is None:
+        return None
+    if (isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral)
+            or value < 1):
+        raise InputError(f"{name}: must be a whole number ≥ 1, got {quote(value)}")
+    return int(value)
+
+
+def _dollars(value: Any, name: str) -> float | None:
+    """A positive, finite amount of dollars (numpy numbers included; a bool is not one)."""
+    if value is None:
+        return None
+    amount = float("nan")
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        try:
+            amount = float(value)
+        except OverflowError:  # an int beyond float range
+            pass
+    if not 0 < amount < np.inf:
+        raise InputError(f"{name}: must be a positive number of dollars, got {quote(value)}")
+    return amount
 
 
 # Inputs whose effect on q is reported as the "top factors", with the neutral value each is
@@ -382,18 +419,39 @@ class MatchPredictor:
             idx = self._index.get_indexer(list(program_ids))
             if (idx < 0).any():
                 unknown = [p for p, i in zip(program_ids, idx, strict=True) if i < 0][:5]
-                raise InputError(f"rank_list: unknown program_id(s) {unknown}")
+                raise InputError(f"rank_list: unknown program_id(s) {quote(unknown)}")
             if len(set(program_ids)) != len(program_ids):
                 raise InputError("rank_list: a program appears twice")
             return idx
         if specialty is None:
             return self._all_rows
         if specialty not in SPECIALTY_NAMES:
-            raise InputError(f"specialty: unknown specialty '{specialty}'")
+            raise InputError(f"specialty: unknown specialty {quote(specialty)}")
         rows = np.flatnonzero(self.programs["specialty"].to_numpy() == specialty)
         if len(rows) == 0:
             raise InputError(f"specialty: no programs of '{specialty}' in the catalog")
         return rows
+
+    def _check_signals(self, profile: ApplicantProfile, specialty: str | None) -> None:
+        """Each signal names a program of the catalog and, when one specialty is ranked or
+        planned, of that specialty: the model only sees signals to the programs it scores."""
+        if not profile.signals:
+            return
+        ids = list(profile.signals)
+        idx = self._index.get_indexer(ids)
+        unknown = [p for p, i in zip(ids, idx, strict=True) if i < 0]
+        if unknown:
+            more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+            raise InputError(f"applicant.signals: unknown program_id {quote(unknown[0])}{more} "
+                             "(not in the catalog)")
+        if specialty is None:
+            return
+        of = self.programs["specialty"].to_numpy()[idx]
+        other = [(p, o) for p, o in zip(ids, of, strict=True) if o != specialty]
+        if other:
+            raise InputError(f"applicant.signals: program {quote(other[0][0])} is in "
+                             f"{other[0][1]}, not {specialty} (the specialty ranked); signals "
+                             "count within one specialty")
 
     def rank(self, applicant: Mapping[str, Any] | ApplicantProfile,
              preferences: Mapping[str, Any] | Preferences | None = None,
@@ -402,9 +460,10 @@ class MatchPredictor:
         """Programs ranked by expected value EV = q·U, eligible ones first."""
         profile = _parse(ApplicantProfile, applicant, "applicant")
         prefs = _parse(Preferences, preferences, "preferences")
-        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-            raise InputError(f"k: must be a whole number ≥ 1, got {k!r}")
-        rows = self._rows(specialty or profile.preferred_specialty)
+        k = _count(k, "k")
+        spec = specialty or profile.preferred_specialty
+        rows = self._rows(spec)
+        self._check_signals(profile, spec)
         q = self._q(profile, rows)
         u = self._utility(prefs, rows)
         ev = q * u
@@ -481,6 +540,7 @@ class MatchPredictor:
         if isinstance(rank_list, str) or not isinstance(rank_list, Sequence):
             raise InputError("rank_list: expected a list of program_id strings")
         rows = self._rows(None, list(rank_list))
+        self._check_signals(profile, None)
         q = self._q(profile, rows)
         u = self._utility(prefs, rows)
         res = match_probability(q, u)
@@ -515,14 +575,8 @@ class MatchPredictor:
         if spec is None:
             raise InputError("specialty: give a specialty (or applicant.preferred_specialty); "
                              "ERAS fees are per specialty")
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
-                                   or not 0 < budget < np.inf):
-            raise InputError(f"budget: must be a positive number of dollars, got {budget!r}")
-        if max_applications is not None and (not isinstance(max_applications, int)
-                                             or isinstance(max_applications, bool)
-                                             or max_applications < 1):
-            raise InputError(f"max_applications: must be a whole number ≥ 1, got "
-                             f"{max_applications!r}")
+        budget = _dollars(budget, "budget")
+        max_applications = _count(max_applications, "max_applications")
         ranked = self.rank(profile, prefs, specialty=spec, explain=False)
         eligible = ranked[ranked["eligible"]].reset_index(drop=True)
         if len(eligible) == 0:

@@ -1,26 +1,39 @@
 """MatchPredictor as a service calls it: ``load`` ranks the catalog the model was trained with
-(verified, never the working directory's)."""
+(verified, never the working directory's), and the Python API refuses what it would otherwise
+drop or misread: signals it cannot see, non-finite weights, counts given as bools; numpy numbers
+are taken as the Python numbers they are."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from smartpick_ml.contracts.errors import ModelIntegrityError
 from smartpick_ml.data.catalog import synthetic_catalog
 from smartpick_ml.data.io import frame_hash, write_parquet_atomic
-from smartpick_ml.inference.predictor import MatchPredictor
+from smartpick_ml.inference.predictor import InputError, MatchPredictor
 from smartpick_ml.modelling import persist
+
+APPLICANT = {"applicant_type": "non_us_img", "step2_ck": 248, "graduation_year": 2022,
+             "season": 2025, "needs_visa": True, "usce_months": 6}
+SPECIALTY = "Internal Medicine"
 
 
 @pytest.fixture(scope="module")
 def world(small_training_run):
     return small_training_run
+
+
+@pytest.fixture(scope="module")
+def predictor(world) -> MatchPredictor:
+    return MatchPredictor.load(world.model_dir)
 
 
 @pytest.fixture
@@ -172,3 +185,99 @@ def test_an_mlflow_model_with_a_changed_catalog_is_refused(world, champion_uri, 
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **_: str(changed))
     with pytest.raises(ModelIntegrityError, match="programs.parquet"):
         MatchPredictor.load(champion_uri)
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+def _program_of(predictor: MatchPredictor, specialty: str) -> str:
+    return str(predictor.programs.loc[predictor.programs["specialty"] == specialty,
+                                      "program_id"].iloc[0])
+
+
+CALLS = {
+    "rank": lambda p, app: p.rank(app, specialty=SPECIALTY),
+    "plan": lambda p, app: p.plan(app, specialty=SPECIALTY, max_applications=5),
+    "match_probability": lambda p, app: p.match_probability(app, [_program_of(p, SPECIALTY)]),
+}
+
+
+@pytest.mark.parametrize("program_id", ["NOPE", "../../etc", "x" * 100_000])
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_signal_to_an_unknown_program_is_refused(predictor, call, program_id):
+    """Issue #20 item 8: such signals were dropped without a word."""
+    with pytest.raises(InputError, match=r"applicant\.signals") as info:
+        CALLS[call](predictor, {**APPLICANT, "signals": {program_id: "gold"}})
+    message = str(info.value)
+    assert program_id[:20] in message and len(message) < 400
+
+
+@pytest.mark.parametrize("call", ["rank", "plan"])
+def test_a_signal_to_a_program_of_another_specialty_is_refused(predictor, call):
+    elsewhere = _program_of(predictor, "Family Medicine")
+    with pytest.raises(InputError, match=rf"applicant\.signals: program '{elsewhere}'.*Family"):
+        CALLS[call](predictor, {**APPLICANT, "signals": {elsewhere: "signal"}})
+
+
+def test_a_signal_to_a_program_ranked_is_taken_and_reaches_the_model(predictor):
+    target = _program_of(predictor, SPECIALTY)
+    plain = predictor.rank(APPLICANT, specialty=SPECIALTY, explain=False)
+    signalled = predictor.rank({**APPLICANT, "signals": {target: "gold"}}, specialty=SPECIALTY,
+                               explain=False)
+    q = {name: r.set_index("program_id")["q"] for name, r in (("plain", plain),
+                                                              ("gold", signalled))}
+    moved = q["gold"] != q["plain"].reindex(q["gold"].index)
+    assert list(q["gold"].index[moved]) == [target]  # the signalled program's q, and only it
+
+
+# ---------------------------------------------------------------------- numbers and counts
+
+
+@pytest.mark.parametrize("weight", [math.nan, math.inf, -math.inf, np.float64("nan")])
+def test_a_non_finite_preference_weight_must_be_a_finite_number(predictor, weight):
+    """Issue #20 item 8: NaN was answered "must be ≤ 5"."""
+    with pytest.raises(InputError, match=r"preferences\.location_weight: .*finite number") as info:
+        predictor.rank(APPLICANT, {"location_weight": weight}, specialty=SPECIALTY)
+    assert "less than" not in str(info.value)
+
+
+def test_numpy_numbers_are_taken_as_python_numbers(predictor):
+    """Issue #20 item 8: ``numpy.int64`` values of ``k`` / ``max_applications`` were refused."""
+    ranked = predictor.rank(APPLICANT, specialty=SPECIALTY, k=np.int64(7), explain=False)
+    pd.testing.assert_frame_equal(
+        ranked, predictor.rank(APPLICANT, specialty=SPECIALTY, k=7, explain=False))
+    for kwargs in ({"max_applications": np.int64(12)}, {"max_applications": np.int32(12)},
+                   {"budget": np.float64(400.0)}, {"budget": np.int64(400)}):
+        python = {k: v.item() for k, v in kwargs.items()}
+        got = predictor.plan(APPLICANT, specialty=SPECIALTY, **kwargs)
+        want = predictor.plan(APPLICANT, specialty=SPECIALTY, **python)
+        pd.testing.assert_frame_equal(got["table"], want["table"])
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda p: p.rank(APPLICANT, specialty=SPECIALTY, k=True), "k"),
+    (lambda p: p.rank(APPLICANT, specialty=SPECIALTY, k=np.bool_(True)), "k"),
+    (lambda p: p.rank(APPLICANT, specialty=SPECIALTY, k=np.float64(3.0)), "k"),
+    (lambda p: p.plan(APPLICANT, specialty=SPECIALTY, max_applications=True), "max_applications"),
+    (lambda p: p.plan(APPLICANT, specialty=SPECIALTY, max_applications=np.bool_(True)),
+     "max_applications"),
+    (lambda p: p.plan(APPLICANT, specialty=SPECIALTY, budget=True), "budget"),
+    (lambda p: p.plan(APPLICANT, specialty=SPECIALTY, budget=np.float64("nan")), "budget"),
+    (lambda p: p.plan(APPLICANT, specialty=SPECIALTY, budget=10**400), "budget"),
+])
+def test_bools_and_non_finite_numbers_are_not_counts_or_dollars(predictor, call, field):
+    with pytest.raises(InputError, match=rf"^{field}: "):
+        call(predictor)
+
+
+@pytest.mark.parametrize("call", [
+    lambda p, v: p.rank(APPLICANT, specialty=SPECIALTY, k=v),
+    lambda p, v: p.plan(APPLICANT, specialty=SPECIALTY, budget=v),
+    lambda p, v: p.rank(APPLICANT, specialty=v),
+    lambda p, v: p.rank(APPLICANT, {"states": [v]}, specialty=SPECIALTY),
+    lambda p, v: p.match_probability(APPLICANT, [v]),
+], ids=["k", "budget", "specialty", "preferences.states", "rank_list"])
+def test_messages_quote_a_bad_value_briefly(predictor, call):
+    with pytest.raises(InputError) as info:
+        call(predictor, "Z" * 200_000)
+    assert len(str(info.value)) < 400

@@ -1,10 +1,13 @@
 """Every entry point applies the same rules: the same applicant rows sent to ``predict`` (a pairs
 frame), ``rank`` (a profile), the CLI (a profile file) and the served model (a request frame) are
-refused by all of them, each message naming the field, or accepted by all with the same q."""
+refused by all of them, each message naming the field, or accepted by all with the same q. What
+only a ranking takes (signals by program, preferences) is held to the same rules by ``rank``, the
+CLI's profile file and the served ``rank`` task."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -106,3 +109,61 @@ def test_every_entry_point_accepts_a_good_row_with_the_same_q(entry, tmp_path):
     np.testing.assert_allclose(via_served(entry, GOOD), want, rtol=0, atol=1e-9)
     result = via_cli(entry, GOOD, tmp_path)
     assert result.exit_code == 0, result.output
+
+
+#: what only a ranking takes: (what is wrong, signals, preferences, the field to name). A signal
+#: to "<Family Medicine>" goes to a program of that specialty while Internal Medicine is ranked.
+BAD_RANKING = [
+    ("a signal to an unknown program", {"NOPE": "gold"}, {}, "signals"),
+    ("a signal to a path", {"../../etc": "gold"}, {}, "signals"),
+    ("a signal to another specialty", {"<Family Medicine>": "signal"}, {}, "signals"),
+    ("a NaN preference weight", {}, {"location_weight": math.nan}, "location_weight"),
+    ("an infinite preference weight", {}, {"visa_weight": math.inf}, "visa_weight"),
+]
+
+
+def _resolve(predictor, signals):
+    programs = predictor.programs
+    return {(str(programs.loc[programs["specialty"] == p[1:-1], "program_id"].iloc[0])
+             if p.startswith("<") else p): kind for p, kind in signals.items()}
+
+
+def via_rank_request(entry, signals, preferences):
+    return entry[1].rank({**GOOD, "signals": signals}, preferences, specialty=SPECIALTY, k=3)
+
+
+def via_served_rank(entry, signals, preferences):
+    frame = pd.DataFrame({c: pd.Series([GOOD[c]], dtype=object) for c in GOOD})
+    return entry[3].predict(frame, {"task": "rank", "specialty": SPECIALTY, "k": 3,
+                                    "signals": json.dumps(signals),
+                                    "preferences": json.dumps(preferences)})
+
+
+def via_cli_profile(entry, signals, preferences, tmp_path):
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps({**GOOD, "signals": signals, "preferences": preferences}))
+    return CliRunner().invoke(main, ["rank", "--profile", str(path), "--model",
+                                     str(entry[0].model_dir), "--specialty", SPECIALTY,
+                                     "--top", "3"])
+
+
+@pytest.mark.parametrize(("what", "signals", "preferences", "field"), BAD_RANKING,
+                         ids=[b[0] for b in BAD_RANKING])
+def test_every_ranking_entry_point_refuses_the_same_requests(entry, tmp_path, what, signals,
+                                                             preferences, field):
+    signals = _resolve(entry[1], signals)
+    for name, call in (("rank", lambda: via_rank_request(entry, signals, preferences)),
+                       ("served", lambda: via_served_rank(entry, signals, preferences))):
+        message = refusal(call)
+        assert field in message, (name, message)
+    result = via_cli_profile(entry, signals, preferences, tmp_path)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert field in result.output, result.output
+
+
+def test_every_ranking_entry_point_takes_a_signal_it_can_see(entry, tmp_path):
+    target = str(entry[2]["program_id"].iloc[0])
+    ranked = via_rank_request(entry, {target: "gold"}, {})
+    served = via_served_rank(entry, {target: "gold"}, {})
+    assert list(pd.DataFrame(served)["program_id"]) == list(ranked["program_id"])
+    assert via_cli_profile(entry, {target: "gold"}, {}, tmp_path).exit_code == 0
