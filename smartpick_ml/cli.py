@@ -365,14 +365,15 @@ def _read_profile(path: Path) -> tuple[dict, dict | None]:
 
 
 def _write_table(frame, out: Path | None) -> None:
-    from smartpick_ml.data.io import write_text_atomic
+    """``frame`` to ``out``: JSON records, or CSV for a spreadsheet (formula-like text escaped)."""
+    from smartpick_ml.data.io import write_csv_atomic, write_text_atomic
 
     if out is None:
         return
     if out.suffix.lower() == ".json":
         write_text_atomic(out, frame.to_json(orient="records", indent=2, double_precision=15))
     else:
-        write_text_atomic(out, frame.to_csv(index=False))
+        write_csv_atomic(frame, out)
     click.echo(f"-> {out}")
 
 
@@ -400,7 +401,9 @@ def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
 
     q: the chance the program would take the applicant; U: their value of the program (from
     `preferences`); ineligible programs (visa) are listed last with the reason. Uses the model
-    in models/ (saved by `smartpick train`) unless --model says otherwise.
+    in models/ (saved by `smartpick train`) unless --model says otherwise, and ranks the
+    programs it was trained on (saved with it and checked against its manifest; never the
+    working directory's data/raw).
 
     \b
     Output: the top rows on the terminal; every column (q, U, EV, eligibility, the inputs

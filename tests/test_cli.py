@@ -3,9 +3,13 @@ outputs went and what to run next."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+from pathlib import Path
 
 import click
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -111,3 +115,81 @@ def test_progress_text_mode_counts_nothing_on_a_pipe(capsys):
         bar.note("first", advance=1)
     err = capsys.readouterr().err
     assert re.fullmatch(r"\[demo +\d+\.\ds\] first\n", err)
+
+
+# ------------------------------------------------------------------ rank / plan with a model
+
+PROFILE = Path(__file__).resolve().parents[1] / "examples" / "profile_non_us_img.json"
+
+
+def _catalog_of(model_dir: Path):
+    from smartpick_ml.data.io import read_table
+    from smartpick_ml.modelling import persist
+
+    return read_table(model_dir / persist.read_manifest(model_dir)["catalog"]["file"], "programs")
+
+
+def test_rank_from_another_directory_ranks_the_models_own_catalog(small_training_run, tmp_path,
+                                                                   monkeypatch):
+    """Issue #20 item 4: from a folder holding a synthetic catalog in data/raw,
+    ``smartpick rank --model <models dir>`` ranked that catalog's programs, exit 0, no warning."""
+    from smartpick_ml.data.catalog import synthetic_catalog
+    from smartpick_ml.data.io import write_parquet_atomic
+
+    model_dir = small_training_run.model_dir
+    write_parquet_atomic(synthetic_catalog(seed=11), tmp_path / "data/raw/programs.parquet")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["rank", "--profile", str(PROFILE), "--model",
+                                       str(model_dir), "--out", "ranked.csv"])
+    assert result.exit_code == 0, result.output
+    ranked = pd.read_csv(tmp_path / "ranked.csv")
+    names = _catalog_of(model_dir).set_index("program_id")["name"]
+    assert (ranked["name"].to_numpy() == names.loc[ranked["program_id"]].to_numpy()).all()
+
+
+def test_rank_refuses_a_model_whose_catalog_was_changed(small_training_run, tmp_path):
+    from smartpick_ml.data.io import write_parquet_atomic
+    from smartpick_ml.modelling import persist
+
+    model_dir = tmp_path / "models"
+    shutil.copytree(small_training_run.model_dir, model_dir)
+    catalog = model_dir / persist.read_manifest(model_dir)["catalog"]["file"]
+    write_parquet_atomic(pd.read_parquet(catalog).iloc[:-1], catalog)
+    result = CliRunner().invoke(main, ["rank", "--profile", str(PROFILE), "--model",
+                                       str(model_dir)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error:" in result.output and catalog.name in result.output
+
+
+@pytest.fixture
+def formula_model(small_training_run, tmp_path) -> Path:
+    """The small world's model saved with a catalog whose program names start like a formula."""
+    from smartpick_ml.modelling import persist
+
+    model, manifest = persist.load_model(small_training_run.model_dir)
+    programs = _catalog_of(small_training_run.model_dir)
+    programs["name"] = '=HYPERLINK("http://evil.example","' + programs["name"] + '")'
+    dest = tmp_path / "formula-models"
+    persist.save_model(model, dest, {"model_version": manifest["model_version"]},
+                       programs=programs)
+    return dest
+
+
+@pytest.mark.parametrize("command, column", [("rank", "name"), ("plan", "name_added")])
+def test_exported_csv_escapes_cells_a_spreadsheet_would_run(formula_model, tmp_path, command,
+                                                            column):
+    """Issue #20 item 8: a program name starting with ``=HYPERLINK(`` went unchanged into the
+    CSV."""
+    import csv
+
+    out = tmp_path / f"{command}.csv"
+    result = CliRunner().invoke(main, [command, "--profile", str(PROFILE), "--model",
+                                       str(formula_model), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(r[column].startswith("'=HYPERLINK(") for r in rows)
+    json_out = tmp_path / f"{command}.json"  # JSON is data, not a sheet: written as it is
+    CliRunner().invoke(main, [command, "--profile", str(PROFILE), "--model",
+                              str(formula_model), "--out", str(json_out)])
+    assert json.loads(json_out.read_text())[0][column].startswith("=HYPERLINK(")

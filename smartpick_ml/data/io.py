@@ -81,7 +81,9 @@ def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> None
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write ``df`` as CSV for people to open in a spreadsheet, atomically; text cells that a
     spreadsheet would run as a formula are escaped (:func:`spreadsheet_safe`)."""
-    write_text_atomic(path, spreadsheet_safe(df).to_csv(index=False))
+    # CRLF rows (RFC 4180): the csv writer quotes a cell holding a line terminator character, so
+    # a carriage return inside a cell stays in its cell instead of ending the row
+    write_text_atomic(path, spreadsheet_safe(df).to_csv(index=False, lineterminator="\r\n"))
 
 
 #: what makes a spreadsheet read a text cell as a formula (OWASP "CSV injection")

@@ -211,3 +211,29 @@ def test_missing_and_corrupt_files(tmp_path):
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataValidationError, match="bad.parquet: not a readable Parquet file"):
         read_table(bad, "programs")
+
+
+# ------------------------------------------------------------------------ spreadsheet-safe CSV
+
+
+def test_csv_for_spreadsheets_escapes_text_that_would_run_as_a_formula(tmp_path):
+    """Issue #20 item 8: a program name starting with ``=HYPERLINK(`` went unchanged into the
+    exported CSV, where a spreadsheet runs it."""
+    import csv
+
+    from smartpick_ml.data.io import write_csv_atomic
+
+    cells = ['=HYPERLINK("http://x","click")', "+1", "-1", "@SUM(A1)", "\tx", "\rx", "plain",
+             "a=b", None]
+    frame = pd.DataFrame({"name": cells, "as_category": pd.Categorical(cells),
+                          "as_string": pd.array(cells, dtype="string"),
+                          "number": [-1.5, -2, 3, 4, 5, 6, 7, 8, 9]})
+    write_csv_atomic(frame, tmp_path / "out.csv")
+    with open(tmp_path / "out.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    want = ["'" + c if c and c[0] in "=+-@\t\r" else (c or "") for c in cells]
+    for col in ("name", "as_category", "as_string"):
+        assert [r[col] for r in rows] == want, col
+    assert [float(r["number"]) for r in rows] == frame["number"].tolist()  # numbers unchanged
+    assert frame["name"].iloc[0].startswith("=")  # the caller's frame is not changed
+    assert _leftovers(tmp_path) == []
