@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from smartpick_ml.contracts.errors import DataValidationError
+from smartpick_ml.contracts.errors import DataValidationError, ModelIntegrityError
 from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, request_columns
 from smartpick_ml.data.io import frame_hash, read_table
 from smartpick_ml.data.synthetic import synthetic_pairs
@@ -39,6 +40,8 @@ LOADER_MODULE = "smartpick_ml.serving.pyfunc"
 CATALOG_FILE = "programs.parquet"
 #: the model metadata key that records the logged catalog's content hash (``data.io.frame_hash``)
 CATALOG_HASH_KEY = "catalog_sha256"
+#: the most of a loader's error a message repeats
+MAX_MESSAGE_CHARS = 300
 
 
 TASKS = ("score", "rank")
@@ -135,20 +138,45 @@ def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | N
                      registered_model_name=registered_model_name)
 
 
-def load_logged_model(uri: str) -> tuple[Any, dict[str, Any], Path]:
-    """The :class:`MatchModel` at an MLflow model URI (``models:/…``, ``runs:/…``), a manifest
-    in the shape of ``manifest.json`` (the source, and the logged catalog's file and recorded
-    hash) and the local folder the model was downloaded to (``persist.load_saved_catalog`` reads
-    the catalog from it). Models logged without a recorded hash get the logged file's own."""
-    import mlflow
+def load_logged_folder(local: Path, where: str) -> tuple[Any, dict[str, Any]]:
+    """The :class:`MatchModel` of a logged MLflow model folder, and a manifest in the shape of
+    ``manifest.json`` for its catalog (the logged file and its recorded hash).
+
+    The skops file is loaded trusting only :data:`persist.TRUSTED_TYPES`, never the type list
+    the folder's ``MLmodel`` file carries: an edited ``MLmodel`` cannot make it build another
+    class. Models logged without a recorded catalog hash get the logged file's own."""
+    import sklearn
+    import skops.io as sio
     from mlflow.models import Model
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    model = check_match_model(mlflow.sklearn.load_model(str(local)), uri)
-    recorded = (Model.load(str(local / "MLmodel")).metadata or {}).get(CATALOG_HASH_KEY)
+    mlmodel = Model.load(str(local / "MLmodel"))
+    conf = mlmodel.flavors.get("sklearn") or {}
+    saved_with = conf.get("sklearn_version")
+    if saved_with != sklearn.__version__:
+        warnings.warn(f"model was saved with scikit-learn {saved_with}, this is "
+                      f"{sklearn.__version__}: predictions may differ", RuntimeWarning,
+                      stacklevel=2)
+    try:
+        model = sio.load(local / str(conf.get("pickled_model", "model.skops")),
+                         trusted=list(TRUSTED_TYPES))
+    except Exception as exc:  # skops names the untrusted types it refused
+        raise ModelIntegrityError(f"cannot load the model at {where}: "
+                                  f"{str(exc)[:MAX_MESSAGE_CHARS]}") from None
+    recorded = (mlmodel.metadata or {}).get(CATALOG_HASH_KEY)
     catalog = local / CATALOG_FILE
     if recorded is None and catalog.is_file():  # logged before the hash was recorded
         with contextlib.suppress(DataValidationError):  # unreadable: refused when loaded
             recorded = frame_hash(read_table(catalog, "programs"))
-    manifest = {"source": uri, "catalog": {"file": CATALOG_FILE, "sha256": recorded}}
+    manifest = {"source": where, "catalog": {"file": CATALOG_FILE, "sha256": recorded}}
+    return check_match_model(model, where), manifest
+
+
+def load_logged_model(uri: str) -> tuple[Any, dict[str, Any], Path]:
+    """The model at an MLflow model URI (``models:/…``, ``runs:/…``), its catalog manifest (see
+    :func:`load_logged_folder`) and the local folder it was downloaded to
+    (``persist.load_saved_catalog`` reads the catalog from it)."""
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    model, manifest = load_logged_folder(local, uri)
     return model, manifest, local

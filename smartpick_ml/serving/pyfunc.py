@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,7 @@ from smartpick_ml.contracts.pairs import (
     validate_pairs,
 )
 from smartpick_ml.data.synthetic import synthetic_pairs
-from smartpick_ml.modelling.logged_model import CATALOG_FILE, PARAM_DEFAULTS, TASKS
-from smartpick_ml.modelling.persist import TRUSTED_TYPES
+from smartpick_ml.modelling.logged_model import PARAM_DEFAULTS, TASKS
 from smartpick_ml.serving.replies import invalid_request
 from smartpick_ml.serving.worker import (
     SERVER_MODEL_PATH_ENV,
@@ -264,22 +262,16 @@ class ServedMatchModel:
 
 
 def _load_pyfunc(path: str, model_config: Any = None) -> ServedMatchModel:
-    """``mlflow.pyfunc`` loader: the skops file (trusted types only) and the catalog."""
-    import sklearn
-    import skops.io as sio
-    from mlflow.models import Model
+    """``mlflow.pyfunc`` loader: the skops file (trusted types only) and the catalog it was
+    logged with, checked against its recorded hash."""
+    from smartpick_ml.modelling.logged_model import load_logged_folder
+    from smartpick_ml.modelling.persist import load_saved_catalog
 
     root = Path(path)
     if root.is_file():
         root = root.parent
-    conf = Model.load(str(root / "MLmodel")).flavors["sklearn"]
-    saved_with = conf.get("sklearn_version")
-    if saved_with != sklearn.__version__:
-        warnings.warn(f"model was saved with scikit-learn {saved_with}, this is "
-                      f"{sklearn.__version__}: predictions may differ", RuntimeWarning,
-                      stacklevel=2)
-    model = sio.load(root / conf["pickled_model"], trusted=list(TRUSTED_TYPES))
-    programs = pd.read_parquet(root / CATALOG_FILE)
+    model, manifest = load_logged_folder(root, str(path))
+    programs, _ = load_saved_catalog(root, manifest)
     served = ServedMatchModel(model, programs)
     if nodelay_on_listeners():
         log.info("TCP_NODELAY set on the server's listening socket (uvicorn --workers > 1)")
