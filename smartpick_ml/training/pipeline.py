@@ -36,7 +36,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from smartpick_ml.contracts.config import TrainConfig
-from smartpick_ml.contracts.eligibility import visa_blocked
+from smartpick_ml.contracts.eligibility import ineligible
 from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS
 from smartpick_ml.data.io import (
     frame_hash,
@@ -148,6 +148,7 @@ class FeatureSet:
     holdout: pd.DataFrame
     validation: pd.DataFrame
     input_sha256: dict[str, str]
+    features_sha256: str = ""
 
 
 def features_step(cfg: TrainConfig, data: RunData) -> FeatureSet:
@@ -168,9 +169,10 @@ def features_step(cfg: TrainConfig, data: RunData) -> FeatureSet:
                                           ("validation", built.validation, s.validation))],
                       ignore_index=True)
     write_parquet_atomic(frame, feature_path)
+    built.features_sha256 = sha256_file(feature_path)
     write_json_atomic(processed / "features_manifest.json", {
         "rows": _split_rows(s), "features": list(FEATURE_NAMES),
-        "input_sha256": built.input_sha256, "features_sha256": sha256_file(feature_path)})
+        "input_sha256": built.input_sha256, "features_sha256": built.features_sha256})
     return built
 
 
@@ -229,7 +231,7 @@ def evaluate_step(cfg: TrainConfig, data: RunData, feats: FeatureSet, model: Mat
     scored["matched"] = va["matched"].to_numpy() if "matched" in va else False
     scored["model"] = model.proba_from_features(feats.validation, va)[:, 1]
     # the logistic's first step is this same (frozen) feature step: start after it
-    scored["logistic"] = np.where(visa_blocked(va), 0.0,
+    scored["logistic"] = np.where(ineligible(va), 0.0,
                                   baselines.logistic[1:].predict_proba(feats.validation)[:, 1])
     scored["lookup"] = baselines.lookup.predict_proba(va)[:, 1]
     scored["oracle"], oracle_info = oracle_column(cfg, data.tables, va, say)
@@ -289,14 +291,31 @@ class Logged:
     saved: bool = False
 
 
-def log_step(cfg: TrainConfig, data: RunData, model: MatchModel, ev: Evaluation,
-             summary: dict[str, Any], outputs: dict[str, Path], importance: pd.DataFrame,
-             timings: dict[str, float], save: Callable[[str | None, str | None], None]
-             ) -> Logged:
-    """Log the run to MLflow and register the model; ``save`` writes ``models/`` just before
-    the champion alias moves (a run killed while saving leaves both on the previous champion)."""
-    from smartpick_ml.training.tracking import log_training_run
+def run_datasets(cfg: TrainConfig, data: RunData, feats: FeatureSet) -> dict[str, Any]:
+    """What the run read and trained on, for MLflow's dataset lineage: each input table, and the
+    training and validation pairs (file, content digest, rows; never a row itself)."""
+    raw, processed = Path(cfg.data.raw_dir), Path(cfg.data.processed_dir)
+    out: dict[str, Any] = {
+        name: {"path": raw / f"{name}.parquet", "sha256": feats.input_sha256[name],
+               "rows": len(data.tables[name]), "context": "input"} for name in RAW_TABLES}
+    s = data.splits
+    for name, rows, context in (("training pairs", len(s.train) + len(s.holdout), "training"),
+                                ("validation pairs", len(s.validation), "validation")):
+        out[name] = {"path": processed / "features.parquet", "sha256": feats.features_sha256,
+                     "rows": rows, "context": context}
+    return out
 
+
+def log_step(cfg: TrainConfig, data: RunData, feats: FeatureSet, model: MatchModel,
+             ev: Evaluation, summary: dict[str, Any], outputs: dict[str, Path],
+             importance: pd.DataFrame, timings: dict[str, float],
+             save: Callable[[str | None, str | None], None]) -> Logged:
+    """Log the run to MLflow (its data lineage, results and the model) and register the model;
+    ``save`` writes ``models/`` just before the champion alias moves (a run killed while saving
+    leaves both on the previous champion)."""
+    from smartpick_ml.training.tracking import log_datasets, log_training_run
+
+    log_datasets(run_datasets(cfg, data, feats))
     logged = Logged()
 
     def save_champion(run_id: str, version: str) -> None:
@@ -353,10 +372,22 @@ def run_training(cfg: TrainConfig, progress: Progress | None = None,
     (``outputs``: plots, metrics, the run report, the model directory).
 
     ``progress`` receives a :class:`ProgressEvent` per step and message (the CLI draws a bar from
-    them). ``track=False`` skips MLflow and saves the model to the config's model directory."""
+    them). ``track=False`` skips MLflow and saves the model to the config's model directory; with
+    tracking, one MLflow run spans the training from the features on, so a run that fails or
+    is interrupted there shows as failed; a config or data refused by the first step opens none."""
     clock = _RunClock(progress)
     with clock.step("data", "loading, checking and splitting the tables"):
         data = load_step(cfg, clock.teller("data"))
+    if not track:
+        return _train(cfg, clock, data, track=False)
+    from smartpick_ml.training.tracking import training_run
+
+    with training_run(cfg):
+        return _train(cfg, clock, data, track=True)
+
+
+def _train(cfg: TrainConfig, clock: _RunClock, data: RunData, track: bool) -> TrainResult:
+    """The steps of the module docstring after the data's, in order."""
     with clock.step("features", "building features"):
         feats = features_step(cfg, data)
     with clock.step("fit", f"training gradient boosting on {len(data.splits.train):,} pairs"):
@@ -379,7 +410,7 @@ def run_training(cfg: TrainConfig, progress: Progress | None = None,
     logged = Logged()
     if track:
         with clock.step("log", "logging to MLflow"):
-            logged = log_step(cfg, data, model, ev, summary, outputs, importance,
+            logged = log_step(cfg, data, feats, model, ev, summary, outputs, importance,
                               clock.timings, save)
     with clock.step("report", "writing the run report"):
         report_step(cfg, data, ev, importance, summary, logged, outputs, clock.timings)

@@ -139,6 +139,34 @@ def test_run_is_tracked_with_config_and_metrics(world) -> None:
     assert os.environ.get("MLFLOW_TRACKING_URI") != world.tracking_uri
 
 
+def test_run_records_its_data_lineage_description_and_whole_training(world) -> None:
+    """Issue #19: the run lists what it read and trained on (digests and sizes, never rows),
+    says what it is, spans the training (not only the logging), and the registered model and
+    its version point to the request columns."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=world.tracking_uri)
+    run = client.get_run(world.result.run_id)
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"programs", "applicants", "applications", "training pairs",
+                           "validation pairs"}
+    for name, d in inputs.items():
+        assert d.dataset.digest and len(d.dataset.digest) <= 20
+        rows = {t.key: t.value for t in d.tags}.get("rows")
+        assert rows is not None and int(rows) > 0, name
+        assert "applicant_id" not in (d.dataset.profile or ""), name  # no rows, no ids
+    assert int({t.key: t.value for t in inputs["validation pairs"].tags}["rows"]) == \
+        len(world.validation)
+    assert "simulated" in run.data.tags["mlflow.note.content"]
+    seconds = (run.info.end_time - run.info.start_time) / 1000
+    trained = sum(world.result.timings[k] for k in ("features", "fit", "baselines", "evaluate"))
+    assert seconds >= trained, (seconds, world.result.timings)
+    model = client.get_registered_model(world.registered_model)
+    assert "request columns" in model.description
+    version = client.get_model_version(world.registered_model, world.result.model_version)
+    assert "request_columns" in version.description and world.result.run_id in version.description
+
+
 def test_first_model_is_registered_as_champion(world) -> None:
     from mlflow import MlflowClient
 
