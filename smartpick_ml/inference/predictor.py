@@ -48,7 +48,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from smartpick_ml.contracts.columns import MAX_QUOTED_CHARS, check_values, quote
-from smartpick_ml.contracts.eligibility import visa_blocked
+from smartpick_ml.contracts.eligibility import RULES as ELIGIBILITY_RULES
+from smartpick_ml.contracts.eligibility import ineligibility_reasons
 from smartpick_ml.contracts.errors import DataValidationError, SmartPickError
 from smartpick_ml.contracts.pairs import PROGRAM_INPUTS, applicant_pairs, check_pairs_frame
 from smartpick_ml.contracts.reference import (
@@ -72,8 +73,8 @@ DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "position
                    "img_orientation")
 
 
-_VISA_REASON = "needs a visa; program sponsors neither J-1 nor H-1B"
-_REASON_DTYPE = pd.CategoricalDtype([_VISA_REASON, ""])
+#: why a program is closed to the applicant ("" = open), in the order of ``eligibility.RULES``
+_REASON_DTYPE = pd.CategoricalDtype(["", *(reason for reason, _ in ELIGIBILITY_RULES)])
 
 
 def _display_array(column: pd.Series) -> Any:
@@ -326,7 +327,12 @@ class MatchPredictor:
             raise DataValidationError("programs", ["program_id must be unique"])
         cols = [c for c in PROGRAM_INPUTS if c in self.programs.columns]
         self._program_block = self.programs[cols]
-        self._visa_ok = ~visa_blocked(self._program_block.assign(needs_visa=True))
+        # per program, why it is closed to an applicant who does or does not need a visa: the
+        # hard rules read only the program's fields and this one flag
+        self._closed_code = {
+            needs: pd.Categorical(ineligibility_reasons(self._program_block.assign(
+                needs_visa=needs)), dtype=_REASON_DTYPE).codes.astype(np.int8)
+            for needs in (False, True)}
         # text columns converted once to categoricals: each answer then takes small integer
         # codes, with no per-row string copies or type inference
         self._display_arrays = {c: _display_array(self.programs[c])
@@ -467,7 +473,8 @@ class MatchPredictor:
         q = self._q(profile, rows)
         u = self._utility(prefs, rows)
         ev = q * u
-        eligible = ~(profile.needs_visa & ~self._visa_ok[rows])
+        closed = self._closed_code[profile.needs_visa][rows]
+        eligible = closed == 0
         order = np.lexsort((-q, -ev, ~eligible))  # eligible first, then EV, then q
         if k is not None:
             order = order[:k]
@@ -475,8 +482,8 @@ class MatchPredictor:
         # one DataFrame built from numpy columns: much cheaper than pandas take + setitem
         columns = {c: v.take(take) for c, v in self._display_arrays.items()}
         columns.update(q=q[order], utility=u[order], ev=ev[order], eligible=eligible[order],
-                       reason=pd.Categorical.from_codes(eligible[order].astype(np.int8),
-                                                        dtype=_REASON_DTYPE, validate=False))
+                       reason=pd.Categorical.from_codes(closed[order], dtype=_REASON_DTYPE,
+                                                        validate=False))
         out = pd.DataFrame(columns, copy=False)
         if explain:
             out["top_factors"] = self._explain(profile, out)

@@ -109,3 +109,25 @@ def test_the_fast_path_closes_uniformed_services_programs_too(world) -> None:
     q = scorer.score(applicant, None, None)
     assert np.all(q[programs["military"].to_numpy()] == 0.0)
     assert np.all(q[~programs["military"].to_numpy()] > 0.0)
+
+
+@pytest.mark.parametrize("applicant_type", ["us_md_senior", "non_us_img"])
+def test_rank_never_offers_a_uniformed_services_program(world, applicant_type) -> None:
+    """Issue #16: for any civilian profile, every military program is ineligible, with the
+    reason, and q = 0; every other program keeps its own verdict."""
+    from smartpick_ml.inference.predictor import MatchPredictor
+
+    predictor = MatchPredictor.load(world.model_dir)
+    programs = predictor.programs
+    military = set(programs.loc[programs["military"], "program_id"])
+    assert military
+    profile = {"applicant_type": applicant_type, "step2_ck": 250, "graduation_year": 2024,
+               "season": 2025, "needs_visa": applicant_type == "non_us_img"}
+    ranked = predictor.rank(profile)
+    closed = ranked[ranked["program_id"].isin(military)]
+    assert len(closed) == len(military)
+    assert not closed["eligible"].any()
+    assert (closed["q"] == 0).all()
+    assert closed["reason"].astype(str).str.startswith("uniformed-services").all()
+    open_ = ranked[~ranked["program_id"].isin(military)]
+    assert (open_["eligible"] | open_["reason"].astype(str).str.contains("visa")).all()

@@ -220,7 +220,11 @@ def test_rank_orders_by_ev_with_ineligible_last(predictor):
     ev = ranked.loc[ranked["eligible"], "ev"].to_numpy()
     assert (np.diff(ev) <= 1e-12).all()
     assert (ranked.loc[~ranked["eligible"], "q"] == 0).all()
-    assert ranked.loc[~ranked["eligible"], "reason"].str.contains("visa").all()
+    closed = ranked[~ranked["eligible"]]
+    military = closed["program_id"].isin(predictor.programs.loc[predictor.programs["military"],
+                                                                "program_id"])
+    assert closed.loc[~military, "reason"].str.contains("visa").all()
+    assert closed.loc[military, "reason"].str.startswith("uniformed-services").all()
     np.testing.assert_allclose(ranked["ev"], ranked["q"] * ranked["utility"])
 
 
