@@ -12,9 +12,13 @@ wraps its scoring function in the server worker so that every failed request is 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import traceback
 from typing import Any
+
+from smartpick_ml.contracts.columns import quote
+from smartpick_ml.modelling.logged_model import PARAM_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,25 @@ def reply_for(exc: BaseException) -> Exception:
                            "send dataframe_split with the columns in docs/serving.md")
 
 
+def refuse_unknown_params(body: Any) -> None:
+    """Refuse a request whose ``params`` name one the model does not take: MLflow drops those
+    with a warning in the server's log, and the client would never learn that its parameter
+    did nothing. Only a body that mentions ``params`` is parsed again."""
+    mentions = (b'"params"' in body if isinstance(body, bytes)
+                else '"params"' in body if isinstance(body, str) else False)
+    if not mentions:
+        return
+    try:
+        params = json.loads(body).get("params")
+    except (ValueError, RecursionError, AttributeError):  # MLflow's parser words these
+        return
+    if isinstance(params, dict):
+        unknown = sorted(str(k) for k in params if k not in PARAM_DEFAULTS)
+        if unknown:
+            raise invalid_request(f"params.{quote(unknown[0], 40).strip(chr(39))}: unknown "
+                                  f"parameter; known: {', '.join(PARAM_DEFAULTS)}")
+
+
 def guard_scoring_server() -> bool:
     """Answer every failed request of this process's scoring server by :func:`reply_for`
     (once; True if it installed the guard now). The scoring function is looked up by name at
@@ -74,6 +97,7 @@ def guard_scoring_server() -> bool:
     @functools.wraps(original)
     def invocations(*args: Any, **kwargs: Any) -> Any:
         try:
+            refuse_unknown_params(args[0] if args else kwargs.get("data"))
             return original(*args, **kwargs)
         except Exception as exc:  # every failure of a request is the request's, answered 4xx
             if getattr(exc, "client_message", None) is None:

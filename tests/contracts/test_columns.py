@@ -95,3 +95,18 @@ def test_row_rules_read_frames_and_arrays_alike(rule):
     assert rule.broken_rows({}) is None  # a frame without the rule's columns is not checked
     with pytest.raises(ValueError, match=r"^where: .*broken at row\(s\) \[0\]"):
         rule.check(arrays, "where")
+
+
+@pytest.mark.parametrize("columns", [
+    pd.MultiIndex.from_tuples([("applicant", "step2_ck"), ("program", "program_id")]),
+    pd.Index([0, 1]),
+])
+def test_a_pairs_frame_with_odd_column_names_is_refused_naming_them(columns):
+    """Issue #20, item 6: MultiIndex or non-text column names get a DataValidationError, not a
+    raw pandas ValueError deep in the checks."""
+    from smartpick_ml.contracts.errors import DataValidationError
+    from smartpick_ml.contracts.pairs import check_pairs_frame
+
+    frame = pd.DataFrame([[248, "IM-0001"]], columns=columns)
+    with pytest.raises(DataValidationError, match="column names must be plain text"):
+        check_pairs_frame(frame)

@@ -398,6 +398,8 @@ def _hostile_body(case: str, programs: pd.DataFrame) -> tuple[bytes, str, str | 
     if case == "free_text_echo":
         secret = "my-private-note-" + "x" * 200
         return _split_body(pairs.assign(home_state=secret)), "home_state", secret
+    if case == "unknown_param":
+        return _split_body(one, task="rank", top_k=5), "params.top_k", None
     if case == "huge_string":
         secret = "Z" * 1_000_000
         return _split_body(pairs.assign(applicant_type=secret)), "applicant_type", secret
@@ -405,7 +407,7 @@ def _hostile_body(case: str, programs: pd.DataFrame) -> tuple[bytes, str, str | 
 
 
 HOSTILE_CASES = ["nested_1000", "nested_100000", "integer_4301_digits",
-                 "preferences_nested_100000", "free_text_echo", "huge_string"]
+                 "preferences_nested_100000", "free_text_echo", "huge_string", "unknown_param"]
 
 
 @pytest.mark.parametrize("case", HOSTILE_CASES)
