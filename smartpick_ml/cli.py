@@ -419,7 +419,7 @@ def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
 
     applicant, prefs = _read_profile(profile_path)
     predictor = MatchPredictor.load(model_source)
-    ranked = predictor.rank(applicant, prefs, specialty=specialty, k=k)
+    ranked = predictor.rank(applicant, prefs, specialty=specialty, k=k, explain=k or True)
     shown = ranked[["name", "state", "q", "utility", "ev", "eligible", "top_factors"]].copy()
     shown["name"] = shown["name"].str.slice(0, 48)
     click.echo(shown.to_string(index=True, float_format=lambda x: f"{x:.3f}",

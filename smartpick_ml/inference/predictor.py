@@ -197,6 +197,19 @@ class Preferences(BaseModel):
         return v
 
 
+#: rows of a ranking explained by default (``rank(explain=True)``): a page of results
+EXPLAINED_ROWS = 25
+
+
+def _explained_rows(explain: Any, n_rows: int) -> int:
+    """How many of the first rows ``explain`` asks to explain."""
+    if isinstance(explain, bool | np.bool_):
+        return min(n_rows, EXPLAINED_ROWS) if explain else 0
+    if isinstance(explain, int | np.integer) and explain >= 0:
+        return min(n_rows, int(explain))
+    raise InputError(f"explain: must be true, false or a whole number ≥ 0, got {quote(explain)}")
+
+
 def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
     if isinstance(data, model):
         return data
@@ -462,8 +475,13 @@ class MatchPredictor:
     def rank(self, applicant: Mapping[str, Any] | ApplicantProfile,
              preferences: Mapping[str, Any] | Preferences | None = None,
              specialty: str | None = None, k: int | None = None,
-             explain: bool = True) -> pd.DataFrame:
-        """Programs ranked by expected value EV = q·U, eligible ones first."""
+             explain: bool | int = True) -> pd.DataFrame:
+        """Programs ranked by expected value EV = q·U, eligible ones first.
+
+        ``explain``: the inputs that move q most (``top_factors``) for the first
+        :data:`EXPLAINED_ROWS` rows (True), the first ``n`` rows (an int) or none (False);
+        the other rows' ``top_factors`` are empty. Explaining a row scores it several times
+        more, so the default keeps a ranking of the whole catalog fast."""
         profile = _parse(ApplicantProfile, applicant, "applicant")
         prefs = _parse(Preferences, preferences, "preferences")
         k = _count(k, "k")
@@ -485,8 +503,11 @@ class MatchPredictor:
                        reason=pd.Categorical.from_codes(closed[order], dtype=_REASON_DTYPE,
                                                         validate=False))
         out = pd.DataFrame(columns, copy=False)
-        if explain:
-            out["top_factors"] = self._explain(profile, out)
+        n_explained = _explained_rows(explain, len(out))
+        if n_explained:
+            factors = np.full(len(out), "", dtype=object)
+            factors[:n_explained] = self._explain(profile, out.iloc[:n_explained])
+            out["top_factors"] = factors
         return out
 
     def _explain(self, profile: ApplicantProfile, ranked: pd.DataFrame, top: int = 3

@@ -281,3 +281,25 @@ def test_messages_quote_a_bad_value_briefly(predictor, call):
     with pytest.raises(InputError) as info:
         call(predictor, "Z" * 200_000)
     assert len(str(info.value)) < 400
+
+
+def test_rank_explains_a_page_by_default_and_as_many_rows_as_asked(predictor):
+    """Issue #19: explanations cost several scorings a row, so ``rank`` explains the first
+    EXPLAINED_ROWS rows by default (the whole catalog stays fast), n rows when asked, none with
+    False; bad values are refused naming the argument."""
+    from smartpick_ml.inference.predictor import EXPLAINED_ROWS, InputError
+
+    applicant = {"applicant_type": "us_img", "step2_ck": 245, "graduation_year": 2023,
+                 "season": 2025}
+    ranked = predictor.rank(applicant)
+    explained = ranked["top_factors"].str.len() > 0
+    assert len(ranked) == len(predictor.programs) > EXPLAINED_ROWS
+    assert explained.iloc[:EXPLAINED_ROWS].all() and not explained.iloc[EXPLAINED_ROWS:].any()
+    assert (predictor.rank(applicant, explain=40)["top_factors"].str.len() > 0).sum() == 40
+    assert "top_factors" not in predictor.rank(applicant, explain=False)
+    # the first rows' explanations do not depend on how many rows are explained
+    head = predictor.rank(applicant, k=5)["top_factors"].tolist()
+    assert head == ranked["top_factors"].iloc[:5].tolist()
+    for bad in (-1, 2.5, "all"):
+        with pytest.raises(InputError, match="explain"):
+            predictor.rank(applicant, explain=bad)
