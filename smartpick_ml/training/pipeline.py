@@ -52,6 +52,7 @@ from smartpick_ml.modelling.model import MatchModel
 from smartpick_ml.modelling.persist import save_model
 from smartpick_ml.training import evaluate, run_report
 from smartpick_ml.training.importance import permutation_importance_table
+from smartpick_ml.training.model_card import CARD_NAME, render_model_card
 from smartpick_ml.training.oracle_scores import oracle_column
 from smartpick_ml.training.splits import (
     RAW_TABLES,
@@ -341,20 +342,28 @@ def report_step(cfg: TrainConfig, data: RunData, ev: Evaluation, importance: pd.
         ev.metrics, {k: p for k, p in outputs.items() if p.suffix == ".png"}, importance,
         ev.reliability, summary, logged.decision, logged.run_id, logged.model_version, timings)
     run_dir = Path(cfg.data.processed_dir) / "run"
+    outputs["model_card"] = run_dir / CARD_NAME
+    write_text_atomic(outputs["model_card"], render_model_card(
+        cfg, ev.metrics, summary, logged.model_version, simulated=bool(ev.oracle_info)))
     write_parquet_atomic(ev.scored, run_dir / run_report.SCORES_NAME)  # ids, labels, q
     write_text_atomic(run_dir / run_report.IMPORTANCE_NAME, importance.to_csv(index=False))
     outputs["validation_scores"] = run_dir / run_report.SCORES_NAME
     outputs["report_html"] = run_report.write_report(report, run_dir / run_report.REPORT_NAME)
     if logged.run_id is not None:
         run_report.log_report(outputs["report_html"], logged.run_id)
+        run_report.log_report(outputs["model_card"], logged.run_id)
 
 
 def save_step(cfg: TrainConfig, outputs: dict[str, Path]) -> None:
-    """The saved model's directory, with a copy of the run report beside the model."""
-    outputs["model_dir"] = Path(cfg.output.model_dir)
+    """The saved model's directory, with a copy of the run report and the model card beside the
+    model."""
+    model_dir = Path(cfg.output.model_dir)
+    outputs["model_dir"] = model_dir
     outputs["model_report"] = run_report.write_report(
-        outputs["report_html"].read_text(encoding="utf-8"),
-        Path(cfg.output.model_dir) / run_report.REPORT_NAME)
+        outputs["report_html"].read_text(encoding="utf-8"), model_dir / run_report.REPORT_NAME)
+    outputs["model_card_in_model_dir"] = model_dir / CARD_NAME
+    write_text_atomic(outputs["model_card_in_model_dir"],
+                      outputs["model_card"].read_text(encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------- the run

@@ -441,3 +441,23 @@ def test_logistic_baseline_sees_exactly_the_models_features(world) -> None:
                                   features.transform(va))
     refit = PairFeatures().fit(subset)  # what a refitted step would have learned
     assert refit.program_step2_ != before
+
+
+def test_a_model_card_goes_with_the_model_and_the_run(world) -> None:
+    """Issue #19: the card beside the saved model and in the MLflow run says what the model is
+    for, that its data are simulated, its metrics per applicant type, its limits, how to
+    retrain."""
+    from mlflow import MlflowClient
+
+    from smartpick_ml.training.model_card import CARD_NAME
+
+    card = (world.model_dir / CARD_NAME).read_text()
+    for heading in ("## Intended use", "## Data", "## Metrics on the validation season",
+                    "## Limitations", "## Retrain"):
+        assert heading in card, heading
+    assert "**simulated**" in card
+    row = world.result.metrics.query("model == 'model' and group == 'non_us_img'").iloc[0]
+    assert f"| Non-US IMG | {row['log_loss']:.4f} |" in card
+    client = MlflowClient(tracking_uri=world.tracking_uri)
+    arts = {a.path for a in client.list_artifacts(world.result.run_id, "report")}
+    assert f"report/{CARD_NAME}" in arts
