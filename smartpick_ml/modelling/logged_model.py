@@ -54,9 +54,11 @@ PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "exp
 
 #: the distributions the served model imports; declared (pinned to this environment), not
 #: inferred: MLflow infers them by loading the model in a subprocess, seconds of every run
+#: -- the third-party ones only: the package's own code travels with the model (``code_paths``),
+#: so a registry can install every requirement and the model serves without this project
 SERVED_DISTRIBUTIONS: tuple[str, ...] = (
-    "smartpick-ml", "mlflow", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "skops",
-    "numba", "threadpoolctl")
+    "mlflow", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "skops", "numba",
+    "threadpoolctl", "pydantic")
 
 
 def signature() -> Any:
@@ -127,10 +129,15 @@ def save_model(path: str, mlflow_model: Any, sk_model: Any, programs: pd.DataFra
 
 def log_model(model: Any, programs: pd.DataFrame, registered_model_name: str | None = None
               ) -> Any:
-    """Log (and register) the served model in the active run; returns MLflow's ``ModelInfo``."""
+    """Log (and register) the served model in the active run; returns MLflow's ``ModelInfo``.
+    The model carries this package's code (``code_paths``), which MLflow puts first on the
+    import path when it loads the model: it loads and serves where the project is not
+    installed, with the code it was trained with."""
     from mlflow.models import Model
 
+    package = str(Path(__file__).resolve().parents[1])
     return Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
+                     code_paths=[package],
                      sk_model=model, programs=programs, signature=signature(),
                      metadata={"request_columns": request_columns(),
                                CATALOG_HASH_KEY: frame_hash(programs)},

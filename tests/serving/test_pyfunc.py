@@ -779,3 +779,44 @@ def test_hostile_bodies_through_the_guarded_scoring_function(champion_pyfunc) ->
 
     check()
     assert seen["4xx"] > 0, seen
+
+
+_WITHOUT_THE_PROJECT = """
+import importlib.util, json, sys
+# the project is installed here (editable): take its finder and checkout off the import path,
+# so only the code the logged model carries can provide smartpick_ml
+sys.meta_path = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+sys.path = [p for p in sys.path if p not in ("", ".", sys.argv[1])
+            and "__editable__" not in p]
+sys.path_importer_cache.clear()
+assert importlib.util.find_spec("smartpick_ml") is None, "the project is still importable"
+import mlflow
+mlflow.set_tracking_uri(sys.argv[2])
+model = mlflow.pyfunc.load_model(sys.argv[3])
+import smartpick_ml
+assert "/code/" in smartpick_ml.__file__, smartpick_ml.__file__
+import pandas as pd
+import io
+frame = pd.read_json(io.StringIO(sys.stdin.read()), orient="split")
+print(json.dumps(model.predict(frame).tolist()))
+"""
+
+
+def test_the_logged_model_loads_and_predicts_without_the_project(small_training_run) -> None:
+    """Issue #19: the logged model carries the package's code (``code_paths``) and declares only
+    requirements a registry can install; a process that cannot import the project loads it from
+    the registry and answers as the trained model does."""
+    world = small_training_run
+    pairs = synthetic_pairs(6, seed=2)[list(PAIR_INPUT_COLUMNS)]
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTHONPATH"))}
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_THE_PROJECT, repo, world.tracking_uri,
+         f"models:/{world.registered_model}@champion"],
+        input=pairs.to_json(orient="split", index=False), capture_output=True, text=True,
+        cwd=world.root, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    q = np.asarray(json.loads(done.stdout.strip().splitlines()[-1]))[:, 1]
+    with threadpool_limits(limits=1, user_api="openmp"):
+        want = world.model.predict_proba(pairs)[:, 1]
+    np.testing.assert_allclose(q, want, rtol=0, atol=1e-12)
