@@ -76,6 +76,7 @@ def main() -> None:
                  -> data/processed/run/ (report.html, plots), models/, mlflow.db
       rank       rank programs for one applicant by expected value           -> terminal, --out
       plan       the best application list of every length, with ERAS fees   -> terminal, --out
+      score      q for every applicant x program of a table (a whole season) -> Parquet
       run        the main job on the default config (what `make run` does)
       schemas    print the data contracts (tables, columns, units, allowed values)
 
@@ -499,6 +500,44 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
 
 
 plan.help = inspect.cleandoc(plan.help or "") + "\n\n" + _PROFILE_HELP
+
+
+@main.command()
+@click.option("--applicants", "applicants_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Applicants table (.parquet or .csv; the columns of `smartpick schemas`).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the scores (Parquet: applicant_id, program_id, q).")
+@click.option("--specialty", help="Score this specialty's programs only (default: all).")
+@click.option("--model", "model_source", default="models", show_default=True,
+              help="Model directory or MLflow URI (models:/smartpick-match@champion).")
+def score(applicants_path: Path, out: Path, specialty: str | None, model_source: str) -> None:
+    """q for every applicant x program: a whole season in one file.
+
+    Each applicant is scored against every program (or one specialty's) by the compiled fast
+    path, in chunks written as they are done; the file appears only when all are done.
+
+    \b
+    Output: --out (Parquet: applicant_id, program_id, q), docs/scale.md
+    Example:
+      smartpick score --applicants data/raw/applicants.parquet --out data/processed/scores.parquet
+    """
+    from smartpick_ml.inference.batch import read_applicants, score_applicants
+    from smartpick_ml.inference.predictor import MatchPredictor
+
+    applicants = read_applicants(applicants_path)
+    predictor = MatchPredictor.load(model_source)
+    with _Progress("score", len(applicants), "applicants") as bar:
+        done = {"n": 0}
+
+        def progress(n: int, total: int) -> None:
+            bar.note(f"{n:,} of {total:,} applicants", advance=n - done["n"])
+            done["n"] = n
+
+        summary = score_applicants(predictor, applicants, out, specialty, progress)
+    click.echo(f"{summary.pairs:,} pairs ({summary.applicants:,} applicants x "
+               f"{summary.programs:,} programs) -> {summary.path}")
+    click.echo("next: pandas.read_parquet(...) or a Spark job over the file")
 
 
 @main.command()

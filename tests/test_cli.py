@@ -29,6 +29,7 @@ OUTPUT_LOCATIONS: dict[str, tuple[str, ...]] = {
     "rank": ("terminal", "--out"),
     "plan": ("terminal", "--out", "--plot"),
     "schemas": ("terminal", "--out"),
+    "score": ("--out",),
 }
 
 

@@ -374,13 +374,27 @@ class MatchPredictor:
 
     def _q(self, profile: ApplicantProfile, rows: np.ndarray) -> np.ndarray:
         """q for one applicant at ``rows`` of the catalog: the fast path when available."""
+        return self.score_rows(profile.model_dump(), rows, profile.signals)
+
+    def score_rows(self, applicant: Mapping[str, Any], rows: np.ndarray,
+                   signals: Mapping[str, str] | None = None) -> np.ndarray:
+        """q for one applicant record (the applicant's columns, already checked by the
+        ``applicants`` contract or an :class:`ApplicantProfile`) at catalog ``rows``
+        (:meth:`program_rows`), through the fast path where the model allows it."""
         fast = self.fast_scorer
         if fast is None:
-            return self.predict(self._pairs(profile, rows))
+            pairs = applicant_pairs(dict(applicant), self._program_block.iloc[rows],
+                                    dict(signals or {}))
+            return self.predict(pairs)
         full = rows is self._all_rows or (
             len(rows) == len(self.programs) and bool(np.all(rows == self._all_rows)))
-        q = fast.score(profile.model_dump(), profile.signals, None if full else rows)
+        q = fast.score(dict(applicant), dict(signals) if signals else None,
+                       None if full else rows)
         return q.copy()
+
+    def program_rows(self, specialty: str | None = None) -> np.ndarray:
+        """The catalog rows of ``specialty`` (every program if None)."""
+        return self._rows(specialty)
 
     # ------------------------------------------------------------------ loading
 
