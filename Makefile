@@ -13,10 +13,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# the run needs only the package; tests and lint add the dev tools (pytest, hypothesis, ruff,
-# Jupyter for the notebook tests), ~20 s more to install
+# the run needs the package with its training and serving stacks (a service needs only
+# `pip install smartpick-ml`); tests and lint add the dev tools (pytest, hypothesis, ruff,
+# Jupyter for the notebook tests)
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[train,serve]"
 	touch $(STAMP)
 
 $(DEV_STAMP): $(BIN)/python pyproject.toml

@@ -20,11 +20,14 @@ class _Progress:
     one line per message with the elapsed time, so a long run never looks hung."""
 
     def __init__(self, desc: str, total: int, unit: str):
-        from tqdm import tqdm
-
         self.desc, self.t0 = desc, time.perf_counter()
-        self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr) \
-            if sys.stderr.isatty() else None
+        self.bar = None
+        if sys.stderr.isatty():
+            try:  # the training stack's; a service's lean install prints lines instead
+                from tqdm import tqdm
+            except ModuleNotFoundError:
+                return
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
 
     def __enter__(self) -> _Progress:
         return self

@@ -26,6 +26,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from smartpick_ml.contracts.errors import SmartPickError
 from smartpick_ml.contracts.numeric import log_loss
 from smartpick_ml.contracts.reference import APPLICANT_TYPE_LABELS
 from smartpick_ml.data.io import atomic_path
@@ -369,7 +370,10 @@ def _deciles(per_applicant: pd.DataFrame, n_bins: int) -> pd.DataFrame:
 def _pyplot() -> Any:
     """pyplot on the non-interactive Agg backend (set here, not at import, so importing this module
     never changes the backend of a notebook that does not plot)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError:  # a service's lean install: plots belong to the training stack
+        raise SmartPickError("plots need matplotlib: pip install 'smartpick-ml[train]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
