@@ -164,8 +164,8 @@ _PROFILE_CONTRACT_FIELDS = frozenset(ApplicantProfile.model_fields).intersection
 
 def _weight(default: float) -> Any:
     """A utility weight: a finite number from 0 to 5 (NaN or infinity is refused as not finite,
-    not as "too large")."""
-    return Field(default=default, ge=0, le=5, allow_inf_nan=False)
+    not as "too large"); a number, never text or true/false, as the served model reads it."""
+    return Field(default=default, ge=0, le=5, allow_inf_nan=False, strict=True)
 
 
 class Preferences(BaseModel):

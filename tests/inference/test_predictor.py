@@ -303,3 +303,17 @@ def test_rank_explains_a_page_by_default_and_as_many_rows_as_asked(predictor):
     for bad in (-1, 2.5, "all"):
         with pytest.raises(InputError, match="explain"):
             predictor.rank(applicant, explain=bad)
+
+
+@pytest.mark.parametrize("value", ["1.0", True, "yes", [1]])
+def test_a_preference_weight_must_be_a_number(predictor, value):
+    """Issue #20, item 8: a weight given as text or true/false is refused naming it, as the
+    served model's JSON would be; numbers (numpy's too) are taken."""
+    from smartpick_ml.inference.predictor import InputError
+
+    applicant = {"applicant_type": "us_img", "step2_ck": 245, "graduation_year": 2023,
+                 "season": 2025}
+    with pytest.raises(InputError, match="preferences.location_weight"):
+        predictor.rank(applicant, {"location_weight": value}, specialty="Internal Medicine", k=3)
+    for ok in (1, 1.5, np.float64(2.0), np.int64(3)):
+        predictor.rank(applicant, {"location_weight": ok}, specialty="Internal Medicine", k=3)
