@@ -32,12 +32,13 @@ else:
     main()
 """
 
-README_LINES = """
-from smartpick_ml import MatchPredictor
-predictor = MatchPredictor.load({model_dir!r})
-ranked = predictor.rank({{"applicant_type": "non_us_img", "step2_ck": 248, "graduation_year": 2022, "needs_visa": True}}, specialty="Internal Medicine", k=20)
-print(len(ranked), float(ranked["q"].max()))
-"""
+def readme_service_lines(model_dir: Path) -> str:
+    """The README's "From a service" code, as written, pointed at ``model_dir``."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## From a service", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert 'MatchPredictor.load("models")' in block
+    return block.replace('"models"', repr(str(model_dir))) + \
+        '\nprint(len(ranked), float(ranked["q"].max()))\n'
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -59,7 +60,7 @@ def test_the_base_requirements_leave_out_the_training_and_serving_stacks():
 def test_the_readme_lines_rank_and_score_without_the_training_stack(small_training_run,
                                                                     tmp_path):
     world = small_training_run
-    done = _run("code", README_LINES.format(model_dir=str(world.model_dir)), cwd=tmp_path)
+    done = _run("code", readme_service_lines(world.model_dir), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     n, best = done.stdout.split()
     assert int(n) == 20 and 0 < float(best) <= 1
