@@ -28,6 +28,7 @@ records; another catalog only when passed as ``programs=``, warned about and rec
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import numbers
 import warnings
 from collections.abc import Mapping, Sequence
@@ -524,6 +525,14 @@ class MatchPredictor:
             out["top_factors"] = factors
         return out
 
+    @functools.cached_property
+    def _typical_values(self) -> dict[str, np.ndarray]:
+        """Per catalog row, its specialty's median of each program field an explanation
+        neutralises (the catalog is fixed: computed once)."""
+        cols = [*RATE_COLUMN_BY_TYPE.values(), "img_share", "positions"]
+        medians = self.programs.groupby("specialty")[cols].transform("median")
+        return {c: medians[c].to_numpy(dtype=float) for c in cols}
+
     def _explain(self, profile: ApplicantProfile, ranked: pd.DataFrame, top: int = 3
                  ) -> list[str]:
         """For each row, the inputs whose neutral value would change q most (signed Δq)."""
@@ -534,10 +543,10 @@ class MatchPredictor:
         base = self._pairs(profile, rows)
         q0 = ranked["q"].to_numpy()
         own_col = RATE_COLUMN_BY_TYPE[profile.applicant_type]
-        spec_median = self.programs.groupby("specialty")[own_col].median()
+        typical = self._typical_values
         variants: dict[str, pd.DataFrame] = {}
         v = base.copy()
-        v[own_col] = base["specialty"].map(spec_median).to_numpy()
+        v[own_col] = typical[own_col][rows]
         variants["own_rate"] = v
         v = base.copy()
         v["step2_ck"] = TYPICAL_STEP2_CK
@@ -545,14 +554,10 @@ class MatchPredictor:
         v = base.copy()
         v["home_state"] = None
         variants["home_state"] = v
-        v = base.copy()
-        v["img_share"] = base["specialty"].map(
-            self.programs.groupby("specialty")["img_share"].median()).to_numpy()
-        variants["img_share"] = v
-        v = base.copy()
-        v["positions"] = base["specialty"].map(
-            self.programs.groupby("specialty")["positions"].median()).to_numpy()
-        variants["positions"] = v
+        for col in ("img_share", "positions"):
+            v = base.copy()
+            v[col] = typical[col][rows]
+            variants[col] = v
         if profile.signals:
             v = base.copy()
             v["signal"] = "none"
@@ -563,7 +568,8 @@ class MatchPredictor:
             variants["usce_months"] = v
         names = list(variants)
         stacked = pd.concat([variants[nm] for nm in names], ignore_index=True)
-        q_alt = self.model.predict_proba(stacked)[:, 1].reshape(len(names), n)
+        with one_openmp_thread(len(stacked) <= SMALL_BATCH_ROWS):
+            q_alt = self.model.predict_proba(stacked)[:, 1].reshape(len(names), n)
         delta = q0[None, :] - q_alt
         texts = []
         for j in range(n):
