@@ -133,7 +133,7 @@ class ApplicantProfile(BaseModel):
         if not isinstance(data, Mapping):
             return data
         out = dict(data)
-        for name in _PROFILE_CONTRACT_FIELDS.intersection(out):
+        for name in (n for n in _PROFILE_CONTRACT_FIELDS if n in out):  # declared order
             value = out[name]
             if value is None and name == "preferred_specialty":
                 continue  # optional in a profile: rank takes the specialty as an argument
@@ -159,8 +159,8 @@ class ApplicantProfile(BaseModel):
 
 
 #: the profile's fields that the applicants table declares (checked by its rules)
-_PROFILE_CONTRACT_FIELDS = frozenset(ApplicantProfile.model_fields).intersection(
-    APPLICANTS.column_names)
+_PROFILE_CONTRACT_FIELDS: tuple[str, ...] = tuple(
+    n for n in ApplicantProfile.model_fields if n in APPLICANTS.column_names)
 
 
 def _weight(default: float) -> Any:
