@@ -287,7 +287,16 @@ def small_training_run(tmp_path_factory: pytest.TempPathFactory) -> TrainingWorl
 
 
 @pytest.fixture(scope="session")
-def validation_sample(small_training_run: TrainingWorld) -> pd.DataFrame:
+def sample(small_training_run: TrainingWorld) -> pd.DataFrame:
     """3000 validation pairs of the small world (all applicant types)."""
     va = small_training_run.validation
     return va.sample(n=min(3000, len(va)), random_state=1).reset_index(drop=True)
+
+
+def q_on_one_thread(model: Any, pairs: pd.DataFrame) -> np.ndarray:
+    """The model's q for ``pairs`` on one OpenMP thread (small batches in tests: a spinning
+    thread pool costs more than the work on a busy machine)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return model.predict_proba(pairs)[:, 1]

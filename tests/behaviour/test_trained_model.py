@@ -7,25 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS
 from smartpick_ml.data.synthetic import synthetic_pairs
+from tests.conftest import q_on_one_thread as _q
 
 
 @pytest.fixture(scope="module")
 def world(small_training_run):
     return small_training_run
-
-
-@pytest.fixture(scope="module")
-def sample(validation_sample) -> pd.DataFrame:
-    return validation_sample
-
-
-def _q(model, pairs: pd.DataFrame) -> np.ndarray:
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return model.predict_proba(pairs)[:, 1]
 
 
 def test_higher_step2_never_lowers_q(world, sample) -> None:

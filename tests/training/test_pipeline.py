@@ -21,6 +21,7 @@ from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, request_columns
 from smartpick_ml.data.io import sha256_file
 from smartpick_ml.modelling import logged_model, persist
 from smartpick_ml.modelling.features import FEATURE_NAMES
+from tests.conftest import q_on_one_thread as _q
 
 MODELS = ("model", "logistic", "lookup", "oracle")
 #: the oracle is the floor; at this tiny scale with 2 replicates its own noise is ~1 %
@@ -30,16 +31,6 @@ ORACLE_TOLERANCE = 0.02
 @pytest.fixture(scope="module")
 def world(small_training_run):
     return small_training_run
-
-
-@pytest.fixture(scope="module")
-def sample(validation_sample) -> pd.DataFrame:
-    return validation_sample
-
-
-def _q(model, pairs: pd.DataFrame) -> np.ndarray:
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return model.predict_proba(pairs)[:, 1]
 
 
 def _all_row(metrics: pd.DataFrame, model: str) -> pd.Series:
