@@ -27,21 +27,42 @@ RATE_COLUMN_BY_TYPE: dict[str, str] = {row[0]: row[3] for row in _APPLICANT_TYPE
 
 SignalScheme = Literal["none", "single", "gold_silver"]
 
+#: A program's track in the Match. categorical: PGY-1 through the full residency; advanced: starts
+#: at PGY-2 (the applicant also needs a PGY-1 year elsewhere); preliminary: one PGY-1 year in
+#: medicine or surgery; transitional: a one-year rotating PGY-1 (Transitional Year).
+Track = Literal["categorical", "advanced", "preliminary", "transitional"]
+TRACKS: tuple[str, ...] = ("categorical", "advanced", "preliminary", "transitional")
+
 
 @dataclass(frozen=True)
 class Specialty:
-    """One specialty: its canonical name, catalog file stem, NRMP name and 2026 positions."""
+    """One specialty: its canonical name, catalog file stem, NRMP name and positions.
+
+    ``positions_2026`` is the NRMP 2026 figure for a catalog specialty; NRMP's 2026 figures leave
+    out the PGY-1-only programs, so for those it is the 2025 figure (``positions_year`` says which).
+    A PGY-1-only specialty (``pgy1_track`` set) has no catalog file (``catalog_stem`` None): its
+    programs are derived from programs of its ``host`` specialty, ``programs_2025`` of them.
+    """
 
     name: str
     code: str
-    catalog_stem: str
+    catalog_stem: str | None
     nrmp_name: str
     positions_2026: int
     signal_scheme: SignalScheme
+    pgy1_track: Track | None = None
+    host: str | None = None
+    programs_2025: int | None = None
+    positions_year: int = 2026
+
+    @property
+    def has_catalog_file(self) -> bool:
+        return self.catalog_stem is not None
 
 
 # positions_2026: NRMP 2026 Main Residency Match, positions offered in the preferred specialty
-# (NRMP Charting Outcomes 2026; ../shared/reference/positions_by_specialty.csv).
+# (NRMP Charting Outcomes 2026; ../shared/reference/positions_by_specialty.csv); the PGY-1-only
+# entries at the end carry the 2025 figures (see there).
 # signal_scheme: read off the catalog's columns (ERAS 2024 season): `Signal`/`No Signal` = single,
 # `Gold Signal`/`Silver Signal`/`No Signal` = gold_silver.
 SPECIALTIES: tuple[Specialty, ...] = (
@@ -76,14 +97,51 @@ SPECIALTIES: tuple[Specialty, ...] = (
     Specialty("Thoracic Surgery", "TS", "Thoracic Surgery", "Thoracic Surgery (Integrated)", 56,
               "single"),
     Specialty("Vascular Surgery", "VS", "Vasc Surg", "Vascular Surgery (Integrated)", 110, "none"),
+    # PGY-1-only programs: no catalog file; derived from programs of the host specialty
+    # (data/catalog.py, derive_pgy1_programs). Programs and positions: NRMP 2025 Main Residency
+    # Match (../shared/reference/specialty_market_2025.csv; docs/nrmp_2025_by_specialty_and_type.md
+    # Part 1). Appended last, so the index of every specialty above is unchanged.
+    Specialty("Preliminary Medicine", "PMED", None, "Medicine-Preliminary (PGY-1 Only)", 1600,
+              "none", pgy1_track="preliminary", host="Internal Medicine", programs_2025=329,
+              positions_year=2025),
+    Specialty("Preliminary Surgery", "PSUR", None, "Surgery-Preliminary (PGY-1 Only)", 1194,
+              "none", pgy1_track="preliminary", host="General Surgery", programs_2025=261,
+              positions_year=2025),
+    Specialty("Transitional Year", "TY", None, "Transitional (PGY-1 Only)", 1860, "none",
+              pgy1_track="transitional", host="Internal Medicine", programs_2025=236,
+              positions_year=2025),
 )
 
-SPECIALTY_BY_NAME: dict[str, Specialty] = {s.name: s for s in SPECIALTIES}
-SPECIALTY_BY_STEM: dict[str, Specialty] = {s.catalog_stem: s for s in SPECIALTIES}
-SPECIALTY_NAMES: tuple[str, ...] = tuple(s.name for s in SPECIALTIES)
+#: The specialties with a catalog file (one CSV each), and the PGY-1-only ones derived from them.
+CATALOG_SPECIALTIES: tuple[Specialty, ...] = tuple(s for s in SPECIALTIES if s.has_catalog_file)
+PGY1_ONLY_SPECIALTIES: tuple[Specialty, ...] = tuple(
+    s for s in SPECIALTIES if not s.has_catalog_file)
 
-#: Programs per specialty in the real catalog (ERAS 2024 interview-rate files, 4,777 in all); the
-#: synthetic catalog reproduces these counts.
+SPECIALTY_BY_NAME: dict[str, Specialty] = {s.name: s for s in SPECIALTIES}
+SPECIALTY_BY_STEM: dict[str, Specialty] = {
+    s.catalog_stem: s for s in CATALOG_SPECIALTIES if s.catalog_stem is not None}
+SPECIALTY_NAMES: tuple[str, ...] = tuple(s.name for s in SPECIALTIES)
+CATALOG_SPECIALTY_NAMES: tuple[str, ...] = tuple(s.name for s in CATALOG_SPECIALTIES)
+
+#: Share of a catalog specialty's 2025 positions that are advanced (start at PGY-2): PGY-2
+#: positions / (PGY-1 + PGY-2 positions), NRMP 2025 "Match Results by State, Specialty and
+#: Applicant Type" summed over states (docs/nrmp_2025_by_specialty_and_type.md, Part 1). Radiation
+#: Oncology: 12 PGY-1 + 179 PGY-2 positions. Every other catalog specialty offers none.
+ADVANCED_SHARE: dict[str, float] = {
+    **dict.fromkeys(CATALOG_SPECIALTY_NAMES, 0.0),
+    "Anesthesiology": 311 / 2116,
+    "Child Neurology": 8 / 203,
+    "Dermatology": 524 / 554,
+    "Interventional Radiology": 150 / 202,
+    "Neurology": 228 / 1160,
+    "Physical Medicine and Rehabilitation": 334 / 574,
+    "Diagnostic Radiology": 1057 / 1208,
+    "Radiation Oncology": 179 / 191,
+}
+
+#: Programs per catalog specialty in the real catalog (ERAS 2024 interview-rate files, 4,777 in
+#: all); the synthetic catalog reproduces these counts. The PGY-1-only programs derived from them
+#: come on top (``Specialty.programs_2025``).
 CATALOG_PROGRAM_COUNTS: dict[str, int] = {
     "Anatomic and Clinical Pathology": 141, "Anesthesiology": 166, "Child Neurology": 80,
     "Dermatology": 143, "Diagnostic Radiology": 197, "Emergency Medicine": 289,

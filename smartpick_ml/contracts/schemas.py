@@ -19,7 +19,13 @@ import pandas as pd
 
 from smartpick_ml.contracts.columns import ColumnSpec, RowRule, check_series, name_list, rows_text
 from smartpick_ml.contracts.errors import DataValidationError
-from smartpick_ml.contracts.reference import APPLICANT_TYPES, REGIONS, SPECIALTY_NAMES, STATE_REGION
+from smartpick_ml.contracts.reference import (
+    APPLICANT_TYPES,
+    REGIONS,
+    SPECIALTY_NAMES,
+    STATE_REGION,
+    TRACKS,
+)
 
 SIGNAL_VALUES: tuple[str, ...] = ("none", "signal", "gold", "silver")
 PROGRAM_TYPES: tuple[str, ...] = ("university", "community")
@@ -72,6 +78,13 @@ PROGRAMS = TableSchema(
                    unit="positions", min=1, max=300),
         ColumnSpec("program_type", "str", "University-based or community-based.",
                    allowed=PROGRAM_TYPES),
+        ColumnSpec("track", "str", "Match track: `categorical` (PGY-1 through the full residency), "
+                   "`advanced` (starts at PGY-2; the applicant also needs a PGY-1 year), "
+                   "`preliminary` (a PGY-1 year in medicine or surgery) or `transitional` (a "
+                   "rotating PGY-1 year). Derived (simulated): the advanced flag is drawn at the "
+                   "specialty's published advanced share, and preliminary / transitional "
+                   "programs are placed at host programs. Absent in older catalogs: categorical.",
+                   required=False, allowed=TRACKS),
         _rate("rate_us_md", "US MD senior"),
         _rate("rate_us_do", "US DO senior"),
         _rate("rate_us_img", "US-citizen IMG"),

@@ -7,9 +7,15 @@ unique by appending the city.
 
 What the files do not contain is filled in by documented, deterministic rules (see
 ``docs/catalog.md``): PGY-1 positions (each specialty's published 2026 total spread over its
-programs), university/community type (from the name), and the IMG-support markers (visa
-sponsorship, IMG share, mentorship, orientation), which are *derived* from the program's interview
-rates for IMGs and are therefore simulated attributes, not published facts.
+programs), university/community type (from the name), the track (categorical or advanced, drawn at
+each specialty's published advanced share), and the IMG-support markers (visa sponsorship, IMG
+share, mentorship, orientation), which are *derived* from the program's interview rates for IMGs
+and are therefore simulated attributes, not published facts.
+
+PGY-1-only programs (Preliminary Medicine, Preliminary Surgery, Transitional Year) have no file:
+their published numbers of programs and positions (NRMP 2025) are placed at programs of the host
+specialty (Internal Medicine, General Surgery), whose location and interview rates they copy
+(``derive_pgy1_programs``); which hosts, and their interview behaviour, are simulated.
 
 Synthetic catalog: for a bare clone without ``../shared``: same specialties, the same number of
 programs each, interview rates drawn from per-specialty distributions measured on the real catalog
@@ -33,13 +39,18 @@ from smartpick_ml.contracts.columns import name_list
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.numeric import clipped_logit
 from smartpick_ml.contracts.reference import (
+    ADVANCED_SHARE,
     CATALOG_PROGRAM_COUNTS,
+    CATALOG_SPECIALTIES,
+    CATALOG_SPECIALTY_NAMES,
+    PGY1_ONLY_SPECIALTIES,
     RATE_COLUMN_BY_TYPE,
     SEED_PROGRAMS,
     SPECIALTIES,
     SPECIALTY_BY_NAME,
     SPECIALTY_BY_STEM,
     STATE_REGION,
+    Specialty,
 )
 from smartpick_ml.contracts.schemas import PROGRAMS, validate
 from smartpick_ml.data.io import read_csv_text
@@ -61,6 +72,9 @@ REQUIRED_CATALOG_COLUMNS = ("Program", "City", "State", "Region", "MD", "DO", "U
                             "Non US IMG")
 RATE_COLUMNS: tuple[str, ...] = tuple(CATALOG_COLUMNS.values())
 TYPE_RATE_COLUMNS: tuple[str, ...] = tuple(RATE_COLUMN_BY_TYPE.values())
+#: the rate columns a PGY-1-only program copies from its host (no signals: none of the three
+#: tracks takes preference signals)
+HOST_RATE_COLUMNS: tuple[str, ...] = (*TYPE_RATE_COLUMNS, "rate_in_state", "rate_out_of_state")
 SUPPRESSED = "-"
 
 _UNIVERSITY_PATTERN = re.compile(
@@ -184,7 +198,7 @@ def assign_positions(programs: pd.DataFrame, totals: dict[str, int] | None = Non
     programs differ in size as real ones do. Rounded by largest remainder so each specialty's total
     is exact; every program gets at least one position.
     """
-    totals = totals or {s.name: s.positions_2026 for s in SPECIALTIES}
+    totals = {**{s.name: s.positions_2026 for s in SPECIALTIES}, **(totals or {})}
     out = pd.Series(0, index=programs.index, dtype=np.int64)
     for specialty, group in programs.groupby("specialty", sort=False):
         total = int(totals[specialty])
@@ -205,6 +219,84 @@ def assign_positions(programs: pd.DataFrame, totals: dict[str, int] | None = Non
         base[order[:remainder]] += 1
         out.loc[group.index] = base + 1
     return out
+
+
+def derive_tracks(programs: pd.DataFrame) -> pd.Series:
+    """Each program's track (simulated for catalog programs).
+
+    A catalog program is ``advanced`` (starts at PGY-2) when a fixed coin keyed by its specialty
+    and name falls below its specialty's published advanced share (``ADVANCED_SHARE``), else
+    ``categorical``. One track per program is a simplification: real programs may offer both. A
+    program of a PGY-1-only specialty has that specialty's track (preliminary or transitional).
+    """
+    def one(specialty: str, name: str) -> str:
+        spec = SPECIALTY_BY_NAME.get(specialty)
+        if spec is not None and spec.pgy1_track is not None:
+            return spec.pgy1_track
+        share = ADVANCED_SHARE.get(specialty, 0.0)
+        return "advanced" if stable_uniform(f"{specialty}|{name}", "advanced") < share else \
+            "categorical"
+
+    values = [one(s, n) for s, n in zip(programs["specialty"], programs["name"], strict=True)]
+    return pd.Series(values, index=programs.index, dtype=object)
+
+
+def pgy1_positions(spec: Specialty, n_programs: int, totals: dict[str, int] | None = None) -> int:
+    """Positions of a PGY-1-only specialty placed at ``n_programs`` programs.
+
+    ``totals[spec.name]`` when given; else the published total when the catalog has hosts for
+    all its published programs (the real and the synthetic catalog), and for a partial catalog
+    (tests) the published mean size times the programs placed.
+    """
+    if totals and spec.name in totals:
+        return int(totals[spec.name])
+    published = spec.programs_2025 or n_programs
+    if n_programs >= published:
+        return spec.positions_2026
+    return max(n_programs, round(spec.positions_2026 * n_programs / published))
+
+
+def derive_pgy1_programs(programs: pd.DataFrame, totals: dict[str, int] | None = None
+                         ) -> pd.DataFrame:
+    """The PGY-1-only programs of a catalog (new rows only; ``finish_programs`` adds them).
+
+    For each PGY-1-only specialty: min(its published 2025 programs, non-military programs of its
+    host specialty) hosts, in a fixed order (a coin keyed by the host's specialty and name, one
+    salt per track), fewer if its positions would not give each one. Each copies its host's name
+    (with the specialty appended), city, state, region and interview rates by applicant type and
+    in/out-of-state school; it has no signal rates. Which programs host one and their interview
+    behaviour are simulated; the numbers of programs and positions are published. A specialty
+    the catalog already has rows of is left alone, and one whose host is absent gets none.
+    """
+    present = set(programs["specialty"])
+    frames = []
+    for spec in PGY1_ONLY_SPECIALTIES:
+        if spec.name in present:
+            continue
+        hosts = programs[programs["specialty"] == spec.host]
+        hosts = hosts[~derive_military(hosts["name"]).to_numpy()]
+        n = min(spec.programs_2025 or 0, len(hosts))
+        if totals and spec.name in totals:
+            n = min(n, max(int(totals[spec.name]), 0))  # at least one position each
+        if n == 0:
+            continue
+        u = np.array([stable_uniform(f"{spec.host}|{name}", f"{spec.pgy1_track}-host")
+                      for name in hosts["name"]])
+        chosen = hosts.iloc[np.argsort(u, kind="stable")[:n]]
+        frame = pd.DataFrame({
+            "specialty": spec.name,
+            "name": (chosen["name"] + f" ({spec.name})").to_numpy(),
+            **{c: chosen[c].to_numpy() for c in ("city", "state", "region")},
+            **{c: (chosen[c].to_numpy(dtype=float) if c in chosen else np.full(n, np.nan))
+               for c in RATE_COLUMNS if c in HOST_RATE_COLUMNS},
+            **{c: np.full(n, np.nan) for c in RATE_COLUMNS if c not in HOST_RATE_COLUMNS},
+            "track": spec.pgy1_track,
+        })
+        frames.append(frame.sort_values("name", kind="stable"))
+    if not frames:
+        return pd.DataFrame(columns=["specialty", "name", "city", "state", "region",
+                                     *RATE_COLUMNS, "track"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def derive_img_support(programs: pd.DataFrame) -> pd.DataFrame:
@@ -235,7 +327,11 @@ def derive_img_support(programs: pd.DataFrame) -> pd.DataFrame:
     j1 = np.where(np.isnan(nonus), u_j1 < 0.6, nonus > 0)
     p_h1b = np.clip(0.1 + 3.0 * np.nan_to_num(nonus, nan=0.03), 0, 0.8)
     h1b = j1 & (u_h1b < p_h1b)
-    share = img_share.fillna(img_share.median() if img_share.notna().any() else 0.1).to_numpy()
+    # an unknown share takes the median of the catalog-file programs, so derived PGY-1-only
+    # programs (copies of their hosts' rates) do not shift the markers of the others
+    own = img_share[programs["specialty"].isin(CATALOG_SPECIALTY_NAMES).to_numpy()].dropna()
+    own = own if len(own) else img_share.dropna()
+    share = img_share.fillna(own.median() if len(own) else 0.1).to_numpy()
     mentorship = u_mentor < 0.08 + 0.8 * share
     orientation = u_orient < 0.12 + 0.8 * share
     seed_names = {name for name, *_ in SEED_PROGRAMS}
@@ -296,8 +392,21 @@ def derive_screening(programs: pd.DataFrame) -> pd.DataFrame:
 
 
 def finish_programs(programs: pd.DataFrame, totals: dict[str, int] | None = None) -> pd.DataFrame:
-    """Add ids, program type, positions, IMG-support markers and screens; validate."""
+    """Add tracks and the PGY-1-only programs, then ids, program type, positions, IMG-support
+    markers and screens; validate.
+
+    ``totals``: positions per specialty where not the published ones (tests of small catalogs).
+    """
     programs = programs.copy()
+    tracks = derive_tracks(programs)
+    programs["track"] = programs["track"].fillna(tracks) if "track" in programs else tracks
+    derived = derive_pgy1_programs(programs, totals)
+    if len(derived):
+        programs = pd.concat([programs, derived], ignore_index=True)
+    counts = programs["specialty"].value_counts()
+    totals = {**(totals or {}), **{
+        s.name: pgy1_positions(s, int(counts[s.name]), totals)
+        for s in PGY1_ONLY_SPECIALTIES if s.name in counts.index}}
     programs.insert(0, "program_id", _assign_ids(programs))
     programs["program_type"] = programs["name"].map(program_type_from_name)
     programs["military"] = derive_military(programs["name"])
@@ -317,13 +426,16 @@ FIGURES_RESOURCE = "catalog_figures.json"
 def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
     """Summarise a real catalog into the figures the synthetic catalog is drawn from.
 
-    Per specialty: program count, share suppressed, share of uniformed-services programs, and for
-    each rate column the share of exact zeros and the mean / sd of logit(rate) among non-zero
-    values; overall: the correlation of the four applicant-type logits, and programs per state.
+    Per catalog specialty (those with a file): program count, share suppressed, share of
+    uniformed-services programs, and for each rate column the share of exact zeros and the mean /
+    sd of logit(rate) among non-zero values; overall: the correlation of the four applicant-type
+    logits, and programs per state. Derived PGY-1-only programs are left out.
     """
     figs: dict[str, Any] = {"source": "ERAS 2024 program interview rates (../shared/data/"
                             "program_interview_rates, MIT licence), summarised by "
                             "smartpick catalog figures", "specialties": {}}
+    # the specialties with a file; the derived PGY-1-only programs repeat their hosts' rates
+    programs = programs[programs["specialty"].isin(CATALOG_SPECIALTY_NAMES)]
     for specialty, g in programs.groupby("specialty"):
         spec: dict[str, Any] = {"programs": int(len(g)),
                                 "suppressed_share": round(float(g["rate_us_md"].isna().mean()), 4),
@@ -355,7 +467,8 @@ def load_catalog_figures() -> dict[str, Any]:
 
 
 def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> pd.DataFrame:
-    """A catalog with the real one's shape, drawn from its published-rate distributions."""
+    """A catalog with the real one's shape, drawn from its published-rate distributions; the
+    PGY-1-only programs are derived from it as from the real one."""
     figs = figures or load_catalog_figures()
     rng = np.random.default_rng(seed)
     states = list(figs["programs_per_state"])
@@ -366,7 +479,7 @@ def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> p
     seeds_by_specialty: dict[str, list[tuple[str, str, str]]] = {}
     for name, city, state, specialty in SEED_PROGRAMS:
         seeds_by_specialty.setdefault(specialty, []).append((name, city, state))
-    for spec in SPECIALTIES:
+    for spec in CATALOG_SPECIALTIES:
         f = figs["specialties"][spec.name]
         n = CATALOG_PROGRAM_COUNTS[spec.name]
         st = rng.choice(states, size=n, p=state_p)

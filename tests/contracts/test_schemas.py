@@ -189,6 +189,10 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.DataFrame], list[s
     "unknown state": (
         "programs", _set("state", 0, "ZZ"),
         ["column 'state'", "must be one of", "rows 0 (values 'ZZ')"]),
+    "unknown track": (
+        "programs", lambda df: df.assign(track=["categorical", "residency", "advanced"]),
+        ["column 'track'", "must be one of {categorical, advanced, preliminary, transitional}",
+         "rows 1 (values 'residency')"]),
     "unknown signal": (
         "applications", _set("signal", 4, "platinum"),
         ["column 'signal'", "must be one of {none, signal, gold, silver}",
@@ -295,6 +299,16 @@ def test_complex_rates_are_rejected_not_truncated(programs_frame):
     df = programs_frame.assign(rate_us_md=np.array([0.3 + 0.5j, 0.1, 0.2]))
     msg = _error(df, "programs")
     assert "column 'rate_us_md': expected numbers, got dtype complex128" in msg
+
+
+def test_track_is_optional_and_takes_the_four_tracks(programs_frame):
+    assert not PROGRAMS.column("track").required  # older catalogs have none: categorical
+    assert "track" not in validate(programs_frame, PROGRAMS)
+    for track in ("categorical", "advanced", "preliminary", "transitional"):
+        out = validate(programs_frame.assign(track=track), PROGRAMS)
+        assert (out["track"] == track).all()
+    msg = _error(programs_frame.assign(track=[None, "advanced", "advanced"]), "programs")
+    assert "column 'track'" in msg and "missing values" in msg
 
 
 def test_schema_markdown_lists_every_column():

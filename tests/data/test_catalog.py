@@ -11,10 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.reference import (
+    ADVANCED_SHARE,
     CATALOG_PROGRAM_COUNTS,
+    CATALOG_SPECIALTIES,
+    PGY1_ONLY_SPECIALTIES,
     REGIONS,
     SEED_PROGRAMS,
     SPECIALTIES,
@@ -22,13 +27,19 @@ from smartpick_ml.contracts.reference import (
     SPECIALTY_BY_STEM,
     SPECIALTY_NAMES,
     STATE_REGION,
+    TRACKS,
 )
 from smartpick_ml.contracts.schemas import PROGRAMS, validate
 from smartpick_ml.data.catalog import (
     CATALOG_COLUMNS,
+    HOST_RATE_COLUMNS,
+    RATE_COLUMNS,
     assign_positions,
     catalog_figures,
     derive_img_support,
+    derive_military,
+    derive_pgy1_programs,
+    finish_programs,
     import_catalog,
     synthetic_catalog,
 )
@@ -64,11 +75,16 @@ def synthetic() -> pd.DataFrame:
 # ------------------------------------------------------------------------- real catalog
 
 
+#: the published PGY-1-only programs (NRMP 2025): 329 + 261 + 236
+PGY1_PROGRAMS = 826
+
+
 def test_real_counts(real):
-    assert len(real) == 4777
-    assert real["specialty"].nunique() == 22
+    assert len(real) == 4777 + PGY1_PROGRAMS
+    assert real["specialty"].nunique() == 25
     assert set(real["specialty"]) == set(SPECIALTY_NAMES)
-    assert real["specialty"].value_counts().to_dict() == CATALOG_PROGRAM_COUNTS
+    counts = real["specialty"].value_counts().to_dict()
+    assert {s.name: counts[s.name] for s in CATALOG_SPECIALTIES} == CATALOG_PROGRAM_COUNTS
 
 
 def test_real_ids_and_names_unique(real):
@@ -409,8 +425,9 @@ def test_derive_img_support_visa_rule():
 
 
 def test_synthetic_shape(synthetic):
-    assert len(synthetic) == 4777
-    assert synthetic["specialty"].value_counts().to_dict() == CATALOG_PROGRAM_COUNTS
+    assert len(synthetic) == 4777 + PGY1_PROGRAMS
+    counts = synthetic["specialty"].value_counts().to_dict()
+    assert {s.name: counts[s.name] for s in CATALOG_SPECIALTIES} == CATALOG_PROGRAM_COUNTS
     assert synthetic["program_id"].is_unique
     assert not synthetic.duplicated(["specialty", "name"]).any()
     sums = synthetic.groupby("specialty")["positions"].sum()
@@ -459,7 +476,7 @@ def test_synthetic_rates_resemble_the_figures(synthetic):
     figs = json.loads(resources.files("smartpick_ml").joinpath(
         "resources", "catalog_figures.json").read_text())
     suppressed = synthetic.groupby("specialty")["rate_us_md"].apply(lambda s: s.isna().mean())
-    for s in SPECIALTIES:
+    for s in CATALOG_SPECIALTIES:
         target = figs["specialties"][s.name]["suppressed_share"]
         n = CATALOG_PROGRAM_COUNTS[s.name]
         assert abs(suppressed[s.name] - target) < 4 * np.sqrt(target * (1 - target) / n) + 0.02
@@ -494,3 +511,126 @@ def test_synthetic_catalog_has_uniformed_services_programs_at_the_real_share(syn
     share = synthetic["military"].mean()
     assert 0.005 < share < 0.04, share
     assert synthetic.loc[synthetic["military"], "name"].str.contains("Army Medical Center").all()
+
+
+# ------------------------------------------------------- tracks and the PGY-1-only programs
+
+
+@pytest.fixture(params=["real", "synthetic"])
+def catalog(request) -> pd.DataFrame:
+    return request.getfixturevalue(request.param)
+
+
+def test_pgy1_programs_counts_and_positions_are_the_published_ones(catalog):
+    for s in PGY1_ONLY_SPECIALTIES:
+        g = catalog[catalog["specialty"] == s.name]
+        assert len(g) == s.programs_2025, s.name
+        assert g["positions"].sum() == s.positions_2026, s.name
+        assert (g["positions"] >= 1).all()
+        assert (g["track"] == s.pgy1_track).all()
+        assert g["program_id"].str.fullmatch(rf"{s.code}-\d{{4}}").all()
+    assert set(catalog["track"]) == set(TRACKS)
+    catalog_rows = catalog["specialty"].isin(CATALOG_PROGRAM_COUNTS)
+    assert catalog.loc[catalog_rows, "track"].isin(["categorical", "advanced"]).all()
+    assert catalog.loc[~catalog_rows, "track"].isin(["preliminary", "transitional"]).all()
+
+
+def test_pgy1_programs_copy_a_civilian_host_of_the_host_specialty(catalog):
+    for s in PGY1_ONLY_SPECIALTIES:
+        g = catalog[catalog["specialty"] == s.name]
+        assert g["name"].is_unique
+        suffix = f" ({s.name})"
+        assert g["name"].str.endswith(suffix).all()
+        hosts = catalog[catalog["specialty"] == s.host].set_index("name")
+        host_names = g["name"].str.slice(0, -len(suffix))
+        assert host_names.isin(hosts.index).all(), s.name
+        host = hosts.loc[host_names.to_numpy()]
+        assert not host["military"].any() and not g["military"].any()
+        for col in ("city", "state", "region", "program_type", *HOST_RATE_COLUMNS):
+            pd.testing.assert_series_equal(g[col].reset_index(drop=True),
+                                           host[col].reset_index(drop=True), check_names=False)
+        for col in set(RATE_COLUMNS) - set(HOST_RATE_COLUMNS):  # no signals
+            assert g[col].isna().all(), (s.name, col)
+    # the catalog's own programs keep their names: the suffix marks only the derived ones
+    assert not catalog["specialty"].isin(CATALOG_PROGRAM_COUNTS)[
+        catalog["name"].str.endswith(tuple(f" ({s.name})" for s in PGY1_ONLY_SPECIALTIES))].any()
+
+
+def test_real_advanced_share_near_the_published_share(real):
+    for specialty, share in ADVANCED_SHARE.items():
+        g = real[real["specialty"] == specialty]
+        got = (g["track"] == "advanced").mean()
+        if share == 0:
+            assert got == 0, specialty
+        else:  # a fixed coin per program: within 3 binomial SDs (+1 program) of the share
+            tolerance = 3 * np.sqrt(share * (1 - share) / len(g)) + 1 / len(g)
+            assert abs(got - share) < tolerance, (specialty, got, share)
+
+
+def test_pgy1_programs_are_deterministic(real):
+    catalog_rows = real[real["specialty"].isin(CATALOG_PROGRAM_COUNTS)]
+    raw = catalog_rows[["specialty", "name", "city", "state", "region", *RATE_COLUMNS]]
+    once = derive_pgy1_programs(raw)
+    pd.testing.assert_frame_equal(derive_pgy1_programs(raw.iloc[::-1]), once)  # not row order
+    # the derived rows are those of the imported catalog, and finishing again adds none
+    assert len(once) == PGY1_PROGRAMS
+    assert derive_pgy1_programs(real).empty
+
+
+def test_pgy1_programs_do_not_change_the_catalog_programs(synthetic):
+    """The markers of the catalog's own programs do not depend on the programs derived from it."""
+    own = synthetic[synthetic["specialty"].isin(CATALOG_PROGRAM_COUNTS)]
+    alone = derive_img_support(own)
+    for col in alone.columns:
+        pd.testing.assert_series_equal(alone[col], own[col], check_dtype=False)
+
+
+SMALL_HOSTS = ["Internal Medicine", "General Surgery", "Thoracic Surgery"]
+
+
+@st.composite
+def small_catalogs(draw) -> tuple[pd.DataFrame, dict[str, int]]:
+    """A few programs of host and non-host specialties (some military, some with suppressed
+    rates), and positions per specialty: enough for the catalog's own programs, and for the
+    PGY-1-only ones anything from none to plenty."""
+    rows = []
+    for specialty in SMALL_HOSTS:
+        for i in range(draw(st.integers(0, 5))):
+            military = draw(st.booleans()) and draw(st.booleans())
+            rate = draw(st.none() | st.floats(0, 1))
+            prefix = "Army Medical Center " if military else ""
+            rows.append({"specialty": specialty, "name": f"{prefix}{specialty} Program {i}",
+                         "city": "Boston", "state": "MA", "region": "New England",
+                         **{c: (np.nan if rate is None else rate) for c in RATE_COLUMNS[:6]},
+                         **{c: np.nan for c in RATE_COLUMNS[6:]}})
+    if not rows:
+        rows.append({"specialty": "Thoracic Surgery", "name": "Only Program", "city": "Reno",
+                     "state": "NV", "region": "Mountain", **dict.fromkeys(RATE_COLUMNS, 0.2)})
+    programs = pd.DataFrame(rows)
+    totals = {s: 56 for s in SMALL_HOSTS}
+    for s in PGY1_ONLY_SPECIALTIES:
+        if draw(st.booleans()):
+            totals[s.name] = draw(st.integers(0, 12))
+    return programs, totals
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_catalogs())
+def test_pgy1_programs_on_small_catalogs(case):
+    programs, totals = case
+    derived = derive_pgy1_programs(programs, totals)
+    assert set(derived["track"]) <= set(TRACKS)
+    finished = finish_programs(programs, totals)  # never raises
+    assert (finished["positions"] >= 1).all()
+    assert set(finished["track"]) <= set(TRACKS)
+    assert finished["program_id"].is_unique
+    assert not finished.duplicated(["specialty", "name"]).any()
+    for s in PGY1_ONLY_SPECIALTIES:
+        g = finished[finished["specialty"] == s.name]
+        hosts = programs[(programs["specialty"] == s.host) & ~derive_military(programs["name"])]
+        assert len(g) <= min(len(hosts), totals.get(s.name, len(hosts)))
+        assert not g["military"].any()
+        if s.name in totals and len(g):
+            assert g["positions"].sum() == totals[s.name]
+        if len(hosts) and totals.get(s.name, 1) > 0:
+            assert len(g) > 0, s.name  # a host and a position: the track is there
