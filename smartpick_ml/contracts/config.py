@@ -29,7 +29,8 @@ class TypeParams(_Strict):
     applications_mean: float = Field(gt=0)
     applications_sd_log: float = Field(ge=0)
     rank_bias: float
-    specialty_choice_power: float
+    backup_bias: float = 0.0
+    fallback_pgy1_bias: float = 0.0
     target_rate_weight: float
     target_prestige_weight: float
     years_since_graduation_mean: float = Field(ge=0)
@@ -37,6 +38,28 @@ class TypeParams(_Strict):
     usce_none_share: float = Field(ge=0, le=1)
     usce_months_mean: float = Field(ge=0)
     publications_mean: float = Field(ge=0)
+
+
+class MarketFigures(_Strict):
+    """Published figures of one specialty (or PGY-1 track) in the market season."""
+
+    positions: int = Field(ge=0)
+    prior_graduates: int = Field(ge=0)
+    applicants_ranking: int = Field(ge=0)
+    filled: dict[str, int]
+
+    @model_validator(mode="after")
+    def _fits(self) -> MarketFigures:
+        if self.prior_graduates > self.positions:
+            raise ValueError("prior_graduates cannot exceed positions")
+        return self
+
+    @field_validator("filled")
+    @classmethod
+    def _types(cls, v: dict[str, int]) -> dict[str, int]:
+        if set(v) != set(APPLICANT_TYPES) or min(v.values(), default=0) < 0:
+            raise ValueError(f"filled must give a count >= 0 for each of {list(APPLICANT_TYPES)}")
+        return v
 
 
 class SimulationParams(_Strict):
@@ -56,6 +79,7 @@ class SimulationParams(_Strict):
     interview_strength_weight: float
     interviews_per_position: float = Field(gt=0)
     max_interviews_per_applicant: int = Field(gt=0)
+    max_supplemental_interviews: int = Field(default=8, ge=0)
     target_home_state_weight: float
     target_region_weight: float
     applicant_taste_sd: float = Field(ge=0)
@@ -63,8 +87,21 @@ class SimulationParams(_Strict):
     applicant_home_weight: float
     program_home_state_bonus: float
     application_growth_per_season: float
-    specialty_interview_balance: float = Field(default=0.0, ge=0, le=2)
+    market_season: int = 2025
+    active_applicants: int = Field(default=0, ge=0)
+    market: dict[str, MarketFigures] = Field(default_factory=dict)
+    specialty_strength_sorting: float = 0.0
+    backup_competitiveness_weight: float = 0.0
+    backup_strength_weight: float = 0.0
+    backup_family_affinity: float = Field(default=1.0, gt=0)
+    backup_size_power: float = Field(default=1.0, ge=0)
+    backup_applications_share: float = Field(default=0.5, gt=0, le=1)
+    backup_rank_penalty: float = 0.0
+    supplemental_applications_mean: float = Field(default=12.0, gt=0)
+    fallback_applications_mean: float = Field(default=10.0, gt=0)
+    fallback_strength_weight: float = 0.0
     applications_strength_elasticity: float = Field(ge=0)
+    applications_rate_elasticity: float = Field(default=0.0, ge=0, le=1)
     applications_reference_season: int
     signals: dict[str, dict[str, int]]
     positions_reference_season: int
@@ -79,12 +116,12 @@ class SimulationParams(_Strict):
                              f"{sorted(missing)}, unknown {sorted(unknown)}")
         return v
 
-    @field_validator("signals")
+    @field_validator("signals", "market")
     @classmethod
-    def _known_specialties(cls, v: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    def _known_specialties(cls, v: dict[str, Any]) -> dict[str, Any]:
         unknown = set(v) - set(SPECIALTY_NAMES)
         if unknown:
-            raise ValueError(f"unknown specialty in signals: {sorted(unknown)}")
+            raise ValueError(f"unknown specialty: {sorted(unknown)}")
         return v
 
 

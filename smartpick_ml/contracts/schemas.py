@@ -151,11 +151,18 @@ APPLICANTS = TableSchema(
         ColumnSpec("needs_visa", "bool", "Needs a J-1 or H-1B visa to train (non-US IMGs only)."),
         ColumnSpec("home_state", "str", "State of legal residence or medical school; null if "
                    "none in the US.", nullable=True, allowed=tuple(STATE_REGION)),
-        ColumnSpec("preferred_specialty", "str", "Specialty the applicant applies to.",
+        ColumnSpec("preferred_specialty", "str", "Specialty the applicant prefers: their "
+                   "programs come first on the rank list.", allowed=SPECIALTY_NAMES),
+        ColumnSpec("backup_specialty", "str", "A second specialty the applicant ranks below the "
+                   "preferred one; null if none.", nullable=True, required=False,
                    allowed=SPECIALTY_NAMES),
     ),
     rules=APPLICANT_ROW_RULES,
 )
+
+
+#: The applicant's rank lists (NRMP): the primary list, and a supplemental list of PGY-1 programs.
+RANK_LISTS: tuple[str, ...] = ("primary", "supplemental")
 
 
 def _matched_implies_interviewed(df: pd.DataFrame) -> tuple[pd.Series, str] | None:
@@ -176,8 +183,11 @@ def _one_match_per_applicant(df: pd.DataFrame) -> tuple[pd.Series, str] | None:
     if "matched" not in df:
         return None
     m = df["matched"].fillna(False).astype(bool)
-    counts = m.groupby([df["applicant_id"], df["season"]]).transform("sum")
-    return (counts > 1) & m, "matched: an applicant matches at most one program per season"
+    lists = (df["rank_list"].fillna("primary") if "rank_list" in df
+             else pd.Series("primary", index=df.index))
+    counts = m.groupby([df["applicant_id"], df["season"], lists]).transform("sum")
+    return ((counts > 1) & m, "matched: an applicant matches at most one program per season "
+            "and rank list")
 
 
 APPLICATIONS = TableSchema(
@@ -190,6 +200,9 @@ APPLICATIONS = TableSchema(
         ColumnSpec("season", "int", "Match year.", unit="year", min=2000, max=2100),
         ColumnSpec("signal", "str", "Preference signal sent with the application.",
                    required=False, allowed=SIGNAL_VALUES),
+        ColumnSpec("rank_list", "str", "The applicant's list holding the application: primary, "
+                   "or supplemental (PGY-1 programs for an applicant to advanced positions, used "
+                   "only if they match one).", required=False, allowed=RANK_LISTS),
         ColumnSpec("interviewed", "bool", "The program invited the applicant to interview.",
                    nullable=True, required=False),
         ColumnSpec("rank_position", "int", "Position of the program on the applicant's rank "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from smartpick_ml.contracts.config import SimulationParams
 from smartpick_ml.contracts.reference import (
     APPLICANT_TYPE_LABELS,
     APPLICANT_TYPES,
@@ -98,7 +99,103 @@ def catalog_summary(programs: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("positions", ascending=False).reset_index()
 
 
-def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame) -> str:
+def _published_share(params: SimulationParams) -> float:
+    """Share of the active applicants the four modelled types are (published counts, market
+    season): what scales a published all-applicant count to the simulated market."""
+    modelled = sum(params.applicants[params.market_season].values())
+    return modelled / params.active_applicants if params.active_applicants else 1.0
+
+
+def applicants_ranking_by_specialty(applicants: pd.DataFrame, applications: pd.DataFrame,
+                                    programs: pd.DataFrame, params: SimulationParams,
+                                    scale: float) -> pd.DataFrame:
+    """Market season: applicants who ranked at least one program of each specialty or track,
+    simulated (per 1.0 of scale) beside the published count x the modelled types' share. Counted
+    as the NRMP counts: once per track (an applicant ranking categorical and advanced programs of
+    a specialty counts twice)."""
+    season = params.market_season
+    apps = applications[(applications["season"] == season)
+                        & applications["rank_position"].notna()]
+    track = (programs["track"].fillna("categorical") if "track" in programs
+             else pd.Series("categorical", index=programs.index))
+    apps = apps.merge(programs[["program_id", "specialty"]].assign(track=track), on="program_id")
+    # as the NRMP counts them: once per track row (categorical, advanced) an applicant ranks
+    simulated = (apps.groupby(["specialty", "track"])["applicant_id"].nunique()
+                 .groupby(level=0).sum() / scale)
+    share = _published_share(params)
+    rows = []
+    for name, fig in params.market.items():
+        published = fig.applicants_ranking * share
+        sim = float(simulated.get(name, 0.0))
+        rows.append({"specialty": name, "simulated": round(sim),
+                     "published": round(published),
+                     "difference_pct": round(100 * (sim / published - 1), 1) if published else
+                     float("nan")})
+    out = pd.DataFrame(rows)
+    out["within_20pct"] = out["difference_pct"].abs() <= 20
+    return out.sort_values("published", ascending=False).reset_index(drop=True)
+
+
+def filled_by_type(applicants: pd.DataFrame, applications: pd.DataFrame,
+                   programs: pd.DataFrame, program_outcomes: pd.DataFrame,
+                   params: SimulationParams, scale: float) -> pd.DataFrame:
+    """Market season: positions filled by each applicant type per specialty or track, simulated
+    (per 1.0 of scale) beside the published NRMP figure, for specialties with >= 100 positions."""
+    season = params.market_season
+    m = applications[(applications["season"] == season) & applications["matched"]]
+    m = m.merge(programs[["program_id", "specialty"]], on="program_id").merge(
+        applicants[["applicant_id", "applicant_type"]], on="applicant_id")
+    sim = m.groupby(["specialty", "applicant_type"]).size() / scale
+    pos = program_outcomes[program_outcomes["season"] == season].merge(
+        programs[["program_id", "specialty"]], on="program_id").groupby("specialty")[
+        "positions"].sum() / scale
+    rows = []
+    for name, fig in params.market.items():
+        if pos.get(name, 0) < 100:
+            continue
+        for t in APPLICANT_TYPES:
+            published = fig.filled[t]
+            simulated = float(sim.get((name, t), 0.0))
+            rows.append({"specialty": name, "applicant_type": t, "positions": round(pos[name]),
+                         "simulated": round(simulated), "published": published,
+                         "difference_pct": round(100 * (simulated / published - 1), 1)
+                         if published else float("nan")})
+    out = pd.DataFrame(rows)
+    out["within_25pct"] = out["difference_pct"].abs() <= 25
+    return out
+
+
+def preferred_specialty_outcomes(applicants: pd.DataFrame, applications: pd.DataFrame,
+                                 programs: pd.DataFrame,
+                                 applicant_type: str = "non_us_img") -> pd.DataFrame:
+    """Per season and preferred specialty, for one applicant type: applicants, the share who added
+    a backup, and the match rate in the preferred specialty and anywhere (as NRMP's Charting
+    Outcomes counts them)."""
+    a = applicants[applicants["applicant_type"] == applicant_type]
+    m = applications[applications["matched"]].merge(programs[["program_id", "specialty"]],
+                                                     on="program_id")
+    m = m[["season", "applicant_id", "specialty"]].rename(columns={"specialty": "matched_in"})
+    df = a.merge(m, on=["season", "applicant_id"], how="left")
+    df["matched_any"] = df["matched_in"].notna()
+    df["matched_preferred"] = df["matched_in"] == df["preferred_specialty"]
+    backup = (df["backup_specialty"].notna() if "backup_specialty" in df
+              else pd.Series(False, index=df.index))
+    df["with_backup"] = backup
+    out = df.groupby(["season", "preferred_specialty"]).agg(
+        applicants=("applicant_id", "size"), with_backup=("with_backup", "mean"),
+        matched_preferred=("matched_preferred", "mean"),
+        matched_any=("matched_any", "mean")).reset_index()
+    for col in ("with_backup", "matched_preferred", "matched_any"):
+        out[col] = (100 * out[col]).round(1)
+    return out.rename(columns={"preferred_specialty": "specialty",
+                               "with_backup": "with_backup_pct",
+                               "matched_preferred": "matched_preferred_pct",
+                               "matched_any": "matched_any_pct"})
+
+
+def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
+                  ranking: pd.DataFrame | None = None, filled: pd.DataFrame | None = None,
+                  img_outcomes: pd.DataFrame | None = None) -> str:
     lines = ["# Simulated season — validation report", "",
              "## PGY-1 match rate by applicant type (simulated vs published NRMP)", "",
              "| season | applicant type | applicants | simulated % | published % | diff (pp) | "
@@ -114,4 +211,37 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame) -> str:
     for r in unfilled.itertuples():
         lines.append(f"| {r.season} | {r.specialty} | {r.positions} | {r.filled} | "
                      f"{r.unfilled_pct:.1f} |")
+    if ranking is not None and len(ranking):
+        ok = int(ranking["within_20pct"].sum())
+        lines += ["", "## Applicants ranking each specialty and track (market season)", "",
+                  "Applicants who ranked at least one program of it, per 1.0 of scale; published: "
+                  "NRMP 2025 x the share of active applicants the four modelled types are. An "
+                  f"applicant with a backup or a PGY-1 list counts in each. Within ±20 %: {ok} of "
+                  f"{len(ranking)}.", "",
+                  "| specialty or track | simulated | published | difference % |",
+                  "|---|---|---|---|"]
+        for r in ranking.itertuples():
+            lines.append(f"| {r.specialty} | {r.simulated} | {r.published} | "
+                         f"{r.difference_pct:+.1f} |")
+    if filled is not None and len(filled):
+        ok = int(filled["within_25pct"].sum())
+        lines += ["", "## Positions filled by applicant type (market season)", "",
+                  "Specialties with at least 100 positions; per 1.0 of scale; published: NRMP 2025 "
+                  f"(pipelines/simulate.toml). Within ±25 %: {ok} of {len(filled)}.", "",
+                  "| specialty or track | positions | "
+                  + " | ".join(f"{APPLICANT_TYPE_LABELS[t]} sim / pub" for t in APPLICANT_TYPES)
+                  + " |", "|---|---|" + "---|" * len(APPLICANT_TYPES)]
+        for name, g in filled.groupby("specialty", sort=False):
+            cells = [f"{r.simulated} / {r.published}" for r in g.itertuples()]
+            lines.append(f"| {name} | {g['positions'].iloc[0]} | " + " | ".join(cells) + " |")
+    if img_outcomes is not None and len(img_outcomes):
+        lines += ["", "## Non-US IMGs by preferred specialty", "",
+                  "Match rate in the preferred specialty and anywhere (a backup or PGY-1 year "
+                  "counts as anywhere).", "",
+                  "| season | preferred specialty | applicants | with a backup % | "
+                  "matched in preferred % | matched anywhere % |", "|---|---|---|---|---|---|"]
+        for r in img_outcomes.itertuples():
+            lines.append(f"| {r.season} | {r.specialty} | {r.applicants} | "
+                         f"{r.with_backup_pct:.1f} | {r.matched_preferred_pct:.1f} | "
+                         f"{r.matched_any_pct:.1f} |")
     return "\n".join(lines) + "\n"

@@ -46,6 +46,13 @@ from smartpick_ml.contracts.reference import (
     STATE_REGION,
 )
 from smartpick_ml.contracts.schemas import APPLICANTS, APPLICATIONS, validate
+from smartpick_ml.simulation.market import (
+    PGY1_TRACKS,
+    Choices,
+    draw_choices,
+    plan_choices,
+    specialty_market,
+)
 from smartpick_ml.simulation.matching import deferred_acceptance
 
 STEP2_REFERENCE_MEAN, STEP2_REFERENCE_SD = 249.0, 15.0  # USMLE, US/Canadian MD first-takers
@@ -53,6 +60,12 @@ STEP2_CLIP = (200, 290)
 MAX_RATE = 0.97
 _LOGISTIC_PROBIT = np.pi / 8.0  # E[logistic(a + bZ)] ~= logistic(a / sqrt(1 + pi b^2 / 8))
 CHUNK = 4096
+#: Where an application sits: the primary list holds the preferred specialty's programs, then the
+#: backup's, then PGY-1 programs as a fallback; the supplemental list (PGY-1 programs for an
+#: applicant to advanced positions) is used only if the applicant matches an advanced position.
+#: The specialty the per-type applications figures describe (AAIM 2016: Internal Medicine).
+APPLICATIONS_REFERENCE_SPECIALTY = "Internal Medicine"
+TIER_PREFERRED, TIER_BACKUP, TIER_FALLBACK, TIER_SUPPLEMENTAL = 0, 1, 2, 3
 #: National share of applications by type (applicants x applications per applicant:
 #: NRMP 2025 counts, AAIM ~35 per US graduate and ~77 per IMG), used to average a program's per-type
 #: interview rates.
@@ -88,6 +101,10 @@ class MarketInputs:
     quotas: np.ndarray  # positions per program this season
     capacity: np.ndarray  # interview slots per program
     max_interviews: int
+    max_supplemental_interviews: int
+    pair_tier: np.ndarray  # TIER_* per pair
+    pgy1_program: np.ndarray  # per program: preliminary / transitional
+    advanced_program: np.ndarray  # per program: positions start at PGY-2
 
 
 @dataclass
@@ -128,20 +145,23 @@ def _prestige(programs: pd.DataFrame, rates: np.ndarray) -> np.ndarray:
 
 def season_positions(programs: pd.DataFrame, season: int, scale: float,
                      params: SimulationParams, rng: np.random.Generator) -> np.ndarray:
-    """Positions per program for a season: catalog positions scaled by the season's published
-    PGY-1 total and by ``scale`` (stochastic rounding keeps the expected total exact).
+    """Positions per program for a season, stochastic rounding keeping the expected total exact.
 
-    A uniformed-services program offers none: it fills through the military match. The catalog
-    spreads each specialty's published (civilian) total over all its programs, so the civilian
-    ones are scaled up to hold it."""
+    Each specialty's total is the published one of the market season less the positions prior
+    graduates filled (``params.market``: the modelled applicants compete for the rest), or the
+    catalog's where no figure is given; scaled to the season by the published PGY-1 total and by
+    ``scale``. A uniformed-services program offers none: it fills through the military match, so
+    the civilian programs hold the specialty's total."""
     ref = PGY1_POSITIONS.get(params.positions_reference_season)
     factor = PGY1_POSITIONS.get(season, ref) / ref if ref else 1.0
     catalog = programs["positions"].to_numpy(dtype=float)
     civilian = np.where(military_closed(programs), 0.0, catalog)
     spec = programs["specialty"].to_numpy()
-    _, code = np.unique(spec, return_inverse=True)
-    refill = np.bincount(code, weights=catalog) / np.maximum(np.bincount(code, weights=civilian),
-                                                             1e-9)
+    names, code = np.unique(spec, return_inverse=True)
+    catalog_total = np.bincount(code, weights=catalog)
+    total = np.array([params.market[n].positions - params.market[n].prior_graduates
+                      if n in params.market else catalog_total[i] for i, n in enumerate(names)])
+    refill = total / np.maximum(np.bincount(code, weights=civilian), 1e-9)
     x = civilian * refill[code] * factor * scale
     base = np.floor(x)
     return (base + (rng.random(len(x)) < (x - base))).astype(np.int64)
@@ -150,72 +170,23 @@ def season_positions(programs: pd.DataFrame, season: int, scale: float,
 # ----------------------------------------------------------------------------- applicants
 
 
-def _specialty_choice(season: int, scale: float, programs: pd.DataFrame, prog_spec: np.ndarray,
-                      rates: np.ndarray, params: SimulationParams) -> np.ndarray:
-    """P(specialty | applicant type), one column per type.
-
-    First in proportion to the positions the type would fill in the specialty (each program's
-    positions split by type as its interviewees do: published rate x national application volume
-    of the type), to the power ``specialty_choice_power``. Then the competition the published
-    rates imply: a specialty whose programs interview a small share of their applicants
-    (Dermatology: ~10 % of US MDs) must receive more applicants per position than one that
-    interviews half (Pediatrics) for both to interview about as many per position. The shares are
-    tilted by (interviews per position across all specialties / this specialty's) **
-    ``specialty_interview_balance`` (0: no tilt; 1: equal interviews per position), where a
-    specialty's interviews are its applicants x min(applications, its programs) x the rate their
-    applications meet (programs receive applications in proportion to positions / mixed rate, as
-    in :func:`draw_applications`).
-    """
-    n_spec, n_types = len(SPECIALTY_NAMES), len(APPLICANT_TYPES)
-    positions = programs["positions"].to_numpy(float)
-    weighted = rates * APPLICATION_MIX[None, :]
-    type_share = weighted / np.maximum(weighted.sum(axis=1, keepdims=True), 1e-9)
-    share = np.zeros((n_spec, n_types))
-    for j, t in enumerate(APPLICANT_TYPES):
-        w = np.bincount(prog_spec, weights=positions * type_share[:, j],
-                        minlength=n_spec) ** params.types[t].specialty_choice_power
-        share[:, j] = w / w.sum()
-    balance = params.specialty_interview_balance
-    if balance == 0:
-        return share
-    growth = _application_growth(season, params)
-    volume = positions / np.clip(rates @ APPLICATION_MIX, 0.01, 1.0)  # applications received
-    received = np.maximum(np.bincount(prog_spec, weights=volume, minlength=n_spec), 1e-9)
-    met_rate = np.stack([np.bincount(prog_spec, weights=volume * rates[:, j], minlength=n_spec)
-                         for j in range(n_types)], axis=1) / received[:, None]
-    n_programs = np.bincount(prog_spec, weights=positions > 0, minlength=n_spec)
-    apps = np.array([params.types[t].applications_mean * growth for t in APPLICANT_TYPES])
-    per_applicant = np.minimum(apps[None, :], n_programs[:, None]) * met_rate
-    counts = np.array([params.applicants[season][t] * scale for t in APPLICANT_TYPES], float)
-    spec_positions = np.bincount(prog_spec, weights=positions, minlength=n_spec)
-    interviews = (share * counts[None, :] * per_applicant).sum(axis=1)
-    per_position = interviews / np.maximum(spec_positions, 1e-9)
-    overall = interviews.sum() / spec_positions.sum()
-    tilt = np.where(per_position > 0, (overall / np.maximum(per_position, 1e-9)) ** balance, 0.0)
-    tilted = share * tilt[:, None]
-    return tilted / np.maximum(tilted.sum(axis=0, keepdims=True), 1e-12)
-
-
 def draw_applicants(rng: np.random.Generator, season: int, scale: float,
-                    programs: pd.DataFrame, params: SimulationParams) -> pd.DataFrame:
-    """Applicants of one season (the public ``applicants`` table)."""
+                    programs: pd.DataFrame, positions: np.ndarray,
+                    params: SimulationParams) -> tuple[pd.DataFrame, Choices]:
+    """Applicants of one season (the public ``applicants`` table) and where each applies:
+    preferred and backup specialty, PGY-1 lists (:mod:`smartpick_ml.simulation.market`)."""
     if season not in params.applicants:
         raise ConfigError(f"params.applicants has no counts for season {season}; known: "
                           f"{sorted(params.applicants)}")
-    rates = _imputed_rates(programs)
-    spec_index = {s: i for i, s in enumerate(SPECIALTY_NAMES)}
-    prog_spec = programs["specialty"].map(spec_index).to_numpy()
     state_weight = programs.groupby("state")["positions"].sum()
     states = state_weight.index.to_numpy()
     state_p = state_weight.to_numpy(float) / state_weight.sum()
-    choice = _specialty_choice(season, scale, programs, prog_spec, rates, params)
     frames = []
-    for j, t in enumerate(APPLICANT_TYPES):
+    for t in APPLICANT_TYPES:
         tp: TypeParams = params.types[t]
         n = int(round(params.applicants[season][t] * scale))
         if n == 0:
             continue
-        spec = rng.choice(len(SPECIALTY_NAMES), size=n, p=choice[:, j])
         step2 = np.clip(np.rint(rng.normal(tp.step2_mean, tp.step2_sd, n)), *STEP2_CLIP)
         if tp.years_since_graduation_mean > 0:
             gap = np.rint(rng.gamma(1.5, tp.years_since_graduation_mean / 1.5, n))
@@ -237,13 +208,20 @@ def draw_applicants(rng: np.random.Generator, season: int, scale: float,
             "usce_months": np.minimum(usce, APPLICANTS.column("usce_months").max).astype(np.int64),
             "publications": np.minimum(pubs, APPLICANTS.column("publications").max
                                        ).astype(np.int64),
-            "needs_visa": needs_visa, "home_state": home,
-            "preferred_specialty": np.asarray(SPECIALTY_NAMES, dtype=object)[spec]}))
+            "needs_visa": needs_visa, "home_state": home}))
     df = pd.concat(frames, ignore_index=True)
     df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
     df.insert(0, "season", np.int64(season))
     df.insert(0, "applicant_id", [f"S{season}-{i:06d}" for i in range(len(df))])
-    return validate(df, APPLICANTS)
+    market = specialty_market(programs, positions, season, scale, params)
+    counts = np.array([(df["applicant_type"] == t).sum() for t in APPLICANT_TYPES], float)
+    plan = plan_choices(market, counts, params)
+    choices = draw_choices(rng, _type_index(df), _strength_within_type(df, params), market, plan,
+                           params)
+    names = np.asarray(SPECIALTY_NAMES + (None,), dtype=object)
+    df["preferred_specialty"] = names[choices.preferred]
+    df["backup_specialty"] = names[choices.backup]
+    return validate(df, APPLICANTS), choices
 
 
 # ----------------------------------------------------------------------------- applications
@@ -260,6 +238,14 @@ def _observed_strength(applicants: pd.DataFrame, params: SimulationParams) -> np
             + p.publications_weight * np.log1p(applicants["publications"].to_numpy(float))
             - p.years_since_graduation_penalty * np.maximum(gap - 2.0, 0.0)
             + bias.to_numpy(float))
+
+
+def _strength_within_type(applicants: pd.DataFrame, params: SimulationParams) -> np.ndarray:
+    """Observed strength in SD units of the applicant's own type."""
+    strength = pd.Series(_observed_strength(applicants, params))
+    by_type = strength.groupby(_type_index(applicants))
+    return ((strength - by_type.transform("mean"))
+            / by_type.transform("std").fillna(1.0).replace(0, 1.0)).to_numpy()
 
 
 def _application_growth(season: int, params: SimulationParams) -> float:
@@ -300,8 +286,6 @@ def _application_inputs(applicants: pd.DataFrame, programs: pd.DataFrame, season
     rates = _imputed_rates(programs)
     type_idx = _type_index(applicants)
     home = applicants["home_state"].to_numpy(dtype=object)
-    strength = _observed_strength(applicants, params)
-    by_type = pd.Series(strength).groupby(type_idx)
     return _ApplicationInputs(
         rates=rates, mixed_rate=np.clip(rates @ APPLICATION_MIX, 0.01, 1.0),
         prestige=_prestige(programs, rates), sponsors=sponsors_visa(programs),
@@ -311,8 +295,7 @@ def _application_inputs(applicants: pd.DataFrame, programs: pd.DataFrame, season
         home_region=np.array([STATE_REGION.get(h) if isinstance(h, str) else None
                               for h in home], dtype=object),
         needs_visa=applicants["needs_visa"].to_numpy(),
-        strength_z=((strength - by_type.transform("mean").to_numpy())
-                    / by_type.transform("std").fillna(1.0).replace(0, 1.0).to_numpy()),
+        strength_z=_strength_within_type(applicants, params),
         target_rate=np.array([params.types[x].target_rate_weight for x in APPLICANT_TYPES]),
         target_prestige=np.array([params.types[x].target_prestige_weight
                                   for x in APPLICANT_TYPES]),
@@ -340,17 +323,17 @@ def _application_weights(inputs: _ApplicationInputs, a: np.ndarray, prog_idx: np
     return w - 6.0 * visa_blocked  # a few still apply where they cannot be taken
 
 
-def _application_counts(rng: np.random.Generator, inputs: _ApplicationInputs, a: np.ndarray,
-                        n_programs: int, params: SimulationParams) -> np.ndarray:
-    """How many of the specialty's ``n_programs`` each applicant of ``a`` applies to."""
-    t = inputs.type_idx[a]
-    mean_apps = np.array([params.types[APPLICANT_TYPES[i]].applications_mean for i in t])
-    sd_log = np.array([params.types[APPLICANT_TYPES[i]].applications_sd_log for i in t])
+def _application_counts(rng: np.random.Generator, inputs: _ApplicationInputs,
+                        params: SimulationParams) -> np.ndarray:
+    """How many programs each applicant applies to in their preferred specialty, before the cap
+    at the specialty's number of programs (a backup gets a share of it)."""
+    t = inputs.type_idx
+    mean_apps = np.array([params.types[x].applications_mean for x in APPLICANT_TYPES])[t]
+    sd_log = np.array([params.types[x].applications_sd_log for x in APPLICANT_TYPES])[t]
     # weaker applicants apply more widely (in SD units of their type's strength)
-    breadth = np.exp(-params.applications_strength_elasticity * inputs.strength_z[a])
-    n_apps = np.rint(mean_apps * inputs.growth * breadth
-                     * np.exp(sd_log * rng.standard_normal(len(a)) - sd_log**2 / 2))
-    return np.clip(n_apps, 1, n_programs).astype(np.int64)
+    breadth = np.exp(-params.applications_strength_elasticity * inputs.strength_z)
+    return (mean_apps * inputs.growth * breadth
+            * np.exp(sd_log * rng.standard_normal(len(t)) - sd_log**2 / 2))
 
 
 def _application_signals(rng: np.random.Generator, inputs: _ApplicationInputs, rows: np.ndarray,
@@ -378,13 +361,13 @@ def _application_signals(rng: np.random.Generator, inputs: _ApplicationInputs, r
 
 
 def _draw_chunk(rng: np.random.Generator, inputs: _ApplicationInputs, a: np.ndarray,
-                prog_idx: np.ndarray, positions: np.ndarray, signal_plan: dict[str, int],
-                params: SimulationParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Applications of applicants ``a`` to their specialty's programs ``prog_idx``: applicant,
+                n_apps: np.ndarray, prog_idx: np.ndarray, positions: np.ndarray,
+                signal_plan: dict[str, int], params: SimulationParams
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n_apps`` applications of each applicant of ``a`` to the programs ``prog_idx``: applicant,
     program and signal of each, grouped by applicant."""
     w = _application_weights(inputs, a, prog_idx, positions, params)
     w = w + rng.gumbel(size=w.shape)  # Gumbel-top-k = weighted sampling w/o replacement
-    n_apps = _application_counts(rng, inputs, a, len(prog_idx), params)
     order = np.argsort(-w, axis=1, kind="stable")
     take = np.arange(len(prog_idx))[None, :] < n_apps[:, None]
     rows = np.repeat(a, n_apps)
@@ -392,25 +375,83 @@ def _draw_chunk(rng: np.random.Generator, inputs: _ApplicationInputs, a: np.ndar
     return rows, cols, _application_signals(rng, inputs, rows, cols, n_apps, signal_plan, params)
 
 
+def _specialty_breadth(rates: np.ndarray, specialty: np.ndarray, positions: np.ndarray,
+                       params: SimulationParams) -> dict[int, np.ndarray]:
+    """Per specialty and type, applications relative to Internal Medicine (where the AAIM figures
+    were measured): applicants apply more widely where programs interview a smaller share of their
+    type, (IM's mean rate / the specialty's) ** ``applications_rate_elasticity`` (1 = the same
+    expected interviews everywhere)."""
+    def mean_rate(name: str) -> np.ndarray | None:
+        mask = (specialty == name) & (positions > 0)
+        if not mask.any():
+            return None
+        return np.clip(rates[mask].mean(axis=0), 1e-3, None)
+
+    reference = mean_rate(APPLICATIONS_REFERENCE_SPECIALTY)
+    if reference is None:
+        return {}
+    out = {}
+    for k, name in enumerate(SPECIALTY_NAMES):
+        rate = mean_rate(name)
+        if rate is not None:
+            out[k] = (reference / rate) ** params.applications_rate_elasticity
+    return out
+
+
+def _application_lists(rng: np.random.Generator, base: np.ndarray, choices: Choices,
+                       params: SimulationParams
+                       ) -> list[tuple[int, np.ndarray, np.ndarray, str]]:
+    """Every (specialty, applicants, applications wanted, rank list) an applicant applies to:
+    the preferred specialty, a share of that to the backup, a few PGY-1 programs on a fallback
+    or a supplemental list."""
+    def pgy1_counts(n: int, mean: float) -> np.ndarray:
+        return 1.0 + rng.poisson(max(mean - 1.0, 0.0), n)
+
+    lists = []
+    for k in range(len(SPECIALTY_NAMES)):
+        for who, wanted, rank_list in (
+                (choices.preferred == k, base, "primary"),
+                (choices.backup == k, base * params.backup_applications_share, "primary"),
+                (choices.fallback == k, None, "primary"),
+                (choices.supplemental[:, k], None, "supplemental")):
+            idx = np.flatnonzero(who)
+            if len(idx) == 0:
+                continue
+            mean = (params.supplemental_applications_mean if rank_list == "supplemental"
+                    else params.fallback_applications_mean)
+            n = wanted[idx] if wanted is not None else pgy1_counts(len(idx), mean)
+            lists.append((k, idx, n, rank_list))
+    return lists
+
+
 def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
-                      programs: pd.DataFrame, positions: np.ndarray,
+                      programs: pd.DataFrame, positions: np.ndarray, choices: Choices,
                       params: SimulationParams) -> pd.DataFrame:
-    """Where each applicant applies and signals (the ``applications`` table, before outcomes)."""
+    """Where each applicant applies and signals (the ``applications`` table, before outcomes).
+    ``choices``: each applicant's specialties, from :func:`draw_applicants`."""
     season = int(applicants["season"].iloc[0])
     inputs = _application_inputs(applicants, programs, season, params)
+    base = _application_counts(rng, inputs, params)
     specialty = programs["specialty"].to_numpy()
-    out_app, out_prog, out_signal = [], [], []
-    for name, app_idx in applicants.groupby("preferred_specialty").indices.items():
+    out_app, out_prog, out_signal, out_list = [], [], [], []
+    breadth = _specialty_breadth(inputs.rates, specialty, positions, params)
+    for k, app_idx, wanted, rank_list in _application_lists(rng, base, choices, params):
+        name = SPECIALTY_NAMES[k]
         prog_idx = np.flatnonzero((specialty == name) & (positions > 0))
         if len(prog_idx) == 0:
             continue
-        signal_plan = params.signals.get(name, {})
+        if rank_list == "primary" and k in breadth:
+            wanted = wanted * breadth[k][inputs.type_idx[app_idx]]
+        n_apps = np.clip(np.rint(wanted), 1, len(prog_idx)).astype(np.int64)
+        signal_plan = params.signals.get(name, {}) if rank_list == "primary" else {}
         for start in range(0, len(app_idx), CHUNK):
-            rows, cols, signal = _draw_chunk(rng, inputs, app_idx[start:start + CHUNK], prog_idx,
+            part = slice(start, start + CHUNK)
+            rows, cols, signal = _draw_chunk(rng, inputs, app_idx[part], n_apps[part], prog_idx,
                                              positions, signal_plan, params)
             out_app.append(rows)
             out_prog.append(cols)
             out_signal.append(signal)
+            out_list.append(np.full(len(rows), rank_list, dtype=object))
     app = np.concatenate(out_app)
     prog = np.concatenate(out_prog)
     order = np.lexsort((prog, app))
@@ -418,7 +459,8 @@ def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
         "applicant_id": applicants["applicant_id"].to_numpy(dtype=object)[app[order]],
         "program_id": programs["program_id"].to_numpy(dtype=object)[prog[order]],
         "season": np.int64(season),
-        "signal": np.concatenate(out_signal)[order]})
+        "signal": np.concatenate(out_signal)[order],
+        "rank_list": np.concatenate(out_list)[order]})
 
 
 # ----------------------------------------------------------------------------- the market
@@ -460,7 +502,10 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     rates = _imputed_rates(programs)
     prestige = _prestige(programs, rates)
     t = _type_index(applicants)
-    strength = pair_strength(applicants, programs, pa, pp, prestige, params)
+    tier = list_tiers(applicants, programs, applications, pa, pp)
+    # programs rank an applicant for whom they are the backup below equals who chose them
+    strength = (pair_strength(applicants, programs, pa, pp, prestige, params)
+                - params.backup_rank_penalty * (tier == TIER_BACKUP))
     home = applicants["home_state"].to_numpy(dtype=object)
     same_state = (home[pa] == programs["state"].to_numpy(dtype=object)[pp]).astype(float)
     r = rates[pp, t[pa]]
@@ -518,7 +563,38 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
         score_obs=score_obs, score_latent_weight=params.latent_weight,
         score_noise_sd=params.interview_noise_sd, applicant_util_obs=util,
         applicant_taste_sd=params.applicant_taste_sd, quotas=positions.astype(np.int64),
-        capacity=capacity, max_interviews=params.max_interviews_per_applicant)
+        capacity=capacity, max_interviews=params.max_interviews_per_applicant,
+        max_supplemental_interviews=params.max_supplemental_interviews,
+        pair_tier=tier, pgy1_program=pgy1_programs(programs),
+        advanced_program=_track(programs) == "advanced")
+
+
+def _track(programs: pd.DataFrame) -> np.ndarray:
+    if "track" not in programs:
+        return np.full(len(programs), "categorical", dtype=object)
+    return programs["track"].astype(object).fillna("categorical").to_numpy()
+
+
+def pgy1_programs(programs: pd.DataFrame) -> np.ndarray:
+    """Preliminary and transitional programs (PGY-1 only)."""
+    return np.isin(_track(programs), PGY1_TRACKS)
+
+
+def list_tiers(applicants: pd.DataFrame, programs: pd.DataFrame, applications: pd.DataFrame,
+               pa: np.ndarray, pp: np.ndarray) -> np.ndarray:
+    """Where each application sits in the applicant's lists (``TIER_*``): the preferred
+    specialty first, then the backup, then PGY-1 programs; supplemental lists apart."""
+    spec = programs["specialty"].to_numpy(dtype=object)[pp]
+    preferred = applicants["preferred_specialty"].to_numpy(dtype=object)[pa]
+    backup = (applicants["backup_specialty"].to_numpy(dtype=object)[pa]
+              if "backup_specialty" in applicants else np.full(len(pa), None, dtype=object))
+    supplemental = (applications["rank_list"].to_numpy(dtype=object) == "supplemental"
+                    if "rank_list" in applications else np.zeros(len(pa), bool))
+    tier = np.full(len(pa), TIER_PREFERRED, dtype=np.int8)
+    tier[pgy1_programs(programs)[pp]] = TIER_FALLBACK
+    tier[(spec == backup) & (spec != preferred)] = TIER_BACKUP
+    tier[supplemental] = TIER_SUPPLEMENTAL
+    return tier
 
 
 def screened_out(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
@@ -571,10 +647,14 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
     invited[cand_idx[keep]] = True
     invite_threshold = np.maximum(thr, 0.0)
     taste = m.applicant_util_obs + m.applicant_taste_sd * rng.standard_normal(n_pairs)
-    # applicants attend at most `max_interviews`, their favourites first ...
+    # the order of the applicant's primary list: preferred specialty, backup, then PGY-1 programs
+    list_order = taste - _TIER_STEP * m.pair_tier
+    # applicants attend at most `max_interviews` for their primary list and
+    # `max_supplemental_interviews` for a supplemental one, their favourites first ...
+    slot = 2 * m.pair_applicant + (m.pair_tier == TIER_SUPPLEMENTAL)
+    allowance = np.tile([m.max_interviews, m.max_supplemental_interviews], m.n_applicants)
     inv_idx = np.flatnonzero(invited)
-    keep_a, _ = _top_k_within_groups(m.pair_applicant[inv_idx], taste[inv_idx],
-                                     np.full(m.n_applicants, m.max_interviews))
+    keep_a, _ = _top_k_within_groups(slot[inv_idx], list_order[inv_idx], allowance)
     interviewed = np.zeros(n_pairs, bool)
     interviewed[inv_idx[keep_a]] = True
     # ... and programs fill declined slots from their waitlist (the next best by invitation
@@ -588,23 +668,13 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
         refilled = np.bincount(m.pair_program[wait_idx], minlength=m.n_programs) > 0
         invite_threshold = np.where(refilled, thr_w, invite_threshold)
         invited[wait_idx] = True
-        room = m.max_interviews - np.bincount(m.pair_applicant[interviewed],
-                                              minlength=m.n_applicants)
-        keep_r, _ = _top_k_within_groups(m.pair_applicant[wait_idx], taste[wait_idx], room)
+        room = allowance - np.bincount(slot[interviewed], minlength=2 * m.n_applicants)
+        keep_r, _ = _top_k_within_groups(slot[wait_idx], list_order[wait_idx], room)
         interviewed[wait_idx[keep_r]] = True
     score = (m.score_obs + m.score_latent_weight * z[m.pair_applicant]
              + m.score_noise_sd * rng.standard_normal(n_pairs))
-    idx = np.flatnonzero(interviewed)
-    order = np.lexsort((-taste[idx], m.pair_applicant[idx]))
-    a_sorted = m.pair_applicant[idx][order]
-    starts = np.searchsorted(a_sorted, a_sorted, side="left")
-    rank = np.zeros(n_pairs, np.int64)
-    rank[idx[order]] = np.arange(len(order)) - starts + 1
-    result = deferred_acceptance(m.pair_applicant[idx], m.pair_program[idx], rank[idx],
-                                 score[idx], m.quotas, m.n_applicants)
-    matched = np.zeros(n_pairs, bool)
-    matched[idx] = result.pair_matched
-    cutoff = result.program_cutoff
+    rank = _rank_positions(m, interviewed, taste)
+    matched, cutoff, filled = _match_with_supplemental_lists(m, interviewed, rank, score)
     would_take = interviewed & (score >= cutoff[m.pair_program])
     n_inv = np.bincount(m.pair_applicant[invited], minlength=m.n_applicants)
     n_att = np.bincount(m.pair_applicant[interviewed], minlength=m.n_applicants)
@@ -612,7 +682,64 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
     return MarketOutcome(attend_ratio=attend_ratio, interviewed=interviewed, rank_position=rank,
                          program_score=score,
                          matched=matched, would_take=would_take, program_cutoff=cutoff,
-                         invite_threshold=invite_threshold, program_filled=result.program_filled)
+                         invite_threshold=invite_threshold, program_filled=filled)
+
+
+_TIER_STEP = 1e3  # larger than any taste difference: tiers never interleave
+
+
+def _rank_positions(m: MarketInputs, interviewed: np.ndarray, taste: np.ndarray) -> np.ndarray:
+    """Each interviewed pair's position on the applicant's lists (1 = first; 0 = not ranked):
+    the primary list by tier then taste, the supplemental list numbered after it."""
+    idx = np.flatnonzero(interviewed)
+    order = np.lexsort((-taste[idx], m.pair_tier[idx], m.pair_applicant[idx]))
+    a_sorted = m.pair_applicant[idx][order]
+    starts = np.searchsorted(a_sorted, a_sorted, side="left")
+    rank = np.zeros(len(m.pair_applicant), np.int64)
+    rank[idx[order]] = np.arange(len(order)) - starts + 1
+    return rank
+
+
+def _match_with_supplemental_lists(m: MarketInputs, interviewed: np.ndarray, rank: np.ndarray,
+                                   score: np.ndarray
+                                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Match with supplemental PGY-1 lists, in two passes of deferred acceptance.
+
+    1. Every primary list (preferred, backup, fallback PGY-1 programs), all programs.
+    2. PGY-1 programs again: applicants matched to an advanced position propose down their
+       supplemental list, and everyone whose pass-1 result was a PGY-1 program or nothing
+       proposes down the PGY-1 part of their primary list.
+
+    Simplification of the NRMP algorithm (which activates a supplemental list as soon as its
+    advanced program tentatively holds the applicant): an applicant displaced from a PGY-1
+    program in pass 2 had nothing better on their primary list, so every other match stands.
+    Returns per pair ``matched``, per program ``cutoff`` and ``filled``."""
+    primary = interviewed & (m.pair_tier != TIER_SUPPLEMENTAL)
+    idx = np.flatnonzero(primary)
+    first = deferred_acceptance(m.pair_applicant[idx], m.pair_program[idx], rank[idx],
+                                score[idx], m.quotas, m.n_applicants)
+    matched = np.zeros(len(rank), bool)
+    matched[idx] = first.pair_matched
+    cutoff, filled = first.program_cutoff.copy(), first.program_filled.copy()
+    if not m.pgy1_program.any():
+        return matched, cutoff, filled
+    held = first.applicant_match
+    held_pgy1 = (held < 0) | m.pgy1_program[np.maximum(held, 0)]
+    held_advanced = (held >= 0) & m.advanced_program[np.maximum(held, 0)]
+    a = m.pair_applicant
+    second = interviewed & m.pgy1_program[m.pair_program] & (
+        ((m.pair_tier == TIER_FALLBACK) & held_pgy1[a])
+        | ((m.pair_tier == TIER_SUPPLEMENTAL) & held_advanced[a]))
+    idx2 = np.flatnonzero(second)
+    quotas = np.where(m.pgy1_program, m.quotas, 0)
+    again = deferred_acceptance(a[idx2], m.pair_program[idx2], rank[idx2], score[idx2], quotas,
+                                m.n_applicants)
+    pgy1_pair = m.pgy1_program[m.pair_program]
+    matched[pgy1_pair] = False
+    matched[idx2] = again.pair_matched
+    cutoff[m.pgy1_program] = again.program_cutoff[m.pgy1_program]
+    filled[m.pgy1_program] = again.program_filled[m.pgy1_program]
+    return matched, cutoff, filled
 
 
 # ----------------------------------------------------------------------------- season
@@ -626,8 +753,8 @@ def simulate_season(programs: pd.DataFrame, season: int, scale: float,
     positions = season_positions(programs, season, scale, params, rng_pos)
     if positions.sum() == 0:
         raise ConfigError(f"scale {scale} leaves no positions in season {season}")
-    applicants = draw_applicants(rng_app, season, scale, programs, params)
-    applications = draw_applications(rng_apps, applicants, programs, positions, params)
+    applicants, choices = draw_applicants(rng_app, season, scale, programs, positions, params)
+    applications = draw_applications(rng_apps, applicants, programs, positions, choices, params)
     inputs = build_market_inputs(applicants, programs, applications, positions, params)
     out = run_market(inputs, rng_market)
     applications["interviewed"] = out.interviewed
@@ -727,8 +854,11 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
         write_text_atomic,
     )
     from smartpick_ml.simulation.report import (
+        applicants_ranking_by_specialty,
+        filled_by_type,
         format_report,
         match_rates_by_type,
+        preferred_specialty_outcomes,
         unfilled_by_specialty,
     )
 
@@ -756,8 +886,16 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
         write_parquet_atomic(frame, paths[name])
     rates = match_rates_by_type(applicants, applications)
     unfilled = unfilled_by_specialty(programs, outcomes)
+    market = {}
+    if config.params.market_season in config.seasons and config.params.market:
+        market = {
+            "ranking": applicants_ranking_by_specialty(applicants, applications, programs,
+                                                       config.params, config.scale),
+            "filled": filled_by_type(applicants, applications, programs, outcomes,
+                                     config.params, config.scale)}
+    img = preferred_specialty_outcomes(applicants, applications, programs)
     paths["report"] = out / "simulation_report.md"
-    write_text_atomic(paths["report"], format_report(rates, unfilled))
+    write_text_atomic(paths["report"], format_report(rates, unfilled, img_outcomes=img, **market))
     manifest = {
         "seasons": config.seasons, "scale": config.scale, "seed": config.seed,
         "catalog": config.catalog,

@@ -1,0 +1,322 @@
+"""Who applies where: each applicant's preferred specialty, backup specialty and PGY-1 lists.
+
+Real applicants choose a preferred specialty; many add a backup (ranked below the preferred
+programs on the same list); applicants to advanced positions (which start at PGY-2) also rank
+preliminary or transitional programs on a supplemental list; and some rank preliminary programs as a
+fallback at the bottom of their primary list. This module decides all of that from published
+figures of the market season (``params.market``, cited in ``pipelines/simulate.toml``) and the
+catalog, and leaves every outcome to the season:
+
+- **Volumes from published counts.** The applicants ranking each specialty and PGY-1 track (NRMP)
+  fix how many apply there in all. So the number of backups, supplemental and fallback lists is
+  set by those counts, never by a match rate.
+- **Preferred specialty by type.** The number of applicants of each type preferring each specialty
+  is the table closest to "in proportion to the positions the type fills there" whose row totals
+  are the type's applicants and whose column totals are the specialty's applicants less its
+  backups (iterative proportional fitting, the maximum-entropy table with those margins).
+- **Who hedges, and with what (mechanism, judgement parameters).** An applicant adds a backup more
+  often the more selective the preferred specialty and the weaker the applicant; the backup is a
+  less selective specialty, weighted by positions and by family (surgical or not). Stronger
+  applicants lean toward selective specialties (``specialty_strength_sorting``), with the counts
+  above kept.
+
+Simplifications (``docs/simulation.md``): at most one backup specialty; an applicant to advanced
+positions ranks the PGY-1 tracks with one probability for each track; a fallback is one
+preliminary track (Medicine, or Surgery for surgical specialties).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+
+from smartpick_ml.contracts.config import SimulationParams
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, RATE_COLUMN_BY_TYPE, SPECIALTY_NAMES
+
+#: Specialties whose applicants back up into surgery (and fall back on a surgical preliminary
+#: year); every other one is in the non-surgical family.
+SURGICAL_SPECIALTIES = frozenset({
+    "General Surgery", "Orthopaedic Surgery", "Neurological Surgery", "Otolaryngology",
+    "Vascular Surgery", "Thoracic Surgery", "Obstetrics and Gynecology", "Preliminary Surgery"})
+PGY1_TRACKS = ("preliminary", "transitional")
+_PROBIT = np.pi / 8.0
+#: Programs a typical applicant ranks in their preferred specialty (NRMP Charting Outcomes: matched
+#: US seniors rank ~10-12 contiguous programs): sets how many rank both tracks of a specialty.
+_TYPICAL_RANKED = 10
+_IPF_ROUNDS = 200
+
+
+@dataclass(frozen=True)
+class SpecialtyMarket:
+    """Per specialty (in ``SPECIALTY_NAMES`` order): what the choices read."""
+
+    present: np.ndarray  # has programs with positions in this catalog
+    pgy1_only: np.ndarray  # preliminary / transitional programs only
+    surgical: np.ndarray
+    selectivity: np.ndarray  # -logit of the median US MD interview rate, z-scored (0 if absent)
+    advanced_share: np.ndarray  # share of positions at advanced-track programs
+    mean_rate: np.ndarray  # (n_spec, n_types) mean published interview rate of the programs
+    target: np.ndarray  # applicants expected to apply (published count x modelled share x scale)
+    filled: np.ndarray  # (n_spec, n_types) published positions filled by type
+
+    @property
+    def categorical(self) -> np.ndarray:
+        """Specialties an applicant can prefer or back up into."""
+        return self.present & ~self.pgy1_only
+
+
+@dataclass(frozen=True)
+class ChoicePlan:
+    """Expected-value solution of the market's choices for one season."""
+
+    preferred: np.ndarray  # (n_spec, n_types) expected applicants preferring each specialty
+    backup_intercept: float
+    backup_to: np.ndarray  # (n_spec, n_spec) P(backup b | preferred s, adds a backup)
+    supplemental: np.ndarray  # (n_spec,) P(ranks this PGY-1 track | applies to advanced)
+    fallback_share: np.ndarray  # (2, n_spec) per family: which PGY-1 track a fallback goes to
+    fallback_intercept: np.ndarray  # (2,) per family: non-surgical, surgical
+
+
+def _expected_logistic(a: np.ndarray, b: float) -> np.ndarray:
+    """E[logistic(a + b Z)], Z ~ N(0, 1) (probit approximation)."""
+    return expit(a / np.sqrt(1.0 + _PROBIT * b * b))
+
+
+def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int, scale: float,
+                     params: SimulationParams) -> SpecialtyMarket:
+    """Read the catalog and the published market figures into per-specialty arrays."""
+    n = len(SPECIALTY_NAMES)
+    index = {s: i for i, s in enumerate(SPECIALTY_NAMES)}
+    spec = programs["specialty"].map(index).to_numpy()
+    pos = np.asarray(positions, dtype=float)
+    present = np.bincount(spec, weights=pos, minlength=n) > 0
+    track = (programs["track"].astype(object).fillna("categorical").to_numpy()
+             if "track" in programs else np.full(len(programs), "categorical", dtype=object))
+    pgy1_prog = np.isin(track, PGY1_TRACKS)
+    pgy1_only = np.bincount(spec, weights=pgy1_prog.astype(float), minlength=n) > 0
+    advanced = np.bincount(spec, weights=pos * (track == "advanced"), minlength=n)
+    advanced_share = advanced / np.maximum(np.bincount(spec, weights=pos, minlength=n), 1e-9)
+    rates = programs[[RATE_COLUMN_BY_TYPE[t] for t in APPLICANT_TYPES]].astype(float)
+    open_ = pos > 0
+    mean_rate = (rates[open_].groupby(spec[open_]).mean().reindex(range(n)).fillna(0.0)
+                 .to_numpy())
+    md = programs["rate_us_md"].astype(float).groupby(spec).median().reindex(range(n))
+    raw = -logit(np.clip(md.to_numpy(), 0.01, 0.99))
+    cat = present & ~pgy1_only & np.isfinite(raw)
+    selectivity = np.zeros(n)
+    if cat.sum() > 1:
+        selectivity[cat] = (raw[cat] - raw[cat].mean()) / (raw[cat].std() + 1e-9)
+    modelled = sum(params.applicants[params.market_season].values())
+    share = modelled / params.active_applicants if params.active_applicants else 1.0
+    season_size = sum(params.applicants[season].values()) / max(modelled, 1)
+    target = np.full(n, np.nan)
+    filled = np.zeros((n, len(APPLICANT_TYPES)))
+    for name, fig in params.market.items():
+        i = index[name]
+        target[i] = (fig.applicants_ranking * share * season_size * scale
+                     / (1.0 + both_tracks_share(advanced_share[i])))
+        filled[i] = [fig.filled[t] for t in APPLICANT_TYPES]
+    return SpecialtyMarket(present=present, pgy1_only=pgy1_only,
+                           surgical=np.array([s in SURGICAL_SPECIALTIES for s in SPECIALTY_NAMES]),
+                           selectivity=selectivity, advanced_share=advanced_share,
+                           mean_rate=mean_rate,
+                           target=np.where(present, target, np.nan), filled=filled)
+
+
+def both_tracks_share(advanced_share: float | np.ndarray) -> float | np.ndarray:
+    """Share of a specialty's applicants who rank programs of both its tracks (categorical and
+    advanced), if they rank a typical number of programs, each advanced with the specialty's
+    share. The NRMP counts such an applicant once per track, so a specialty's published
+    applicants are its distinct applicants x (1 + this share)."""
+    a = np.asarray(advanced_share, dtype=float)
+    return 1.0 - a**_TYPICAL_RANKED - (1.0 - a) ** _TYPICAL_RANKED
+
+
+def _fit_table(seed: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Iterative proportional fitting: ``seed`` scaled per row and column to the given totals
+    (``cols`` is rescaled to the total of ``rows``)."""
+    cols = cols * rows.sum() / max(cols.sum(), 1e-12)
+    x = seed.astype(float).copy()
+    for _ in range(_IPF_ROUNDS):
+        x *= (cols / np.maximum(x.sum(axis=1), 1e-12))[:, None]
+        x *= (rows / np.maximum(x.sum(axis=0), 1e-12))[None, :]
+    return x
+
+
+def _solve_intercept(expected: callable, target: float) -> float:
+    """The intercept c with expected(c) = target (expected rises with c), by bisection."""
+    lo, hi = -15.0, 15.0
+    if target <= expected(lo):
+        return lo
+    if target >= expected(hi):
+        return hi
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if expected(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def backup_destinations(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
+    """P(backup = b | preferred = s): less selective specialties, by size (applicants) to the power
+    ``backup_size_power`` (backups go to the large specialties), family-weighted."""
+    cat = market.categorical
+    size = np.nan_to_num(np.where(cat, market.target, 0.0)) ** params.backup_size_power
+    less = market.selectivity[None, :] < market.selectivity[:, None]
+    family = np.where(market.surgical[None, :] == market.surgical[:, None],
+                      params.backup_family_affinity, 1.0)
+    w = size[None, :] * family * less * cat[None, :] * cat[:, None]
+    np.fill_diagonal(w, 0.0)
+    return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+
+
+def _backup_logit(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
+    """(n_spec, n_types) log-odds of adding a backup at average strength, before the intercept."""
+    bias = np.array([params.types[t].backup_bias for t in APPLICANT_TYPES])
+    return params.backup_competitiveness_weight * market.selectivity[:, None] + bias[None, :]
+
+
+def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
+                 params: SimulationParams) -> ChoicePlan:
+    """Solve the expected preferred counts, backup level, supplemental and fallback rates so that
+    the expected applicants to each specialty and track equal the published ones."""
+    cat = market.categorical & np.isfinite(market.target)
+    dest = backup_destinations(market, params)
+    has_dest = dest.sum(axis=1) > 0
+    seed = np.where(cat[:, None], market.filled + 1.0, 0.0)
+    target = np.nan_to_num(market.target)
+    backups_needed = max(target[cat].sum() - counts.sum(), 0.0)
+    base = _backup_logit(market, params)
+    cols = np.where(cat, target, 0.0)
+    intercept = 0.0
+    for _ in range(30):
+        preferred = _fit_table(seed, counts, cols)
+
+        def expected(c: float, preferred: np.ndarray = preferred) -> float:
+            p = _expected_logistic(base + c, params.backup_strength_weight)
+            return float((preferred * p * has_dest[:, None]).sum())
+
+        intercept = _solve_intercept(expected, backups_needed)
+        rate = _expected_logistic(base + intercept, params.backup_strength_weight)
+        inflow = dest.T @ (preferred * rate * has_dest[:, None]).sum(axis=1)
+        new_cols = np.where(cat, np.maximum(target - inflow, 0.1 * target), 0.0)
+        if np.allclose(new_cols, cols, rtol=1e-4, atol=1e-3):
+            break
+        cols = new_cols
+    supplemental, fallback_share, fallback_intercept = _plan_pgy1(market, preferred, params)
+    return ChoicePlan(preferred=preferred, backup_intercept=intercept, backup_to=dest,
+                      supplemental=supplemental, fallback_share=fallback_share,
+                      fallback_intercept=fallback_intercept)
+
+
+def _ranks_any(market: SpecialtyMarket, k: int, applications: float) -> np.ndarray:
+    """Per type: P(at least one interview, so a rank) from ``applications`` to track ``k``."""
+    return 1.0 - (1.0 - np.clip(market.mean_rate[k], 0.0, 1.0)) ** applications
+
+
+def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: SimulationParams
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How many rank each PGY-1 track: applicants to advanced positions on a supplemental list
+    (non-surgical tracks, one rate per track), and what the published count leaves over from
+    fallback lists (surgical specialties fall back on Preliminary Surgery, the others on
+    Preliminary Medicine or a Transitional Year). Volumes are solved on *ranking* (at least one
+    interview), as the NRMP counts them."""
+    n = len(SPECIALTY_NAMES)
+    target = np.nan_to_num(market.target)
+    pgy1 = market.present & market.pgy1_only & np.isfinite(market.target)
+    advanced = preferred * market.advanced_share[:, None]  # (n_spec, n_types)
+    adv_by_type = advanced.sum(axis=0)
+    supplemental = np.zeros(n)
+    leftover = np.zeros(n)
+    for k in np.flatnonzero(pgy1):
+        if not market.surgical[k] and adv_by_type.sum() > 0:
+            reach = _ranks_any(market, k, params.supplemental_applications_mean)
+            ranks = float(adv_by_type @ reach)
+            supplemental[k] = min(target[k] / max(ranks, 1e-9), 0.9)
+            leftover[k] = max(target[k] - supplemental[k] * ranks, 0.0)
+        else:
+            leftover[k] = target[k]
+    fallback_share = np.zeros((2, n))
+    fallback_intercept = np.full(2, -np.inf)
+    fb_bias = np.array([params.types[t].fallback_pgy1_bias for t in APPLICANT_TYPES])
+    not_advanced = preferred - advanced
+    for family in (0, 1):
+        tracks = pgy1 & (market.surgical == bool(family))
+        need = leftover[tracks].sum()
+        if need <= 0:
+            continue
+        fallback_share[family, tracks] = leftover[tracks] / need
+        ranks = sum(fallback_share[family, k]
+                    * _ranks_any(market, k, params.fallback_applications_mean)
+                    for k in np.flatnonzero(tracks))
+        group = (not_advanced * (market.surgical == bool(family))[:, None]).sum(axis=0) * ranks
+
+        def expected(c: float, group: np.ndarray = group) -> float:
+            return float(group @ _expected_logistic(fb_bias + c, params.fallback_strength_weight))
+
+        fallback_intercept[family] = _solve_intercept(expected, need)
+    return supplemental, fallback_share, fallback_intercept
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Per applicant: specialty indices (into ``SPECIALTY_NAMES``; -1 = none)."""
+
+    preferred: np.ndarray
+    backup: np.ndarray
+    fallback: np.ndarray  # the PGY-1 track ranked at the bottom of the primary list
+    supplemental: np.ndarray  # (n, n_spec) bool: PGY-1 tracks on a supplemental list
+
+
+def draw_choices(rng: np.random.Generator, type_idx: np.ndarray, strength_z: np.ndarray,
+                 market: SpecialtyMarket, plan: ChoicePlan,
+                 params: SimulationParams) -> Choices:
+    """Draw every applicant's specialties. ``strength_z``: observed strength in SD units of the
+    applicant's type (stronger applicants lean toward selective specialties)."""
+    n, n_spec = len(type_idx), len(SPECIALTY_NAMES)
+    preferred = np.full(n, -1, dtype=np.int64)
+    sorting = params.specialty_strength_sorting
+    for j in range(len(APPLICANT_TYPES)):
+        members = np.flatnonzero(type_idx == j)
+        want = plan.preferred[:, j]
+        if len(members) == 0 or want.sum() <= 0:
+            continue
+        want = want / want.sum() * len(members)
+        tilt = np.exp(sorting * np.outer(strength_z[members], market.selectivity))
+        mult = np.ones(n_spec)
+        for _ in range(50):  # keep the type's expected counts per specialty while tilting
+            p = tilt * (mult * want)[None, :]
+            p /= np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+            mult *= want / np.maximum(p.sum(axis=0), 1e-12)
+            mult = np.where(want > 0, mult, 0.0)
+        cum = np.cumsum(p, axis=1)
+        u = rng.random(len(members)) * cum[:, -1]
+        preferred[members] = np.minimum((cum < u[:, None]).sum(axis=1), n_spec - 1)
+    base = _backup_logit(market, params)[preferred, type_idx]
+    p_backup = expit(base + plan.backup_intercept - params.backup_strength_weight * strength_z)
+    has_dest = plan.backup_to[preferred].sum(axis=1) > 0
+    adds = (rng.random(n) < p_backup) & has_dest
+    backup = np.full(n, -1, dtype=np.int64)
+    if adds.any():
+        cum = np.cumsum(plan.backup_to[preferred[adds]], axis=1)
+        u = rng.random(int(adds.sum())) * cum[:, -1]
+        backup[adds] = np.minimum((cum < u[:, None]).sum(axis=1), n_spec - 1)
+    advanced = rng.random(n) < market.advanced_share[preferred]
+    supplemental = advanced[:, None] & (rng.random((n, n_spec)) < plan.supplemental[None, :])
+    fb_bias = np.array([params.types[t].fallback_pgy1_bias for t in APPLICANT_TYPES])
+    surgical = market.surgical[preferred]
+    c = plan.fallback_intercept[surgical.astype(int)]
+    with np.errstate(invalid="ignore"):
+        p_fb = np.where(np.isneginf(c), 0.0,
+                        expit(c + fb_bias[type_idx]
+                              - params.fallback_strength_weight * strength_z))
+    takes = ~advanced & (rng.random(n) < p_fb)
+    fallback = np.full(n, -1, dtype=np.int64)
+    if takes.any():
+        cum = np.cumsum(plan.fallback_share[surgical[takes].astype(int)], axis=1)
+        u = rng.random(int(takes.sum())) * cum[:, -1]
+        fallback[takes] = np.minimum((cum < u[:, None]).sum(axis=1), n_spec - 1)
+    return Choices(preferred=preferred, backup=backup, fallback=fallback,
+                   supplemental=supplemental)
