@@ -78,6 +78,7 @@ class SimulationParams(_Strict):
     interview_noise_sd: float = Field(gt=0)
     interview_strength_weight: float
     interviews_per_position: float = Field(gt=0)
+    min_interviews_per_position: float = Field(default=0.0, ge=0)
     max_interviews_per_applicant: int = Field(gt=0)
     max_supplemental_interviews: int = Field(default=8, ge=0)
     target_home_state_weight: float

@@ -135,14 +135,15 @@ def both_tracks_share(advanced_share: float | np.ndarray) -> float | np.ndarray:
     return 1.0 - a**_TYPICAL_RANKED - (1.0 - a) ** _TYPICAL_RANKED
 
 
-def _fit_table(seed: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Iterative proportional fitting: ``seed`` scaled per row and column to the given totals
-    (``cols`` is rescaled to the total of ``rows``)."""
-    cols = cols * rows.sum() / max(cols.sum(), 1e-12)
+def _fit_table(seed: np.ndarray, column_totals: np.ndarray, row_totals: np.ndarray
+               ) -> np.ndarray:
+    """Iterative proportional fitting: ``seed`` scaled per row and per column until its column
+    sums are ``column_totals`` and its row sums ``row_totals`` (rescaled to the same total)."""
+    row_totals = row_totals * column_totals.sum() / max(row_totals.sum(), 1e-12)
     x = seed.astype(float).copy()
     for _ in range(_IPF_ROUNDS):
-        x *= (cols / np.maximum(x.sum(axis=1), 1e-12))[:, None]
-        x *= (rows / np.maximum(x.sum(axis=0), 1e-12))[None, :]
+        x *= (row_totals / np.maximum(x.sum(axis=1), 1e-12))[:, None]
+        x *= (column_totals / np.maximum(x.sum(axis=0), 1e-12))[None, :]
     return x
 
 

@@ -552,6 +552,8 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     sponsors = sponsors_visa(programs)
     never |= applicants["needs_visa"].to_numpy(bool)[pa] & ~sponsors[pp]
     offset = np.where(never, -np.inf, offset)
+    offset = offset + _interview_enough(offset, pp, invite_latent,
+                                        params.min_interviews_per_position * positions)[pp]
     score_obs = strength + params.program_home_state_bonus * same_state
     util = (params.applicant_prestige_weight * prestige[pp]
             + params.applicant_home_weight * same_state)
@@ -595,6 +597,28 @@ def list_tiers(applicants: pd.DataFrame, programs: pd.DataFrame, applications: p
     tier[(spec == backup) & (spec != preferred)] = TIER_BACKUP
     tier[supplemental] = TIER_SUPPLEMENTAL
     return tier
+
+
+def _interview_enough(offset: np.ndarray, pair_program: np.ndarray, latent: float,
+                      wanted: np.ndarray) -> np.ndarray:
+    """Per program, the invitation log-odds shift (>= 0) that brings its expected interviews to
+    ``wanted``: a program whose published rates would give it too few interviewees to fill
+    interviews deeper into its pool, as real programs do. Programs already there keep their
+    rates (shift 0); the shift is capped so a program with a thin pool stays short."""
+    finite = np.isfinite(offset)
+    n = len(wanted)
+    shift = np.zeros(n)
+    for _ in range(20):
+        prob = np.where(finite, _expected_logistic(np.where(finite, offset, 0.0)
+                                                   + shift[pair_program], latent), 0.0)
+        have = np.bincount(pair_program, weights=prob, minlength=n)
+        slope = np.bincount(pair_program, weights=prob * (1 - prob), minlength=n)
+        step = np.where(have < wanted, (wanted - have) / np.maximum(slope, 1e-6), 0.0)
+        shift = np.clip(shift + np.clip(step, 0.0, 1.0), 0.0, _MAX_INTERVIEW_SHIFT)
+    return shift
+
+
+_MAX_INTERVIEW_SHIFT = 3.0  # log-odds: at most ~20x the published odds of an invitation
 
 
 def screened_out(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,

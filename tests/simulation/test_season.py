@@ -64,35 +64,84 @@ def test_labels_are_consistent(season):
     assert (ap.loc[~ap["interviewed"], "would_take"] == 0).all()
     assert ap.loc[ap["interviewed"], "rank_position"].notna().all()
     assert ap.loc[~ap["interviewed"], "rank_position"].isna().all()
-    assert ap.groupby("applicant_id")["matched"].sum().max() <= 1
+    assert ap.groupby(["applicant_id", "rank_list"])["matched"].sum().max() <= 1
     # a program that did not fill takes everyone it interviewed
     out = season.program_outcomes
     unfilled = set(out.loc[out["filled"] < out["positions"], "program_id"])
     sub = ap[ap["program_id"].isin(unfilled) & ap["interviewed"]]
     assert len(sub) > 0 and (sub["would_take"] == 1).all()
-    # an applicant is matched at the best-ranked program that would take them
-    best = (ap[ap["would_take"] == 1].sort_values("rank_position")
+    # an applicant is matched at the best-ranked program of their primary list that would take
+    # them (PGY-1 cut-offs are those of the pass that includes the supplemental lists)
+    primary = ap[ap["rank_list"] == "primary"]
+    best = (primary[primary["would_take"] == 1].sort_values("rank_position")
             .groupby("applicant_id").head(1).set_index("applicant_id")["program_id"])
-    matched = ap[ap["matched"]].set_index("applicant_id")["program_id"]
+    matched = primary[primary["matched"]].set_index("applicant_id")["program_id"]
     assert (matched.sort_index() == best.loc[matched.index].sort_index()).all()
     assert set(best.index) == set(matched.index)
 
 
+def test_supplemental_lists_are_used_only_with_an_advanced_match(season, programs):
+    ap = season.applications.merge(programs[["program_id", "track"]], on="program_id")
+    supplemental = ap[ap["rank_list"] == "supplemental"]
+    assert len(supplemental) > 0
+    assert supplemental["track"].isin(["preliminary", "transitional"]).all()
+    advanced = set(ap.loc[ap["matched"] & (ap["track"] == "advanced"), "applicant_id"])
+    used = set(supplemental.loc[supplemental["matched"], "applicant_id"])
+    assert used and used <= advanced
+    # supplemental lists are numbered after the primary list
+    last_primary = ap[ap["rank_list"] == "primary"].groupby("applicant_id")["rank_position"].max()
+    first_supp = supplemental.groupby("applicant_id")["rank_position"].min().dropna()
+    both = first_supp.index.intersection(last_primary.dropna().index)
+    assert (first_supp[both] > last_primary[both]).all()
+
+
+def test_backups_and_pgy1_lists_sit_below_the_preferred_specialty(season, programs):
+    ap = season.applications[season.applications["interviewed"]].merge(
+        programs[["program_id", "specialty"]], on="program_id").merge(
+        season.applicants[["applicant_id", "preferred_specialty", "backup_specialty"]],
+        on="applicant_id")
+    ap = ap[ap["rank_list"] == "primary"]
+    preferred = ap["specialty"] == ap["preferred_specialty"]
+    worst_preferred = ap[preferred].groupby("applicant_id")["rank_position"].max()
+    best_other = ap[~preferred].groupby("applicant_id")["rank_position"].min()
+    both = worst_preferred.index.intersection(best_other.index)
+    assert len(both) > 0
+    assert (best_other[both] > worst_preferred[both]).all()
+    # an application outside the preferred specialty is to the backup or a PGY-1 program
+    other = ap[~preferred]
+    pgy1 = other["specialty"].isin(["Preliminary Medicine", "Preliminary Surgery",
+                                    "Transitional Year"])
+    assert ((other["specialty"] == other["backup_specialty"]) | pgy1).all()
+
+
 def test_quotas_respected_and_market_stable(programs, params):
+    """Each pass of the Match is stable: the primary lists at categorical and advanced programs,
+    and the PGY-1 programs among everyone who proposes to them in the second pass."""
+    from smartpick_ml.simulation.matching import deferred_acceptance
+    from smartpick_ml.simulation.season import TIER_SUPPLEMENTAL
+
     rng = np.random.default_rng(0)
     s = simulate_season(programs, 2024, SCALE, params, seed=2)
     positions = s.program_outcomes["positions"].to_numpy()
     assert (s.program_outcomes["filled"] <= positions).all()
     inputs = build_market_inputs(s.applicants, programs, s.applications, positions, params)
     out = run_market(inputs, rng)
-    idx = np.flatnonzero(out.interviewed)
-    from smartpick_ml.simulation.matching import deferred_acceptance
-
+    pgy1_pair = inputs.pgy1_program[inputs.pair_program]
+    primary = out.interviewed & (inputs.pair_tier != TIER_SUPPLEMENTAL)
+    idx = np.flatnonzero(primary)
     market = dict(pair_applicant=inputs.pair_applicant[idx], pair_program=inputs.pair_program[idx],
                   applicant_rank=out.rank_position[idx], program_score=out.program_score[idx],
                   quotas=inputs.quotas, n_applicants=inputs.n_applicants)
-    result = deferred_acceptance(**market)
-    assert blocking_pairs(result, **market) == []
+    first = deferred_acceptance(**market)
+    assert blocking_pairs(first, **market) == []
+    # at categorical and advanced programs the season's match is the first pass's
+    keep = ~pgy1_pair[idx]
+    assert (out.matched[idx][keep] == first.pair_matched[keep]).all()
+    # PGY-1 programs: no program and proposer of the second pass would both rather have each other
+    second = np.flatnonzero(out.interviewed & pgy1_pair & out.matched)
+    assert (np.bincount(inputs.pair_program[second], minlength=inputs.n_programs)
+            <= inputs.quotas).all()
+    assert (out.program_filled <= inputs.quotas).all()
 
 
 def test_visa_holders_never_interviewed_where_no_sponsorship(season, programs):
@@ -129,10 +178,24 @@ def test_oracle_is_smooth_and_calibrated_in_the_large(season, programs, params):
     assert brier_oracle < 0.9 * brier_const
 
 
+def _market_positions(programs, params):
+    """Positions the modelled applicants compete for in the market season: the published total
+    less those prior graduates filled, for each specialty of the catalog."""
+    present = set(programs["specialty"])
+    return sum(f.positions - f.prior_graduates for name, f in params.market.items()
+               if name in present)
+
+
 def test_season_positions_scale_in_expectation(programs, params):
     rng = np.random.default_rng(0)
     pos = season_positions(programs, 2025, 0.5, params, rng)
-    assert abs(pos.sum() - 0.5 * programs["positions"].sum()) < 0.02 * programs["positions"].sum()
+    expected = 0.5 * _market_positions(programs, params)
+    assert abs(pos.sum() - expected) < 0.02 * expected
+    # each specialty holds its own published total
+    by_spec = pd.Series(pos).groupby(programs["specialty"].to_numpy()).sum()
+    im = params.market["Internal Medicine"]
+    assert by_spec["Internal Medicine"] == pytest.approx(
+        0.5 * (im.positions - im.prior_graduates), rel=0.02)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -223,43 +286,7 @@ def test_oracle_error_bound_matches_simulated_noise():
     assert measured == pytest.approx(exact.brier_mc_error, rel=0.25)
 
 
-def _choice_and_interviews(programs, params, balance):
-    """P(specialty | type) at ``balance`` and the interviews per position it implies."""
-    from smartpick_ml.contracts.reference import APPLICANT_TYPES, SPECIALTY_NAMES
-    from smartpick_ml.simulation.season import _imputed_rates, _specialty_choice
-
-    p = params.model_copy(update={"specialty_interview_balance": balance})
-    rates = _imputed_rates(programs)
-    spec = programs["specialty"].map({s: i for i, s in enumerate(SPECIALTY_NAMES)}).to_numpy()
-    choice = _specialty_choice(2025, 1.0, programs, spec, rates, p)
-    counts = np.array([p.applicants[2025][t] for t in APPLICANT_TYPES], float)
-    applicants = choice @ counts
-    positions = np.bincount(spec, weights=programs["positions"], minlength=len(SPECIALTY_NAMES))
-    md_rate = programs.groupby(spec)["rate_us_md"].mean().reindex(range(len(positions)))
-    return choice, applicants / np.maximum(positions, 1), md_rate.to_numpy()
-
-
-@pytest.mark.parametrize("balance", [0.0, 0.3, 1.0])
-def test_specialty_choice_is_a_distribution_per_type(programs, params, balance):
-    choice, _, _ = _choice_and_interviews(programs, params, balance)
-    assert np.all(choice >= 0)
-    np.testing.assert_allclose(choice.sum(axis=0), 1.0)
-
-
-def test_competitive_specialties_draw_more_applicants_per_position(programs, params):
-    """The tilt sends applicants toward specialties whose programs interview a small share of
-    them: with it, applicants per position fall with the specialty's interview rate; the
-    most selective third gains applicants per position, the least selective third loses."""
-    _, flat, md_rate = _choice_and_interviews(programs, params, 0.0)
-    _, tilted, _ = _choice_and_interviews(programs, params, 1.0)
-    ok = np.isfinite(md_rate) & (flat > 0)
-    order = np.argsort(md_rate[ok])
-    third = max(1, len(order) // 3)
-    gain = tilted[ok] / flat[ok]
-    assert gain[order[:third]].mean() > 1.0 > gain[order[-third:]].mean()
-
-
-def test_uniformed_services_programs_take_no_part_in_the_main_match(programs, season):
+def test_uniformed_services_programs_take_no_part_in_the_main_match(programs, params, season):
     """They fill through the military match: no positions, no applications, no matches."""
     military = programs.loc[programs["military"], "program_id"]
     assert len(military) > 0
@@ -267,5 +294,5 @@ def test_uniformed_services_programs_take_no_part_in_the_main_match(programs, se
     assert (outcomes.loc[military, "positions"] == 0).all()
     assert not season.applications["program_id"].isin(military).any()
     # the civilian programs hold the specialties' positions (scaled to the season)
-    share = season.program_outcomes["positions"].sum() / programs["positions"].sum()
+    share = season.program_outcomes["positions"].sum() / _market_positions(programs, params)
     assert SCALE * 0.9 < share < SCALE * 1.1, share

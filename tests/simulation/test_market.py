@@ -1,0 +1,168 @@
+"""Who applies where: preferred specialty, backups and PGY-1 lists from published figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smartpick_ml.contracts.config import load_simulate_config
+from smartpick_ml.contracts.errors import ConfigError
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, SPECIALTY_NAMES
+from smartpick_ml.data.catalog import synthetic_catalog
+from smartpick_ml.simulation.market import (
+    _fit_table,
+    backup_destinations,
+    both_tracks_share,
+    draw_choices,
+    plan_choices,
+    specialty_market,
+)
+from smartpick_ml.simulation.season import season_positions
+
+CONFIG = Path(__file__).resolve().parents[2] / "pipelines" / "simulate.toml"
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_simulate_config(CONFIG).params
+
+
+@pytest.fixture(scope="module")
+def market(params):
+    programs = synthetic_catalog(seed=3)
+    positions = season_positions(programs, 2025, 1.0, params, np.random.default_rng(0))
+    return specialty_market(programs, positions, 2025, 1.0, params)
+
+
+@pytest.fixture(scope="module")
+def counts(params):
+    return np.array([params.applicants[2025][t] for t in APPLICANT_TYPES], float)
+
+
+@pytest.fixture(scope="module")
+def plan(market, counts, params):
+    return plan_choices(market, counts, params)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 8), st.integers(1, 5), st.integers(0, 10_000))
+def test_fitted_table_has_the_given_margins(n_rows, n_cols, seed):
+    rng = np.random.default_rng(seed)
+    table = rng.uniform(0.1, 10.0, (n_rows, n_cols))
+    cols = rng.uniform(1, 100, n_cols)
+    rows = rng.uniform(1, 100, n_rows)
+    fitted = _fit_table(table, column_totals=cols, row_totals=rows)
+    np.testing.assert_allclose(fitted.sum(axis=1), rows * cols.sum() / rows.sum(), rtol=1e-6)
+    np.testing.assert_allclose(fitted.sum(axis=0), cols, rtol=1e-6)
+    # it only rescales rows and columns: cross-ratios of the seed are kept
+    ratio = (fitted[0, 0] * fitted[1, -1]) / (fitted[0, -1] * fitted[1, 0])
+    assert ratio == pytest.approx((table[0, 0] * table[1, -1]) / (table[0, -1] * table[1, 0]))
+
+
+def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market):
+    np.testing.assert_allclose(plan.preferred.sum(axis=0), counts, rtol=1e-6)
+    # nobody prefers a preliminary or transitional year: those are fallback or supplemental lists
+    assert (plan.preferred[market.pgy1_only] == 0).all()
+
+
+def test_expected_applicants_per_specialty_meet_the_published_counts(plan, market, params):
+    """Preferred plus expected backups equal the published applicants of each specialty (less
+    the double count of applicants ranking both tracks), where no floor was needed."""
+    from smartpick_ml.simulation.market import _backup_logit, _expected_logistic
+
+    rate = _expected_logistic(_backup_logit(market, params) + plan.backup_intercept,
+                              params.backup_strength_weight)
+    has_dest = plan.backup_to.sum(axis=1) > 0
+    inflow = plan.backup_to.T @ (plan.preferred * rate * has_dest[:, None]).sum(axis=1)
+    total = plan.preferred.sum(axis=1) + inflow
+    cat = market.categorical & np.isfinite(market.target)
+    unfloored = cat & (plan.preferred.sum(axis=1) > 0.11 * np.nan_to_num(market.target))
+    assert unfloored.sum() >= 15
+    np.testing.assert_allclose(total[unfloored], market.target[unfloored], rtol=0.02)
+
+
+def test_backups_go_to_less_selective_specialties(market, params):
+    dest = backup_destinations(market, params)
+    rows = dest.sum(axis=1)
+    assert np.all((np.abs(rows - 1) < 1e-9) | (rows == 0))
+    assert np.all(np.diag(dest) == 0)
+    s, b = np.nonzero(dest)
+    assert (market.selectivity[b] < market.selectivity[s]).all()
+    assert not market.pgy1_only[b].any()
+    # the least selective specialty has nowhere to back up to; the most selective has
+    least = np.argmin(np.where(market.categorical, market.selectivity, np.inf))
+    most = np.argmax(np.where(market.categorical, market.selectivity, -np.inf))
+    assert rows[least] == 0 and rows[most] == pytest.approx(1)
+
+
+def test_both_tracks_share_is_zero_for_single_track_specialties():
+    assert both_tracks_share(0.0) == 0 and both_tracks_share(1.0) == 0
+    assert 0 < both_tracks_share(0.5) < 1
+
+
+def test_drawn_choices_follow_the_plan(market, plan, params, counts):
+    rng = np.random.default_rng(5)
+    n = 40_000
+    type_idx = rng.choice(len(APPLICANT_TYPES), size=n, p=counts / counts.sum())
+    strength = rng.standard_normal(n)
+    ch = draw_choices(rng, type_idx, strength, market, plan, params)
+    assert (ch.preferred >= 0).all() and not market.pgy1_only[ch.preferred].any()
+    # per type, the share preferring each large specialty is the plan's
+    for j in range(len(APPLICANT_TYPES)):
+        share = np.bincount(ch.preferred[type_idx == j], minlength=len(SPECIALTY_NAMES))
+        share = share / share.sum()
+        want = plan.preferred[:, j] / plan.preferred[:, j].sum()
+        big = want > 0.05
+        np.testing.assert_allclose(share[big], want[big], atol=0.015)
+    # stronger applicants lean toward selective specialties
+    sel = market.selectivity[ch.preferred]
+    assert np.corrcoef(strength, sel)[0, 1] > 0.05
+    # weaker applicants add a backup more often; a backup is never the preferred specialty
+    has = ch.backup >= 0
+    assert strength[has].mean() < strength[~has].mean()
+    assert (ch.backup[has] != ch.preferred[has]).all()
+    # PGY-1 lists: a supplemental list only for applicants to advanced positions' specialties,
+    # a fallback only without one, both only to PGY-1 tracks
+    supp = ch.supplemental.any(axis=1)
+    assert (market.advanced_share[ch.preferred[supp]] > 0).all()
+    assert not (supp & (ch.fallback >= 0)).any()
+    assert market.pgy1_only[ch.fallback[ch.fallback >= 0]].all()
+    assert market.pgy1_only[np.nonzero(ch.supplemental)[1]].all()
+
+
+def _bad_config(tmp_path, old, new):
+    text = CONFIG.read_text()
+    assert old in text
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('"Dermatology" = { positions = 554', '"Dermatologyy" = { positions = 554', "Dermatologyy"),
+    ("prior_graduates = 51", "prior_graduates = 5100", "prior_graduates"),
+    ("us_md_senior = 448, ", "", "filled"),
+    ("applicants_ranking = 1292", "applicants_ranking = -1", "applicants_ranking"),
+])
+def test_bad_market_figures_fail_naming_the_field(tmp_path, old, new, message):
+    with pytest.raises(ConfigError, match=message):
+        load_simulate_config(_bad_config(tmp_path, old, new))
+
+
+def test_season_report_compares_the_market_with_published_figures(tmp_path):
+    from smartpick_ml.simulation.season import simulate_to_disk
+
+    cfg = load_simulate_config(CONFIG, seasons=[2025], scale=0.03, output_dir=str(tmp_path))
+    paths = simulate_to_disk(cfg, synthetic_catalog(seed=3))
+    text = paths["report"].read_text()
+    for heading in ("Applicants ranking each specialty and track",
+                    "Positions filled by applicant type", "Non-US IMGs by preferred specialty"):
+        assert heading in text
+    assert "| Transitional Year |" in text
+    applicants = pd.read_parquet(paths["applicants"])
+    assert applicants["backup_specialty"].notna().any()
