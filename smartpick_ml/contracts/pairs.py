@@ -31,7 +31,7 @@ from smartpick_ml.contracts.schemas import (
 
 APPLICANT_INPUTS: tuple[str, ...] = (
     "applicant_type", "step2_ck", "graduation_year", "season", "usce_months", "publications",
-    "needs_visa", "home_state")
+    "needs_visa", "home_state", "preferred_specialty")
 
 
 PROGRAM_INPUTS: tuple[str, ...] = (
@@ -56,10 +56,13 @@ PAIR_COLUMN_SPECS: dict[str, ColumnSpec] = {
     c.name: c for t in (APPLICATIONS, PROGRAMS, APPLICANTS) for c in t.columns}
 
 
-# the pairs contract, except that a request may leave a pair's signal null (= "none")
+# the pairs contract, except that a request may leave a pair's signal null (= "none") and the
+# applicant's preferred specialty out or null (= every program is in the preferred specialty)
 REQUEST_COLUMN_SPECS: dict[str, ColumnSpec] = {
     **PAIR_COLUMN_SPECS,
-    "signal": dataclasses.replace(PAIR_COLUMN_SPECS["signal"], nullable=True)}
+    "signal": dataclasses.replace(PAIR_COLUMN_SPECS["signal"], nullable=True),
+    "preferred_specialty": dataclasses.replace(PAIR_COLUMN_SPECS["preferred_specialty"],
+                                               nullable=True, required=False)}
 
 
 #: columns a pair-scoring request must carry (the contracts' required columns)
@@ -100,7 +103,9 @@ def applicant_pairs(applicant: dict, programs: pd.DataFrame,
                     signals: dict[str, str] | None = None) -> pd.DataFrame:
     """The pairs frame of one applicant against ``programs`` (rows in the same order)."""
     block = programs[[c for c in PROGRAM_INPUTS if c in programs.columns]].reset_index(drop=True)
-    pairs = pd.DataFrame({c: [applicant[c]] * len(block) for c in APPLICANT_INPUTS})
+    # an optional field left out of the record is null (the preferred specialty: none given)
+    pairs = pd.DataFrame({c: [applicant[c] if REQUEST_COLUMN_SPECS[c].required
+                              else applicant.get(c)] * len(block) for c in APPLICANT_INPUTS})
     pairs = pd.concat([pairs, block], axis=1)
     signals = signals or {}
     pairs["signal"] = np.array([signals.get(p, "none") for p in block["program_id"]],

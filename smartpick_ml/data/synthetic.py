@@ -33,7 +33,10 @@ def synthetic_pairs(n: int = 5, seed: int = 0) -> pd.DataFrame:
                      "usce_months": int(rng.integers(0, 12)),
                      "publications": int(rng.integers(0, 6)),
                      "needs_visa": typ == "non_us_img",
-                     "home_state": None if typ == "non_us_img" else "NY"}
+                     "home_state": None if typ == "non_us_img" else "NY",
+                     # in the program's specialty, or the program is their backup
+                     "preferred_specialty": (programs["specialty"].iloc[i] if i % 2 == 0
+                                             else "Internal Medicine")}
         rows.append(applicant_pairs(applicant, programs.iloc[[i]]))
     return pd.concat(rows, ignore_index=True)
 

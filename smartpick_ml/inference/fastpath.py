@@ -53,12 +53,19 @@ from smartpick_ml.inference.sklearn_trees import (
     flat_trees,
     preprocessed,
 )
-from smartpick_ml.modelling.features import FEATURE_NAMES, SIGNAL_CODES, SIGNAL_RATE_COLUMN
+from smartpick_ml.modelling.features import (
+    FEATURE_NAMES,
+    PGY1_ONLY_NAMES,
+    SIGNAL_CODES,
+    SIGNAL_RATE_COLUMN,
+)
 from smartpick_ml.modelling.model import PROB_FLOOR, MatchModel
 
 log = logging.getLogger(__name__)
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+#: a preferred specialty no program is in: the stand-in for "this program is a backup"
+_ELSEWHERE = "\x00elsewhere"
 #: features that take one value per request (the applicant's own)
 APPLICANT_ONLY = ("applicant_type", "step2_ck", "years_since_graduation", "usce_months",
                   "publications", "needs_visa")
@@ -82,13 +89,17 @@ PARITY_PROGRAMS = 25
 #: around the usual screens, one needing a visa (the others get a sampled program's home state)
 PARITY_APPLICANTS: tuple[dict[str, Any], ...] = (
     {"applicant_type": "us_md_senior", "step2_ck": 262, "graduation_year": 2025, "season": 2025,
-     "usce_months": 0, "publications": 5, "needs_visa": False, "home_state": None},
+     "usce_months": 0, "publications": 5, "needs_visa": False, "home_state": None,
+     "preferred_specialty": "Dermatology"},
     {"applicant_type": "us_do_senior", "step2_ck": 233, "graduation_year": 2024, "season": 2025,
-     "usce_months": 2, "publications": 0, "needs_visa": False, "home_state": None},
+     "usce_months": 2, "publications": 0, "needs_visa": False, "home_state": None,
+     "preferred_specialty": None},
     {"applicant_type": "us_img", "step2_ck": 241, "graduation_year": 2018, "season": 2025,
-     "usce_months": 8, "publications": 1, "needs_visa": False, "home_state": None},
+     "usce_months": 8, "publications": 1, "needs_visa": False, "home_state": None,
+     "preferred_specialty": "Internal Medicine"},
     {"applicant_type": "non_us_img", "step2_ck": 249, "graduation_year": 2021, "season": 2025,
-     "usce_months": 14, "publications": 3, "needs_visa": True, "home_state": None},
+     "usce_months": 14, "publications": 3, "needs_visa": True, "home_state": None,
+     "preferred_specialty": "Family Medicine"},
 )
 
 _HELPERS_LOCK = threading.Lock()
@@ -366,22 +377,25 @@ class FastScorer:
 
     def _build_program_matrices(self, block: pd.DataFrame) -> None:
         """The model's input matrix of every program, once per applicant type (type-specific rate
-        columns and type code), in the booster's preprocessed columns; and each program's typical
+        columns and type code) and per answer to "is the program outside the applicant's
+        preferred specialty?", in the booster's preprocessed columns; and each program's typical
         Step 2 CK."""
         n = len(block)
         self.base: dict[str, np.ndarray] = {}
+        self.base_outside: dict[str, np.ndarray] = {}
         self.type_code: dict[str, float] = {}
         for typ in APPLICANT_TYPES:
-            # a stand-in applicant: every request overwrites the applicant's own columns
-            dummy = pd.DataFrame({"applicant_type": [typ] * n, "step2_ck": TYPICAL_STEP2_CK,
-                                  "graduation_year": 2024, "season": 2025, "usce_months": 0,
-                                  "publications": 0, "needs_visa": False, "home_state": None})
-            pairs = pd.concat([dummy, block], axis=1)
-            pairs["signal"] = "none"
-            X = self.model.features_.transform(pairs)
-            pre = preprocessed(self.model.booster_, X)
-            self.base[typ] = pre
-            self.type_code[typ] = float(pre[0, COL["applicant_type"]])
+            for preferred, store in ((None, self.base), (_ELSEWHERE, self.base_outside)):
+                # a stand-in applicant: every request overwrites the applicant's own columns
+                dummy = pd.DataFrame({"applicant_type": [typ] * n, "step2_ck": TYPICAL_STEP2_CK,
+                                      "graduation_year": 2024, "season": 2025, "usce_months": 0,
+                                      "publications": 0, "needs_visa": False, "home_state": None,
+                                      "preferred_specialty": preferred})
+                pairs = pd.concat([dummy, block], axis=1)
+                pairs["signal"] = "none"
+                X = self.model.features_.transform(pairs)
+                store[typ] = preprocessed(self.model.booster_, X)
+            self.type_code[typ] = float(self.base[typ][0, COL["applicant_type"]])
             if typ == APPLICANT_TYPES[0]:
                 # step2_vs_program is the stand-in's Step 2 CK minus the program's typical one
                 self.typical_step2 = TYPICAL_STEP2_CK - X["step2_vs_program"].to_numpy(float)
@@ -405,6 +419,8 @@ class FastScorer:
                              for kind, col in SIGNAL_RATE_COLUMN.items()}
         self.visa_ok = ~visa_blocked(block.assign(needs_visa=True))
         self.open_to_civilians = ~military_closed(block)
+        self.specialty = block["specialty"].to_numpy(dtype=object)
+        self.pgy1_only = np.isin(self.specialty, list(PGY1_ONLY_NAMES))
 
     def _mark_feature_roles(self) -> None:
         """Which columns are the applicant's own, set per request, or the program's alone."""
@@ -426,6 +442,8 @@ class FastScorer:
         # the splits a request resolves once for the applicant
         self.applicant_nodes = self.internal[self._is_applicant[self.feature[self.internal]]]
         self.program_masks = {typ: self._program_split_masks(X) for typ, X in self.base.items()}
+        self.program_masks_outside = {typ: self._program_split_masks(X)
+                                      for typ, X in self.base_outside.items()}
         if not self._build_prefix_tables():
             return False
         self._default_mask = self._default_request_mask()
@@ -554,6 +572,8 @@ class FastScorer:
         self._default_mask = (self._default_mask & low).astype(np.uint32)
         self.program_masks = {t: (m & low).astype(np.uint32)
                               for t, m in self.program_masks.items()}
+        self.program_masks_outside = {t: (m & low).astype(np.uint32)
+                                      for t, m in self.program_masks_outside.items()}
         self.mask32 = (self.mask & low).astype(np.uint32)
 
     def _parity_gap(self) -> float:
@@ -610,12 +630,24 @@ class FastScorer:
         years = float(applicant["season"]) - float(applicant["graduation_year"])
         values = self._applicant_values(applicant, step2, years)
         request = self._request_columns(applicant, signals, rows)
+        outside = self._outside_rows(applicant, rows)
         if self.quick:
-            raw = self._raw_by_masks(applicant, values, request, step2, years, rows)
+            raw = self._raw_by_masks(applicant, values, request, step2, years, rows, outside)
         else:
             raw = self._raw_by_walk(applicant["applicant_type"], values, request, step2, years,
-                                    rows)
+                                    rows, outside)
         return self._finish(raw, applicant, rows)
+
+    def _outside_rows(self, applicant: dict[str, Any], rows: np.ndarray | None
+                      ) -> np.ndarray | None:
+        """Which programs asked about lie outside the applicant's preferred specialty (and are
+        no PGY-1 year); None if none do."""
+        preferred = applicant.get("preferred_specialty")
+        if preferred is None:
+            return None
+        sel = slice(None) if rows is None else rows
+        outside = (self.specialty[sel] != preferred) & ~self.pgy1_only[sel]
+        return outside if outside.any() else None
 
     def _applicant_values(self, applicant: dict[str, Any], step2: float, years: float
                           ) -> np.ndarray:
@@ -660,13 +692,16 @@ class FastScorer:
         return Xv
 
     def _raw_by_walk(self, typ: str, values: np.ndarray, Xv: np.ndarray, step2: float,
-                     years: float, rows: np.ndarray | None) -> np.ndarray:
+                     years: float, rows: np.ndarray | None,
+                     outside: np.ndarray | None = None) -> np.ndarray:
         """Raw scores by walking the trees once specialised on the applicant (the fallback)."""
         sel = slice(None) if rows is None else rows
         Xv[:, 0] = step2 - self.typical_step2[sel]
         Xv[:, 1] = step2 - self.step2_minimum[sel]
         Xv[:, 2] = self.graduation_cutoff[sel] - years
         X = np.ascontiguousarray(self.base[typ][sel])
+        if outside is not None:
+            X[outside] = self.base_outside[typ][sel][outside]
         for k, c in enumerate(self._var_cols):
             X[:, c] = Xv[:, k]
         for c in np.flatnonzero(self._is_applicant):
@@ -703,12 +738,33 @@ class FastScorer:
         return screen_default, screen_other
 
     def _raw_by_masks(self, applicant: dict[str, Any], values: np.ndarray, Xv: np.ndarray,
-                      step2: float, years: float, rows: np.ndarray | None) -> np.ndarray:
-        """Raw scores by QuickScorer masks, the rows shared with the helper threads."""
-        screen_default, screen_other = self._applicant_screen_masks(values, step2, years)
-        default_row = (Xv[:, 3] == 0) & (Xv[:, 4] == 0) & (Xv[:, 5] == 0) & np.isnan(Xv[:, 6])
+                      step2: float, years: float, rows: np.ndarray | None,
+                      outside: np.ndarray | None = None) -> np.ndarray:
+        """Raw scores by QuickScorer masks; programs outside the preferred specialty take their
+        own program masks."""
+        screen_masks = self._applicant_screen_masks(values, step2, years)
+        typ = applicant["applicant_type"]
         program_rows = self.all_rows if rows is None else np.asarray(rows, np.int64)
-        program_masks = self.program_masks[applicant["applicant_type"]]
+        if outside is None:
+            return self._quickscore_rows(applicant, Xv, program_rows, screen_masks,
+                                         self.program_masks[typ])
+        out = np.empty(len(Xv))
+        for flag, masks in ((False, self.program_masks[typ]),
+                            (True, self.program_masks_outside[typ])):
+            part = np.flatnonzero(outside == flag)
+            if len(part):
+                out[part] = self._quickscore_rows(applicant, Xv[part], program_rows[part],
+                                                  screen_masks, masks)
+        return out
+
+    def _quickscore_rows(self, applicant: dict[str, Any], Xv: np.ndarray,
+                         program_rows: np.ndarray, screen_masks: tuple[np.ndarray, np.ndarray],
+                         program_masks: np.ndarray) -> np.ndarray:
+        """Raw scores of ``program_rows`` by QuickScorer masks, the rows shared with the helper
+        threads."""
+        screen_default, screen_other = screen_masks
+        step2 = float(applicant["step2_ck"])
+        default_row = (Xv[:, 3] == 0) & (Xv[:, 4] == 0) & (Xv[:, 5] == 0) & np.isnan(Xv[:, 6])
         out = np.zeros(len(Xv))
         if applicant.get("needs_visa"):
             # q is 0 wherever no visa is sponsored (``_finish``): score only the other rows

@@ -200,6 +200,9 @@ class Preferences(BaseModel):
 
 #: rows of a ranking explained by default (``rank(explain=True)``): a page of results
 EXPLAINED_ROWS = 25
+#: an input whose neutral value moves q by less than this is not worth naming
+_SMALLEST_FACTOR = 5e-4
+_NO_FACTOR = "no single input moves q by 0.001 or more"
 
 
 def _explained_rows(explain: Any, n_rows: int) -> int:
@@ -574,8 +577,9 @@ class MatchPredictor:
         texts = []
         for j in range(n):
             order = np.argsort(-np.abs(delta[:, j]))[:top]
-            texts.append("; ".join(f"{_FACTOR_LABELS[names[i]]} {delta[i, j]:+.3f}"
-                                   for i in order if abs(delta[i, j]) >= 5e-4))
+            text = "; ".join(f"{_FACTOR_LABELS[names[i]]} {delta[i, j]:+.3f}"
+                             for i in order if abs(delta[i, j]) >= _SMALLEST_FACTOR)
+            texts.append(text or _NO_FACTOR)
         return texts
 
     def match_probability(self, applicant: Mapping[str, Any] | ApplicantProfile,

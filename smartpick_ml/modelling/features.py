@@ -23,6 +23,7 @@ from smartpick_ml.contracts.numeric import clipped_logit
 from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PAIR_COLUMN_SPECS, PROGRAM_INPUTS
 from smartpick_ml.contracts.reference import (
     APPLICANT_TYPES,
+    PGY1_ONLY_SPECIALTIES,
     RATE_COLUMN_BY_TYPE,
     SPECIALTY_NAMES,
     STATE_REGION,
@@ -43,7 +44,20 @@ FEATURE_NAMES: tuple[str, ...] = (
     "usce_months", "publications", "needs_visa", "visa_sponsorship", "same_state", "same_region",
     "positions", "university", "rate_own_type", "logit_rate_own_type", "rate_us_md",
     "rate_non_us_img", "rate_img_vs_md", "rate_in_state", "rate_out_of_state", "img_share",
-    "img_mentorship", "img_orientation", "signal", "rate_own_signal", "rate_no_signal")
+    "img_mentorship", "img_orientation", "signal", "rate_own_signal", "rate_no_signal",
+    "outside_preferred_specialty")
+
+#: Programs an applicant of any specialty ranks for a PGY-1 year: applying there is not a backup.
+PGY1_ONLY_NAMES: frozenset[str] = frozenset(s.name for s in PGY1_ONLY_SPECIALTIES)
+
+
+def outside_preferred_specialty(preferred: np.ndarray, specialty: np.ndarray) -> np.ndarray:
+    """1.0 where the program is in another specialty than the applicant prefers (a backup: programs
+    rank such applicants lower), 0.0 where it is the preferred one, a PGY-1 year, or no preferred
+    specialty is given."""
+    given = pd.notna(preferred)
+    pgy1 = np.isin(specialty, list(PGY1_ONLY_NAMES))
+    return (given & (specialty != preferred) & ~pgy1).astype(float)
 
 
 def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
@@ -184,6 +198,10 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             "signal": np.nan_to_num(lookup(signal, SIGNAL_CODES), nan=0.0),
             "rate_own_signal": own_signal_rate,
             "rate_no_signal": _num(pairs, "rate_no_signal"),
+            "outside_preferred_specialty": outside_preferred_specialty(
+                pairs["preferred_specialty"].to_numpy(dtype=object)
+                if "preferred_specialty" in pairs else np.full(n, None, dtype=object),
+                pairs["specialty"].to_numpy(dtype=object)),
         }, index=pairs.index)
         return out[list(FEATURE_NAMES)]
 

@@ -14,6 +14,9 @@ matched) it follows from the cutoff characterisation of deferred acceptance (Aze
 - where the match outcome is missing (``matched`` null on a ranked program, or the matched
   program's rank missing), only programs ranked above every possible match are 0; the rest of
   the list is unknown.
+- a supplemental list (``rank_list``: PGY-1 programs of an applicant to advanced positions) is
+  read on its own, and only where it matched: an unmatched supplemental list may never have been
+  used (it is, only if the applicant matched an advanced position), so its programs are unknown.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ def labels_from_outcomes(applications: pd.DataFrame) -> pd.Series:
     ranked = ~np.isnan(rank)
     # a ranked program whose match outcome was not recorded: the applicant may have matched there
     unknown = matched_flag.isna().to_numpy(bool) & ranked
-    key = [ap["applicant_id"], ap["season"]]
+    lists = (ap["rank_list"].fillna("primary") if "rank_list" in ap.columns
+             else pd.Series("primary", index=ap.index))
+    supplemental = (lists == "supplemental").to_numpy()
+    key = [ap["applicant_id"], ap["season"], lists]
 
     def per_applicant(values: np.ndarray, how: str) -> np.ndarray:
         grouped = pd.Series(values, index=ap.index).groupby(key, dropna=False)
@@ -57,7 +63,8 @@ def labels_from_outcomes(applications: pd.DataFrame) -> pd.Series:
     label = np.full(len(ap), np.nan)
     label[matched] = 1
     label[ranked & ~np.isnan(bound) & (rank < bound)] = 0
-    label[ranked & ~has_match & ~has_unknown] = 0  # unmatched: rejected by every ranked program
+    # unmatched: rejected by every ranked program (a supplemental list: perhaps never used)
+    label[ranked & ~has_match & ~has_unknown & ~supplemental] = 0
     label[(interviewed == False).to_numpy(bool, na_value=False)] = 0  # noqa: E712
     out = pd.Series(label, index=ap.index).astype("Int64")
     return out.rename(LABEL)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from smartpick_ml.contracts.pairs import APPLICANT_INPUTS
-from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION
+from smartpick_ml.contracts.reference import SPECIALTY_NAMES, APPLICANT_TYPES, STATE_REGION
 from smartpick_ml.data.catalog import load_catalog
 from smartpick_ml.inference import fastpath
 from smartpick_ml.inference.fastpath import (
@@ -187,15 +187,18 @@ def test_wide_masks_equal_narrow_masks(world, scorer, programs, monkeypatch):
 @given(typ=st.sampled_from(APPLICANT_TYPES), step2=st.integers(150, 300),
        years=st.integers(0, 15), usce=st.integers(0, 240), pubs=st.integers(0, 60),
        home=st.one_of(st.none(), st.sampled_from(sorted(STATE_REGION))),
-       visa=st.booleans(), n_signals=st.integers(0, 5), seed=st.integers(0, 10_000))
+       visa=st.booleans(), n_signals=st.integers(0, 5), seed=st.integers(0, 10_000),
+       preferred=st.one_of(st.none(), st.sampled_from(SPECIALTY_NAMES)))
 def test_fast_path_property(world, scorer, programs, typ, step2, years, usce, pubs, home, visa,
-                            n_signals, seed):
-    """Arbitrary valid applicants: fast q equals the model's q, finite, in [0, 1]."""
+                            n_signals, seed, preferred):
+    """Arbitrary valid applicants: fast q equals the model's q, finite, in [0, 1] (programs in
+    and outside the applicant's preferred specialty)."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(programs), size=40, replace=False))
     applicant = {"applicant_type": typ, "step2_ck": step2, "graduation_year": 2025 - years,
                  "season": 2025, "usce_months": usce, "publications": pubs,
-                 "needs_visa": visa and typ == "non_us_img", "home_state": home}
+                 "needs_visa": visa and typ == "non_us_img", "home_state": home,
+                 "preferred_specialty": preferred}
     ids = programs["program_id"].to_numpy()[rows]
     signals = {p: str(rng.choice(["signal", "gold", "silver"])) for p in ids[:n_signals]}
     pairs = pd.DataFrame({c: [applicant[c]] * len(rows) for c in APPLICANT_INPUTS})

@@ -197,3 +197,18 @@ def test_censored_labels_agree_with_the_simulators_exact_labels() -> None:
     censored = apps[~known]
     assert censored["interviewed"].all()
     assert not censored["matched"].any()
+
+
+def test_supplemental_lists_are_read_on_their_own_and_only_where_they_matched() -> None:
+    """A supplemental PGY-1 list is used only if the applicant matched an advanced position: an
+    unmatched one says nothing; a matched one is censored like a primary list."""
+    apps = pd.DataFrame({
+        "applicant_id": ["a"] * 5 + ["b"] * 4, "season": 2025,
+        "rank_list": ["primary", "primary", "primary", "supplemental", "supplemental",
+                      "primary", "primary", "supplemental", "supplemental"],
+        "interviewed": True, "rank_position": [1, 2, 3, 4, 5, 1, 2, 3, 4],
+        "matched": [False, True, False, False, False, True, False, False, True]})
+    got = labels_from_outcomes(apps).tolist()
+    na = pd.NA
+    assert got[:5] == [0, 1, na, na, na]  # a: supplemental list not used (no match there)
+    assert got[5:] == [1, na, 0, 1]  # b: matched on both lists
