@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from smartpick_ml.contracts.pairs import APPLICANT_INPUTS
-from smartpick_ml.contracts.reference import SPECIALTY_NAMES, APPLICANT_TYPES, STATE_REGION
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, SPECIALTY_NAMES, STATE_REGION
 from smartpick_ml.data.catalog import load_catalog
 from smartpick_ml.inference import fastpath
 from smartpick_ml.inference.fastpath import (
