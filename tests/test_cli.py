@@ -194,3 +194,18 @@ def test_exported_csv_escapes_cells_a_spreadsheet_would_run(formula_model, tmp_p
     CliRunner().invoke(main, [command, "--profile", str(PROFILE), "--model",
                               str(formula_model), "--out", str(json_out)])
     assert json.loads(json_out.read_text())[0][column].startswith("=HYPERLINK(")
+
+
+def test_plan_with_a_bad_backup_writes_nothing(small_training_run, tmp_path):
+    """Issue #16: a backup equal to the preferred specialty is refused naming the field, exit 2,
+    and no file is written."""
+    profile = json.loads(PROFILE.read_text())
+    profile["backup_specialties"] = [profile["preferred_specialty"]]
+    bad = tmp_path / "profile.json"
+    bad.write_text(json.dumps(profile))
+    out = tmp_path / "plan.csv"
+    result = CliRunner().invoke(main, ["plan", "--profile", str(bad), "--model",
+                                       str(small_training_run.model_dir), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "backup_specialties" in result.output and "Traceback" not in result.output
+    assert not out.exists()

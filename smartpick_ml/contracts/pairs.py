@@ -31,7 +31,7 @@ from smartpick_ml.contracts.schemas import (
 
 APPLICANT_INPUTS: tuple[str, ...] = (
     "applicant_type", "step2_ck", "graduation_year", "season", "usce_months", "publications",
-    "needs_visa", "home_state", "preferred_specialty")
+    "needs_visa", "home_state", "preferred_specialty", "applications")
 
 
 PROGRAM_INPUTS: tuple[str, ...] = (

@@ -148,6 +148,10 @@ APPLICANTS = TableSchema(
                    unit="months", min=0, max=240),
         ColumnSpec("publications", "int", "Peer-reviewed publications, abstracts and posters.",
                    unit="count", min=0, max=1000),
+        ColumnSpec("applications", "int", "Programs the applicant applies to this season, all "
+                   "specialties (interviews beyond what one can attend dilute each one); null or "
+                   "absent: counted from the applications table, else the type's typical number.",
+                   unit="count", min=1, max=2000, nullable=True, required=False),
         ColumnSpec("needs_visa", "bool", "Needs a J-1 or H-1B visa to train (non-US IMGs only)."),
         ColumnSpec("home_state", "str", "State of legal residence or medical school; null if "
                    "none in the US.", nullable=True, allowed=tuple(STATE_REGION)),

@@ -68,7 +68,7 @@ COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _ELSEWHERE = "\x00elsewhere"
 #: features that take one value per request (the applicant's own)
 APPLICANT_ONLY = ("applicant_type", "step2_ck", "years_since_graduation", "usce_months",
-                  "publications", "needs_visa")
+                  "publications", "needs_visa", "applications")
 #: features that depend on the applicant *and* the program, or on the request (signals)
 PER_REQUEST = ("step2_vs_program", "step2_over_minimum", "years_within_cutoff", "same_state",
                "same_region", "signal", "rate_own_signal")
@@ -90,13 +90,13 @@ PARITY_PROGRAMS = 25
 PARITY_APPLICANTS: tuple[dict[str, Any], ...] = (
     {"applicant_type": "us_md_senior", "step2_ck": 262, "graduation_year": 2025, "season": 2025,
      "usce_months": 0, "publications": 5, "needs_visa": False, "home_state": None,
-     "preferred_specialty": "Dermatology"},
+     "preferred_specialty": "Dermatology", "applications": 90},
     {"applicant_type": "us_do_senior", "step2_ck": 233, "graduation_year": 2024, "season": 2025,
      "usce_months": 2, "publications": 0, "needs_visa": False, "home_state": None,
      "preferred_specialty": None},
     {"applicant_type": "us_img", "step2_ck": 241, "graduation_year": 2018, "season": 2025,
      "usce_months": 8, "publications": 1, "needs_visa": False, "home_state": None,
-     "preferred_specialty": "Internal Medicine"},
+     "preferred_specialty": "Internal Medicine", "applications": 12},
     {"applicant_type": "non_us_img", "step2_ck": 249, "graduation_year": 2021, "season": 2025,
      "usce_months": 14, "publications": 3, "needs_visa": True, "home_state": None,
      "preferred_specialty": "Family Medicine"},
@@ -384,6 +384,8 @@ class FastScorer:
         self.base: dict[str, np.ndarray] = {}
         self.base_outside: dict[str, np.ndarray] = {}
         self.type_code: dict[str, float] = {}
+        self._typical_applications = dict(getattr(self.model.features_,
+                                                  "typical_applications_", {}))
         for typ in APPLICANT_TYPES:
             for preferred, store in ((None, self.base), (_ELSEWHERE, self.base_outside)):
                 # a stand-in applicant: every request overwrites the applicant's own columns
@@ -659,6 +661,10 @@ class FastScorer:
         values[COL["usce_months"]] = float(applicant.get("usce_months", 0))
         values[COL["publications"]] = float(applicant.get("publications", 0))
         values[COL["needs_visa"]] = 1.0 if applicant.get("needs_visa") else 0.0
+        sent = applicant.get("applications")
+        values[COL["applications"]] = (float(sent) if sent is not None else
+                                       self._typical_applications.get(applicant["applicant_type"],
+                                                                      np.nan))
         return values
 
     def _request_columns(self, applicant: dict[str, Any], signals: dict[str, str] | None,

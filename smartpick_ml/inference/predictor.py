@@ -106,6 +106,10 @@ def _contract_error(message: str) -> PydanticCustomError:
     return PydanticCustomError("contract", "{message}", {"message": message})
 
 
+#: backup specialties (or PGY-1 tracks) beside the preferred one: three specialties in all
+MAX_BACKUPS = 2
+
+
 class ApplicantProfile(BaseModel):
     """One applicant, as a service sends it. Unknown fields are errors.
 
@@ -121,9 +125,11 @@ class ApplicantProfile(BaseModel):
     season: int = _contract_field("season", default_factory=_default_season)
     usce_months: int = _contract_field("usce_months", default=0)
     publications: int = _contract_field("publications", default=0)
+    applications: int | None = _contract_field("applications", default=None)
     needs_visa: bool = False
     home_state: str | None = None
     preferred_specialty: str | None = None
+    backup_specialties: list[str] = Field(default_factory=list, max_length=MAX_BACKUPS)
     signals: dict[str, Literal["signal", "gold", "silver"]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -135,8 +141,8 @@ class ApplicantProfile(BaseModel):
         out = dict(data)
         for name in (n for n in _PROFILE_CONTRACT_FIELDS if n in out):  # declared order
             value = out[name]
-            if value is None and name == "preferred_specialty":
-                continue  # optional in a profile: rank takes the specialty as an argument
+            if value is None and name in ("preferred_specialty", "applications"):
+                continue  # optional in a profile
             spec = APPLICANTS.column(name)
             try:
                 checked = check_values(spec, [value], where=f"applicant.{name}")[0]
@@ -147,6 +153,42 @@ class ApplicantProfile(BaseModel):
             elif spec.kind == "bool":
                 out[name] = bool(checked)
         return out
+
+    @field_validator("backup_specialties", mode="before")
+    @classmethod
+    def _known_backups(cls, v: Any) -> Any:
+        """Each backup by the contract's rule for ``backup_specialty``, named by its place."""
+        if not isinstance(v, list | tuple):
+            return v  # pydantic names the wrong type
+        spec = APPLICANTS.column("backup_specialty")
+        for i, item in enumerate(v):
+            try:
+                check_values(spec, [item], where=f"applicant.backup_specialties[{i}]")
+            except ValueError as exc:
+                raise _contract_error(str(exc)) from None
+            if item is None:
+                raise _contract_error(f"applicant.backup_specialties[{i}]: a specialty, not null")
+        return v
+
+    @model_validator(mode="after")
+    def _backups_differ(self) -> ApplicantProfile:
+        if not self.backup_specialties:
+            return self
+        if self.preferred_specialty is None:
+            raise _contract_error("applicant.backup_specialties: give preferred_specialty too "
+                                  "(a backup ranks below it)")
+        if self.preferred_specialty in self.backup_specialties:
+            raise _contract_error("applicant.backup_specialties: "
+                                  f"{quote(self.preferred_specialty)} is the preferred specialty")
+        if len(set(self.backup_specialties)) != len(self.backup_specialties):
+            raise _contract_error("applicant.backup_specialties: a specialty appears twice")
+        return self
+
+    @property
+    def specialties(self) -> list[str]:
+        """The specialties the applicant applies to, preferred first (empty if none given)."""
+        return ([self.preferred_specialty, *self.backup_specialties]
+                if self.preferred_specialty else [])
 
     @model_validator(mode="after")
     def _row_rules(self) -> ApplicantProfile:
@@ -469,9 +511,18 @@ class MatchPredictor:
             raise InputError(f"specialty: no programs of '{specialty}' in the catalog")
         return rows
 
-    def _check_signals(self, profile: ApplicantProfile, specialty: str | None) -> None:
-        """Each signal names a program of the catalog and, when one specialty is ranked or
-        planned, of that specialty: the model only sees signals to the programs it scores."""
+    def _rows_of(self, specialties: Sequence[str] | None) -> np.ndarray:
+        """The catalog rows of each specialty in turn (every program if None)."""
+        if not specialties:
+            return self._all_rows
+        if len(specialties) == 1:
+            return self._rows(specialties[0])
+        return np.concatenate([self._rows(s) for s in specialties])
+
+    def _check_signals(self, profile: ApplicantProfile,
+                       specialty: str | Sequence[str] | None) -> None:
+        """Each signal names a program of the catalog and, when specialties are ranked or
+        planned, of one of them: the model only sees signals to the programs it scores."""
         if not profile.signals:
             return
         ids = list(profile.signals)
@@ -481,20 +532,23 @@ class MatchPredictor:
             more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
             raise InputError(f"applicant.signals: unknown program_id {quote(unknown[0])}{more} "
                              "(not in the catalog)")
-        if specialty is None:
+        if not specialty:
             return
+        allowed = [specialty] if isinstance(specialty, str) else list(specialty)
         of = self.programs["specialty"].to_numpy()[idx]
-        other = [(p, o) for p, o in zip(ids, of, strict=True) if o != specialty]
+        other = [(p, o) for p, o in zip(ids, of, strict=True) if o not in allowed]
         if other:
+            ranked = " or ".join(allowed)
             raise InputError(f"applicant.signals: program {quote(other[0][0])} is in "
-                             f"{other[0][1]}, not {specialty} (the specialty ranked); signals "
-                             "count within one specialty")
+                             f"{other[0][1]}, not {ranked} (the specialties ranked); signals "
+                             "count within a specialty")
 
     def rank(self, applicant: Mapping[str, Any] | ApplicantProfile,
              preferences: Mapping[str, Any] | Preferences | None = None,
              specialty: str | None = None, k: int | None = None,
              explain: bool | int = True) -> pd.DataFrame:
-        """Programs ranked by expected value EV = q·U, eligible ones first.
+        """Programs ranked by expected value EV = q·U, eligible ones first: of ``specialty``, else
+        of the applicant's preferred and backup specialties, else the whole catalog.
 
         ``explain``: the inputs that move q most (``top_factors``) for the first
         :data:`EXPLAINED_ROWS` rows (True), the first ``n`` rows (an int) or none (False);
@@ -503,9 +557,9 @@ class MatchPredictor:
         profile = _parse(ApplicantProfile, applicant, "applicant")
         prefs = _parse(Preferences, preferences, "preferences")
         k = _count(k, "k")
-        spec = specialty or profile.preferred_specialty
-        rows = self._rows(spec)
-        self._check_signals(profile, spec)
+        specs = [specialty] if specialty else profile.specialties
+        rows = self._rows_of(specs)
+        self._check_signals(profile, specs)
         q = self._q(profile, rows)
         u = self._utility(prefs, rows)
         ev = q * u

@@ -45,7 +45,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "positions", "university", "rate_own_type", "logit_rate_own_type", "rate_us_md",
     "rate_non_us_img", "rate_img_vs_md", "rate_in_state", "rate_out_of_state", "img_share",
     "img_mentorship", "img_orientation", "signal", "rate_own_signal", "rate_no_signal",
-    "outside_preferred_specialty")
+    "outside_preferred_specialty", "program_take_rate", "applications")
+
+#: Pseudo-applications that pull a program's take rate toward its wider group's (empirical Bayes).
+TAKE_RATE_PRIOR_WEIGHT = 50.0
+TAKE_RATE_FOLDS = 5
 
 #: Programs an applicant of any specialty ranks for a PGY-1 year: applying there is not a backup.
 PGY1_ONLY_NAMES: frozenset[str] = frozenset(s.name for s in PGY1_ONLY_SPECIALTIES)
@@ -112,9 +116,12 @@ def own_type_rate(pairs: pd.DataFrame) -> np.ndarray:
 class PairFeatures(TransformerMixin, BaseEstimator):
     """Pairs frame -> model features (pandas out, stable column names and dtypes).
 
-    ``fit`` learns one thing from the training pairs: each program's typical Step 2 CK among the
-    applicants it interviewed (history a program's applicants can know), with the specialty's as
-    the fallback for programs it has not seen. Pass ``interviewed`` to ``fit``.
+    ``fit`` learns from the training pairs what their applicants could know of each program's
+    history: its typical Step 2 CK among the applicants it interviewed (the specialty's for
+    programs it has not seen; pass ``interviewed``), and, given the labels ``y``, the share of
+    each applicant type's applications it would take (``program_take_rate``, shrunk toward the
+    program's all-type share and that toward the type's overall share; NaN without labels or for
+    programs not seen).
     """
 
     def __init__(self, min_interviewees: int = 5):
@@ -131,8 +138,43 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         by_specialty = seen.groupby("specialty")["step2_ck"].mean()
         self.specialty_step2_ = by_specialty.astype(float).to_dict()
         self.overall_step2_ = float(seen["step2_ck"].mean() if len(seen) else TYPICAL_STEP2_CK)
+        self._fit_take_rates(pairs, y)
+        self.typical_applications_ = _typical_applications(pairs)
         self.feature_names_out_ = list(FEATURE_NAMES)
         return self
+
+    def applications(self, pairs: pd.DataFrame) -> np.ndarray:
+        """The applicant's number of applications, the type's typical number where not given."""
+        given = _num(pairs, "applications")
+        typical = lookup(pairs["applicant_type"], getattr(self, "typical_applications_", {}))
+        return np.where(np.isnan(given), typical, given)
+
+    def _fit_take_rates(self, pairs: pd.DataFrame, y: object) -> None:
+        """Per (program, applicant type): the smoothed share of applications taken."""
+        self.take_rate_row_, self.take_rate_ = _take_rates(pairs, y)
+
+    def fit_transform(self, pairs: pd.DataFrame, y: object = None,
+                      interviewed: np.ndarray | None = None) -> pd.DataFrame:
+        """``fit`` then ``transform``, except that each training pair's ``program_take_rate``
+        comes from the other applicants' labels (5 folds by applicant): a pair's own label never
+        feeds its own feature, which would flatter it in training and not in use."""
+        out = self.fit(pairs, y, interviewed=interviewed).transform(pairs)
+        if y is None or "applicant_id" not in pairs:
+            return out
+        fold = (pd.util.hash_array(pairs["applicant_id"].to_numpy(dtype=object)) % TAKE_RATE_FOLDS
+                ).astype(np.int64)
+        label = np.asarray(y, dtype=object)
+        oof = np.full(len(pairs), np.nan)
+        for k in range(TAKE_RATE_FOLDS):
+            rest = fold != k
+            rows, table = _take_rates(pairs[rest], label[rest])
+            oof[~rest] = _lookup_take_rate(pairs[~rest], rows, table)
+        out["program_take_rate"] = oof
+        return out
+
+    def take_rate(self, pairs: pd.DataFrame) -> np.ndarray:
+        """Each pair's ``program_take_rate`` (NaN for a program not seen in training)."""
+        return _lookup_take_rate(pairs, self.take_rate_row_, self.take_rate_)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(FEATURE_NAMES, dtype=object)
@@ -202,15 +244,80 @@ class PairFeatures(TransformerMixin, BaseEstimator):
                 pairs["preferred_specialty"].to_numpy(dtype=object)
                 if "preferred_specialty" in pairs else np.full(n, None, dtype=object),
                 pairs["specialty"].to_numpy(dtype=object)),
+            "program_take_rate": self.take_rate(pairs),
+            "applications": self.applications(pairs),
         }, index=pairs.index)
         return out[list(FEATURE_NAMES)]
+
+
+def _typical_applications(pairs: pd.DataFrame) -> dict[str, float]:
+    """Per applicant type, the median applicant's number of applications (what a request that
+    does not say is taken to send)."""
+    if "applications" not in pairs:
+        return {}
+    per = pairs[["applicant_type", "applications"]]
+    if "applicant_id" in pairs:
+        per = pairs.drop_duplicates(["applicant_id", "season"] if "season" in pairs
+                                    else ["applicant_id"])[["applicant_type", "applications"]]
+    med = pd.to_numeric(per["applications"], errors="coerce").groupby(
+        per["applicant_type"].astype(object)).median().dropna()
+    return {str(t): float(v) for t, v in med.items()}
+
+
+def _take_rates(pairs: pd.DataFrame, y: object) -> tuple[dict[str, int], np.ndarray]:
+    """Per (program, applicant type) the smoothed share of labelled applications taken: a row per
+    program seen (``{program_id: row}``), a column per applicant type. Shrunk toward the
+    program's all-type share scaled by the type's, and that toward the overall share. Plain dict
+    and array: what a saved model (skops) may hold without widening its trusted types."""
+    empty: tuple[dict[str, int], np.ndarray] = ({}, np.zeros((0, len(APPLICANT_TYPES))))
+    if y is None:
+        return empty
+    label = pd.to_numeric(pd.Series(np.asarray(y, dtype=object)), errors="coerce").to_numpy(
+        dtype=float, na_value=np.nan)
+    known = ~np.isnan(label)
+    if not known.any():
+        return empty
+    programs, prog_code = np.unique(pairs["program_id"].to_numpy(dtype=object)[known],
+                                    return_inverse=True)
+    type_code = pd.Categorical(pairs["applicant_type"].to_numpy(dtype=object)[known],
+                               categories=APPLICANT_TYPES).codes
+    y_known = label[known]
+    n_p, n_t = len(programs), len(APPLICANT_TYPES)
+    cell = prog_code * n_t + type_code
+    count = np.bincount(cell, minlength=n_p * n_t).reshape(n_p, n_t)
+    taken = np.bincount(cell, weights=y_known, minlength=n_p * n_t).reshape(n_p, n_t)
+    m = TAKE_RATE_PRIOR_WEIGHT
+    overall = y_known.mean()
+    type_rate = np.where(count.sum(axis=0) > 0,
+                         taken.sum(axis=0) / np.maximum(count.sum(axis=0), 1), overall)
+    program_rate = (taken.sum(axis=1) + m * overall) / (count.sum(axis=1) + m)
+    prior = np.clip(program_rate[:, None] * type_rate[None, :] / max(overall, 1e-9), 0, 1)
+    return {str(p): i for i, p in enumerate(programs)}, (taken + m * prior) / (count + m)
+
+
+def _lookup_take_rate(pairs: pd.DataFrame, rows: dict[str, int], table: np.ndarray
+                      ) -> np.ndarray:
+    out = np.full(len(pairs), np.nan)
+    if not rows:
+        return out
+    row = lookup(pairs["program_id"], rows)
+    col = pd.Categorical(pairs["applicant_type"].to_numpy(dtype=object),
+                         categories=APPLICANT_TYPES).codes
+    ok = ~np.isnan(row) & (col >= 0)
+    out[ok] = table[row[ok].astype(np.int64), col[ok]]
+    return out
 
 
 def build_pairs(applications: pd.DataFrame, applicants: pd.DataFrame,
                 programs: pd.DataFrame) -> pd.DataFrame:
     """Join applications with applicant and program fields: the pairs frame, in the order of
     ``applications``, plus its outcome columns (kept for labels; never model inputs)."""
-    a_cols = ["applicant_id", *APPLICANT_INPUTS]
+    if "applications" not in applicants.columns:
+        # what each applicant sent this season, as the applications table records it
+        counts = applications.groupby(["applicant_id", "season"]).size().rename("applications")
+        applicants = applicants.merge(counts.reset_index(), on=["applicant_id", "season"],
+                                      how="left")
+    a_cols = ["applicant_id", *(c for c in APPLICANT_INPUTS if c in applicants.columns)]
     p_cols = [c for c in PROGRAM_INPUTS if c in programs.columns]
     out = applications.merge(applicants[a_cols], on=["applicant_id", "season"], how="left",
                              validate="many_to_one")

@@ -89,8 +89,9 @@ class MatchModel(ClassifierMixin, BaseEstimator):
             holdout_y: np.ndarray, holdout_groups: np.ndarray,
             interviewed: np.ndarray | None = None) -> MatchModel:
         """Fit on ``pairs``; early-stop and choose calibration on the applicant-grouped hold-out."""
-        features = PairFeatures().fit(pairs, interviewed=interviewed)
-        return self.fit_features(features, features.transform(pairs), y,
+        features = PairFeatures()
+        X = features.fit_transform(pairs, y, interviewed=interviewed)
+        return self.fit_features(features, X, y,
                                  holdout_X=features.transform(holdout_pairs),
                                  holdout_y=holdout_y, holdout_groups=holdout_groups)
 

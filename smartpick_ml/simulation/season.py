@@ -698,7 +698,7 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
     score = (m.score_obs + m.score_latent_weight * z[m.pair_applicant]
              + m.score_noise_sd * rng.standard_normal(n_pairs))
     rank = _rank_positions(m, interviewed, taste)
-    matched, cutoff, filled = _match_with_supplemental_lists(m, interviewed, rank, score)
+    matched, cutoff, filled = match_with_supplemental_lists(m, interviewed, rank, score)
     would_take = interviewed & (score >= cutoff[m.pair_program])
     n_inv = np.bincount(m.pair_applicant[invited], minlength=m.n_applicants)
     n_att = np.bincount(m.pair_applicant[interviewed], minlength=m.n_applicants)
@@ -724,7 +724,7 @@ def _rank_positions(m: MarketInputs, interviewed: np.ndarray, taste: np.ndarray)
     return rank
 
 
-def _match_with_supplemental_lists(m: MarketInputs, interviewed: np.ndarray, rank: np.ndarray,
+def match_with_supplemental_lists(m: MarketInputs, interviewed: np.ndarray, rank: np.ndarray,
                                    score: np.ndarray
                                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Match with supplemental PGY-1 lists, in two passes of deferred acceptance.

@@ -156,9 +156,11 @@ def features_step(cfg: TrainConfig, data: RunData) -> FeatureSet:
     """Fit the feature step on the training pairs; write every split's features with a manifest
     of the tables they came from."""
     s = data.splits
-    features = PairFeatures().fit(s.train, interviewed=interviewed_mask(s.train))
-    built = FeatureSet(features, *(features.transform(p) for p in (s.train, s.holdout,
-                                                                    s.validation)),
+    features = PairFeatures()
+    train_X = features.fit_transform(s.train, s.train[LABEL].to_numpy(),
+                                     interviewed=interviewed_mask(s.train))
+    built = FeatureSet(features, train_X, *(features.transform(p) for p in (s.holdout,
+                                                                            s.validation)),
                        input_sha256={n: frame_hash(data.tables[n]) for n in RAW_TABLES})
     processed = Path(cfg.data.processed_dir)
     feature_path = processed / "features.parquet"

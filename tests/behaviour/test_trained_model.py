@@ -121,3 +121,57 @@ def test_rank_never_offers_a_uniformed_services_program(world, applicant_type) -
     assert closed["reason"].astype(str).str.startswith("uniformed-services").all()
     open_ = ranked[~ranked["program_id"].isin(military)]
     assert (open_["eligible"] | open_["reason"].astype(str).str.contains("visa")).all()
+
+
+def test_a_program_ranks_an_applicant_who_prefers_another_specialty_lower(world, sample) -> None:
+    """Issue #16: programs rank an applicant for whom they are the backup below one who chose
+    them; the model learnt it (q falls on average, never rises much), and a PGY-1 year is no
+    backup."""
+    from smartpick_ml.modelling.features import PGY1_ONLY_NAMES
+
+    chose = sample.assign(preferred_specialty=sample["specialty"])
+    elsewhere = sample.assign(preferred_specialty=np.where(
+        sample["specialty"] == "Internal Medicine", "Family Medicine", "Internal Medicine"))
+    q_chose, q_else = _q(world.model, chose), _q(world.model, elsewhere)
+    pgy1 = sample["specialty"].isin(PGY1_ONLY_NAMES).to_numpy()
+    assert np.array_equal(q_chose[pgy1], q_else[pgy1])
+    backup = ~pgy1 & (q_chose > 0)
+    assert backup.sum() > 20
+    assert np.mean(q_else[backup]) < 0.95 * np.mean(q_chose[backup])
+
+
+def test_adding_a_backup_specialty_never_lowers_p_match(world) -> None:
+    """Issue #16: P(match) of a list (the stated, corrected figure too) never falls when programs
+    of a backup specialty are ranked below it."""
+    from smartpick_ml.inference.predictor import MatchPredictor
+
+    predictor = MatchPredictor.load(world.model_dir)
+    for applicant_type, preferred, backup in (("non_us_img", "Internal Medicine",
+                                               "Family Medicine"),
+                                              ("us_md_senior", "Dermatology",
+                                               "Internal Medicine")):
+        profile = {"applicant_type": applicant_type, "step2_ck": 244, "graduation_year": 2023,
+                   "season": 2025, "needs_visa": False, "preferred_specialty": preferred}
+        plan = predictor.plan(profile, max_applications=12)
+        own = list(plan["programs"]["program_id"])
+        base = predictor.match_probability(profile, own)
+        extra = predictor.rank({**profile, "backup_specialties": [backup]},
+                               specialty=backup, explain=False)
+        extra = extra[extra["eligible"]]["program_id"].head(8).tolist()
+        with_backup = predictor.match_probability({**profile, "backup_specialties": [backup]},
+                                                  own + extra)
+        assert with_backup["p_match"] >= base["p_match"] - 1e-12
+        assert with_backup["p_match_corrected"] >= base["p_match_corrected"] - 1e-12
+
+
+def test_rank_covers_the_preferred_and_backup_specialties(world) -> None:
+    from smartpick_ml.inference.predictor import MatchPredictor
+
+    predictor = MatchPredictor.load(world.model_dir)
+    profile = {"applicant_type": "us_img", "step2_ck": 240, "graduation_year": 2022,
+               "season": 2025, "preferred_specialty": "Internal Medicine",
+               "backup_specialties": ["Family Medicine", "Preliminary Medicine"]}
+    ranked = predictor.rank(profile, explain=False)
+    assert set(ranked["specialty"]) == {"Internal Medicine", "Family Medicine",
+                                        "Preliminary Medicine"}
+    assert len(ranked) == predictor.programs["specialty"].isin(set(ranked["specialty"])).sum()

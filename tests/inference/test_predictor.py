@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -317,3 +318,24 @@ def test_a_preference_weight_must_be_a_number(predictor, value):
         predictor.rank(applicant, {"location_weight": value}, specialty="Internal Medicine", k=3)
     for ok in (1, 1.5, np.float64(2.0), np.int64(3)):
         predictor.rank(applicant, {"location_weight": ok}, specialty="Internal Medicine", k=3)
+
+
+@pytest.mark.parametrize("backups, message", [
+    (["Nope"], r"backup_specialties\[0\]: must be one of"),
+    (["Family Medicine", 7], r"backup_specialties\[1\]: must be text"),
+    ([SPECIALTY], "is the preferred specialty"),
+    (["Family Medicine", "Family Medicine"], "appears twice"),
+    (["Family Medicine", "Pediatrics", "Psychiatry"], "at most 2"),
+    ("Family Medicine", "valid list"),
+    ({"a": "Family Medicine"}, "valid list"),
+    ([["Family Medicine"]], r"backup_specialties\[0\]: must be text"),
+])
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_bad_backup_specialty_is_refused_naming_the_field(predictor, call, backups, message):
+    """Issue #16: an unknown backup, one equal to the preferred specialty, or more than allowed:
+    an error naming the field, whatever the entry point."""
+    applicant = {**APPLICANT, "preferred_specialty": SPECIALTY, "backup_specialties": backups}
+    with pytest.raises(InputError, match=r"backup_specialties") as info:
+        CALLS[call](predictor, applicant)
+    assert re.search(message, str(info.value)), str(info.value)
+    assert len(str(info.value)) < 500
