@@ -52,7 +52,8 @@ def score_applicants(predictor: Any, applicants: pd.DataFrame, out: str | Path,
     rows = predictor.program_rows(specialty)
     program_ids = pa.array(predictor.programs["program_id"].to_numpy(dtype=object)[rows])
     applicant_ids = table["applicant_id"].to_numpy(dtype=object)
-    records = table[list(APPLICANT_INPUTS)].to_dict("records")
+    # optional inputs (the number of applications) may be absent: the model takes its default
+    records = table[[c for c in APPLICANT_INPUTS if c in table.columns]].to_dict("records")
     schema = pa.schema([("applicant_id", pa.dictionary(pa.int32(), pa.string())),
                         ("program_id", pa.dictionary(pa.int32(), pa.string())),
                         ("q", pa.float32())])
