@@ -36,7 +36,8 @@ def synthetic_pairs(n: int = 5, seed: int = 0) -> pd.DataFrame:
                      "home_state": None if typ == "non_us_img" else "NY",
                      # in the program's specialty, or the program is their backup
                      "preferred_specialty": (programs["specialty"].iloc[i] if i % 2 == 0
-                                             else "Internal Medicine")}
+                                             else "Internal Medicine"),
+                     "applications": (90 if img else 45) + 5 * i}
         rows.append(applicant_pairs(applicant, programs.iloc[[i]]))
     return pd.concat(rows, ignore_index=True)
 

@@ -662,7 +662,8 @@ class FastScorer:
         values[COL["publications"]] = float(applicant.get("publications", 0))
         values[COL["needs_visa"]] = 1.0 if applicant.get("needs_visa") else 0.0
         sent = applicant.get("applications")
-        values[COL["applications"]] = (float(sent) if sent is not None else
+        sent = np.nan if sent is None else float(sent)  # a served null arrives as NaN
+        values[COL["applications"]] = (sent if not math.isnan(sent) else
                                        self._typical_applications.get(applicant["applicant_type"],
                                                                       np.nan))
         return values

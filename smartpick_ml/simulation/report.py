@@ -62,19 +62,29 @@ def unfilled_by_specialty(programs: pd.DataFrame, program_outcomes: pd.DataFrame
 def match_rates_by_specialty(applicants: pd.DataFrame, applications: pd.DataFrame,
                              programs: pd.DataFrame, program_outcomes: pd.DataFrame
                              ) -> pd.DataFrame:
-    """Per season and specialty (the one each applicant applies in): applicants, match rate,
-    positions and the share filled, and the specialty's share of all positions simulated beside
-    its published share (NRMP 2026 positions; no per-specialty match rate by type is published)."""
+    """Per season and specialty: the applicants preferring it, how many matched (anywhere, and in
+    it), positions and the share filled, and the specialty's share of all positions simulated
+    beside its published share (NRMP positions)."""
     df = applicant_outcomes(applicants, applications)
+    primary = applications[applications["matched"]]
+    if "rank_list" in primary:
+        primary = primary[primary["rank_list"] != "supplemental"]
+    where = primary.merge(programs[["program_id", "specialty"]], on="program_id")[
+        ["season", "applicant_id", "specialty"]].rename(columns={"specialty": "matched_in"})
+    df = df.merge(where, on=["season", "applicant_id"], how="left")
+    df["matched_in_specialty"] = df["matched_in"] == df["preferred_specialty"]
     rates = df.groupby(["season", "preferred_specialty"]).agg(
-        applicants=("applicant_id", "size"), matched=("matched", "sum")).reset_index()
+        applicants=("applicant_id", "size"), matched=("matched", "sum"),
+        matched_in_specialty=("matched_in_specialty", "sum")).reset_index()
     rates = rates.rename(columns={"preferred_specialty": "specialty"})
     fill = unfilled_by_specialty(programs, program_outcomes)
     out = fill[["season", "specialty", "positions", "filled"]].merge(
         rates, on=["season", "specialty"], how="outer")
-    out[["positions", "filled", "applicants", "matched"]] = \
-        out[["positions", "filled", "applicants", "matched"]].fillna(0).astype(int)
+    counts = ["positions", "filled", "applicants", "matched", "matched_in_specialty"]
+    out[counts] = out[counts].fillna(0).astype(int)
     out["match_rate_pct"] = (100 * out["matched"] / out["applicants"].clip(lower=1)).round(1)
+    out["match_in_specialty_pct"] = (100 * out["matched_in_specialty"]
+                                     / out["applicants"].clip(lower=1)).round(1)
     out["fill_pct"] = (100 * out["filled"] / out["positions"].clip(lower=1)).round(1)
     out["applicants_per_position"] = (out["applicants"] / out["positions"].clip(lower=1)).round(2)
     total = out.groupby("season")["positions"].transform("sum").clip(lower=1)

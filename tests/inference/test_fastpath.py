@@ -201,7 +201,7 @@ def test_fast_path_property(world, scorer, programs, typ, step2, years, usce, pu
                  "preferred_specialty": preferred}
     ids = programs["program_id"].to_numpy()[rows]
     signals = {p: str(rng.choice(["signal", "gold", "silver"])) for p in ids[:n_signals]}
-    pairs = pd.DataFrame({c: [applicant[c]] * len(rows) for c in APPLICANT_INPUTS})
+    pairs = pd.DataFrame({c: [applicant.get(c)] * len(rows) for c in APPLICANT_INPUTS})
     block = programs.iloc[rows].reset_index(drop=True)
     pairs = pd.concat([pairs, block], axis=1)
     pairs["signal"] = [signals.get(p, "none") for p in pairs["program_id"]]
