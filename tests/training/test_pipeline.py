@@ -425,15 +425,16 @@ def test_logistic_baseline_sees_exactly_the_models_features(world) -> None:
     from smartpick_ml.training.splits import interviewed_mask
 
     va = world.validation
-    features = PairFeatures().fit(va, interviewed=interviewed_mask(va))
+    features = PairFeatures().fit(va, va["would_take"].to_numpy(), interviewed=interviewed_mask(va))
     before = dict(features.program_step2_)
     subset = va.iloc[: len(va) // 5]
     logistic = logistic_baseline(features, seed=0).fit(subset, subset["would_take"].to_numpy(int))
     assert features.program_step2_ == before
     pd.testing.assert_frame_equal(logistic.named_steps["features"].transform(va),
                                   features.transform(va))
-    refit = PairFeatures().fit(subset)  # what a refitted step would have learned
+    refit = PairFeatures().fit(subset, subset["would_take"].to_numpy())  # a refitted step's
     assert refit.program_step2_ != before
+    assert not np.allclose(refit.take_rate(va), features.take_rate(va), equal_nan=True)
 
 
 def test_a_model_card_goes_with_the_model_and_the_run(world) -> None:
