@@ -91,6 +91,7 @@ class SimulationParams(_Strict):
     market_season: int = 2025
     active_applicants: int = Field(default=0, ge=0)
     market: dict[str, MarketFigures] = Field(default_factory=dict)
+    pgy1_only_applicants: dict[str, int] = Field(default_factory=dict)
     specialty_strength_sorting: float = 0.0
     backup_competitiveness_weight: float = 0.0
     backup_strength_weight: float = 0.0
@@ -115,6 +116,15 @@ class SimulationParams(_Strict):
         if missing or unknown:
             raise ValueError(f"types must be exactly {list(APPLICANT_TYPES)}; missing "
                              f"{sorted(missing)}, unknown {sorted(unknown)}")
+        return v
+
+    @field_validator("pgy1_only_applicants")
+    @classmethod
+    def _known_types(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = set(v) - set(APPLICANT_TYPES)
+        if unknown or min(v.values(), default=0) < 0:
+            raise ValueError(f"keys must be applicant types {list(APPLICANT_TYPES)} with counts "
+                             f">= 0; unknown: {sorted(unknown)}")
         return v
 
     @field_validator("signals", "market")

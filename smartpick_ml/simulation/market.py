@@ -60,6 +60,7 @@ class SpecialtyMarket:
     advanced_share: np.ndarray  # share of positions at advanced-track programs
     mean_rate: np.ndarray  # (n_spec, n_types) mean published interview rate of the programs
     target: np.ndarray  # applicants expected to apply (published count x modelled share x scale)
+    size_factor: float  # this season's market relative to the market season's, x scale
     filled: np.ndarray  # (n_spec, n_types) published positions filled by type
 
     @property
@@ -123,7 +124,8 @@ def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int,
                            surgical=np.array([s in SURGICAL_SPECIALTIES for s in SPECIALTY_NAMES]),
                            selectivity=selectivity, advanced_share=advanced_share,
                            mean_rate=mean_rate,
-                           target=np.where(present, target, np.nan), filled=filled)
+                           target=np.where(present, target, np.nan), filled=filled,
+                           size_factor=season_size * scale)
 
 
 def both_tracks_share(advanced_share: float | np.ndarray) -> float | np.ndarray:
@@ -133,6 +135,14 @@ def both_tracks_share(advanced_share: float | np.ndarray) -> float | np.ndarray:
     applicants are its distinct applicants x (1 + this share)."""
     a = np.asarray(advanced_share, dtype=float)
     return 1.0 - a**_TYPICAL_RANKED - (1.0 - a) ** _TYPICAL_RANKED
+
+
+def supplemental_share(advanced_share: float | np.ndarray) -> float | np.ndarray:
+    """Share of a specialty's applicants who apply to at least one of its advanced programs and
+    so rank PGY-1 programs on a supplemental list: with a typical number of programs ranked, each
+    advanced with the specialty's share."""
+    a = np.asarray(advanced_share, dtype=float)
+    return 1.0 - (1.0 - a) ** _TYPICAL_RANKED
 
 
 def _fit_table(seed: np.ndarray, column_totals: np.ndarray, row_totals: np.ndarray
@@ -184,6 +194,8 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
     """Solve the expected preferred counts, backup level, supplemental and fallback rates so that
     the expected applicants to each specialty and track equal the published ones."""
     cat = market.categorical & np.isfinite(market.target)
+    pgy1_only = _pgy1_only_counts(market, params)
+    counts = np.maximum(counts - pgy1_only, 0.0)
     dest = backup_destinations(market, params)
     has_dest = dest.sum(axis=1) > 0
     seed = np.where(cat[:, None], market.filled + 1.0, 0.0)
@@ -206,10 +218,29 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
         if np.allclose(new_cols, cols, rtol=1e-4, atol=1e-3):
             break
         cols = new_cols
+    ty = _index_of(PGY1_ONLY_FIRST)
+    if ty is not None and market.present[ty]:
+        preferred[ty] = pgy1_only
     supplemental, fallback_share, fallback_intercept = _plan_pgy1(market, preferred, params)
     return ChoicePlan(preferred=preferred, backup_intercept=intercept, backup_to=dest,
                       supplemental=supplemental, fallback_share=fallback_share,
                       fallback_intercept=fallback_intercept)
+
+
+#: Where applicants who need only a PGY-1 year apply: a Transitional Year first, Preliminary
+#: Medicine after (their fallback).
+PGY1_ONLY_FIRST, PGY1_ONLY_THEN = "Transitional Year", "Preliminary Medicine"
+
+
+def _index_of(name: str) -> int | None:
+    return SPECIALTY_NAMES.index(name) if name in SPECIALTY_NAMES else None
+
+
+def _pgy1_only_counts(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
+    """Per type: applicants who rank only a PGY-1 year (matched in a specialty with its own match),
+    scaled like the market's other counts."""
+    return np.array([params.pgy1_only_applicants.get(t, 0) for t in APPLICANT_TYPES],
+                    dtype=float) * market.size_factor
 
 
 def _ranks_any(market: SpecialtyMarket, k: int, applications: float) -> np.ndarray:
@@ -227,10 +258,22 @@ def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: Simulatio
     n = len(SPECIALTY_NAMES)
     target = np.nan_to_num(market.target)
     pgy1 = market.present & market.pgy1_only & np.isfinite(market.target)
-    advanced = preferred * market.advanced_share[:, None]  # (n_spec, n_types)
-    adv_by_type = advanced.sum(axis=0)
+    advanced = preferred * supplemental_share(market.advanced_share)[:, None]  # (n_spec, n_types)
+    adv_by_type = advanced.sum(axis=0)  # PGY-1 tracks have no advanced positions
     supplemental = np.zeros(n)
     leftover = np.zeros(n)
+    # applicants who need only a PGY-1 year: those of the first track, who fall back on the other
+    only = preferred[_index_of(PGY1_ONLY_FIRST)] if _index_of(PGY1_ONLY_FIRST) is not None \
+        else np.zeros(len(APPLICANT_TYPES))
+    apps = np.array([params.types[t].applications_mean for t in APPLICANT_TYPES])
+    taken = np.zeros(n)
+    for name, applications in ((PGY1_ONLY_FIRST, apps), (PGY1_ONLY_THEN,
+                                                         params.fallback_applications_mean)):
+        k = _index_of(name)
+        if k is not None and pgy1[k]:
+            taken[k] = float(only @ (1.0 - (1.0 - np.clip(market.mean_rate[k], 0, 1))
+                                     ** applications))
+    target = np.maximum(target - taken, 0.0)
     for k in np.flatnonzero(pgy1):
         if not market.surgical[k] and adv_by_type.sum() > 0:
             reach = _ranks_any(market, k, params.supplemental_applications_mean)
@@ -242,7 +285,7 @@ def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: Simulatio
     fallback_share = np.zeros((2, n))
     fallback_intercept = np.full(2, -np.inf)
     fb_bias = np.array([params.types[t].fallback_pgy1_bias for t in APPLICANT_TYPES])
-    not_advanced = preferred - advanced
+    not_advanced = np.where(market.pgy1_only[:, None], 0.0, preferred - advanced)
     for family in (0, 1):
         tracks = pgy1 & (market.surgical == bool(family))
         need = leftover[tracks].sum()
@@ -304,7 +347,7 @@ def draw_choices(rng: np.random.Generator, type_idx: np.ndarray, strength_z: np.
         cum = np.cumsum(plan.backup_to[preferred[adds]], axis=1)
         u = rng.random(int(adds.sum())) * cum[:, -1]
         backup[adds] = np.minimum((cum < u[:, None]).sum(axis=1), n_spec - 1)
-    advanced = rng.random(n) < market.advanced_share[preferred]
+    advanced = rng.random(n) < supplemental_share(market.advanced_share)[preferred]
     supplemental = advanced[:, None] & (rng.random((n, n_spec)) < plan.supplemental[None, :])
     fb_bias = np.array([params.types[t].fallback_pgy1_bias for t in APPLICANT_TYPES])
     surgical = market.surgical[preferred]
@@ -313,8 +356,11 @@ def draw_choices(rng: np.random.Generator, type_idx: np.ndarray, strength_z: np.
         p_fb = np.where(np.isneginf(c), 0.0,
                         expit(c + fb_bias[type_idx]
                               - params.fallback_strength_weight * strength_z))
-    takes = ~advanced & (rng.random(n) < p_fb)
+    takes = ~advanced & (rng.random(n) < p_fb) & ~market.pgy1_only[preferred]
     fallback = np.full(n, -1, dtype=np.int64)
+    then = _index_of(PGY1_ONLY_THEN)
+    if then is not None and market.present[then]:
+        fallback[market.pgy1_only[preferred] & (preferred != then)] = then
     if takes.any():
         cum = np.cumsum(plan.fallback_share[surgical[takes].astype(int)], axis=1)
         u = rng.random(int(takes.sum())) * cum[:, -1]

@@ -593,7 +593,7 @@ def list_tiers(applicants: pd.DataFrame, programs: pd.DataFrame, applications: p
     supplemental = (applications["rank_list"].to_numpy(dtype=object) == "supplemental"
                     if "rank_list" in applications else np.zeros(len(pa), bool))
     tier = np.full(len(pa), TIER_PREFERRED, dtype=np.int8)
-    tier[pgy1_programs(programs)[pp]] = TIER_FALLBACK
+    tier[pgy1_programs(programs)[pp] & (spec != preferred)] = TIER_FALLBACK
     tier[(spec == backup) & (spec != preferred)] = TIER_BACKUP
     tier[supplemental] = TIER_SUPPLEMENTAL
     return tier
@@ -618,7 +618,7 @@ def _interview_enough(offset: np.ndarray, pair_program: np.ndarray, latent: floa
     return shift
 
 
-_MAX_INTERVIEW_SHIFT = 3.0  # log-odds: at most ~20x the published odds of an invitation
+_MAX_INTERVIEW_SHIFT = np.log(2.0)  # at most twice the published odds of an invitation
 
 
 def screened_out(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
@@ -732,7 +732,8 @@ def match_with_supplemental_lists(m: MarketInputs, interviewed: np.ndarray, rank
     1. Every primary list (preferred, backup, fallback PGY-1 programs), all programs.
     2. PGY-1 programs again: applicants matched to an advanced position propose down their
        supplemental list, and everyone whose pass-1 result was a PGY-1 program or nothing
-       proposes down the PGY-1 part of their primary list.
+       proposes down the PGY-1 part of their primary list (all of it, for an applicant who
+       needs only a PGY-1 year).
 
     Simplification of the NRMP algorithm (which activates a supplemental list as soon as its
     advanced program tentatively holds the applicant): an applicant displaced from a PGY-1
@@ -752,7 +753,7 @@ def match_with_supplemental_lists(m: MarketInputs, interviewed: np.ndarray, rank
     held_advanced = (held >= 0) & m.advanced_program[np.maximum(held, 0)]
     a = m.pair_applicant
     second = interviewed & m.pgy1_program[m.pair_program] & (
-        ((m.pair_tier == TIER_FALLBACK) & held_pgy1[a])
+        ((m.pair_tier != TIER_SUPPLEMENTAL) & held_pgy1[a])
         | ((m.pair_tier == TIER_SUPPLEMENTAL) & held_advanced[a]))
     idx2 = np.flatnonzero(second)
     quotas = np.where(m.pgy1_program, m.quotas, 0)

@@ -64,10 +64,17 @@ def test_fitted_table_has_the_given_margins(n_rows, n_cols, seed):
     assert ratio == pytest.approx((table[0, 0] * table[1, -1]) / (table[0, -1] * table[1, 0]))
 
 
-def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market):
+def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market, params):
     np.testing.assert_allclose(plan.preferred.sum(axis=0), counts, rtol=1e-6)
-    # nobody prefers a preliminary or transitional year: those are fallback or supplemental lists
-    assert (plan.preferred[market.pgy1_only] == 0).all()
+    # only those who need just a PGY-1 year (matched in a specialty with its own match) prefer
+    # one, a Transitional Year; for everyone else PGY-1 years are fallback or supplemental lists
+    from smartpick_ml.simulation.market import PGY1_ONLY_FIRST
+
+    ty = SPECIALTY_NAMES.index(PGY1_ONLY_FIRST)
+    only = [params.pgy1_only_applicants[t] for t in APPLICANT_TYPES]
+    np.testing.assert_allclose(plan.preferred[ty], only)
+    others = market.pgy1_only & (np.arange(len(SPECIALTY_NAMES)) != ty)
+    assert (plan.preferred[others] == 0).all()
 
 
 def test_expected_applicants_per_specialty_meet_the_published_counts(plan, market, params):
@@ -111,7 +118,15 @@ def test_drawn_choices_follow_the_plan(market, plan, params, counts):
     type_idx = rng.choice(len(APPLICANT_TYPES), size=n, p=counts / counts.sum())
     strength = rng.standard_normal(n)
     ch = draw_choices(rng, type_idx, strength, market, plan, params)
-    assert (ch.preferred >= 0).all() and not market.pgy1_only[ch.preferred].any()
+    assert (ch.preferred >= 0).all()
+    # those who need only a PGY-1 year: a Transitional Year, Preliminary Medicine after, nothing
+    # else
+    from smartpick_ml.simulation.market import PGY1_ONLY_THEN
+
+    only = market.pgy1_only[ch.preferred]
+    assert 0 < only.mean() < 0.03
+    assert (ch.fallback[only] == SPECIALTY_NAMES.index(PGY1_ONLY_THEN)).all()
+    assert (ch.backup[only] == -1).all() and not ch.supplemental[only].any()
     # per type, the share preferring each large specialty is the plan's
     for j in range(len(APPLICANT_TYPES)):
         share = np.bincount(ch.preferred[type_idx == j], minlength=len(SPECIALTY_NAMES))
