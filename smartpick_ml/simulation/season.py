@@ -102,6 +102,7 @@ class MarketInputs:
     capacity: np.ndarray  # interview slots per program
     max_interviews: int
     max_supplemental_interviews: int
+    waitlist_margin: float  # log-odds below the invitation threshold a waitlist reaches
     pair_tier: np.ndarray  # TIER_* per pair
     pgy1_program: np.ndarray  # per program: preliminary / transitional
     advanced_program: np.ndarray  # per program: positions start at PGY-2
@@ -567,6 +568,7 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
         applicant_taste_sd=params.applicant_taste_sd, quotas=positions.astype(np.int64),
         capacity=capacity, max_interviews=params.max_interviews_per_applicant,
         max_supplemental_interviews=params.max_supplemental_interviews,
+        waitlist_margin=params.waitlist_margin,
         pair_tier=tier, pgy1_program=pgy1_programs(programs),
         advanced_program=_track(programs) == "advanced")
 
@@ -618,7 +620,7 @@ def _interview_enough(offset: np.ndarray, pair_program: np.ndarray, latent: floa
     return shift
 
 
-_MAX_INTERVIEW_SHIFT = np.log(2.0)  # at most twice the published odds of an invitation
+_MAX_INTERVIEW_SHIFT = np.log(3.0)  # at most three times the published odds of an invitation
 
 
 def screened_out(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
@@ -685,7 +687,10 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
     # utility), which moves interviews from applicants who hoard them to those who have few
     declines = np.bincount(m.pair_program[inv_idx[~keep_a]], minlength=m.n_programs)
     if declines.any():
+        # a waitlist holds the near misses: a program short of interviewees does not reach
+        # applicants it was far from inviting (a 1 %-rate type stays rare)
         rest = np.flatnonzero(~invited & np.isfinite(m.invite_offset)
+                              & (invite_u > -m.waitlist_margin)
                               & (declines[m.pair_program] > 0))
         keep_w, thr_w = _top_k_within_groups(m.pair_program[rest], invite_u[rest], declines)
         wait_idx = rest[keep_w]

@@ -296,3 +296,23 @@ def test_uniformed_services_programs_take_no_part_in_the_main_match(programs, pa
     # the civilian programs hold the specialties' positions (scaled to the season)
     share = season.program_outcomes["positions"].sum() / _market_positions(programs, params)
     assert SCALE * 0.9 < share < SCALE * 1.1, share
+
+
+def test_a_program_short_of_interviewees_stays_close_to_its_published_rates(programs, params):
+    """A program whose published rates would leave it short interviews deeper, but only so far:
+    a type it interviews ~1 % of does not become one it interviews half of (no false 'gems' for
+    IMGs, which a model would learn and recommend)."""
+    s = simulate_season(programs, 2025, 0.1, params, seed=4)
+    ap = s.applications.merge(s.applicants[["applicant_id", "applicant_type"]]).merge(
+        programs[["program_id", "rate_us_md", "rate_us_do", "rate_us_img", "rate_non_us_img"]])
+    column = {"us_md_senior": "rate_us_md", "us_do_senior": "rate_us_do",
+              "us_img": "rate_us_img", "non_us_img": "rate_non_us_img"}
+    ap["rate"] = [row[column[t]] for t, row in zip(ap["applicant_type"],
+                                                  ap[list(column.values())].to_dict("records"),
+                                                  strict=True)]
+    low = ap[ap["rate"] <= 0.02]
+    assert len(low) > 1000
+    assert low["interviewed"].mean() < 3 * low["rate"].mean() + 0.01
+    cells = low.groupby(["program_id", "applicant_type"]).agg(
+        n=("interviewed", "size"), share=("interviewed", "mean"))
+    assert (cells.loc[cells["n"] >= 10, "share"] < 0.3).all()
