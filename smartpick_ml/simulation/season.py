@@ -695,7 +695,9 @@ def run_market(inputs: MarketInputs, rng: np.random.Generator) -> MarketOutcome:
         keep_w, thr_w = _top_k_within_groups(m.pair_program[rest], invite_u[rest], declines)
         wait_idx = rest[keep_w]
         refilled = np.bincount(m.pair_program[wait_idx], minlength=m.n_programs) > 0
-        invite_threshold = np.where(refilled, thr_w, invite_threshold)
+        # the waitlist reaches no further than its margin below the invitation threshold
+        invite_threshold = np.where(refilled, np.maximum(thr_w, -m.waitlist_margin),
+                                    invite_threshold)
         invited[wait_idx] = True
         room = allowance - np.bincount(slot[interviewed], minlength=2 * m.n_applicants)
         keep_r, _ = _top_k_within_groups(slot[wait_idx], list_order[wait_idx], room)
