@@ -74,7 +74,8 @@ PROGRAMS = TableSchema(
         ColumnSpec("state", "str", "US state or territory, two-letter code.",
                    allowed=tuple(STATE_REGION)),
         ColumnSpec("region", "str", "US Census division.", allowed=REGIONS),
-        ColumnSpec("positions", "int", "Positions offered in the Main Match (their first year: PGY-2 at an advanced program).",
+        ColumnSpec("positions", "int", "Positions offered in the Main Match (their first year: "
+                   "PGY-2 at an advanced program).",
                    unit="positions", min=1, max=300),
         ColumnSpec("program_type", "str", "University-based or community-based.",
                    allowed=PROGRAM_TYPES),
