@@ -245,6 +245,9 @@ EXPLAINED_ROWS = 25
 #: an input whose neutral value moves q by less than this is not worth naming
 _SMALLEST_FACTOR = 5e-4
 _NO_FACTOR = "no single input moves q by 0.001 or more"
+#: the order explanations consider their inputs in (ties keep it)
+_FACTOR_ORDER = ("own_rate", "step2_ck", "home_state", "img_share", "positions", "signal",
+                 "usce_months")
 
 
 def _explained_rows(explain: Any, n_rows: int) -> int:
@@ -597,36 +600,31 @@ class MatchPredictor:
         if n == 0:
             return []
         rows = self._index.get_indexer(ranked["program_id"])
-        base = self._pairs(profile, rows)
         q0 = ranked["q"].to_numpy()
+        # the applicant's own inputs, neutralised: the same applicant record scored again (the
+        # fast path where the model has one)
+        applicant = profile.model_dump()
+        signals = profile.signals or None
+        own: dict[str, tuple[dict[str, Any], dict[str, str] | None]] = {
+            "step2_ck": ({**applicant, "step2_ck": TYPICAL_STEP2_CK}, signals),
+            "home_state": ({**applicant, "home_state": None}, signals)}
+        if signals:
+            own["signal"] = (applicant, None)
+        if profile.applicant_type in ("us_img", "non_us_img"):
+            own["usce_months"] = ({**applicant, "usce_months": 0}, signals)
+        q_by_name = {name: self.score_rows(a, rows, sig) for name, (a, sig) in own.items()}
+        # the program's fields, neutralised to its specialty's typical values: a pairs frame
+        base = self._pairs(profile, rows)
         own_col = RATE_COLUMN_BY_TYPE[profile.applicant_type]
         typical = self._typical_values
-        variants: dict[str, pd.DataFrame] = {}
-        v = base.copy()
-        v[own_col] = typical[own_col][rows]
-        variants["own_rate"] = v
-        v = base.copy()
-        v["step2_ck"] = TYPICAL_STEP2_CK
-        variants["step2_ck"] = v
-        v = base.copy()
-        v["home_state"] = None
-        variants["home_state"] = v
-        for col in ("img_share", "positions"):
-            v = base.copy()
-            v[col] = typical[col][rows]
-            variants[col] = v
-        if profile.signals:
-            v = base.copy()
-            v["signal"] = "none"
-            variants["signal"] = v
-        if profile.applicant_type in ("us_img", "non_us_img"):
-            v = base.copy()
-            v["usce_months"] = 0
-            variants["usce_months"] = v
-        names = list(variants)
-        stacked = pd.concat([variants[nm] for nm in names], ignore_index=True)
+        program_side = {"own_rate": own_col, "img_share": "img_share", "positions": "positions"}
+        stacked = pd.concat([base.assign(**{col: typical[col][rows]})
+                             for col in program_side.values()], ignore_index=True)
         with one_openmp_thread(len(stacked) <= SMALL_BATCH_ROWS):
-            q_alt = self.model.predict_proba(stacked)[:, 1].reshape(len(names), n)
+            q_prog = self.model.predict_proba(stacked)[:, 1].reshape(len(program_side), n)
+        q_by_name.update(zip(program_side, q_prog, strict=True))
+        names = [nm for nm in _FACTOR_ORDER if nm in q_by_name]
+        q_alt = np.stack([q_by_name[nm] for nm in names])
         delta = q0[None, :] - q_alt
         texts = []
         for j in range(n):
