@@ -386,6 +386,9 @@ Profile file (JSON or TOML), e.g. profile.json:
   {"applicant_type": "non_us_img", "step2_ck": 248, "graduation_year": 2022,
    "needs_visa": true, "usce_months": 6, "preferred_specialty": "Internal Medicine",
    "preferences": {"states": ["NY", "NJ"], "img_support_weight": 1.0}}
+Optional: "backup_specialties": ["Family Medicine"] (up to 2, ranked below the preferred one;
+`rank` covers them, `plan` plans the preferred specialty), "applications": 90 (programs you
+apply to this season; default: your type's typical number).
 """
 
 
@@ -393,7 +396,7 @@ Profile file (JSON or TOML), e.g. profile.json:
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Applicant profile (JSON/TOML), optional `preferences`.")
 @click.option("--specialty", help="Rank this specialty (default: the profile's "
-              "preferred_specialty, else all 4,777 programs).")
+              "preferred_specialty and backup_specialties, else the whole catalog).")
 @click.option("--top", "k", type=int, default=20, show_default=True, help="Rows to show.")
 @click.option("--model", "model_source", default="models", show_default=True,
               help="Model directory or MLflow URI (models:/smartpick-match@champion).")
@@ -424,7 +427,10 @@ def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
     applicant, prefs = _read_profile(profile_path)
     predictor = MatchPredictor.load(model_source)
     ranked = predictor.rank(applicant, prefs, specialty=specialty, k=k, explain=k or True)
-    shown = ranked[["name", "state", "q", "utility", "ev", "eligible", "top_factors"]].copy()
+    columns = ["name", "state", "q", "utility", "ev", "eligible", "top_factors"]
+    if specialty is None and applicant.get("backup_specialties"):
+        columns.insert(1, "specialty")  # the preferred and backup specialties, ranked together
+    shown = ranked[columns].copy()
     shown["name"] = shown["name"].str.slice(0, 48)
     click.echo(shown.to_string(index=True, float_format=lambda x: f"{x:.3f}",
                                max_colwidth=70))

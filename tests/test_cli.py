@@ -209,3 +209,20 @@ def test_plan_with_a_bad_backup_writes_nothing(small_training_run, tmp_path):
     assert result.exit_code == 2, result.output
     assert "backup_specialties" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_rank_with_a_backup_ranks_both_specialties_and_says_which(small_training_run, tmp_path):
+    """Issue #16: a profile with backup specialties ranks their programs too; the table names
+    each row's specialty."""
+    profile = json.loads(PROFILE.read_text())
+    profile["backup_specialties"] = ["Family Medicine"]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    out = tmp_path / "ranked.csv"
+    result = CliRunner().invoke(main, ["rank", "--profile", str(path), "--model",
+                                       str(small_training_run.model_dir), "--top", "400",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "specialty" in result.output.splitlines()[0]
+    ranked = pd.read_csv(out)
+    assert set(ranked["specialty"]) == {profile["preferred_specialty"], "Family Medicine"}
