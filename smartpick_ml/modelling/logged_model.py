@@ -49,7 +49,7 @@ TASKS = ("score", "rank")
 
 #: params of a request and their defaults ("" / 0 = not given)
 PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "explain": False,
-                                  "preferences": "", "signals": ""}
+                                  "preferences": "", "signals": "", "backup_specialties": ""}
 
 
 #: the distributions the served model imports; declared (pinned to this environment), not
@@ -74,6 +74,7 @@ def signature() -> Any:
         ParamSpec("explain", "boolean", PARAM_DEFAULTS["explain"]),
         ParamSpec("preferences", "string", PARAM_DEFAULTS["preferences"]),
         ParamSpec("signals", "string", PARAM_DEFAULTS["signals"]),
+        ParamSpec("backup_specialties", "string", PARAM_DEFAULTS["backup_specialties"]),
     ])
     return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype("float64"),
                                                                   (-1, 2))]),

@@ -231,6 +231,7 @@ class ServedMatchModel:
             else:
                 applicant[c] = v
         applicant["signals"] = self._json_param(p, "signals")
+        applicant["backup_specialties"] = self._json_param(p, "backup_specialties", list)
         k = p["k"]
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
             raise ValueError(f"params.k: must be a whole number ≥ 0 (0 = all), got {quote(k)}")
@@ -241,20 +242,21 @@ class ServedMatchModel:
         return out.where(out.notna(), None)  # JSON null, not NaN
 
     @staticmethod
-    def _json_param(p: dict[str, Any], name: str) -> dict[str, Any]:
-        text = p[name]
+    def _json_param(p: dict[str, Any], name: str, kind: type = dict) -> Any:
+        """A JSON-text param: an object (``kind`` dict) or an array (list); empty if not sent."""
+        what = "a JSON object" if kind is dict else "a JSON array"
+        text = p.get(name, "")
         if not text:
-            return {}
+            return kind()
         try:
             value = json.loads(text)
         except RecursionError:
             raise ValueError(f"params.{name}: nested too deeply to read") from None
         except (TypeError, ValueError) as exc:  # ValueError: bad JSON, or a number too long
-            raise ValueError(f"params.{name}: not a JSON object "
+            raise ValueError(f"params.{name}: not {what} "
                              f"({str(exc)[:MAX_QUOTED_CHARS]})") from None
-        if not isinstance(value, dict):
-            raise ValueError(f"params.{name}: must be a JSON object, got "
-                             f"{type(value).__name__}")
+        if not isinstance(value, kind):
+            raise ValueError(f"params.{name}: must be {what}, got {type(value).__name__}")
         return value
 
 

@@ -251,6 +251,28 @@ def test_ranking_one_applicant(server, small_training_run, programs) -> None:
     assert (got["specialty"] == "Internal Medicine").all()
 
 
+def test_ranking_across_preferred_and_backup_specialties(server, small_training_run,
+                                                         programs) -> None:
+    """Issue #16: the served rank covers the applicant's backup specialties as the Python API
+    does, with q lowered where the program is a backup."""
+    from smartpick_ml.inference.predictor import MatchPredictor
+
+    applicant = {"applicant_type": "non_us_img", "step2_ck": 246, "graduation_year": 2021,
+                 "season": 2025, "usce_months": 4, "publications": 1, "needs_visa": True,
+                 "preferred_specialty": "Internal Medicine"}
+    backups = ["Family Medicine", "Preliminary Medicine"]
+    body = _split_body(pd.DataFrame([applicant]), task="rank",
+                       backup_specialties=json.dumps(backups))
+    status, text = _request(f"{server.base}/invocations", body)
+    assert status == 200, text
+    got = pd.DataFrame(json.loads(text)["predictions"])
+    want = MatchPredictor(small_training_run.model, programs).rank(
+        {**applicant, "backup_specialties": backups}, explain=False)
+    assert set(got["specialty"]) == {"Internal Medicine", *backups}
+    assert got["program_id"].tolist() == want["program_id"].tolist()
+    np.testing.assert_allclose(got["q"], want["q"], rtol=0, atol=1e-12)
+
+
 def test_lean_pairs_take_the_program_from_the_catalog(server, small_training_run,
                                                      programs) -> None:
     """Applicant columns + program_id (+ signal): the same q as the full request, which equals
@@ -350,6 +372,15 @@ def _bad_request(case: str, programs: pd.DataFrame) -> tuple[bytes, str]:
         return _split_body(one, task="rank", preferences="{nope"), "preferences"
     if case == "rank_negative_k":
         return _split_body(one, task="rank", k=-3), "params.k"
+    if case == "rank_backup_not_json_array":
+        return _split_body(one.assign(preferred_specialty="Internal Medicine"), task="rank",
+                           backup_specialties='{"a": 1}'), "params.backup_specialties"
+    if case == "rank_backup_is_the_preferred":
+        return _split_body(one.assign(preferred_specialty="Internal Medicine"), task="rank",
+                           backup_specialties='["Internal Medicine"]'), "backup_specialties"
+    if case == "rank_backup_unknown":
+        return _split_body(one.assign(preferred_specialty="Internal Medicine"), task="rank",
+                           backup_specialties='["Astrology"]'), "backup_specialties[0]"
     raise AssertionError(case)
 
 
@@ -361,7 +392,8 @@ BAD_CASES = ["missing_applicant_column", "missing_program_column", "lean_unknown
              "nan_in_required_bool", "infinite_rate", "rate_out_of_range", "unknown_signal",
              "visa_for_us_md", "empty_frame", "unknown_task", "rank_two_rows",
              "rank_unknown_specialty", "rank_bad_preferences", "rank_preferences_not_json",
-             "rank_negative_k"]
+             "rank_negative_k", "rank_backup_not_json_array", "rank_backup_is_the_preferred",
+             "rank_backup_unknown"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
