@@ -5,7 +5,6 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
-import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -82,7 +81,7 @@ class SimulationParams(_Strict):
     min_interviews_per_position: float = Field(default=0.0, ge=0)
     max_interviews_per_applicant: int = Field(gt=0)
     max_supplemental_interviews: int = Field(default=8, ge=0)
-    waitlist_margin: float = Field(default=math.inf, gt=0)
+    waitlist_margin: float = Field(default=1e6, gt=0)  # default: a waitlist reaches anyone
     target_home_state_weight: float
     target_region_weight: float
     applicant_taste_sd: float = Field(ge=0)
