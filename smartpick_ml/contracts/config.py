@@ -91,7 +91,7 @@ class SimulationParams(_Strict):
     application_growth_per_season: float
     market_season: int = 2025
     active_applicants: int = Field(default=0, ge=0)
-    market: dict[str, MarketFigures] = Field(default_factory=dict)
+    market: dict[str, MarketFigures]
     pgy1_only_applicants: dict[str, int] = Field(default_factory=dict)
     specialty_strength_sorting: float = 0.0
     backup_competitiveness_weight: float = 0.0
@@ -126,6 +126,14 @@ class SimulationParams(_Strict):
         if unknown or min(v.values(), default=0) < 0:
             raise ValueError(f"keys must be applicant types {list(APPLICANT_TYPES)} with counts "
                              f">= 0; unknown: {sorted(unknown)}")
+        return v
+
+    @field_validator("market")
+    @classmethod
+    def _some_market(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:
+            raise ValueError("give the published figures of the specialties applicants choose "
+                             "among (positions, applicants ranking, positions filled by type)")
         return v
 
     @field_validator("signals", "market")

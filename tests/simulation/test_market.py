@@ -181,3 +181,13 @@ def test_season_report_compares_the_market_with_published_figures(tmp_path):
     assert "| Transitional Year |" in text
     applicants = pd.read_parquet(paths["applicants"])
     assert applicants["backup_specialty"].notna().any()
+
+
+def test_a_config_without_market_figures_is_refused_naming_them(tmp_path):
+    text = CONFIG.read_text()
+    start, end = text.index("[params.market]"), text.index("# Preference-signal allotments")
+    for body in (text[:start] + text[end:], text[:start] + "[params.market]\n" + text[end:]):
+        path = tmp_path / "bad.toml"
+        path.write_text(body)
+        with pytest.raises(ConfigError, match=r"params\.market"):
+            load_simulate_config(path)
