@@ -38,11 +38,14 @@ __all__ = [
     "USMLE_TRANSCRIPT_FEE_USD",
     "FeeSchedule",
     "FeeTier",
+    "JointList",
     "MatchProbability",
     "PortfolioInputError",
     "PortfolioPath",
     "eras_fee",
     "fees_for_sizes",
+    "best_joint_list",
+    "joint_list_value",
     "match_probability",
     "naive_top_by_ev",
     "optimal_portfolios",
@@ -404,6 +407,78 @@ def optimal_portfolios(q: ArrayLike1D, utility: ArrayLike1D, max_size: int) -> P
         expected_utility=_readonly(np.cumsum(gains)),
         p_match=_readonly(p_match),
     )
+
+
+@dataclass(frozen=True)
+class JointList:
+    """The best list across specialties ranked in a fixed order (preferred first, then each
+    backup), for given numbers of programs per specialty.
+
+    Attributes:
+        chosen: per specialty, the program indices chosen (each block is ranked by utility).
+        expected_utility: E[U] of the whole rank list (unmatched = 0).
+        p_match: 1 - prod(1 - q) over every program chosen (independence).
+    """
+
+    chosen: tuple[np.ndarray, ...]
+    expected_utility: float
+    p_match: float
+
+
+def joint_list_value(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D],
+                     chosen: Sequence[Iterable[int]]) -> float:
+    """E[U] of a rank list that holds ``chosen[s]`` of specialty ``s``, specialty by specialty in
+    the given order and by utility within each: the first program that takes the applicant is
+    where they match (programs decide independently)."""
+    value, reach = 0.0, 1.0
+    for q, u, idx in zip(qs, utilities, chosen, strict=True):
+        qv = _check_q(q)
+        uv = _check_utility(u, qv.size, nonnegative=True)
+        ids = _check_indices(idx, qv.size)
+        ids = ids[_preference_order(uv[ids])]
+        for i in ids:
+            value += reach * qv[i] * uv[i]
+            reach *= 1.0 - qv[i]
+    return float(value)
+
+
+def best_joint_list(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D],
+                    sizes: Sequence[int]) -> JointList:
+    """The exact best rank list with at most ``sizes[s]`` programs of specialty ``s``, the
+    specialties ranked in the given order (the preferred one first).
+
+    Why it is exact: the list's value is ``V_1(S_1; w)``, where ``w`` is the value of the rest of
+    the list (reached only if no program of ``S_1`` takes the applicant) and
+    ``V(S; w) = w + E[max over S of (U - w)]`` with every program of ``S`` ranked above the rest.
+    ``V`` rises with ``w`` whatever ``S_1`` is, so the rest is chosen first, to maximise ``w``
+    (the same argument down the list); then ``S_1`` is the optimal portfolio of the reduced
+    utilities ``max(U - w, 0)`` (Kapur & Hong's nested portfolios; a program worth less than
+    ``w`` is never worth ranking above it), of the best size up to ``sizes[0]``.
+    """
+    if len(qs) != len(utilities) or len(qs) != len(sizes) or not len(qs):
+        raise PortfolioInputError("qs, utilities, sizes: one of each per specialty")
+    chosen: list[np.ndarray] = []
+    w = 0.0
+    for q, u, h in zip(reversed(qs), reversed(utilities), reversed(list(sizes)), strict=True):
+        qv = _check_q(q)
+        uv = _check_utility(u, qv.size, nonnegative=True)
+        if isinstance(h, bool) or not isinstance(h, numbers.Integral) or int(h) < 0:
+            raise PortfolioInputError(f"sizes: {h!r} is not a whole number >= 0")
+        h = min(int(h), qv.size)  # at most: a specialty may have fewer programs
+        if h == 0:
+            chosen.append(np.zeros(0, dtype=np.int64))
+            continue
+        path = optimal_portfolios(qv, np.maximum(uv - w, 0.0), h)
+        values = np.concatenate([[0.0], path.expected_utility])
+        best = int(np.argmax(values))  # the first maximum: never a program that adds nothing
+        chosen.append(path.order[:best])
+        w += float(values[best])
+    chosen.reverse()
+    with np.errstate(divide="ignore"):
+        p_match = -np.expm1(sum(float(np.sum(np.log1p(-_check_q(q)[idx])))
+                                for q, idx in zip(qs, chosen, strict=True)))
+    return JointList(chosen=tuple(_readonly(c) for c in chosen), expected_utility=w,
+                     p_match=float(p_match))
 
 
 def naive_top_by_ev(q: ArrayLike1D, utility: ArrayLike1D, h: int) -> np.ndarray:

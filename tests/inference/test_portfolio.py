@@ -437,3 +437,63 @@ def test_bad_input_raises_value_error_naming_the_field(call, pattern: str) -> No
 
 def test_portfolio_value_of_empty_set_is_zero() -> None:
     assert portfolio_value(Q3, U3, []) == 0.0
+
+
+def _brute_joint_best(qs, us, sizes):
+    """The best E[U] over every choice of at most sizes[s] programs per specialty, ranked
+    specialty by specialty in order (brute force)."""
+    import itertools
+
+    from smartpick_ml.inference.portfolio import joint_list_value
+
+    options = [[c for k in range(min(h, len(q)) + 1)
+                for c in itertools.combinations(range(len(q)), k)]
+               for q, h in zip(qs, sizes, strict=True)]
+    return max(joint_list_value(qs, us, [list(c) for c in combo])
+               for combo in itertools.product(*options))
+
+
+def test_best_joint_list_equals_brute_force_on_1000_instances():
+    """Issue #18 (planning a backup specialty): the list across a preferred specialty and up to
+    two backups, ranked in that order, is exact: equal to brute force on 1,000 random small
+    instances (utilities drawn so a backup's programs are sometimes worth more, sometimes less
+    than the preferred ones')."""
+    from smartpick_ml.inference.portfolio import best_joint_list, joint_list_value
+
+    rng = np.random.default_rng(2026)
+    for _ in range(1000):
+        k = int(rng.integers(1, 4))
+        ns = rng.integers(1, 5 if k < 3 else 4, size=k)
+        qs = [np.round(rng.uniform(0, 1, n) ** rng.uniform(0.5, 3), 3) for n in ns]
+        us = [np.round(rng.uniform(0.1, 3, n), 2) for n in ns]
+        sizes = [int(rng.integers(0, n + 2)) for n in ns]
+        got = best_joint_list(qs, us, sizes)
+        want = _brute_joint_best(qs, us, sizes)
+        assert got.expected_utility == pytest.approx(want, abs=1e-9)
+        assert joint_list_value(qs, us, got.chosen) == pytest.approx(got.expected_utility,
+                                                                     abs=1e-9)
+        assert all(len(c) <= h for c, h in zip(got.chosen, sizes, strict=True))
+        every = np.concatenate([q[c] for q, c in zip(qs, got.chosen, strict=True)])
+        assert got.p_match == pytest.approx(1 - np.prod(1 - every), abs=1e-12)
+
+
+def test_a_backup_never_lowers_the_best_lists_value():
+    from smartpick_ml.inference.portfolio import best_joint_list
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        q1, q2 = rng.uniform(0, 0.6, 6), rng.uniform(0, 0.9, 5)
+        u1, u2 = rng.uniform(1, 3, 6), rng.uniform(0.5, 2, 5)
+        alone = best_joint_list([q1], [u1], [3])
+        for h2 in range(0, 6):
+            both = best_joint_list([q1, q2], [u1, u2], [3, h2])
+            assert both.expected_utility >= alone.expected_utility - 1e-12
+
+
+@pytest.mark.parametrize("sizes, message", [([1, -1], "sizes"), ([1, 1.5], "sizes"),
+                                            ([True, 1], "sizes"), ([1], "one of each")])
+def test_best_joint_list_refuses_bad_sizes(sizes, message):
+    from smartpick_ml.inference.portfolio import PortfolioInputError, best_joint_list
+
+    with pytest.raises(PortfolioInputError, match=message):
+        best_joint_list([[0.5], [0.5]], [[1.0], [1.0]], sizes)
