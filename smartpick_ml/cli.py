@@ -493,6 +493,11 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
                f"{result['p_match']:.1%}), fee ${result['fee_usd']:,}")
     click.echo("p_match assumes programs decide independently; p_match_corrected is calibrated on "
                "held-out applicants (see README)")
+    backups = applicant.get("backup_specialties")
+    if backups and not specialty:
+        click.echo(f"this plan covers {result['specialty']} only; your backups "
+                   f"({', '.join(map(str, backups))}) are ranked by `smartpick rank` (plans "
+                   "across specialties are not built yet)")
     click.echo("programs, in the order the optimal list adds them:")
     for i, r in enumerate(result["programs"].head(15).itertuples(), 1):
         click.echo(f"  {i:3d}. {r.name[:60]:60s} q={r.q:.3f}")

@@ -226,3 +226,16 @@ def test_rank_with_a_backup_ranks_both_specialties_and_says_which(small_training
     assert "specialty" in result.output.splitlines()[0]
     ranked = pd.read_csv(out)
     assert set(ranked["specialty"]) == {profile["preferred_specialty"], "Family Medicine"}
+
+
+def test_plan_with_a_backup_says_what_it_covers(small_training_run, tmp_path):
+    profile = json.loads(PROFILE.read_text())
+    profile["backup_specialties"] = ["Family Medicine"]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    result = CliRunner().invoke(main, ["plan", "--profile", str(path), "--model",
+                                       str(small_training_run.model_dir),
+                                       "--max-applications", "10"])
+    assert result.exit_code == 0, result.output
+    assert "covers Internal Medicine only" in result.output
+    assert "Family Medicine" in result.output
