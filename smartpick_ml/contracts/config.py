@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smartpick_ml.contracts.errors import ConfigError
@@ -108,6 +109,10 @@ class SimulationParams(_Strict):
     applications_reference_season: int
     signals: dict[str, dict[str, int]]
     positions_reference_season: int
+
+    def per_type(self, name: str) -> np.ndarray:
+        """``types[t].<name>`` of every applicant type, in ``APPLICANT_TYPES`` order."""
+        return np.array([getattr(self.types[t], name) for t in APPLICANT_TYPES], dtype=float)
 
     @field_validator("types")
     @classmethod

@@ -518,12 +518,10 @@ class MatchPredictor:
         """The catalog rows of each specialty in turn (every program if None)."""
         if not specialties:
             return self._all_rows
-        if len(specialties) == 1:
-            return self._rows(specialties[0])
         return np.concatenate([self._rows(s) for s in specialties])
 
     def _check_signals(self, profile: ApplicantProfile,
-                       specialty: str | Sequence[str] | None) -> None:
+                       specialties: Sequence[str] | None) -> None:
         """Each signal names a program of the catalog and, when specialties are ranked or
         planned, of one of them: the model only sees signals to the programs it scores."""
         if not profile.signals:
@@ -535,13 +533,12 @@ class MatchPredictor:
             more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
             raise InputError(f"applicant.signals: unknown program_id {quote(unknown[0])}{more} "
                              "(not in the catalog)")
-        if not specialty:
+        if not specialties:
             return
-        allowed = [specialty] if isinstance(specialty, str) else list(specialty)
         of = self.programs["specialty"].to_numpy()[idx]
-        other = [(p, o) for p, o in zip(ids, of, strict=True) if o not in allowed]
+        other = [(p, o) for p, o in zip(ids, of, strict=True) if o not in specialties]
         if other:
-            ranked = " or ".join(allowed)
+            ranked = " or ".join(specialties)
             raise InputError(f"applicant.signals: program {quote(other[0][0])} is in "
                              f"{other[0][1]}, not {ranked} (the specialties ranked); signals "
                              "count within a specialty")

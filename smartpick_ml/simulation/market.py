@@ -34,6 +34,7 @@ import pandas as pd
 from scipy.special import expit, logit
 
 from smartpick_ml.contracts.config import SimulationParams
+from smartpick_ml.contracts.numeric import expected_logistic
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, RATE_COLUMN_BY_TYPE, SPECIALTY_NAMES
 
 #: Specialties whose applicants back up into surgery (and fall back on a surgical preliminary
@@ -42,7 +43,9 @@ SURGICAL_SPECIALTIES = frozenset({
     "General Surgery", "Orthopaedic Surgery", "Neurological Surgery", "Otolaryngology",
     "Vascular Surgery", "Thoracic Surgery", "Obstetrics and Gynecology", "Preliminary Surgery"})
 PGY1_TRACKS = ("preliminary", "transitional")
-_PROBIT = np.pi / 8.0
+#: Where applicants who need only a PGY-1 year apply: a Transitional Year first, Preliminary
+#: Medicine after (their fallback).
+PGY1_ONLY_FIRST, PGY1_ONLY_THEN = "Transitional Year", "Preliminary Medicine"
 #: Programs a typical applicant ranks in their preferred specialty (NRMP Charting Outcomes: matched
 #: US seniors rank ~10-12 contiguous programs): sets how many rank both tracks of a specialty.
 _TYPICAL_RANKED = 10
@@ -81,9 +84,19 @@ class ChoicePlan:
     fallback_intercept: np.ndarray  # (2,) per family: non-surgical, surgical
 
 
-def _expected_logistic(a: np.ndarray, b: float) -> np.ndarray:
-    """E[logistic(a + b Z)], Z ~ N(0, 1) (probit approximation)."""
-    return expit(a / np.sqrt(1.0 + _PROBIT * b * b))
+def program_tracks(programs: pd.DataFrame) -> np.ndarray:
+    """Each program's track; a catalog without the column is all categorical."""
+    if "track" not in programs:
+        return np.full(len(programs), "categorical", dtype=object)
+    return programs["track"].astype(object).fillna("categorical").to_numpy()
+
+
+def _draw_rows(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
+    """One column index per row of ``weights`` (non-negative, not normalised), drawn in
+    proportion to the row."""
+    cum = np.cumsum(weights, axis=1)
+    u = rng.random(len(weights)) * cum[:, -1]
+    return np.minimum((cum < u[:, None]).sum(axis=1), weights.shape[1] - 1)
 
 
 def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int, scale: float,
@@ -94,8 +107,7 @@ def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int,
     spec = programs["specialty"].map(index).to_numpy()
     pos = np.asarray(positions, dtype=float)
     present = np.bincount(spec, weights=pos, minlength=n) > 0
-    track = (programs["track"].astype(object).fillna("categorical").to_numpy()
-             if "track" in programs else np.full(len(programs), "categorical", dtype=object))
+    track = program_tracks(programs)
     pgy1_prog = np.isin(track, PGY1_TRACKS)
     pgy1_only = np.bincount(spec, weights=pgy1_prog.astype(float), minlength=n) > 0
     advanced = np.bincount(spec, weights=pos * (track == "advanced"), minlength=n)
@@ -185,8 +197,8 @@ def backup_destinations(market: SpecialtyMarket, params: SimulationParams) -> np
 
 def _backup_logit(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
     """(n_spec, n_types) log-odds of adding a backup at average strength, before the intercept."""
-    bias = np.array([params.types[t].backup_bias for t in APPLICANT_TYPES])
-    return params.backup_competitiveness_weight * market.selectivity[:, None] + bias[None, :]
+    return (params.backup_competitiveness_weight * market.selectivity[:, None]
+            + params.per_type("backup_bias")[None, :])
 
 
 def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
@@ -208,11 +220,11 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
         preferred = _fit_table(seed, counts, cols)
 
         def expected(c: float, preferred: np.ndarray = preferred) -> float:
-            p = _expected_logistic(base + c, params.backup_strength_weight)
+            p = expected_logistic(base + c, params.backup_strength_weight)
             return float((preferred * p * has_dest[:, None]).sum())
 
         intercept = _solve_intercept(expected, backups_needed)
-        rate = _expected_logistic(base + intercept, params.backup_strength_weight)
+        rate = expected_logistic(base + intercept, params.backup_strength_weight)
         inflow = dest.T @ (preferred * rate * has_dest[:, None]).sum(axis=1)
         new_cols = np.where(cat, np.maximum(target - inflow, 0.1 * target), 0.0)
         if np.allclose(new_cols, cols, rtol=1e-4, atol=1e-3):
@@ -227,11 +239,6 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
                       fallback_intercept=fallback_intercept)
 
 
-#: Where applicants who need only a PGY-1 year apply: a Transitional Year first, Preliminary
-#: Medicine after (their fallback).
-PGY1_ONLY_FIRST, PGY1_ONLY_THEN = "Transitional Year", "Preliminary Medicine"
-
-
 def _index_of(name: str) -> int | None:
     return SPECIALTY_NAMES.index(name) if name in SPECIALTY_NAMES else None
 
@@ -243,7 +250,8 @@ def _pgy1_only_counts(market: SpecialtyMarket, params: SimulationParams) -> np.n
                     dtype=float) * market.size_factor
 
 
-def _ranks_any(market: SpecialtyMarket, k: int, applications: float) -> np.ndarray:
+def _ranks_any(market: SpecialtyMarket, k: int, applications: float | np.ndarray
+               ) -> np.ndarray:
     """Per type: P(at least one interview, so a rank) from ``applications`` to track ``k``."""
     return 1.0 - (1.0 - np.clip(market.mean_rate[k], 0.0, 1.0)) ** applications
 
@@ -265,14 +273,12 @@ def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: Simulatio
     # applicants who need only a PGY-1 year: those of the first track, who fall back on the other
     only = preferred[_index_of(PGY1_ONLY_FIRST)] if _index_of(PGY1_ONLY_FIRST) is not None \
         else np.zeros(len(APPLICANT_TYPES))
-    apps = np.array([params.types[t].applications_mean for t in APPLICANT_TYPES])
     taken = np.zeros(n)
-    for name, applications in ((PGY1_ONLY_FIRST, apps), (PGY1_ONLY_THEN,
-                                                         params.fallback_applications_mean)):
+    for name, applications in ((PGY1_ONLY_FIRST, params.per_type("applications_mean")),
+                               (PGY1_ONLY_THEN, params.fallback_applications_mean)):
         k = _index_of(name)
         if k is not None and pgy1[k]:
-            taken[k] = float(only @ (1.0 - (1.0 - np.clip(market.mean_rate[k], 0, 1))
-                                     ** applications))
+            taken[k] = float(only @ _ranks_any(market, k, applications))
     target = np.maximum(target - taken, 0.0)
     for k in np.flatnonzero(pgy1):
         if not market.surgical[k] and adv_by_type.sum() > 0:
@@ -284,7 +290,7 @@ def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: Simulatio
             leftover[k] = target[k]
     fallback_share = np.zeros((2, n))
     fallback_intercept = np.full(2, -np.inf)
-    fb_bias = np.array([params.types[t].fallback_pgy1_bias for t in APPLICANT_TYPES])
+    fb_bias = params.per_type("fallback_pgy1_bias")
     not_advanced = np.where(market.pgy1_only[:, None], 0.0, preferred - advanced)
     for family in (0, 1):
         tracks = pgy1 & (market.surgical == bool(family))
@@ -298,7 +304,7 @@ def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: Simulatio
         group = (not_advanced * (market.surgical == bool(family))[:, None]).sum(axis=0) * ranks
 
         def expected(c: float, group: np.ndarray = group) -> float:
-            return float(group @ _expected_logistic(fb_bias + c, params.fallback_strength_weight))
+            return float(group @ expected_logistic(fb_bias + c, params.fallback_strength_weight))
 
         fallback_intercept[family] = _solve_intercept(expected, need)
     return supplemental, fallback_share, fallback_intercept
@@ -335,21 +341,17 @@ def draw_choices(rng: np.random.Generator, type_idx: np.ndarray, strength_z: np.
             p /= np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
             mult *= want / np.maximum(p.sum(axis=0), 1e-12)
             mult = np.where(want > 0, mult, 0.0)
-        cum = np.cumsum(p, axis=1)
-        u = rng.random(len(members)) * cum[:, -1]
-        preferred[members] = np.minimum((cum < u[:, None]).sum(axis=1), n_spec - 1)
+        preferred[members] = _draw_rows(rng, p)
     base = _backup_logit(market, params)[preferred, type_idx]
     p_backup = expit(base + plan.backup_intercept - params.backup_strength_weight * strength_z)
     has_dest = plan.backup_to[preferred].sum(axis=1) > 0
     adds = (rng.random(n) < p_backup) & has_dest
     backup = np.full(n, -1, dtype=np.int64)
     if adds.any():
-        cum = np.cumsum(plan.backup_to[preferred[adds]], axis=1)
-        u = rng.random(int(adds.sum())) * cum[:, -1]
-        backup[adds] = np.minimum((cum < u[:, None]).sum(axis=1), n_spec - 1)
+        backup[adds] = _draw_rows(rng, plan.backup_to[preferred[adds]])
     advanced = rng.random(n) < supplemental_share(market.advanced_share)[preferred]
     supplemental = advanced[:, None] & (rng.random((n, n_spec)) < plan.supplemental[None, :])
-    fb_bias = np.array([params.types[t].fallback_pgy1_bias for t in APPLICANT_TYPES])
+    fb_bias = params.per_type("fallback_pgy1_bias")
     surgical = market.surgical[preferred]
     c = plan.fallback_intercept[surgical.astype(int)]
     with np.errstate(invalid="ignore"):
@@ -362,8 +364,6 @@ def draw_choices(rng: np.random.Generator, type_idx: np.ndarray, strength_z: np.
     if then is not None and market.present[then]:
         fallback[market.pgy1_only[preferred] & (preferred != then)] = then
     if takes.any():
-        cum = np.cumsum(plan.fallback_share[surgical[takes].astype(int)], axis=1)
-        u = rng.random(int(takes.sum())) * cum[:, -1]
-        fallback[takes] = np.minimum((cum < u[:, None]).sum(axis=1), n_spec - 1)
+        fallback[takes] = _draw_rows(rng, plan.fallback_share[surgical[takes].astype(int)])
     return Choices(preferred=preferred, backup=backup, fallback=fallback,
                    supplemental=supplemental)

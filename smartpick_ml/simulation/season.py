@@ -37,7 +37,7 @@ from scipy.stats import norm
 from smartpick_ml.contracts.config import SimulateConfig, SimulationParams, TypeParams
 from smartpick_ml.contracts.eligibility import military_closed, sponsors_visa
 from smartpick_ml.contracts.errors import ConfigError
-from smartpick_ml.contracts.numeric import clipped_logit
+from smartpick_ml.contracts.numeric import LOGISTIC_PROBIT, clipped_logit, expected_logistic
 from smartpick_ml.contracts.reference import (
     APPLICANT_TYPES,
     PGY1_POSITIONS,
@@ -51,6 +51,7 @@ from smartpick_ml.simulation.market import (
     Choices,
     draw_choices,
     plan_choices,
+    program_tracks,
     specialty_market,
 )
 from smartpick_ml.simulation.matching import deferred_acceptance
@@ -58,13 +59,12 @@ from smartpick_ml.simulation.matching import deferred_acceptance
 STEP2_REFERENCE_MEAN, STEP2_REFERENCE_SD = 249.0, 15.0  # USMLE, US/Canadian MD first-takers
 STEP2_CLIP = (200, 290)
 MAX_RATE = 0.97
-_LOGISTIC_PROBIT = np.pi / 8.0  # E[logistic(a + bZ)] ~= logistic(a / sqrt(1 + pi b^2 / 8))
 CHUNK = 4096
+#: The specialty the per-type applications figures describe (AAIM 2016: Internal Medicine).
+APPLICATIONS_REFERENCE_SPECIALTY = "Internal Medicine"
 #: Where an application sits: the primary list holds the preferred specialty's programs, then the
 #: backup's, then PGY-1 programs as a fallback; the supplemental list (PGY-1 programs for an
 #: applicant to advanced positions) is used only if the applicant matches an advanced position.
-#: The specialty the per-type applications figures describe (AAIM 2016: Internal Medicine).
-APPLICATIONS_REFERENCE_SPECIALTY = "Internal Medicine"
 TIER_PREFERRED, TIER_BACKUP, TIER_FALLBACK, TIER_SUPPLEMENTAL = 0, 1, 2, 3
 #: National share of applications by type (applicants x applications per applicant:
 #: NRMP 2025 counts, AAIM ~35 per US graduate and ~77 per IMG), used to average a program's per-type
@@ -297,9 +297,8 @@ def _application_inputs(applicants: pd.DataFrame, programs: pd.DataFrame, season
                               for h in home], dtype=object),
         needs_visa=applicants["needs_visa"].to_numpy(),
         strength_z=_strength_within_type(applicants, params),
-        target_rate=np.array([params.types[x].target_rate_weight for x in APPLICANT_TYPES]),
-        target_prestige=np.array([params.types[x].target_prestige_weight
-                                  for x in APPLICANT_TYPES]),
+        target_rate=params.per_type("target_rate_weight"),
+        target_prestige=params.per_type("target_prestige_weight"),
         growth=_application_growth(season, params))
 
 
@@ -329,8 +328,8 @@ def _application_counts(rng: np.random.Generator, inputs: _ApplicationInputs,
     """How many programs each applicant applies to in their preferred specialty, before the cap
     at the specialty's number of programs (a backup gets a share of it)."""
     t = inputs.type_idx
-    mean_apps = np.array([params.types[x].applications_mean for x in APPLICANT_TYPES])[t]
-    sd_log = np.array([params.types[x].applications_sd_log for x in APPLICANT_TYPES])[t]
+    mean_apps = params.per_type("applications_mean")[t]
+    sd_log = params.per_type("applications_sd_log")[t]
     # weaker applicants apply more widely (in SD units of their type's strength)
     breadth = np.exp(-params.applications_strength_elasticity * inputs.strength_z)
     return (mean_apps * inputs.growth * breadth
@@ -467,10 +466,6 @@ def draw_applications(rng: np.random.Generator, applicants: pd.DataFrame,
 # ----------------------------------------------------------------------------- the market
 
 
-def _expected_logistic(a: np.ndarray, b: float) -> np.ndarray:
-    return expit(a / np.sqrt(1.0 + _LOGISTIC_PROBIT * b * b))
-
-
 def pair_strength(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
                   pair_program: np.ndarray, prestige: np.ndarray,
                   params: SimulationParams) -> np.ndarray:
@@ -541,9 +536,9 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     c_key = np.zeros(n_key)
     target = np.bincount(key, weights=r, minlength=n_key) / np.maximum(cnt, 1)
     for _ in range(12):
-        prob = _expected_logistic(c_key[key] + x, invite_latent)
+        prob = expected_logistic(c_key[key] + x, invite_latent)
         f = np.bincount(key, weights=prob, minlength=n_key) / np.maximum(cnt, 1) - target
-        scale = 1.0 / np.sqrt(1.0 + _LOGISTIC_PROBIT * invite_latent**2)
+        scale = 1.0 / np.sqrt(1.0 + LOGISTIC_PROBIT * invite_latent**2)
         g = np.bincount(key, weights=prob * (1 - prob) * scale, minlength=n_key)
         g = g / np.maximum(cnt, 1)
         c_key = c_key - np.clip(f / np.maximum(g, 1e-6), -3, 3)
@@ -570,18 +565,12 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
         max_supplemental_interviews=params.max_supplemental_interviews,
         waitlist_margin=params.waitlist_margin,
         pair_tier=tier, pgy1_program=pgy1_programs(programs),
-        advanced_program=_track(programs) == "advanced")
-
-
-def _track(programs: pd.DataFrame) -> np.ndarray:
-    if "track" not in programs:
-        return np.full(len(programs), "categorical", dtype=object)
-    return programs["track"].astype(object).fillna("categorical").to_numpy()
+        advanced_program=program_tracks(programs) == "advanced")
 
 
 def pgy1_programs(programs: pd.DataFrame) -> np.ndarray:
     """Preliminary and transitional programs (PGY-1 only)."""
-    return np.isin(_track(programs), PGY1_TRACKS)
+    return np.isin(program_tracks(programs), PGY1_TRACKS)
 
 
 def list_tiers(applicants: pd.DataFrame, programs: pd.DataFrame, applications: pd.DataFrame,
@@ -611,7 +600,7 @@ def _interview_enough(offset: np.ndarray, pair_program: np.ndarray, latent: floa
     n = len(wanted)
     shift = np.zeros(n)
     for _ in range(20):
-        prob = np.where(finite, _expected_logistic(np.where(finite, offset, 0.0)
+        prob = np.where(finite, expected_logistic(np.where(finite, offset, 0.0)
                                                    + shift[pair_program], latent), 0.0)
         have = np.bincount(pair_program, weights=prob, minlength=n)
         slope = np.bincount(pair_program, weights=prob * (1 - prob), minlength=n)

@@ -80,9 +80,10 @@ def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market, 
 def test_expected_applicants_per_specialty_meet_the_published_counts(plan, market, params):
     """Preferred plus expected backups equal the published applicants of each specialty (less
     the double count of applicants ranking both tracks), where no floor was needed."""
-    from smartpick_ml.simulation.market import _backup_logit, _expected_logistic
+    from smartpick_ml.contracts.numeric import expected_logistic
+    from smartpick_ml.simulation.market import _backup_logit
 
-    rate = _expected_logistic(_backup_logit(market, params) + plan.backup_intercept,
+    rate = expected_logistic(_backup_logit(market, params) + plan.backup_intercept,
                               params.backup_strength_weight)
     has_dest = plan.backup_to.sum(axis=1) > 0
     inflow = plan.backup_to.T @ (plan.preferred * rate * has_dest[:, None]).sum(axis=1)
