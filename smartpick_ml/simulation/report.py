@@ -203,55 +203,59 @@ def preferred_specialty_outcomes(applicants: pd.DataFrame, applications: pd.Data
                                "matched_any": "matched_any_pct"})
 
 
+def _table(title: str, header: list[str], rows: list[list[object]], note: str = "") -> list[str]:
+    """A report section: its heading, an optional note, and a Markdown table."""
+    return (["", f"## {title}", ""] + ([note, ""] if note else [])
+            + ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
 def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
                   ranking: pd.DataFrame | None = None, filled: pd.DataFrame | None = None,
                   img_outcomes: pd.DataFrame | None = None) -> str:
-    lines = ["# Simulated season — validation report", "",
-             "## PGY-1 match rate by applicant type (simulated vs published NRMP)", "",
-             "| season | applicant type | applicants | simulated % | published % | diff (pp) | "
-             "interviews / applicant | applications / applicant |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rates.itertuples():
-        lines.append(f"| {r.season} | {APPLICANT_TYPE_LABELS[r.applicant_type]} | {r.applicants} | "
-                     f"{r.match_rate_pct:.1f} | {r.published_match_rate_pct:.1f} | "
-                     f"{r.difference_pp:+.1f} | {r.interviews_per_applicant:.1f} | "
-                     f"{r.applications_per_applicant:.1f} |")
-    lines += ["", "## Positions and unfilled positions by specialty", "",
-              "| season | specialty | positions | filled | unfilled % |", "|---|---|---|---|---|"]
-    for r in unfilled.itertuples():
-        lines.append(f"| {r.season} | {r.specialty} | {r.positions} | {r.filled} | "
-                     f"{r.unfilled_pct:.1f} |")
+    lines = ["# Simulated season — validation report"]
+    lines += _table(
+        "PGY-1 match rate by applicant type (simulated vs published NRMP)",
+        ["season", "applicant type", "applicants", "simulated %", "published %", "diff (pp)",
+         "interviews / applicant", "applications / applicant"],
+        [[r.season, APPLICANT_TYPE_LABELS[r.applicant_type], r.applicants,
+          f"{r.match_rate_pct:.1f}", f"{r.published_match_rate_pct:.1f}",
+          f"{r.difference_pp:+.1f}", f"{r.interviews_per_applicant:.1f}",
+          f"{r.applications_per_applicant:.1f}"] for r in rates.itertuples()])
+    lines += _table(
+        "Positions and unfilled positions by specialty",
+        ["season", "specialty", "positions", "filled", "unfilled %"],
+        [[r.season, r.specialty, r.positions, r.filled, f"{r.unfilled_pct:.1f}"]
+         for r in unfilled.itertuples()])
     if ranking is not None and len(ranking):
-        ok = int(ranking["within_20pct"].sum())
-        lines += ["", "## Applicants ranking each specialty and track (market season)", "",
-                  "Applicants who ranked at least one program of it, per 1.0 of scale; published: "
-                  "NRMP 2025 x the share of active applicants the four modelled types are. An "
-                  f"applicant with a backup or a PGY-1 list counts in each. Within ±20 %: {ok} of "
-                  f"{len(ranking)}.", "",
-                  "| specialty or track | simulated | published | difference % |",
-                  "|---|---|---|---|"]
-        for r in ranking.itertuples():
-            lines.append(f"| {r.specialty} | {r.simulated} | {r.published} | "
-                         f"{r.difference_pct:+.1f} |")
+        lines += _table(
+            "Applicants ranking each specialty and track (market season)",
+            ["specialty or track", "simulated", "published", "difference %"],
+            [[r.specialty, r.simulated, r.published, f"{r.difference_pct:+.1f}"]
+             for r in ranking.itertuples()],
+            note="Applicants who ranked at least one program of it, per 1.0 of scale; published: "
+                 "NRMP 2025 x the share of active applicants the four modelled types are. An "
+                 "applicant with a backup or a PGY-1 list counts in each. Within ±20 %: "
+                 f"{int(ranking['within_20pct'].sum())} of {len(ranking)}.")
     if filled is not None and len(filled):
-        ok = int(filled["within_25pct"].sum())
-        lines += ["", "## Positions filled by applicant type (market season)", "",
-                  "Specialties with at least 100 positions; per 1.0 of scale; published: NRMP 2025 "
-                  f"(pipelines/simulate.toml). Within ±25 %: {ok} of {len(filled)}.", "",
-                  "| specialty or track | positions | "
-                  + " | ".join(f"{APPLICANT_TYPE_LABELS[t]} sim / pub" for t in APPLICANT_TYPES)
-                  + " |", "|---|---|" + "---|" * len(APPLICANT_TYPES)]
-        for name, g in filled.groupby("specialty", sort=False):
-            cells = [f"{r.simulated} / {r.published}" for r in g.itertuples()]
-            lines.append(f"| {name} | {g['positions'].iloc[0]} | " + " | ".join(cells) + " |")
+        lines += _table(
+            "Positions filled by applicant type (market season)",
+            ["specialty or track", "positions",
+             *(f"{APPLICANT_TYPE_LABELS[t]} sim / pub" for t in APPLICANT_TYPES)],
+            [[name, g["positions"].iloc[0],
+              *(f"{r.simulated} / {r.published}" for r in g.itertuples())]
+             for name, g in filled.groupby("specialty", sort=False)],
+            note="Specialties with at least 100 positions; per 1.0 of scale; published: NRMP 2025 "
+                 f"(pipelines/simulate.toml). Within ±25 %: {int(filled['within_25pct'].sum())} "
+                 f"of {len(filled)}.")
     if img_outcomes is not None and len(img_outcomes):
-        lines += ["", "## Non-US IMGs by preferred specialty", "",
-                  "Match rate in the preferred specialty and anywhere (a backup or PGY-1 year "
-                  "counts as anywhere).", "",
-                  "| season | preferred specialty | applicants | with a backup % | "
-                  "matched in preferred % | matched anywhere % |", "|---|---|---|---|---|---|"]
-        for r in img_outcomes.itertuples():
-            lines.append(f"| {r.season} | {r.specialty} | {r.applicants} | "
-                         f"{r.with_backup_pct:.1f} | {r.matched_preferred_pct:.1f} | "
-                         f"{r.matched_any_pct:.1f} |")
+        lines += _table(
+            "Non-US IMGs by preferred specialty",
+            ["season", "preferred specialty", "applicants", "with a backup %",
+             "matched in preferred %", "matched anywhere %"],
+            [[r.season, r.specialty, r.applicants, f"{r.with_backup_pct:.1f}",
+              f"{r.matched_preferred_pct:.1f}", f"{r.matched_any_pct:.1f}"]
+             for r in img_outcomes.itertuples()],
+            note="Match rate in the preferred specialty and anywhere (a backup or PGY-1 year "
+                 "counts as anywhere).")
     return "\n".join(lines) + "\n"
