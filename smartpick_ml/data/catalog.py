@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from smartpick_ml.contracts.columns import name_list
 from smartpick_ml.contracts.errors import DataValidationError
@@ -428,8 +429,10 @@ def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
 
     Per catalog specialty (those with a file): program count, share suppressed, share of
     uniformed-services programs, and for each rate column the share of exact zeros and the mean /
-    sd of logit(rate) among non-zero values; overall: the correlation of the four applicant-type
-    logits, and programs per state. Derived PGY-1-only programs are left out.
+    sd of logit(rate) among non-zero values, the share of university programs, and the
+    within-specialty correlation of the four applicant types' logits and the university latent
+    (shrunk toward the pooled one); overall: that pooled correlation and programs per state. Derived PGY-1-only
+    programs are left out.
     """
     figs: dict[str, Any] = {"source": "ERAS 2024 program interview rates (../shared/data/"
                             "program_interview_rates, MIT licence), summarised by "
@@ -454,8 +457,23 @@ def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
                                                     4)}
         figs["specialties"][specialty] = spec
     full = programs.dropna(subset=list(TYPE_RATE_COLUMNS))
-    lg = np.column_stack([clipped_logit(full[c].to_numpy(dtype=float)) for c in TYPE_RATE_COLUMNS])
-    figs["type_logit_correlation"] = np.round(np.corrcoef(lg, rowvar=False), 4).tolist()
+    latent = _program_latents(full)
+    by_specialty = full["specialty"].to_numpy()
+    # within a specialty, not across: pooled, the specialties' different levels make every pair
+    # of types look positively correlated, while within one the programs that interview many
+    # non-US IMGs often interview fewer US MDs; the synthetic catalog draws within a specialty
+    latent -= pd.DataFrame(latent).groupby(by_specialty).transform("mean").to_numpy()
+    pooled = _latent_correlation(latent, float((full["program_type"] == "university").mean()))
+    figs["type_logit_correlation"] = np.round(pooled, 4).tolist()
+    for specialty, spec in figs["specialties"].items():
+        own = by_specialty == specialty
+        share = float((full["program_type"][own] == "university").mean())
+        spec["university_share"] = round(share, 4)
+        # shrunk toward the pooled matrix by the specialty's size, so a small one stays stable
+        weight = own.sum() / (own.sum() + 100.0)
+        corr = (weight * _latent_correlation(latent[own], share) + (1 - weight) * pooled
+                if own.sum() > 4 and 0 < share < 1 else pooled)
+        spec["type_logit_correlation"] = np.round(corr, 4).tolist()
     figs["programs_per_state"] = {k: int(v) for k, v in
                                   programs["state"].value_counts().sort_index().items()}
     return figs
@@ -466,6 +484,48 @@ def load_catalog_figures() -> dict[str, Any]:
     return json.loads(text)
 
 
+def _program_latents(programs: pd.DataFrame) -> np.ndarray:
+    """The four applicant types' logit rates and the university indicator, one row a program."""
+    return np.column_stack(
+        [clipped_logit(programs[c].to_numpy(dtype=float)) for c in TYPE_RATE_COLUMNS]
+        + [(programs["program_type"] == "university").to_numpy(dtype=float)])
+
+
+def _latent_correlation(latent: np.ndarray, university_share: float) -> np.ndarray:
+    """Correlation of the latents, the university column's turned biserial: the synthetic
+    catalog thresholds a normal latent at the university share, so it needs the normal's
+    correlation, which the 0/1 column understates by ``phi(t) / sqrt(p(1 - p))``."""
+    corr = np.nan_to_num(np.corrcoef(latent, rowvar=False))
+    p = min(max(university_share, 0.01), 0.99)
+    factor = np.sqrt(p * (1 - p)) / (np.exp(-special.ndtri(p) ** 2 / 2) / np.sqrt(2 * np.pi))
+    corr[-1, :-1] = corr[:-1, -1] = np.clip(corr[:-1, -1] * factor, -0.95, 0.95)
+    np.fill_diagonal(corr, 1.0)
+    return corr
+
+
+def _nearest_correlation(corr: np.ndarray) -> np.ndarray:
+    """A positive-definite correlation near ``corr`` (its biserial entries need not be)."""
+    values, vectors = np.linalg.eigh(corr)
+    fixed = vectors @ np.diag(np.maximum(values, 1e-3)) @ vectors.T
+    scale = np.sqrt(np.diag(fixed))
+    return fixed / np.outer(scale, scale)
+
+
+def _rate_from_latent(z: np.ndarray, figure: dict[str, float]) -> np.ndarray:
+    """Rates with the figure's zero share and logit-normal non-zero part, monotone in ``z``.
+
+    The lowest ``zero_share`` of the latent is a zero, so a program closed to one IMG type tends
+    to be closed to the other (as in the real catalog); drawn independently, the zeros would cut
+    the two types' correlation from ~0.5 to ~0.2.
+    """
+    u = special.ndtr(z)
+    zero = figure["zero_share"]
+    above = np.clip((u - zero) / max(1.0 - zero, 1e-9), 1e-6, 1 - 1e-6)
+    val = 1 / (1 + np.exp(-(figure["logit_mean"] + figure["logit_sd"] * special.ndtri(above))))
+    val[u < zero] = 0.0
+    return np.round(val, 2)
+
+
 def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> pd.DataFrame:
     """A catalog with the real one's shape, drawn from its published-rate distributions; the
     PGY-1-only programs are derived from it as from the real one."""
@@ -474,7 +534,6 @@ def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> p
     states = list(figs["programs_per_state"])
     state_p = np.array([figs["programs_per_state"][s] for s in states], dtype=float)
     state_p /= state_p.sum()
-    corr = np.array(figs["type_logit_correlation"])
     rows = []
     seeds_by_specialty: dict[str, list[tuple[str, str, str]]] = {}
     for name, city, state, specialty in SEED_PROGRAMS:
@@ -484,13 +543,12 @@ def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> p
         n = CATALOG_PROGRAM_COUNTS[spec.name]
         st = rng.choice(states, size=n, p=state_p)
         rates = f["rates"]
-        z = rng.multivariate_normal(np.zeros(4), corr, size=n)
+        corr = _nearest_correlation(np.array(f["type_logit_correlation"]))
+        z = rng.multivariate_normal(np.zeros(len(corr)), corr, size=n)
+        university = special.ndtr(z[:, -1]) > 1 - f["university_share"]
         data: dict[str, np.ndarray] = {}
         for j, col in enumerate(TYPE_RATE_COLUMNS):
-            rf = rates[col]
-            val = 1 / (1 + np.exp(-(rf["logit_mean"] + rf["logit_sd"] * z[:, j])))
-            val[rng.random(n) < rf["zero_share"]] = 0.0
-            data[col] = np.round(val, 2)
+            data[col] = _rate_from_latent(z[:, j], rates[col])
         for col in RATE_COLUMNS[4:]:
             if col not in rates:
                 data[col] = np.full(n, np.nan)
@@ -507,8 +565,10 @@ def synthetic_catalog(seed: int = 0, figures: dict[str, Any] | None = None) -> p
         # a uniformed-services program is named as one, so the same rule flags it
         service = [stable_uniform(f"{spec.name}|{i}", "military") < f.get("military_share", 0.0)
                    for i in range(n)]
-        names = [f"{s} Synthetic {spec.code} {'Army Medical Center ' if m else ''}Program "
-                 f"{i + 1:03d}" for i, (s, m) in enumerate(zip(st, service, strict=True))]
+        # the program type is read from the name, as in the real catalog
+        names = [f"{s} {'University' if u else 'Synthetic'} {spec.code} "
+                 f"{'Army Medical Center ' if m else ''}Program {i + 1:03d}"
+                 for i, (s, m, u) in enumerate(zip(st, service, university, strict=True))]
         cities = [f"{s} City {int(rng.integers(1, 40)):02d}" for s in st]
         frame = pd.DataFrame({"specialty": spec.name, "name": names, "city": cities, "state": st,
                               **data})

@@ -482,6 +482,28 @@ def test_synthetic_rates_resemble_the_figures(synthetic):
         assert abs(suppressed[s.name] - target) < 4 * np.sqrt(target * (1 - target) / n) + 0.02
 
 
+def test_synthetic_catalog_keeps_the_real_within_specialty_structure(synthetic):
+    """University programs at each specialty's share, and the two IMG types' rates move together
+    within a specialty (programs closed to one are closed to the other) while US MDs' and non-US
+    IMGs' barely do: drawn pooled and with independent zeros, the synthetic catalog had no
+    university programs and IMG-open programs that were also MD-favoured, and its non-US IMGs
+    matched up to 5 pp below the real catalog's."""
+    figs = json.loads(resources.files("smartpick_ml").joinpath(
+        "resources", "catalog_figures.json").read_text())
+    catalog_rows = synthetic[synthetic["specialty"].isin([s.name for s in CATALOG_SPECIALTIES])]
+    university = (catalog_rows["program_type"] == "university").groupby(
+        catalog_rows["specialty"]).mean()
+    for s in CATALOG_SPECIALTIES:
+        target = figs["specialties"][s.name]["university_share"]
+        n = CATALOG_PROGRAM_COUNTS[s.name]
+        assert abs(university[s.name] - target) < 4 * np.sqrt(target * (1 - target) / n) + 0.03
+    im = synthetic[synthetic["specialty"] == "Internal Medicine"][
+        ["rate_us_md", "rate_us_img", "rate_non_us_img"]].dropna()
+    corr = im.corr(method="spearman")
+    assert corr.loc["rate_us_img", "rate_non_us_img"] > 0.35
+    assert abs(corr.loc["rate_us_md", "rate_non_us_img"]) < 0.15
+
+
 @pytest.mark.parametrize(("name", "military"), [
     ("Dwight David Eisenhower Army Medical Center Program", True),
     ("Naval Medical Center (San Diego) Program", True),
