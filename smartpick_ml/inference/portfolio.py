@@ -494,6 +494,16 @@ def naive_top_by_ev(q: ArrayLike1D, utility: ArrayLike1D, h: int) -> np.ndarray:
     return np.lexsort((np.arange(ev.size), -ev))[:h]
 
 
+def usd_per_extra_point(fee_usd: np.ndarray, p_match: np.ndarray) -> np.ndarray:
+    """Dollars per extra percentage point of P(match) for lists of length 1, 2, …: the fee the
+    h-th program adds over what it adds to P(match) (from no list at all for h = 1); NaN where
+    P(match) does not rise."""
+    d_fee = np.diff(np.asarray(fee_usd, float), prepend=0.0)
+    d_pp = 100.0 * np.diff(np.asarray(p_match, float), prepend=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d_pp > 0.0, d_fee / d_pp, np.nan)
+
+
 def plan_table(
     q: ArrayLike1D,
     utility: ArrayLike1D,
@@ -527,10 +537,7 @@ def plan_table(
     sizes = np.arange(1, h_max + 1)
     fee = fees_for_sizes(sizes, schedule) + int(transcript_fee_usd)
 
-    d_fee = np.diff(fee, prepend=0).astype(np.float64)
-    d_pp = 100.0 * np.diff(path.p_match, prepend=0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        usd_per_pp = np.where(d_pp > 0.0, d_fee / d_pp, np.nan)
+    usd_per_pp = usd_per_extra_point(fee, path.p_match)
 
     # Top-h by q*U is nested too, so one ordering gives every h.
     naive_order = np.lexsort((np.arange(qv.size), -(qv * uv)))[:h_max]

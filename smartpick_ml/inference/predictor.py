@@ -66,6 +66,7 @@ from smartpick_ml.inference.portfolio import (
     fees_for_sizes,
     match_probability,
     plan_table,
+    usd_per_extra_point,
 )
 from smartpick_ml.modelling.threads import SMALL_BATCH_ROWS, one_openmp_thread
 
@@ -696,6 +697,9 @@ class MatchPredictor:
         best_q = np.maximum.accumulate(eligible["q"].to_numpy()[table["added"].to_numpy()])
         table.insert(3, "p_match_corrected", np.maximum(
             self.correct_p_match(table["p_match"].to_numpy(), profile.applicant_type), best_q))
+        # the price of a point is quoted in the points a user is told, the corrected ones
+        table["usd_per_extra_pp"] = usd_per_extra_point(table["fee_usd"].to_numpy(),
+                                                        table["p_match_corrected"].to_numpy())
         table.insert(1, "program_added", eligible["program_id"].to_numpy()[table["added"]])
         table.insert(2, "name_added", eligible["name"].to_numpy()[table["added"]])
         best = table.iloc[-1]

@@ -303,15 +303,28 @@ def test_bad_input_names_the_field(predictor, call, field):
 def test_pmatch_correction_is_monotone_and_lowers_overconfidence(world, predictor):
     cal = getattr(world.model, "pmatch_calibrator_", None)
     assert cal is not None
-    p = np.linspace(0, 1, 101)
+    p = np.linspace(0.01, 0.99, 99)
     for typ in APPLICANT_TYPES:
         out = cal.transform(p, typ)
-        assert (np.diff(out) >= -1e-12).all() and ((out >= 0) & (out <= 1)).all()
+        assert (np.diff(out) > 0).all() and ((out >= 0) & (out <= 1)).all()
     plan = predictor.plan(APPLICANT, specialty="Internal Medicine", max_applications=30)
     t = plan["table"]
     assert (np.diff(t["p_match_corrected"]) >= -1e-12).all()
     # the independence formula is over-confident in the simulation (shared latent strengths)
     assert t["p_match_corrected"].iloc[-1] <= t["p_match"].iloc[-1] + 0.05
+
+
+def test_stated_p_match_rises_with_every_program_and_prices_points_from_it(predictor):
+    """The stated (corrected) P(match) rises wherever the independence figure does, so every
+    extra program has a finite price per point, computed from the figure the user is shown."""
+    t = predictor.plan(APPLICANT, specialty="Internal Medicine", max_applications=60)["table"]
+    rising = np.diff(t["p_match"].to_numpy()) > 1e-9
+    assert rising.sum() > 10
+    assert (np.diff(t["p_match_corrected"].to_numpy())[rising] > 0).all()
+    fee = t["fee_usd"].to_numpy(float)
+    expected = np.diff(fee, prepend=0) / (100 * np.diff(t["p_match_corrected"], prepend=0))
+    np.testing.assert_allclose(t["usd_per_extra_pp"].to_numpy()[1:][rising],
+                               expected[1:][rising])
 
 
 def test_corrected_p_match_never_below_the_best_single_program(predictor):

@@ -315,4 +315,7 @@ def test_a_program_short_of_interviewees_stays_close_to_its_published_rates(prog
     assert low["interviewed"].mean() < 3 * low["rate"].mean() + 0.01
     cells = low.groupby(["program_id", "applicant_type"]).agg(
         n=("interviewed", "size"), share=("interviewed", "mean"))
-    assert (cells.loc[cells["n"] >= 10, "share"] < 0.3).all()
+    # a dozen applicants of a 2 % type can draw 4 invitations by chance (p ~ 0.6 % a cell), so
+    # the rule is on the many cells, and no cell comes near the 40-80 % the false gems reached
+    share = cells.loc[cells["n"] >= 10, "share"]
+    assert (share >= 0.3).mean() <= 0.01 and (share < 0.5).all(), share.sort_values().tail()
