@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"contracts", "data", "simulation", "modelling", "training"},
     "inference": {"contracts", "data", "modelling", "inference"},
     "serving": {"contracts", "data", "modelling", "inference", "serving"},
+    "evaluation": {"contracts", "data", "simulation", "modelling", "inference", "evaluation"},
 }
 #: the entry points, which may import any stage
 TOP = {"cli", "__init__"}

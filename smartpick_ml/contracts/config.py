@@ -274,3 +274,78 @@ def load_train_config(path: str | Path) -> TrainConfig:
     (``model.learning_rate: Input should be greater than 0``). Change a setting for one run
     with ``cfg.model_copy(update=...)``."""
     return build(TrainConfig, load_toml(path), str(path))
+
+
+# ----------------------------------------------------------------------------- plan evaluation
+
+
+class EvaluateSample(_Strict):
+    """Applicants of the validation season whose own list is replaced by SmartPick's plan."""
+
+    per_type: dict[str, int] = Field(min_length=1)
+    #: at most this share of the season's applicants follow a plan in one re-run season, so
+    #: each measures the plan, not a market the plans have changed
+    group_share: float = Field(default=0.01, gt=0, le=0.5)
+
+    @field_validator("per_type")
+    @classmethod
+    def _known_types(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(v) - set(APPLICANT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown applicant type(s) {unknown}; known: {list(APPLICANT_TYPES)}")
+        if any(n < 1 for n in v.values()):
+            raise ValueError("every sample size must be at least 1")
+        return v
+
+
+class EvaluateReplicates(_Strict):
+    """Re-drawn seasons: at least ``min``, more until every reported rate's Monte-Carlo error is
+    at most ``max_mc_error_pp`` percentage points, at most ``max``."""
+
+    min: int = Field(default=3, ge=2)
+    max: int = Field(default=12, ge=2)
+    max_mc_error_pp: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EvaluateReplicates:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
+class EvaluateAdoption(_Strict):
+    """Seasons in which many follow SmartPick at once: shares of non-US IMGs, and one share of
+    every type."""
+
+    non_us_img_shares: list[float] = Field(default_factory=lambda: [0.01, 0.10, 0.50])
+    every_type_share: float | None = Field(default=0.10, gt=0, le=1)
+
+    @field_validator("non_us_img_shares")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in v):
+            raise ValueError("every share must be in (0, 1]")
+        return sorted(set(v))
+
+
+class EvaluateRun(_Strict):
+    seed: int = Field(default=0, ge=0)
+    n_jobs: int = Field(default=1, ge=1, le=256)
+    backend: Literal["loky", "threading", "spark"] = "loky"
+    out_dir: str = "reports/evaluate_plans"
+
+
+class EvaluatePlansConfig(_Strict):
+    """What ``smartpick evaluate-plans`` runs (``pipelines/evaluate_plans.toml``)."""
+
+    train_config: str = "pipelines/train.toml"
+    sample: EvaluateSample
+    replicates: EvaluateReplicates = EvaluateReplicates()
+    adoption: EvaluateAdoption = EvaluateAdoption()
+    run: EvaluateRun = EvaluateRun()
+
+
+def load_evaluate_plans_config(path: str | Path) -> EvaluatePlansConfig:
+    """Read a plan-evaluation config (e.g. ``pipelines/evaluate_plans.toml``); a bad file is
+    refused with a ``ConfigError`` naming the field."""
+    return build(EvaluatePlansConfig, load_toml(path), str(path))

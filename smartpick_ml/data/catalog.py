@@ -431,8 +431,8 @@ def catalog_figures(programs: pd.DataFrame) -> dict[str, Any]:
     uniformed-services programs, and for each rate column the share of exact zeros and the mean /
     sd of logit(rate) among non-zero values, the share of university programs, and the
     within-specialty correlation of the four applicant types' logits and the university latent
-    (shrunk toward the pooled one); overall: that pooled correlation and programs per state. Derived PGY-1-only
-    programs are left out.
+    (shrunk toward the pooled one); overall: that pooled correlation and programs per state.
+    Derived PGY-1-only programs are left out.
     """
     figs: dict[str, Any] = {"source": "ERAS 2024 program interview rates (../shared/data/"
                             "program_interview_rates, MIT licence), summarised by "

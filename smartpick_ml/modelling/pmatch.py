@@ -66,6 +66,8 @@ class PMatchCalibrator:
                   ) -> np.ndarray:
         p = np.atleast_1d(np.asarray(p_independent, float))
         types = np.broadcast_to(np.asarray(applicant_type, dtype=object), p.shape)
+        if hasattr(self.overall_, "predict"):  # a model saved before the smooth map: its steps
+            return self._legacy_transform(p, types)
         intercept = np.full(p.shape, self.overall_[0])
         slope = np.full(p.shape, self.overall_[1])
         for typ, (a, b) in self.by_type_.items():
@@ -74,3 +76,11 @@ class PMatchCalibrator:
         out = 1.0 / (1.0 + np.exp(-(intercept + slope * _log_odds(p))))
         # an empty list matches no one, whatever the line says at the edge
         return np.where(p <= 0, 0.0, out)
+
+    def _legacy_transform(self, p: np.ndarray, types: np.ndarray) -> np.ndarray:
+        out = self.overall_.predict(p)
+        for typ, iso in self.by_type_.items():
+            sel = types == typ
+            if sel.any():
+                out[sel] = iso.predict(p[sel])
+        return out

@@ -203,7 +203,8 @@ def preferred_specialty_outcomes(applicants: pd.DataFrame, applications: pd.Data
                                "matched_any": "matched_any_pct"})
 
 
-def _table(title: str, header: list[str], rows: list[list[object]], note: str = "") -> list[str]:
+def markdown_table(title: str, header: list[str], rows: list[list[object]], note: str = ""
+                   ) -> list[str]:
     """A report section: its heading, an optional note, and a Markdown table."""
     return (["", f"## {title}", ""] + ([note, ""] if note else [])
             + ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -214,7 +215,7 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
                   ranking: pd.DataFrame | None = None, filled: pd.DataFrame | None = None,
                   img_outcomes: pd.DataFrame | None = None) -> str:
     lines = ["# Simulated season — validation report"]
-    lines += _table(
+    lines += markdown_table(
         "PGY-1 match rate by applicant type (simulated vs published NRMP)",
         ["season", "applicant type", "applicants", "simulated %", "published %", "diff (pp)",
          "interviews / applicant", "applications / applicant"],
@@ -222,13 +223,13 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
           f"{r.match_rate_pct:.1f}", f"{r.published_match_rate_pct:.1f}",
           f"{r.difference_pp:+.1f}", f"{r.interviews_per_applicant:.1f}",
           f"{r.applications_per_applicant:.1f}"] for r in rates.itertuples()])
-    lines += _table(
+    lines += markdown_table(
         "Positions and unfilled positions by specialty",
         ["season", "specialty", "positions", "filled", "unfilled %"],
         [[r.season, r.specialty, r.positions, r.filled, f"{r.unfilled_pct:.1f}"]
          for r in unfilled.itertuples()])
     if ranking is not None and len(ranking):
-        lines += _table(
+        lines += markdown_table(
             "Applicants ranking each specialty and track (market season)",
             ["specialty or track", "simulated", "published", "difference %"],
             [[r.specialty, r.simulated, r.published, f"{r.difference_pct:+.1f}"]
@@ -238,7 +239,7 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
                  "applicant with a backup or a PGY-1 list counts in each. Within ±20 %: "
                  f"{int(ranking['within_20pct'].sum())} of {len(ranking)}.")
     if filled is not None and len(filled):
-        lines += _table(
+        lines += markdown_table(
             "Positions filled by applicant type (market season)",
             ["specialty or track", "positions",
              *(f"{APPLICANT_TYPE_LABELS[t]} sim / pub" for t in APPLICANT_TYPES)],
@@ -249,7 +250,7 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
                  f"(pipelines/simulate.toml). Within ±25 %: {int(filled['within_25pct'].sum())} "
                  f"of {len(filled)}.")
     if img_outcomes is not None and len(img_outcomes):
-        lines += _table(
+        lines += markdown_table(
             "Non-US IMGs by preferred specialty",
             ["season", "preferred specialty", "applicants", "with a backup %",
              "matched in preferred %", "matched anywhere %"],

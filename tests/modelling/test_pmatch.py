@@ -59,3 +59,18 @@ def test_independent_p_match_is_one_minus_the_product_of_misses():
     q = np.array([0.5, 0.5, 0.2, 1.0])
     out = independent_p_match(q, np.array(["a", "a", "b", "c"]))
     np.testing.assert_allclose(out.loc[["a", "b", "c"]].to_numpy(), [0.75, 0.2, 1.0])
+
+
+def test_a_model_saved_with_the_earlier_step_map_still_answers():
+    """Models trained before the smooth map carry isotonic steps; they load and answer as
+    they did."""
+    from sklearn.isotonic import IsotonicRegression
+
+    p, y, types = _overconfident_lists(2_000, seed=3)
+    legacy = PMatchCalibrator()
+    legacy.overall_ = IsotonicRegression(out_of_bounds="clip").fit(p, y)
+    legacy.by_type_ = {"us_img": IsotonicRegression(out_of_bounds="clip").fit(p[:500], y[:500])}
+    np.testing.assert_allclose(legacy.transform(p[:50], "non_us_img"),
+                               legacy.overall_.predict(p[:50]))
+    np.testing.assert_allclose(legacy.transform(p[:50], "us_img"),
+                               legacy.by_type_["us_img"].predict(p[:50]))

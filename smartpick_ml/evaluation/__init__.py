@@ -1,0 +1,1 @@
+"""Evaluation of what SmartPick advises, in re-run simulated seasons (``plans``)."""

@@ -1,0 +1,576 @@
+"""The promise, measured: re-run the validation season with applicants following SmartPick's plan.
+
+For sampled applicants of the validation season (a season the model never saw), each one's
+preferred-specialty list is replaced by SmartPick's plan of the same length (so the same ERAS
+fee; their signals, backup, preliminary and supplemental applications are kept), and the season
+is re-run from its observed tables: screens, interviews, rank lists, the two-pass match
+(``match-model.md`` §8). Everything else is held fixed. A re-run season replaces at most
+``group_share`` of the applicants, so it measures the plan, not a market the plans changed;
+``adoption`` seasons measure exactly that change. Each re-drawn replicate of a plan season has a
+twin with everyone's own list and the same seed (common random numbers: the same latent
+strengths), so differences are measured more precisely than either rate.
+
+Re-run seasons are independent, so they run through joblib (``loky`` on one machine, ``spark``
+on a cluster through ``joblibspark``); a worker reads the season's tables once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smartpick_ml.contracts.config import (
+    EvaluatePlansConfig,
+    SimulationParams,
+    TrainConfig,
+    load_simulate_config,
+)
+from smartpick_ml.contracts.errors import ConfigError
+from smartpick_ml.contracts.reference import APPLICANT_TYPES
+from smartpick_ml.data.io import read_table
+from smartpick_ml.simulation.season import (
+    TIER_PREFERRED,
+    TIER_SUPPLEMENTAL,
+    build_market_inputs,
+    list_tiers,
+    run_market,
+)
+
+_APPLICATION_COLUMNS = ["applicant_id", "program_id", "season", "signal", "rank_list"]
+
+
+# ----------------------------------------------------------------------------- the season
+
+
+@dataclass(frozen=True)
+class SeasonSource:
+    """Where a re-run season's observed tables live; small, so it travels to every worker."""
+
+    raw_dir: str
+    season: int
+    simulate_config: str
+
+    def load(self) -> SeasonMarket:
+        return _load_market(self.raw_dir, self.season, self.simulate_config)
+
+
+@dataclass
+class SeasonMarket:
+    """One season's observed tables, and where each application sits in its applicant's lists."""
+
+    applicants: pd.DataFrame
+    programs: pd.DataFrame
+    applications: pd.DataFrame
+    positions: np.ndarray
+    params: SimulationParams
+    tiers: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def _load_market(raw_dir: str, season: int, simulate_config: str) -> SeasonMarket:
+    raw = Path(raw_dir)
+    missing = [t for t in ("programs", "applicants", "applications", "program_outcomes")
+               if not (raw / f"{t}.parquet").exists()]
+    if missing:
+        raise ConfigError(f"{raw} lacks {', '.join(missing)}: run `smartpick run` (or "
+                          "`smartpick simulate`) first; plans are evaluated on a simulated season")
+    programs = read_table(raw / "programs.parquet", "programs")
+    applicants = read_table(raw / "applicants.parquet", "applicants")
+    applicants = applicants[applicants["season"] == season].reset_index(drop=True)
+    applications = pd.read_parquet(raw / "applications.parquet", columns=_APPLICATION_COLUMNS,
+                                   filters=[("season", "==", season)])
+    outcomes = pd.read_parquet(raw / "program_outcomes.parquet",
+                               filters=[("season", "==", season)])
+    if len(applicants) == 0 or len(outcomes) == 0:
+        raise ConfigError(f"season {season} is not in {raw}: evaluate on a simulated season")
+    positions = (outcomes.set_index("program_id")["positions"]
+                 .reindex(programs["program_id"]).fillna(0).to_numpy(np.int64))
+    params = load_simulate_config(simulate_config).params
+    pa = pd.Index(applicants["applicant_id"]).get_indexer(applications["applicant_id"])
+    pp = pd.Index(programs["program_id"]).get_indexer(applications["program_id"])
+    tiers = list_tiers(applicants, programs, applications, pa, pp)
+    return SeasonMarket(applicants, programs, applications.reset_index(drop=True), positions,
+                        params, tiers)
+
+
+def replace_preferred_lists(market: SeasonMarket, plans: pd.DataFrame | None) -> pd.DataFrame:
+    """The season's applications with each planned applicant's preferred-specialty applications
+    replaced by their plan (``plans``: applicant_id, program_id, signal).
+
+    The plan's k-th program takes the row of the applicant's k-th own one, so every other
+    application keeps its place and a re-drawn season gives it the same random draws (a plan
+    equal to the own list re-runs the season exactly); a shorter plan leaves rows out, a longer
+    one is appended."""
+    apps = market.applications
+    if plans is None or len(plans) == 0:
+        return apps
+    planned = apps["applicant_id"].isin(pd.unique(plans["applicant_id"])).to_numpy()
+    slots = pd.DataFrame({"applicant_id": apps["applicant_id"].to_numpy()[
+        planned & (market.tiers == TIER_PREFERRED)],
+        "slot": np.flatnonzero(planned & (market.tiers == TIER_PREFERRED))})
+    slots["k"] = slots.groupby("applicant_id", sort=False).cumcount()
+    new = plans[["applicant_id", "program_id", "signal"]].copy()
+    new["k"] = new.groupby("applicant_id", sort=False).cumcount()
+    placed = new.merge(slots, on=["applicant_id", "k"], how="left")
+    out = apps.copy()
+    inside = placed["slot"].notna().to_numpy()
+    at = placed.loc[inside, "slot"].to_numpy(np.int64)
+    out.loc[at, "program_id"] = placed.loc[inside, "program_id"].to_numpy()
+    out.loc[at, "signal"] = placed.loc[inside, "signal"].to_numpy()
+    unused = np.setdiff1d(slots["slot"].to_numpy(), at)
+    extra = placed.loc[~inside, ["applicant_id", "program_id", "signal"]].assign(
+        season=apps["season"].iloc[0], rank_list="primary")[_APPLICATION_COLUMNS]
+    out = out.drop(index=unused)
+    return pd.concat([out, extra], ignore_index=True) if len(extra) else \
+        out.reset_index(drop=True)
+
+
+def rerun_season(source: SeasonSource, plans: pd.DataFrame | None, seed: int,
+                 replicate: int) -> np.ndarray:
+    """One re-drawn season with ``plans`` followed: per applicant (the season's order) the
+    catalog row of the program matched on the primary list, -1 if unmatched.
+
+    The same ``(seed, replicate)`` draws the same latent strengths with or without plans."""
+    market = source.load()
+    apps = replace_preferred_lists(market, plans)
+    inputs = build_market_inputs(market.applicants, market.programs, apps, market.positions,
+                                 market.params)
+    out = run_market(inputs, np.random.default_rng(np.random.SeedSequence([seed, replicate])))
+    matched = np.flatnonzero(out.matched & (inputs.pair_tier != TIER_SUPPLEMENTAL))
+    result = np.full(inputs.n_applicants, -1, np.int32)
+    result[inputs.pair_applicant[matched]] = inputs.pair_program[matched]
+    return result
+
+
+# ----------------------------------------------------------------------------- the plans
+
+
+@dataclass
+class PlannedLists:
+    """Per planned applicant: the figures SmartPick states for the plan and for their own list;
+    ``rows``: the plans (applicant_id, program_id, signal)."""
+
+    per_applicant: pd.DataFrame
+    rows: pd.DataFrame
+
+
+def applicant_profile(row: Mapping[str, Any], n_applications: int,
+                      signals: dict[str, str]) -> dict[str, Any]:
+    """The profile an applicant of the season would give SmartPick."""
+    backup = row.get("backup_specialty")
+    return {"applicant_type": row["applicant_type"], "step2_ck": int(row["step2_ck"]),
+            "graduation_year": int(row["graduation_year"]), "season": int(row["season"]),
+            "usce_months": int(row["usce_months"]), "publications": int(row["publications"]),
+            "applications": int(n_applications), "needs_visa": bool(row["needs_visa"]),
+            "home_state": row["home_state"],
+            "preferred_specialty": row["preferred_specialty"],
+            "backup_specialties": [backup] if isinstance(backup, str) and backup else [],
+            "signals": signals}
+
+
+def _plan_one(predictor: Any, profile: dict[str, Any], own: pd.DataFrame) -> dict[str, Any]:
+    """SmartPick's plan at the length of the applicant's own preferred-specialty list, keeping
+    their signals (signals are planned in a later step): the signalled programs, then the
+    plan's programs in the order its nested optimal lists add them."""
+    n = len(own)
+    signalled = own.loc[own["signal"] != "none", "program_id"].tolist()
+    plan = predictor.plan(profile, specialty=profile["preferred_specialty"], max_applications=n)
+    order = [p for p in plan["table"]["program_added"] if p not in set(signalled)]
+    chosen = signalled + order[: max(n - len(signalled), 0)]
+    stated = predictor.match_probability(profile, chosen)
+    own_stated = predictor.match_probability(profile, own["program_id"].tolist())
+    return {"programs": chosen,
+            "figures": {"programs_own": n, "programs_plan": len(chosen),
+                        "stated_plan": stated["p_match_corrected"],
+                        "stated_plan_independent": stated["p_match"],
+                        "stated_own": own_stated["p_match_corrected"],
+                        "stated_own_independent": own_stated["p_match"],
+                        "expected_utility_plan": stated["expected_utility"],
+                        "expected_utility_own": own_stated["expected_utility"]}}
+
+
+def plan_lists(predictor: Any, market: SeasonMarket, applicant_ids: Sequence[str],
+               progress: Callable[[str], None] = lambda _: None) -> PlannedLists:
+    """SmartPick's plan for each applicant: figures per applicant, and the plans' rows."""
+    own_rows = market.applications[market.tiers == TIER_PREFERRED]
+    own_by_applicant = dict(tuple(own_rows.groupby("applicant_id", sort=False)))
+    n_total = market.applications.groupby("applicant_id", sort=False).size()
+    records = market.applicants.set_index("applicant_id")
+    figures, rows = [], []
+    for i, applicant_id in enumerate(applicant_ids):
+        own = own_by_applicant.get(applicant_id)
+        if own is None:  # an applicant with no preferred-specialty list: nothing to replace
+            continue
+        row = records.loc[applicant_id]
+        own_signals = own[own["signal"] != "none"]
+        profile = applicant_profile(row.to_dict() | {"season": int(row["season"])},
+                                    int(n_total[applicant_id]),
+                                    dict(zip(own_signals["program_id"], own_signals["signal"],
+                                             strict=True)))
+        done = _plan_one(predictor, profile, own)
+        figures.append({"applicant_id": applicant_id, "applicant_type": row["applicant_type"],
+                        "preferred_specialty": row["preferred_specialty"], **done["figures"]})
+        signal_of = profile["signals"]
+        rows.append(pd.DataFrame({"applicant_id": applicant_id, "program_id": done["programs"],
+                                  "signal": [signal_of.get(p, "none") for p in done["programs"]]}))
+        if (i + 1) % 500 == 0:
+            progress(f"planned {i + 1:,} of {len(applicant_ids):,} applicants")
+    per = pd.DataFrame(figures)
+    plans = (pd.concat(rows, ignore_index=True) if rows
+             else pd.DataFrame(columns=["applicant_id", "program_id", "signal"]))
+    return PlannedLists(per, plans)
+
+
+# ----------------------------------------------------------------------------- the seasons
+
+
+@dataclass
+class Scenario:
+    """One kind of re-run season: who follows SmartPick in it."""
+
+    name: str
+    followers: np.ndarray  # applicant ids
+
+
+def draw_followers(market: SeasonMarket, cfg: EvaluatePlansConfig, has_list: np.ndarray
+                   ) -> tuple[list[Scenario], list[Scenario], np.ndarray]:
+    """The sampled applicants in groups of at most ``group_share`` of the season, the adoption
+    seasons, and every applicant who needs a plan. One seeded order per type: a smaller
+    adoption share is part of a larger one and of the sample, so fewer plans are needed."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.run.seed, 1]))
+    types = market.applicants["applicant_type"].to_numpy(dtype=object)
+    ids = market.applicants["applicant_id"].to_numpy(dtype=object)
+    order = {t: rng.permutation(np.flatnonzero((types == t) & has_list)) for t in APPLICANT_TYPES}
+    sample = np.concatenate([order[t][: cfg.sample.per_type.get(t, 0)] for t in APPLICANT_TYPES])
+    sample = rng.permutation(sample)
+    size = max(1, int(cfg.sample.group_share * len(ids)))
+    groups = [Scenario(f"plan group {k + 1}", ids[sample[k * size:(k + 1) * size]])
+              for k in range(int(np.ceil(len(sample) / size)))]
+    adoption = [Scenario(f"{share:.0%} of non-US IMGs follow SmartPick",
+                         ids[order["non_us_img"][: int(round(share * len(order["non_us_img"])))]])
+                for share in cfg.adoption.non_us_img_shares]
+    if cfg.adoption.every_type_share:
+        share = cfg.adoption.every_type_share
+        adoption.append(Scenario(f"{share:.0%} of every type follow SmartPick", ids[
+            np.concatenate([order[t][: int(round(share * len(order[t])))]
+                            for t in APPLICANT_TYPES])]))
+    needed = pd.unique(np.concatenate([ids[sample], *(s.followers for s in adoption)]))
+    return groups, adoption, needed
+
+
+def _parallel_runs(cfg: EvaluatePlansConfig, jobs: list[tuple[Any, ...]]) -> list[np.ndarray]:
+    """Run re-drawn seasons through joblib: ``loky`` processes on one machine, ``spark`` tasks
+    on a cluster (``joblibspark``), ``threading`` where processes are not allowed."""
+    from joblib import Parallel, delayed, parallel_backend
+
+    backend = cfg.run.backend
+    if backend == "spark":
+        try:
+            from joblibspark import register_spark
+        except ImportError:
+            raise ConfigError("run.backend = 'spark' needs joblibspark and pyspark: "
+                              "pip install 'smartpick-ml[spark]'") from None
+        register_spark()
+    with parallel_backend(backend, n_jobs=cfg.run.n_jobs):
+        return Parallel()(delayed(rerun_season)(*job) for job in jobs)
+
+
+# ----------------------------------------------------------------------------- the outcomes
+
+
+@dataclass
+class Outcomes:
+    """Realised outcomes of some applicants over R re-drawn seasons (rows: replicates)."""
+
+    matched_preferred: np.ndarray  # bool (R, n): matched in the preferred specialty
+    matched: np.ndarray  # bool (R, n): matched at all (primary list)
+    utility: np.ndarray  # float (R, n): U of the program matched in the preferred specialty, else 0
+
+
+def outcomes_of(matched_rows: np.ndarray, columns: np.ndarray, market: SeasonMarket,
+                utility_of_program: np.ndarray) -> Outcomes:
+    """``matched_rows``: (R, applicants) catalog rows matched (-1 none); ``columns``: which
+    applicants (positions in the season's applicant table)."""
+    m = matched_rows[:, columns]
+    specialty = market.programs["specialty"].to_numpy(dtype=object)
+    preferred = market.applicants["preferred_specialty"].to_numpy(dtype=object)[columns]
+    is_matched = m >= 0
+    in_preferred = is_matched & (specialty[np.maximum(m, 0)] == preferred[None, :])
+    return Outcomes(in_preferred, is_matched,
+                    np.where(in_preferred, utility_of_program[np.maximum(m, 0)], 0.0))
+
+
+def rate_with_error(values: np.ndarray) -> tuple[float, float]:
+    """Mean over applicants and replicates, and its Monte-Carlo error: the standard error over
+    replicates of the replicate means (the applicants are fixed; only the draws vary)."""
+    per_replicate = np.asarray(values, float).mean(axis=1)
+    r = len(per_replicate)
+    error = float(per_replicate.std(ddof=1) / np.sqrt(r)) if r > 1 else float("inf")
+    return float(per_replicate.mean()), error
+
+
+@dataclass
+class PlanEvaluation:
+    """What ``evaluate_plans`` measured (every rate with its Monte-Carlo error)."""
+
+    per_applicant: pd.DataFrame  # sampled applicants: stated figures and realised frequencies
+    by_type: pd.DataFrame  # plan against own list, per applicant type
+    adoption: pd.DataFrame  # what the plan is worth when many follow it
+    calibration: pd.DataFrame  # stated against realised P(match), by decile of the stated
+    replicates: int
+    settings: dict[str, Any]
+
+
+_RATES = (("matched_preferred", "P(match in the preferred specialty)"),
+          ("matched", "P(match)"), ("utility", "realised utility"))
+
+
+def _by_type(per_type_index: dict[str, np.ndarray], plan: Outcomes, own: Outcomes,
+             stated: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for typ, cols in per_type_index.items():
+        if len(cols) == 0:
+            continue
+        row: dict[str, Any] = {"applicant_type": typ, "applicants": len(cols),
+                               "stated_plan": float(stated["stated_plan"].iloc[cols].mean()),
+                               "stated_own": float(stated["stated_own"].iloc[cols].mean())}
+        for field, _ in _RATES:
+            p, o = getattr(plan, field)[:, cols], getattr(own, field)[:, cols]
+            row[f"{field}_plan"], row[f"{field}_plan_mc"] = rate_with_error(p)
+            row[f"{field}_own"], row[f"{field}_own_mc"] = rate_with_error(o)
+            row[f"{field}_gain"], row[f"{field}_gain_mc"] = rate_with_error(
+                p.astype(float) - o.astype(float))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _calibration(per: pd.DataFrame, bins: int = 5) -> pd.DataFrame:
+    """Stated P(match in the preferred specialty) of the plan against its realised frequency,
+    per type and quantile bin of the stated figure."""
+    out = []
+    for typ, g in per.groupby("applicant_type", sort=False):
+        k = min(bins, max(1, len(g) // 50))
+        edges = np.unique(np.quantile(g["stated_plan"], np.linspace(0, 1, k + 1)))
+        which = np.clip(np.searchsorted(edges, g["stated_plan"], side="right") - 1, 0,
+                        max(len(edges) - 2, 0))
+        for b, part in g.groupby(which):
+            out.append({"applicant_type": typ, "bin": int(b) + 1, "applicants": len(part),
+                        "stated": float(part["stated_plan"].mean()),
+                        "realised": float(part["realised_plan"].mean())})
+    return pd.DataFrame(out)
+
+
+def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: Any,
+                   progress: Callable[[str], None] = lambda _: None) -> PlanEvaluation:
+    """Re-run the validation season with sampled applicants following SmartPick's plan, and
+    with shares of them following it at once; replicates until the Monte-Carlo error of every
+    reported rate is at most ``replicates.max_mc_error_pp`` (or ``replicates.max``)."""
+    from smartpick_ml.inference.predictor import Preferences, utility, utility_inputs
+
+    source = SeasonSource(train_cfg.data.raw_dir, train_cfg.data.validation_season,
+                          train_cfg.data.simulate_config)
+    progress(f"loading season {source.season} from {source.raw_dir}")
+    market = source.load()
+    if not market.programs["program_id"].isin(predictor.programs["program_id"]).all():
+        raise ConfigError("the model's catalog is not the season's: retrain on these tables "
+                          "(`smartpick train`) before evaluating its plans")
+    preferred_ids = market.applications.loc[market.tiers == TIER_PREFERRED, "applicant_id"]
+    has_list = market.applicants["applicant_id"].isin(preferred_ids).to_numpy()
+    groups, adoption, needed = draw_followers(market, cfg, has_list)
+    progress(f"planning for {len(needed):,} applicants")
+    planned = plan_lists(predictor, market, list(needed), progress)
+    plan_rows = planned.rows.groupby("applicant_id", sort=False)
+
+    def plans_of(scenario: Scenario) -> pd.DataFrame:
+        keep = [plan_rows.get_group(a) for a in scenario.followers if a in plan_rows.groups]
+        return pd.concat(keep, ignore_index=True) if keep else planned.rows.iloc[:0]
+
+    scenarios = [Scenario("own lists", np.array([], dtype=object)), *groups, *adoption]
+    scenario_plans = [None if len(s.followers) == 0 else plans_of(s) for s in scenarios]
+    matched: dict[str, list[np.ndarray]] = {s.name: [] for s in scenarios}
+    u_program = utility(utility_inputs(market.programs), Preferences())
+    position = pd.Index(market.applicants["applicant_id"])
+    sampled = planned.per_applicant[planned.per_applicant["applicant_id"].isin(
+        np.concatenate([g.followers for g in groups]) if groups else [])].reset_index(drop=True)
+    columns = position.get_indexer(sampled["applicant_id"])
+    group_of = np.empty(len(market.applicants), np.int64)
+    for k, g in enumerate(groups):
+        group_of[position.get_indexer(g.followers)] = k
+    target = cfg.replicates.max_mc_error_pp / 100
+    done = 0
+    while True:
+        batch = range(done, min(cfg.replicates.max, done + (cfg.replicates.min if done == 0
+                                                            else 2)))
+        progress(f"re-running {len(scenarios) * len(batch)} seasons (replicates "
+                 f"{batch.start + 1}-{batch.stop})")
+        jobs = [(source, plans, cfg.run.seed, r) for plans in scenario_plans for r in batch]
+        results = iter(_parallel_runs(cfg, jobs))
+        for s in scenarios:
+            matched[s.name].extend(next(results) for _ in batch)
+        done = batch.stop
+        evaluation = _summarise(market, sampled, columns, group_of, groups, adoption, matched,
+                                u_program)
+        worst = _worst_error(evaluation)
+        progress(f"{done} replicates: largest Monte-Carlo error {100 * worst:.2f} pp")
+        if worst <= target or done >= cfg.replicates.max:
+            break
+    evaluation.replicates = done
+    evaluation.settings = {"season": source.season, "sampled": len(sampled),
+                           "planned": len(planned.per_applicant), "groups": len(groups),
+                           "group_share": cfg.sample.group_share, "seed": cfg.run.seed,
+                           "largest_mc_error_pp": round(100 * worst, 3),
+                           "target_mc_error_pp": cfg.replicates.max_mc_error_pp}
+    return evaluation
+
+
+def _summarise(market: SeasonMarket, sampled: pd.DataFrame, columns: np.ndarray,
+               group_of: np.ndarray, groups: list[Scenario], adoption: list[Scenario],
+               matched: dict[str, list[np.ndarray]], u_program: np.ndarray) -> PlanEvaluation:
+    own_rows = np.stack(matched["own lists"])
+    # each sampled applicant's outcome in the season of their own group
+    plan_rows = own_rows.copy()
+    for k, g in enumerate(groups):
+        cols = columns[group_of[columns] == k]
+        plan_rows[:, cols] = np.stack(matched[g.name])[:, cols]
+    own = outcomes_of(own_rows, columns, market, u_program)
+    plan = outcomes_of(plan_rows, columns, market, u_program)
+    per = sampled.assign(realised_plan=plan.matched_preferred.mean(axis=0),
+                         realised_own=own.matched_preferred.mean(axis=0),
+                         realised_plan_any=plan.matched.mean(axis=0),
+                         realised_own_any=own.matched.mean(axis=0),
+                         utility_plan=plan.utility.mean(axis=0),
+                         utility_own=own.utility.mean(axis=0))
+    types = per["applicant_type"].to_numpy(dtype=object)
+    by_type = _by_type({t: np.flatnonzero(types == t) for t in APPLICANT_TYPES}, plan, own, per)
+    return PlanEvaluation(per, by_type, _adoption(market, adoption, matched, u_program),
+                          _calibration(per), own_rows.shape[0], {})
+
+
+def _adoption(market: SeasonMarket, adoption: list[Scenario],
+              matched: dict[str, list[np.ndarray]], u_program: np.ndarray) -> pd.DataFrame:
+    """Per adoption season and type: followers' realised P(match in the preferred specialty)
+    against their own lists', and what the others of the type lose or gain."""
+    own_rows = np.stack(matched["own lists"])
+    position = pd.Index(market.applicants["applicant_id"])
+    types = market.applicants["applicant_type"].to_numpy(dtype=object)
+    rows = []
+    for s in adoption:
+        season_rows = np.stack(matched[s.name])
+        follower = np.zeros(len(types), bool)
+        follower[position.get_indexer(s.followers)] = True
+        for typ in APPLICANT_TYPES:
+            row: dict[str, Any] = {"season": s.name, "applicant_type": typ}
+            for who, mask in (("followers", follower & (types == typ)),
+                              ("others", ~follower & (types == typ))):
+                cols = np.flatnonzero(mask)
+                row[who] = len(cols)
+                if len(cols) == 0:
+                    continue
+                now = outcomes_of(season_rows, cols, market, u_program).matched_preferred
+                before = outcomes_of(own_rows, cols, market, u_program).matched_preferred
+                row[f"{who}_rate"], row[f"{who}_rate_mc"] = rate_with_error(now)
+                row[f"{who}_gain"], row[f"{who}_gain_mc"] = rate_with_error(
+                    now.astype(float) - before.astype(float))
+            if row["followers"]:
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _worst_error(evaluation: PlanEvaluation) -> float:
+    """The largest Monte-Carlo error of any reported rate (utility is not a rate)."""
+    frames = [evaluation.by_type, evaluation.adoption]
+    errors = [f[c].to_numpy(float) for f in frames for c in f.columns
+              if c.endswith("_mc") and not c.startswith("utility")]
+    values = np.concatenate(errors) if errors else np.array([np.inf])
+    return float(np.nanmax(values)) if np.isfinite(values).any() else float("inf")
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _pm(value: float, error: float, scale: float = 100.0, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{scale * value:{sign}.1f} ± {scale * error:.1f}"
+
+
+def format_summary(ev: PlanEvaluation) -> str:
+    """The evaluation as Markdown a person reads: what was done, then three tables."""
+    from smartpick_ml.contracts.reference import APPLICANT_TYPE_LABELS
+    from smartpick_ml.simulation.report import markdown_table
+
+    st = ev.settings
+    lines = [f"# SmartPick's plan against applicants' own lists (simulated season {st['season']})",
+             "",
+             f"{st['sampled']:,} applicants of the validation season (never seen in training) "
+             "each had their preferred-specialty list replaced by SmartPick's plan of the same "
+             "length (the same ERAS fee; their signals, backup and preliminary applications "
+             f"kept), at most {st['group_share']:.0%} of the season at a time; the season was "
+             f"re-run {ev.replicates} times (interviews, rank lists, the match), each beside a "
+             "twin with everyone's own list and the same seed. ± is the Monte-Carlo error "
+             f"(largest {st['largest_mc_error_pp']:.2f} pp; goal {st['target_mc_error_pp']} pp)."
+             " Percentages; gain = plan − own list, in percentage points."]
+    lines += markdown_table(
+        "Does the plan match more often, and is its stated P(match) right?",
+        ["applicant type", "applicants", "stated P(match), plan", "realised, plan",
+         "realised, own list", "gain (pp)", "stated, own list", "P(match) any specialty: plan",
+         "own list"],
+        [[APPLICANT_TYPE_LABELS[r.applicant_type], r.applicants, f"{100 * r.stated_plan:.1f}",
+          _pm(r.matched_preferred_plan, r.matched_preferred_plan_mc),
+          _pm(r.matched_preferred_own, r.matched_preferred_own_mc),
+          _pm(r.matched_preferred_gain, r.matched_preferred_gain_mc, signed=True),
+          f"{100 * r.stated_own:.1f}", _pm(r.matched_plan, r.matched_plan_mc),
+          _pm(r.matched_own, r.matched_own_mc)] for r in ev.by_type.itertuples()],
+        note="P(match) here is in the preferred specialty (what the plan covers); the last "
+             "two columns count a match anywhere (backup and preliminary programs too).")
+    if len(ev.adoption):
+        lines += markdown_table(
+            "When many follow SmartPick in one season",
+            ["season", "applicant type", "followers", "their P(match)", "gain over own lists",
+             "others of the type", "others' change"],
+            [[r.season, APPLICANT_TYPE_LABELS[r.applicant_type], r.followers,
+              _pm(r.followers_rate, r.followers_rate_mc),
+              _pm(r.followers_gain, r.followers_gain_mc, signed=True), r.others,
+              _pm(getattr(r, "others_gain", np.nan), getattr(r, "others_gain_mc", np.nan),
+                  signed=True)] for r in ev.adoption.itertuples()],
+            note="Followers' P(match in the preferred specialty) in that season, and its change "
+                 "from the season in which everyone sends their own list; others: the type's "
+                 "applicants who did not follow, whose chances the followers' lists can crowd.")
+    lines += markdown_table(
+        "Stated against realised P(match) of the plans, by fifth of the stated figure",
+        ["applicant type", "fifth", "applicants", "stated", "realised"],
+        [[APPLICANT_TYPE_LABELS[r.applicant_type], r.bin, r.applicants,
+          f"{100 * r.stated:.1f}", f"{100 * r.realised:.1f}"]
+         for r in ev.calibration.itertuples()])
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(ev: PlanEvaluation, out_dir: str | Path) -> dict[str, Path]:
+    """Write the tables (Parquet / CSV), ``summary.md`` and ``summary.json``, each to a
+    temporary name renamed into place."""
+    from smartpick_ml.data.io import (
+        write_csv_atomic,
+        write_json_atomic,
+        write_parquet_atomic,
+        write_text_atomic,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"per_applicant": out / "per_applicant.parquet", "by_type": out / "by_type.csv",
+             "adoption": out / "adoption.csv", "calibration": out / "calibration.csv",
+             "summary": out / "summary.md", "json": out / "summary.json"}
+    write_parquet_atomic(ev.per_applicant, paths["per_applicant"])
+    write_csv_atomic(ev.by_type, paths["by_type"])
+    write_csv_atomic(ev.adoption, paths["adoption"])
+    write_csv_atomic(ev.calibration, paths["calibration"])
+    write_text_atomic(paths["summary"], format_summary(ev))
+    write_json_atomic(paths["json"], {"settings": ev.settings, "replicates": ev.replicates,
+                                      "by_type": ev.by_type.to_dict("records"),
+                                      "adoption": ev.adoption.to_dict("records")})
+    return paths

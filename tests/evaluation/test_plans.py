@@ -1,0 +1,186 @@
+"""Plan evaluation in re-run seasons, on the small trained world (scale 0.03)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smartpick_ml.contracts.config import EvaluatePlansConfig, load_evaluate_plans_config
+from smartpick_ml.contracts.errors import ConfigError
+from smartpick_ml.evaluation.plans import (
+    SeasonSource,
+    evaluate_plans,
+    format_summary,
+    plan_lists,
+    replace_preferred_lists,
+    rerun_season,
+    write_evaluation,
+)
+from smartpick_ml.inference.predictor import MatchPredictor
+from smartpick_ml.simulation.season import TIER_PREFERRED
+
+
+def _config(**run: object) -> EvaluatePlansConfig:
+    return EvaluatePlansConfig.model_validate({
+        "sample": {"per_type": {"non_us_img": 40, "us_img": 20, "us_do_senior": 20,
+                                "us_md_senior": 20}, "group_share": 0.05},
+        "replicates": {"min": 2, "max": 3, "max_mc_error_pp": 0.01},
+        "adoption": {"non_us_img_shares": [0.1, 0.5], "every_type_share": 0.1},
+        "run": {"seed": 5, "n_jobs": 1, **run}})
+
+
+@pytest.fixture(scope="module")
+def source(small_training_run) -> SeasonSource:
+    d = small_training_run.cfg.data
+    return SeasonSource(d.raw_dir, d.validation_season, d.simulate_config)
+
+
+@pytest.fixture(scope="module")
+def predictor(small_training_run) -> MatchPredictor:
+    return MatchPredictor.load(small_training_run.model_dir)
+
+
+@pytest.fixture(scope="module")
+def evaluation(small_training_run, predictor):
+    return evaluate_plans(_config(), small_training_run.cfg, predictor)
+
+
+def _preferred_rows(market, applicant_id):
+    apps = market.applications
+    return apps[(apps["applicant_id"] == applicant_id)
+                & (market.tiers == TIER_PREFERRED)].reset_index(drop=True)
+
+
+def test_a_plan_equal_to_the_own_list_re_runs_the_season_exactly(source):
+    """The plan takes the own rows' places, so the draws line up: the same lists, the same
+    season; a different list changes only what it should."""
+    market = source.load()
+    ids = market.applicants["applicant_id"].iloc[:30]
+    own = market.applications[market.applications["applicant_id"].isin(ids)
+                              & (market.tiers == TIER_PREFERRED)]
+    base = rerun_season(source, None, seed=3, replicate=0)
+    same = rerun_season(source, own[["applicant_id", "program_id", "signal"]], 3, 0)
+    np.testing.assert_array_equal(base, same)
+    assert (base >= 0).mean() > 0.5  # a real season: most applicants match
+    assert not np.array_equal(base, rerun_season(source, None, seed=3, replicate=1))
+
+
+def test_replacing_lists_keeps_everyone_elses_applications(source):
+    market = source.load()
+    applicant = market.applications.loc[market.tiers == TIER_PREFERRED, "applicant_id"].iloc[0]
+    own = _preferred_rows(market, applicant)
+    other_programs = market.programs.loc[
+        (market.programs["specialty"] == market.applicants.set_index("applicant_id").loc[
+            applicant, "preferred_specialty"])
+        & ~market.programs["program_id"].isin(own["program_id"]), "program_id"]
+    plan = pd.DataFrame({"applicant_id": applicant,
+                         "program_id": other_programs.iloc[:max(len(own) - 1, 1)].to_numpy(),
+                         "signal": "none"})
+    out = replace_preferred_lists(market, plan)
+    mine = out["applicant_id"] == applicant
+    kept = market.applications[market.applications["applicant_id"] != applicant]
+    pd.testing.assert_frame_equal(out[~mine].reset_index(drop=True),
+                                  kept.reset_index(drop=True))
+    # the plan's programs, and the applicant's other lists (backup, PGY-1) untouched
+    others_own = market.applications[(market.applications["applicant_id"] == applicant)
+                                     & (market.tiers != TIER_PREFERRED)]
+    assert set(out.loc[mine, "program_id"]) == set(plan["program_id"]) | set(
+        others_own["program_id"])
+
+
+def test_plans_cost_what_the_own_list_costs_and_keep_the_signals(source, predictor):
+    market = source.load()
+    ids = market.applications.loc[market.tiers == TIER_PREFERRED, "applicant_id"].unique()[:25]
+    planned = plan_lists(predictor, market, list(ids))
+    per = planned.per_applicant.set_index("applicant_id")
+    eligible_enough = per["programs_plan"] == per["programs_own"]
+    assert eligible_enough.mean() > 0.8 and (per["programs_plan"] <= per["programs_own"]).all()
+    for applicant_id in ids:
+        own = _preferred_rows(market, applicant_id)
+        mine = planned.rows[planned.rows["applicant_id"] == applicant_id]
+        signalled = set(own.loc[own["signal"] != "none", "program_id"])
+        assert signalled <= set(mine["program_id"])
+        assert mine["program_id"].is_unique
+    stated = per[["stated_plan", "stated_own"]].to_numpy()
+    assert ((stated >= 0) & (stated <= 1)).all()
+
+
+def test_the_evaluation_reports_every_type_with_its_error(evaluation):
+    by_type = evaluation.by_type.set_index("applicant_type")
+    assert set(by_type.index) == {"non_us_img", "us_img", "us_do_senior", "us_md_senior"}
+    assert by_type.loc["non_us_img", "applicants"] > by_type.loc["us_md_senior", "applicants"]
+    for col in ("matched_preferred_plan", "matched_preferred_own", "matched_plan"):
+        assert by_type[col].between(0, 1).all()
+        assert np.isfinite(by_type[f"{col}_mc"]).all() and (by_type[f"{col}_mc"] >= 0).all()
+    # a replicate cap below the goal stops at the cap, and says how far it got
+    assert evaluation.replicates == 3
+    assert evaluation.settings["largest_mc_error_pp"] > 0.01
+
+
+def test_adoption_counts_the_followers_it_was_asked_for(evaluation, source):
+    market = source.load()
+    n_img = int((market.applicants["applicant_type"] == "non_us_img").sum())
+    adoption = evaluation.adoption
+    half = adoption[adoption["season"].str.startswith("50%")
+                    & (adoption["applicant_type"] == "non_us_img")]
+    assert len(half) == 1
+    # applicants with a preferred-specialty list (nearly all) can follow
+    assert 0.45 * n_img <= half["followers"].iloc[0] <= 0.5 * n_img + 1
+    assert half["followers"].iloc[0] + half["others"].iloc[0] == n_img
+    every = adoption[adoption["season"].str.contains("every type")]
+    assert set(every["applicant_type"]) == {"non_us_img", "us_img", "us_do_senior",
+                                            "us_md_senior"}
+
+
+def test_the_same_seed_gives_the_same_evaluation_on_any_number_of_workers(
+        small_training_run, predictor, evaluation):
+    """Re-run seasons are independent tasks: two loky workers give what one process gives."""
+    again = evaluate_plans(_config(n_jobs=2), small_training_run.cfg, predictor)
+    pd.testing.assert_frame_equal(again.by_type, evaluation.by_type)
+    pd.testing.assert_frame_equal(again.adoption, evaluation.adoption)
+
+
+def test_the_summary_explains_itself_and_files_land(evaluation, tmp_path):
+    text = format_summary(evaluation)
+    for words in ("same ERAS fee", "Monte-Carlo error", "realised, own list", "Non-US IMG",
+                  "When many follow SmartPick", "Stated against realised"):
+        assert words in text, words
+    paths = write_evaluation(evaluation, tmp_path / "out")
+    assert all(p.exists() for p in paths.values())
+    per = pd.read_parquet(paths["per_applicant"])
+    assert {"stated_plan", "realised_plan", "realised_own"} <= set(per.columns)
+    assert not list((tmp_path / "out").glob("*.tmp*"))
+
+
+_SAMPLE = "[sample]\nper_type = { us_img = 3 }\n"
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("[sample]\nper_type = { martian = 3 }\n", "sample.per_type"),
+    ("[sample]\nper_type = { us_img = 0 }\n", "sample.per_type"),
+    ("[sample]\nper_type = [1, 2]\n", "sample.per_type"),
+    ("[sample]\nper_type = { us_img = { nested = 1 } }\n", "sample.per_type.us_img"),
+    ('sample = "all"\n', "sample"),
+    (_SAMPLE + "[replicates]\nmin = 5\nmax = 3\n", "replicates"),
+    (_SAMPLE + "[adoption]\nnon_us_img_shares = [1.5]\n", "adoption.non_us_img_shares"),
+    (_SAMPLE + '[run]\nbackend = "dask"\n', "run.backend"),
+    (_SAMPLE + "[run]\nn_jobs = 1e9\n", "run.n_jobs"),
+    ("surprise = 1\n" + _SAMPLE, "surprise"),
+])
+def test_a_bad_config_names_the_field(tmp_path, text, field):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_evaluate_plans_config(path)
+
+
+def test_the_shipped_config_loads():
+    cfg = load_evaluate_plans_config("pipelines/evaluate_plans.toml")
+    assert cfg.sample.per_type["non_us_img"] >= 2000
+    assert all(cfg.sample.per_type[t] >= 1000 for t in cfg.sample.per_type)
+
+
+def test_a_missing_season_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="smartpick run"):
+        SeasonSource(str(tmp_path), 2025, "pipelines/simulate.toml").load()
