@@ -385,14 +385,10 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
     groups, adoption, needed = draw_followers(market, cfg, has_list)
     progress(f"planning for {len(needed):,} applicants")
     planned = plan_lists(predictor, market, list(needed), progress)
-    plan_rows = planned.rows.groupby("applicant_id", sort=False)
-
-    def plans_of(scenario: Scenario) -> pd.DataFrame:
-        keep = [plan_rows.get_group(a) for a in scenario.followers if a in plan_rows.groups]
-        return pd.concat(keep, ignore_index=True) if keep else planned.rows.iloc[:0]
-
     scenarios = [Scenario("own lists", np.array([], dtype=object)), *groups, *adoption]
-    scenario_plans = [None if len(s.followers) == 0 else plans_of(s) for s in scenarios]
+    scenario_plans = [None if len(s.followers) == 0 else
+                      planned.rows[planned.rows["applicant_id"].isin(s.followers)]
+                      for s in scenarios]
     matched: dict[str, list[np.ndarray]] = {s.name: [] for s in scenarios}
     u_program = utility(utility_inputs(market.programs), Preferences())
     position = pd.Index(market.applicants["applicant_id"])

@@ -647,7 +647,8 @@ class MatchPredictor:
         u = self._utility(prefs, rows)
         res = match_probability(q, u)
         # a list matches at least as often as its likeliest program would take you
-        corrected = max(self.correct_p_match(res.p_match, profile.applicant_type), float(q.max()))
+        corrected = max(float(self.correct_p_match(q, profile.applicant_type)[-1]),
+                        float(q.max()))
         table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1),
                               "program_id": list(rank_list),
                               "name": self.programs["name"].to_numpy()[rows], "q": q,
@@ -655,15 +656,18 @@ class MatchPredictor:
         return {"ranks": table, "p_match": res.p_match, "p_unmatched": res.p_unmatched,
                 "expected_utility": res.expected_utility, "p_match_corrected": corrected}
 
-    def correct_p_match(self, p_match: float | np.ndarray, applicant_type: str
-                        ) -> float | np.ndarray:
-        """P(match) of a list corrected for correlated programs' decisions (``pmatch``); the
-        independence value is returned unchanged by models trained without the correction."""
+    def correct_p_match(self, q_in_order: np.ndarray, applicant_type: str) -> np.ndarray:
+        """P(match) of the first 1, 2, … programs of a list, corrected for programs' decisions
+        sharing the applicant's unobserved strength (``pmatch``); the independence figure for
+        models trained without the correction."""
+        q = np.asarray(q_in_order, float)
         cal = getattr(self.model, "pmatch_calibrator_", None)
+        independent = -np.expm1(np.cumsum(np.log1p(-np.clip(q, 0.0, 1.0 - 1e-12))))
         if cal is None:
-            return p_match
-        out = cal.transform(np.asarray(p_match, float), applicant_type)
-        return float(out[0]) if np.ndim(p_match) == 0 else out
+            return independent
+        if cal.is_legacy():
+            return cal.transform(independent, applicant_type)
+        return cal.p_match_of_prefixes(q, applicant_type)
 
     def plan(self, applicant: Mapping[str, Any] | ApplicantProfile,
              preferences: Mapping[str, Any] | Preferences | None = None,
@@ -694,9 +698,10 @@ class MatchPredictor:
             h_max = min(h_max, affordable)
         table = plan_table(eligible["q"].to_numpy(), eligible["utility"].to_numpy(), h_max,
                            schedule)
-        best_q = np.maximum.accumulate(eligible["q"].to_numpy()[table["added"].to_numpy()])
+        q_added = eligible["q"].to_numpy()[table["added"].to_numpy()]
         table.insert(3, "p_match_corrected", np.maximum(
-            self.correct_p_match(table["p_match"].to_numpy(), profile.applicant_type), best_q))
+            self.correct_p_match(q_added, profile.applicant_type),
+            np.maximum.accumulate(q_added)))
         # the price of a point is quoted in the points a user is told, the corrected ones
         table["usd_per_extra_pp"] = usd_per_extra_point(table["fee_usd"].to_numpy(),
                                                         table["p_match_corrected"].to_numpy())

@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from smartpick_ml.contracts.eligibility import ineligible
 from smartpick_ml.contracts.numeric import log_loss
 from smartpick_ml.modelling.features import INCREASING_FEATURES, PairFeatures
-from smartpick_ml.modelling.pmatch import PMatchCalibrator, independent_p_match
+from smartpick_ml.modelling.pmatch import PMatchCalibrator
 
 PROB_FLOOR = 1e-5
 CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")
@@ -169,16 +169,14 @@ class MatchModel(ClassifierMixin, BaseEstimator):
 
     def fit_pmatch_calibrator(self, holdout_X: pd.DataFrame, holdout_pairs: pd.DataFrame
                               ) -> MatchModel:
-        """Learn how far the independence P(match) of a list overstates the realised match rate
+        """Learn how strongly programs' decisions share the applicant's unobserved strength
         (``pmatch``), on held-out applicants whose outcome (``matched``) is known."""
         q = self.proba_from_features(holdout_X, holdout_pairs)[:, 1]
-        p_independent = independent_p_match(q, holdout_pairs["applicant_id"].to_numpy())
-        per = holdout_pairs.groupby("applicant_id").agg(
+        per = holdout_pairs.groupby("applicant_id", sort=False).agg(
             matched=("matched", "any"), applicant_type=("applicant_type", "first"))
-        per = per.loc[p_independent.index]
         self.pmatch_calibrator_ = PMatchCalibrator().fit(
-            p_independent.to_numpy(), per["matched"].to_numpy(bool),
-            per["applicant_type"].to_numpy())
+            q, holdout_pairs["applicant_id"].to_numpy(), per["matched"].astype(bool),
+            per["applicant_type"])
         return self
 
     def predict_proba(self, pairs: pd.DataFrame) -> np.ndarray:

@@ -4,24 +4,33 @@
 given the applicant's observed features. They are not: the same unobserved strengths (letters,
 interview skill) raise or lower every q together, so the formula is over-confident — most for
 applicants with many long shots, i.e. IMGs (the reliability plots of every run show it, for the
-oracle's q too). :class:`PMatchCalibrator` learns, per applicant type, a logistic map from the
-log-odds of the independence P(match) to the realised match rate on held-out applicants of the
-training seasons. Its slope is kept positive, so the corrected figure rises strictly wherever the
-independence figure does (a longer list always states more, and "dollars per extra point" is
-never divided by a plateau), and it fixes the level. An isotonic map did the same job in steps:
-every list from 45 to 60 programs stated one figure.
+oracle's q too).
+
+:class:`PMatchCalibrator` models that shared strength directly: given an unobserved strength
+``z ~ N(0, 1)``, program j takes the applicant with probability ``Phi(a_j + s z)``, where
+``a_j`` is set so that the average over ``z`` is the model's q_j, and the decisions are
+independent given ``z``. Then P(match) = 1 − E_z ∏(1 − Phi(a_j + s z)), computed by
+Gauss-Hermite quadrature. One number per applicant type, ``s``, is fitted by maximum likelihood
+on held-out applicants' own lists. Because it works program by program, it applies to any list
+— SmartPick's plans too, which concentrate where q is high — and it is smooth: every program
+added raises it, and it never exceeds the independence figure (s = 0 gives that figure).
+An isotonic map of the independence figure did this job before, in steps (every list from 45
+to 60 programs stated one figure); models saved with it still answer as they did.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
+from scipy import special
+from scipy.optimize import minimize_scalar
 
 MIN_APPLICANTS = 200
-#: the smallest slope on the log-odds: a flatter map would state nearly one figure for every list
-MIN_SLOPE = 0.05
-_EDGE = 1e-6  # a list certain to match (q = 1) still has finite log-odds
+#: the largest shared-strength scale fitted (in probits per SD of strength)
+MAX_STRENGTH_SD = 5.0
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(24)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+_Q_EDGE = 1e-9  # q of exactly 0 or 1 keeps finite log-odds
 
 
 def independent_p_match(q: np.ndarray, groups: np.ndarray) -> pd.Series:
@@ -30,54 +39,101 @@ def independent_p_match(q: np.ndarray, groups: np.ndarray) -> pd.Series:
     return 1.0 - np.exp(pd.Series(log_miss).groupby(np.asarray(groups)).sum())
 
 
-def _log_odds(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), _EDGE, 1 - _EDGE)
-    return np.log(p) - np.log1p(-p)
+def _log_miss(q: np.ndarray, s: float, node: float) -> np.ndarray:
+    """log P(program j does not take the applicant | strength ``node``), with the decision
+    ``Phi(a_j + s z)``: a probit, because its average over z is exact, ``Phi(a / sqrt(1 + s²))``,
+    so a_j reproduces q_j exactly (one program's P(match) is its q)."""
+    q = np.clip(np.asarray(q, float), _Q_EDGE, 1 - _Q_EDGE)
+    a = special.ndtri(q) * np.sqrt(1.0 + s * s)
+    return special.log_ndtr(-(a + s * node))
 
 
-def _fit_line(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(intercept, slope) of logit P(match) on the log-odds of the independence figure."""
-    x = _log_odds(p)[:, None]
-    if len(np.unique(y)) < 2:  # everyone matched (or no one): nothing to correct
-        return 0.0, 1.0
-    fit = LogisticRegression(C=1e4, max_iter=1000).fit(x, y)
-    slope = max(float(fit.coef_[0, 0]), MIN_SLOPE)
-    # with the slope held, the intercept that reproduces the observed match rate
-    intercept = float(fit.intercept_[0])
-    if slope != float(fit.coef_[0, 0]):
-        intercept = float(np.log(y.mean() / (1 - y.mean())) - slope * x.mean())
-    return intercept, slope
+def shared_strength_p_match(q: np.ndarray, groups: np.ndarray, n_groups: int, s: float
+                            ) -> np.ndarray:
+    """P(match) of each group's list (``groups``: codes 0..n_groups-1) under strength scale s."""
+    missed = np.zeros(n_groups)
+    for node, weight in zip(_NODES, _WEIGHTS, strict=True):
+        missed += weight * np.exp(np.bincount(groups, weights=_log_miss(q, s, node),
+                                              minlength=n_groups))
+    p = 1.0 - missed
+    empty = np.bincount(groups, minlength=n_groups) == 0
+    return np.where(empty, 0.0, np.clip(p, 0.0, 1.0))
+
+
+def _log_likelihood(q: np.ndarray, groups: np.ndarray, y: np.ndarray, s: float) -> float:
+    p = np.clip(shared_strength_p_match(q, groups, len(y), s), 1e-9, 1 - 1e-9)
+    return float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def _fit_scale(q: np.ndarray, groups: np.ndarray, y: np.ndarray) -> float:
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return 0.0  # nothing to learn from: the independence figure
+    best = minimize_scalar(lambda s: -_log_likelihood(q, groups, y, s),
+                           bounds=(0.0, MAX_STRENGTH_SD), method="bounded",
+                           options={"xatol": 1e-3})
+    return float(best.x)
 
 
 class PMatchCalibrator:
-    """Smooth, strictly increasing per-type map: independence P(match) -> realised P(match)."""
+    """P(match) of a list under a shared unobserved strength, one scale per applicant type."""
 
-    def fit(self, p_independent: np.ndarray, matched: np.ndarray,
-            applicant_type: np.ndarray) -> PMatchCalibrator:
-        p = np.asarray(p_independent, float)
-        y = np.asarray(matched, float)
-        t = np.asarray(applicant_type, dtype=object)
-        self.overall_ = _fit_line(p, y)
-        self.by_type_ = {str(typ): _fit_line(p[t == typ], y[t == typ])
-                         for typ in pd.unique(t) if (t == typ).sum() >= MIN_APPLICANTS}
+    def fit(self, q: np.ndarray, applicant_ids: np.ndarray, matched: pd.Series,
+            applicant_type: pd.Series) -> PMatchCalibrator:
+        """``q`` and ``applicant_ids`` per application; ``matched`` and ``applicant_type`` per
+        applicant (indexed by id)."""
+        q = np.asarray(q, float)
+        codes, ids = pd.factorize(np.asarray(applicant_ids, dtype=object))
+        y = matched.reindex(ids).to_numpy(dtype=float)
+        types = applicant_type.reindex(ids).to_numpy(dtype=object)
+        self.strength_sd_overall_ = _fit_scale(q, codes, y)
+        self.strength_sd_ = {}
+        for typ in pd.unique(types):
+            chosen = types == typ
+            if chosen.sum() < MIN_APPLICANTS:
+                continue
+            rows = chosen[codes]
+            sub_codes, _ = pd.factorize(codes[rows])
+            order = pd.unique(codes[rows])
+            self.strength_sd_[str(typ)] = _fit_scale(q[rows], sub_codes, y[order])
         return self
+
+    def scale(self, applicant_type: str) -> float:
+        return self.strength_sd_.get(str(applicant_type), self.strength_sd_overall_)
+
+    def p_match(self, q: np.ndarray, applicant_ids: np.ndarray, applicant_type: pd.Series
+                ) -> pd.Series:
+        """P(match) of each applicant's list (``applicant_type`` indexed by id)."""
+        codes, ids = pd.factorize(np.asarray(applicant_ids, dtype=object))
+        q = np.asarray(q, float)
+        types = applicant_type.reindex(ids).to_numpy(dtype=object)
+        out = np.empty(len(ids))
+        for typ in pd.unique(types):
+            chosen = types == typ
+            rows = chosen[codes]
+            sub_codes, _ = pd.factorize(codes[rows])
+            order = pd.unique(codes[rows])
+            out[order] = shared_strength_p_match(q[rows], sub_codes, len(order), self.scale(typ))
+        return pd.Series(out, index=ids)
+
+    def p_match_of_prefixes(self, q_in_order: np.ndarray, applicant_type: str) -> np.ndarray:
+        """P(match) of the first 1, 2, … programs of one list (the planner's nested lists)."""
+        q = np.asarray(q_in_order, float)
+        s = self.scale(applicant_type)
+        missed = np.zeros(len(q))
+        for node, weight in zip(_NODES, _WEIGHTS, strict=True):
+            missed += weight * np.exp(np.cumsum(_log_miss(q, s, node)))
+        return np.clip(1.0 - missed, 0.0, 1.0)
+
+    # a model saved before the shared-strength model holds isotonic steps of the independence
+    # figure (``overall_``, ``by_type_``): it still answers as it did
+    def is_legacy(self) -> bool:
+        return hasattr(self, "overall_")
 
     def transform(self, p_independent: np.ndarray, applicant_type: str | np.ndarray
                   ) -> np.ndarray:
+        """The earlier step map of the independence figure (legacy models only)."""
         p = np.atleast_1d(np.asarray(p_independent, float))
         types = np.broadcast_to(np.asarray(applicant_type, dtype=object), p.shape)
-        if hasattr(self.overall_, "predict"):  # a model saved before the smooth map: its steps
-            return self._legacy_transform(p, types)
-        intercept = np.full(p.shape, self.overall_[0])
-        slope = np.full(p.shape, self.overall_[1])
-        for typ, (a, b) in self.by_type_.items():
-            sel = types == typ
-            intercept[sel], slope[sel] = a, b
-        out = 1.0 / (1.0 + np.exp(-(intercept + slope * _log_odds(p))))
-        # an empty list matches no one, whatever the line says at the edge
-        return np.where(p <= 0, 0.0, out)
-
-    def _legacy_transform(self, p: np.ndarray, types: np.ndarray) -> np.ndarray:
         out = self.overall_.predict(p)
         for typ, iso in self.by_type_.items():
             sel = types == typ

@@ -246,8 +246,10 @@ def evaluate_step(cfg: TrainConfig, data: RunData, feats: FeatureSet, model: Mat
     reliability_of = per_applicant["model"]
     if hasattr(model, "pmatch_calibrator_"):
         corrected = per_applicant["model"].copy()
-        corrected["p_match"] = model.pmatch_calibrator_.transform(
-            corrected["p_match"].to_numpy(), corrected["applicant_type"].to_numpy())
+        stated = model.pmatch_calibrator_.p_match(
+            scored["model"].to_numpy(), scored["applicant_id"].to_numpy(),
+            corrected.set_index("applicant_id")["applicant_type"])
+        corrected["p_match"] = stated.reindex(corrected["applicant_id"]).to_numpy()
         per_applicant["model, P(match) corrected"] = reliability_of = corrected
     return Evaluation(scored, prob_columns, metrics, per_applicant,
                       evaluate.reliability_by_decile(reliability_of), oracle_info)

@@ -1,58 +1,82 @@
-"""The list-level P(match) correction: smooth, strictly increasing, and right on average."""
+"""The list-level P(match) under a shared unobserved strength: learnt, smooth, never above the
+independence figure."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
+from scipy.special import ndtr, ndtri
 from smartpick_ml.modelling.pmatch import PMatchCalibrator, independent_p_match
 
 
-def _overconfident_lists(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lists whose realised rate lies below the independence figure, as shared strengths make
-    it: the truth is a flatter logistic of the same log-odds."""
+def _season(n: int, s_true: float, seed: int) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Applicants whose programs decide through one shared strength z of scale ``s_true``;
+    q is each program's average over z (what a calibrated model predicts)."""
     rng = np.random.default_rng(seed)
-    p = rng.uniform(0.05, 0.999, n)
-    truth = 1 / (1 + np.exp(-(0.2 + 0.6 * np.log(p / (1 - p)))))
-    y = rng.random(n) < truth
-    types = rng.choice(["non_us_img", "us_md_senior"], n)
-    return p, y, types
+    sizes = rng.integers(1, 40, n)
+    ids = np.repeat([f"a{i}" for i in range(n)], sizes)
+    q = rng.beta(0.6, 4.0, sizes.sum())
+    a = ndtri(q) * np.sqrt(1 + s_true**2)
+    z = np.repeat(rng.standard_normal(n), sizes)
+    taken = rng.random(len(q)) < ndtr(a + s_true * z)
+    matched = pd.Series(taken, index=ids).groupby(level=0, sort=False).any()
+    types = pd.Series("non_us_img", index=matched.index)
+    return pd.DataFrame({"applicant_id": ids, "q": q}), matched, types
 
 
-def test_the_correction_learns_the_overstatement_and_keeps_the_level():
-    p, y, types = _overconfident_lists(20_000, seed=1)
-    cal = PMatchCalibrator().fit(p, y, types)
-    out = cal.transform(p, types)
-    assert abs(out.mean() - y.mean()) < 0.005  # the level: a logistic fit's mean is the data's
-    grid = np.array([0.5, 0.9, 0.99])
-    truth = 1 / (1 + np.exp(-(0.2 + 0.6 * np.log(grid / (1 - grid)))))
-    np.testing.assert_allclose(cal.transform(grid, "non_us_img"), truth, atol=0.03)
+def test_the_shared_strength_is_learnt_and_the_level_is_right():
+    pairs, matched, types = _season(6_000, s_true=1.2, seed=1)
+    cal = PMatchCalibrator().fit(pairs["q"], pairs["applicant_id"], matched, types)
+    assert abs(cal.scale("non_us_img") - 1.2) < 0.25
+    stated = cal.p_match(pairs["q"], pairs["applicant_id"], types)
+    assert abs(stated.mean() - matched.mean()) < 0.015
+    # the independence figure over-states what these applicants get
+    independent = independent_p_match(pairs["q"].to_numpy(), pairs["applicant_id"].to_numpy())
+    assert independent.mean() > matched.mean() + 0.03
 
 
-def test_the_correction_rises_strictly_where_the_independence_figure_does():
+def test_independent_decisions_are_left_alone():
+    pairs, matched, types = _season(6_000, s_true=0.0, seed=2)
+    cal = PMatchCalibrator().fit(pairs["q"], pairs["applicant_id"], matched, types)
+    assert cal.scale("non_us_img") < 0.3
+
+
+def test_every_program_added_raises_p_match_and_never_past_independence():
     """An isotonic map stated one figure for every list from 45 to 60 programs."""
-    p, y, types = _overconfident_lists(5_000, seed=2)
-    cal = PMatchCalibrator().fit(p, y, types)
-    grid = np.linspace(0.001, 0.9999, 2_000)
-    for typ in ("non_us_img", "us_md_senior", "a type it never saw"):
-        assert (np.diff(cal.transform(grid, typ)) > 0).all()
-    assert cal.transform(np.array([0.0]), "non_us_img")[0] == 0.0  # no programs, no match
+    pairs, matched, types = _season(2_000, s_true=1.0, seed=3)
+    cal = PMatchCalibrator().fit(pairs["q"], pairs["applicant_id"], matched, types)
+    q = np.random.default_rng(4).beta(0.6, 4.0, 120)
+    prefixes = cal.p_match_of_prefixes(q, "non_us_img")
+    assert (np.diff(prefixes) > 0).all()
+    independent = -np.expm1(np.cumsum(np.log1p(-q)))
+    assert (prefixes <= independent + 1e-12).all()
+    assert prefixes[0] == pytest.approx(q[0], rel=1e-6)  # one program: its q
+    # one list scored whole equals its last prefix
+    whole = cal.p_match(q, np.zeros(len(q), dtype=object), pd.Series({0: "non_us_img"}))
+    np.testing.assert_allclose(whole.iloc[0], prefixes[-1], rtol=1e-10)
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 400), matched_share=st.floats(0, 1), seed=st.integers(0, 2**16))
-def test_any_data_gives_a_valid_increasing_map(n, matched_share, seed):
-    """Too few lists, everyone matched, no one matched: the map stays a probability that never
-    falls as a list grows."""
+@given(n=st.integers(0, 120), matched_share=st.floats(0, 1), seed=st.integers(0, 2**16),
+       list_length=st.integers(1, 60))
+def test_any_data_gives_a_valid_increasing_p_match(n, matched_share, seed, list_length):
+    """Too few applicants, everyone matched, no one matched, q of exactly 0 or 1: the answer
+    stays a probability that never falls as a list grows."""
     rng = np.random.default_rng(seed)
-    p = rng.uniform(0, 1, n)
-    y = rng.random(n) < matched_share
-    cal = PMatchCalibrator().fit(p, y, np.full(n, "us_img"))
-    grid = np.linspace(0.0, 1.0, 101)
-    out = cal.transform(grid, "us_img")
+    sizes = rng.integers(1, 10, n)
+    ids = np.repeat(np.arange(n), sizes).astype(object)
+    q = rng.choice([0.0, 1.0, 0.3, 0.01], size=sizes.sum())
+    matched = pd.Series(rng.random(n) < matched_share, index=np.arange(n).astype(object))
+    types = pd.Series("us_img", index=matched.index)
+    cal = PMatchCalibrator().fit(q, ids, matched, types)
+    assert 0.0 <= cal.scale("us_img") <= 5.0
+    test_q = rng.choice([0.0, 1.0, 0.2, 1e-6], size=list_length)
+    out = cal.p_match_of_prefixes(test_q, "us_img")
     assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
-    assert (np.diff(out) >= 0).all()
+    assert (np.diff(out) >= -1e-12).all()
 
 
 def test_independent_p_match_is_one_minus_the_product_of_misses():
@@ -62,14 +86,17 @@ def test_independent_p_match_is_one_minus_the_product_of_misses():
 
 
 def test_a_model_saved_with_the_earlier_step_map_still_answers():
-    """Models trained before the smooth map carry isotonic steps; they load and answer as
-    they did."""
+    """Models trained before the shared-strength model carry isotonic steps of the
+    independence figure; they load and answer as they did."""
     from sklearn.isotonic import IsotonicRegression
 
-    p, y, types = _overconfident_lists(2_000, seed=3)
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0, 1, 500)
+    y = rng.random(500) < p * 0.8
     legacy = PMatchCalibrator()
     legacy.overall_ = IsotonicRegression(out_of_bounds="clip").fit(p, y)
-    legacy.by_type_ = {"us_img": IsotonicRegression(out_of_bounds="clip").fit(p[:500], y[:500])}
+    legacy.by_type_ = {"us_img": IsotonicRegression(out_of_bounds="clip").fit(p[:200], y[:200])}
+    assert legacy.is_legacy() and not PMatchCalibrator().is_legacy()
     np.testing.assert_allclose(legacy.transform(p[:50], "non_us_img"),
                                legacy.overall_.predict(p[:50]))
     np.testing.assert_allclose(legacy.transform(p[:50], "us_img"),
