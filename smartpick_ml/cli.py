@@ -370,6 +370,17 @@ def _read_profile(path: Path) -> tuple[dict, dict | None]:
     return data, prefs
 
 
+def _number(x: float) -> str:
+    """Three decimals, and never "-0.000" (a difference of exactly nothing has no sign)."""
+    text = f"{x:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
+_NUMBER_FORMATS = {c: _number for c in ("q", "utility", "ev", "p_match", "p_match_corrected",
+                                        "expected_utility", "usd_per_extra_pp",
+                                        "gain_vs_naive")}
+
+
 def _write_table(frame, out: Path | None) -> None:
     """``frame`` to ``out``: JSON records, or CSV for a spreadsheet (formula-like text escaped)."""
     from smartpick_ml.data.io import write_csv_atomic, write_text_atomic
@@ -428,17 +439,26 @@ def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
 
     applicant, prefs = _read_profile(profile_path)
     predictor = MatchPredictor.load(model_source)
-    ranked = predictor.rank(applicant, prefs, specialty=specialty, k=k, explain=k or True)
-    columns = ["name", "state", "q", "utility", "ev", "eligible", "top_factors"]
-    if specialty is None and applicant.get("backup_specialties"):
-        columns.insert(1, "specialty")  # the preferred and backup specialties, ranked together
-    shown = ranked[columns].copy()
-    shown["name"] = shown["name"].str.slice(0, 48)
-    click.echo(shown.to_string(index=True, float_format=lambda x: f"{x:.3f}",
-                               max_colwidth=70))
+    if k is not None and k < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--top")
+    # every program is ranked (cheap); the first rows are shown and explained, --out has all
+    ranked = predictor.rank(applicant, prefs, specialty=specialty, explain=k)
+    specialties = [specialty] if specialty else [
+        s for s in [applicant.get("preferred_specialty"), *applicant.get("backup_specialties", [])]
+        if s]
+    where = " + ".join(map(str, specialties)) or "the whole catalog"
+    click.echo(f"{where}: {int(ranked['eligible'].sum())} of {len(ranked)} programs can take "
+               "this applicant; ranked by EV = q x U (the ineligible last, with the reason)")
+    columns = ["rank", "program_id", "name", "state", "q", "utility", "ev", "eligible",
+               "top_factors"]
+    if len(specialties) > 1:
+        columns.insert(2, "specialty")  # the preferred and backup specialties, ranked together
+    ranked.insert(0, "rank", range(1, len(ranked) + 1))
+    shown = ranked.head(k)[columns]
+    click.echo(shown.to_string(index=False, formatters=_NUMBER_FORMATS))
     _write_table(ranked, out)
     if out is None:
-        click.echo("(--out ranked.csv saves every column for every program)")
+        click.echo(f"(--out ranked.csv saves every column for all {len(ranked)} programs)")
     click.echo(f"next: smartpick plan --profile {profile_path}   # the best application list")
 
 
@@ -485,16 +505,27 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
     result = predictor.plan(applicant, prefs, specialty=specialty,
                             max_applications=max_applications, budget=budget,
                             schedule=schedule)
+    from smartpick_ml.inference.portfolio import USMLE_TRANSCRIPT_FEE_USD
+
     t = result["table"]
     marks = sorted({1, 5, 10, 15, 20, 30, 40, 60, 80, 100, 150, len(t)} & set(t["h"]))
     view = t[t["h"].isin(marks)][["h", "p_match", "p_match_corrected", "expected_utility",
                                   "fee_usd", "usd_per_extra_pp", "gain_vs_naive"]]
-    click.echo(f"{result['specialty']}: best list of each length (of {len(t)})")
-    click.echo(view.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    excluded = result["excluded"]
+    reasons = ", ".join(f"{n} ({r})" for r, n in excluded["reason"].value_counts().items() if n)
+    click.echo(f"{result['specialty']}: {result['programs_in_specialty'] - len(excluded)} of "
+               f"{result['programs_in_specialty']} programs can take this applicant"
+               + (f" (left out: {reasons})" if reasons else ""))
+    click.echo("each row h: the list of h programs with the highest expected utility E[U] (not "
+               "the highest P(match)); gain_vs_naive: its E[U] over the top h by EV")
+    click.echo(view.to_string(index=False, formatters=_NUMBER_FORMATS))
     click.echo(f"\nlongest list: P(match) {result['p_match_corrected']:.1%} (independence formula "
                f"{result['p_match']:.1%}), fee ${result['fee_usd']:,}")
-    click.echo("p_match assumes programs decide independently; p_match_corrected is calibrated on "
-               "held-out applicants (see README)")
+    click.echo(f"fee_usd: ERAS fees for h programs in {result['specialty']} ({schedule} schedule) "
+               f"plus the ${USMLE_TRANSCRIPT_FEE_USD} USMLE transcript, once a season; not other "
+               "specialties' fees, the NRMP registration or interview travel")
+    click.echo("p_match assumes programs decide independently; p_match_corrected lets them share "
+               "your unseen strengths (use it; usd_per_extra_pp is computed from it)")
     backups = applicant.get("backup_specialties")
     if backups and not specialty:
         click.echo(f"this plan covers {result['specialty']} only; your backups "
@@ -502,7 +533,7 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
                    "across specialties are not built yet)")
     click.echo("programs, in the order the optimal list adds them:")
     for i, r in enumerate(result["programs"].head(15).itertuples(), 1):
-        click.echo(f"  {i:3d}. {r.name[:60]:60s} q={r.q:.3f}")
+        click.echo(f"  {i:3d}. {r.program_id}  {r.name} ({r.state})  q={r.q:.3f}")
     _write_table(t, out)
     if plot:
         from smartpick_ml.training.evaluate import plot_plan

@@ -30,6 +30,7 @@ OUTPUT_LOCATIONS: dict[str, tuple[str, ...]] = {
     "plan": ("terminal", "--out", "--plot"),
     "schemas": ("terminal", "--out"),
     "score": ("--out",),
+    "evaluate-plans": ("reports/evaluate_plans/", "summary.md"),
 }
 
 
@@ -223,7 +224,9 @@ def test_rank_with_a_backup_ranks_both_specialties_and_says_which(small_training
                                        str(small_training_run.model_dir), "--top", "400",
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "specialty" in result.output.splitlines()[0]
+    header, table_header = result.output.splitlines()[:2]
+    assert "Internal Medicine + Family Medicine" in header and "programs can take" in header
+    assert "specialty" in table_header.split()
     ranked = pd.read_csv(out)
     assert set(ranked["specialty"]) == {profile["preferred_specialty"], "Family Medicine"}
 
@@ -239,3 +242,66 @@ def test_plan_with_a_backup_says_what_it_covers(small_training_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "covers Internal Medicine only" in result.output
     assert "Family Medicine" in result.output
+
+
+def test_evaluate_plans_prints_its_summary_and_writes_its_files(small_training_run, tmp_path):
+    """The small world's validation season re-run with a few applicants following the plan."""
+    config = tmp_path / "evaluate.toml"
+    config.write_text(f"""train_config = "{small_training_run.config_path}"
+[sample]
+per_type = {{ non_us_img = 20, us_md_senior = 10 }}
+group_share = 0.05
+[replicates]
+min = 2
+max = 2
+[adoption]
+non_us_img_shares = [0.1]
+every_type_share = 0.05
+[run]
+out_dir = "{tmp_path / 'out'}"
+""")
+    result = CliRunner().invoke(main, ["evaluate-plans", "--config", str(config), "--model",
+                                       str(small_training_run.model_dir)])
+    assert result.exit_code == 0, result.output
+    assert "SmartPick's plan against applicants' own lists" in result.stdout
+    assert "Non-US IMG" in result.stdout and "US MD senior" in result.stdout
+    for name in ("summary.md", "by_type.csv", "adoption.csv", "per_applicant.parquet"):
+        assert (tmp_path / "out" / name).is_file() and name in result.stdout
+    bad = CliRunner().invoke(main, ["evaluate-plans", "--config", str(config), "--n-jobs", "0"])
+    assert bad.exit_code == 2 and "--n-jobs" in bad.output and "Traceback" not in bad.output
+
+
+def test_rank_numbers_from_one_names_program_ids_and_saves_every_program(small_training_run,
+                                                                        tmp_path):
+    """Issue #18: rows were numbered from 0, without program_id (so a user could not name a
+    program to signal), and --out held only the rows shown."""
+    out = tmp_path / "ranked.csv"
+    result = CliRunner().invoke(main, ["rank", "--profile", str(PROFILE), "--model",
+                                       str(small_training_run.model_dir), "--top", "5",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    header = result.output.splitlines()[0]
+    catalog = _catalog_of(small_training_run.model_dir)
+    in_specialty = int((catalog["specialty"] == "Internal Medicine").sum())
+    assert re.search(rf"Internal Medicine: \d+ of {in_specialty} programs can take", header)
+    rows = result.output.splitlines()[2:7]
+    assert [int(r.split()[0]) for r in rows] == [1, 2, 3, 4, 5]
+    ranked = pd.read_csv(out)
+    assert len(ranked) == in_specialty and ranked["rank"].tolist() == list(
+        range(1, in_specialty + 1))
+    assert all(pid in result.output for pid in ranked["program_id"].head(5))
+
+
+def test_plan_explains_its_header_fee_and_optimal_and_never_prints_negative_zero(
+        small_training_run):
+    result = CliRunner().invoke(main, ["plan", "--profile", str(PROFILE), "--model",
+                                       str(small_training_run.model_dir),
+                                       "--max-applications", "40"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert re.search(r"Internal Medicine: \d+ of \d+ programs can take this applicant \(left "
+                     r"out: \d+ \(needs a visa", text)
+    assert "highest expected utility" in text and "not the highest P(match)" in text
+    assert "USMLE transcript" in text and "not other specialties' fees" in text
+    assert "-0.000" not in text
+    assert re.search(r"^\s+1\. IM-\d{4}  ", text, re.M)  # the program_id of each added program

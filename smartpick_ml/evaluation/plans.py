@@ -264,9 +264,22 @@ def draw_followers(market: SeasonMarket, cfg: EvaluatePlansConfig, has_list: np.
     return groups, adoption, needed
 
 
-def _parallel_runs(cfg: EvaluatePlansConfig, jobs: list[tuple[Any, ...]]) -> list[np.ndarray]:
-    """Run re-drawn seasons through joblib: ``loky`` processes on one machine, ``spark`` tasks
-    on a cluster (``joblibspark``), ``threading`` where processes are not allowed."""
+def rerun_seasons(source: SeasonSource, jobs: list[tuple[pd.DataFrame | None, int, int]]
+                  ) -> list[np.ndarray]:
+    """Several re-drawn seasons in one task: (plans, seed, replicate) each (``rerun_season``).
+    A task reads the season once, so a worker that is replaced between tasks (loky replaces one
+    whose memory grew, and the season's tables are large) reads it once per task, not per
+    season."""
+    try:
+        return [rerun_season(source, plans, seed, replicate) for plans, seed, replicate in jobs]
+    finally:
+        _load_market.cache_clear()
+
+
+def _parallel_runs(cfg: EvaluatePlansConfig, source: SeasonSource,
+                   jobs: list[tuple[pd.DataFrame | None, int, int]]) -> list[np.ndarray]:
+    """Run re-drawn seasons through joblib, in about two tasks per worker: ``loky`` processes
+    on one machine, ``spark`` tasks on a cluster (``joblibspark``), or ``threading``."""
     from joblib import Parallel, delayed, parallel_backend
 
     backend = cfg.run.backend
@@ -277,8 +290,16 @@ def _parallel_runs(cfg: EvaluatePlansConfig, jobs: list[tuple[Any, ...]]) -> lis
             raise ConfigError("run.backend = 'spark' needs joblibspark and pyspark: "
                               "pip install 'smartpick-ml[spark]'") from None
         register_spark()
+    n_tasks = min(len(jobs), 2 * cfg.run.n_jobs)
+    chunks = [jobs[k::n_tasks] for k in range(n_tasks)]
     with parallel_backend(backend, n_jobs=cfg.run.n_jobs):
-        return Parallel()(delayed(rerun_season)(*job) for job in jobs)
+        done = Parallel()(delayed(rerun_seasons)(source, chunk) for chunk in chunks)
+    # back in the order of ``jobs``
+    out: list[np.ndarray] = [np.empty(0, np.int32)] * len(jobs)
+    for k, results in enumerate(done):
+        for i, result in zip(range(k, len(jobs), n_tasks), results, strict=True):
+            out[i] = result
+    return out
 
 
 # ----------------------------------------------------------------------------- the outcomes
@@ -399,27 +420,41 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
     for k, g in enumerate(groups):
         group_of[position.get_indexer(g.followers)] = k
     target = cfg.replicates.max_mc_error_pp / 100
-    done = 0
+    plans_of = {s.name: p for s, p in zip(scenarios, scenario_plans, strict=True)}
+    # the plan groups go on together (their rates are pooled); each adoption season on its own;
+    # the own-list season as far as the furthest of them (every comparison is paired with it)
+    wanted = {s.name: cfg.replicates.min for s in [*groups, *adoption]}
     while True:
-        batch = range(done, min(cfg.replicates.max, done + (cfg.replicates.min if done == 0
-                                                            else 2)))
-        progress(f"re-running {len(scenarios) * len(batch)} seasons (replicates "
-                 f"{batch.start + 1}-{batch.stop})")
-        jobs = [(source, plans, cfg.run.seed, r) for plans in scenario_plans for r in batch]
-        results = iter(_parallel_runs(cfg, jobs))
-        for s in scenarios:
-            matched[s.name].extend(next(results) for _ in batch)
-        done = batch.stop
+        wanted["own lists"] = max(wanted.values())
+        jobs, names = [], []
+        for name, upto in wanted.items():
+            for r in range(len(matched[name]), upto):
+                jobs.append((plans_of[name], cfg.run.seed, r))
+                names.append(name)
+        if not jobs:
+            break
+        progress(f"re-running {len(jobs)} seasons ({len(matched['own lists']) + 1}-"
+                 f"{wanted['own lists']} replicates of the own-list season)")
+        for name, result in zip(names, _parallel_runs(cfg, source, jobs), strict=True):
+            matched[name].append(result)
         evaluation = _summarise(market, sampled, columns, group_of, groups, adoption, matched,
                                 u_program)
-        worst = _worst_error(evaluation)
-        progress(f"{done} replicates: largest Monte-Carlo error {100 * worst:.2f} pp")
-        if worst <= target or done >= cfg.replicates.max:
-            break
-    evaluation.replicates = done
+        errors = _errors_by_season(evaluation, groups)
+        progress("largest Monte-Carlo error " + ", ".join(
+            f"{name}: {100 * e:.2f} pp" for name, e in errors.items()))
+        for name, error in errors.items():
+            members = [g.name for g in groups] if name == "plan groups" else [name]
+            if error > target and len(matched[members[0]]) < cfg.replicates.max:
+                for m in members:
+                    wanted[m] = min(cfg.replicates.max, len(matched[m]) + 2)
+    worst = max(errors.values())
+    evaluation.replicates = len(matched["own lists"])
     evaluation.settings = {"season": source.season, "sampled": len(sampled),
                            "planned": len(planned.per_applicant), "groups": len(groups),
                            "group_share": cfg.sample.group_share, "seed": cfg.run.seed,
+                           "replicates": {name: len(v) for name, v in matched.items()
+                                          if not name.startswith("plan group")}
+                           | {"plan groups": len(matched[groups[0].name]) if groups else 0},
                            "largest_mc_error_pp": round(100 * worst, 3),
                            "target_mc_error_pp": cfg.replicates.max_mc_error_pp}
     return evaluation
@@ -428,7 +463,9 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
 def _summarise(market: SeasonMarket, sampled: pd.DataFrame, columns: np.ndarray,
                group_of: np.ndarray, groups: list[Scenario], adoption: list[Scenario],
                matched: dict[str, list[np.ndarray]], u_program: np.ndarray) -> PlanEvaluation:
-    own_rows = np.stack(matched["own lists"])
+    # the groups' replicates, each paired with the own-list season of the same seed
+    n_rep = len(matched[groups[0].name]) if groups else len(matched["own lists"])
+    own_rows = np.stack(matched["own lists"][:n_rep])
     # each sampled applicant's outcome in the season of their own group
     plan_rows = own_rows.copy()
     for k, g in enumerate(groups):
@@ -452,12 +489,12 @@ def _adoption(market: SeasonMarket, adoption: list[Scenario],
               matched: dict[str, list[np.ndarray]], u_program: np.ndarray) -> pd.DataFrame:
     """Per adoption season and type: followers' realised P(match in the preferred specialty)
     against their own lists', and what the others of the type lose or gain."""
-    own_rows = np.stack(matched["own lists"])
     position = pd.Index(market.applicants["applicant_id"])
     types = market.applicants["applicant_type"].to_numpy(dtype=object)
     rows = []
     for s in adoption:
         season_rows = np.stack(matched[s.name])
+        own_rows = np.stack(matched["own lists"][:len(season_rows)])
         follower = np.zeros(len(types), bool)
         follower[position.get_indexer(s.followers)] = True
         for typ in APPLICANT_TYPES:
@@ -478,13 +515,19 @@ def _adoption(market: SeasonMarket, adoption: list[Scenario],
     return pd.DataFrame(rows)
 
 
-def _worst_error(evaluation: PlanEvaluation) -> float:
-    """The largest Monte-Carlo error of any reported rate (utility is not a rate)."""
-    frames = [evaluation.by_type, evaluation.adoption]
-    errors = [f[c].to_numpy(float) for f in frames for c in f.columns
-              if c.endswith("_mc") and not c.startswith("utility")]
-    values = np.concatenate(errors) if errors else np.array([np.inf])
-    return float(np.nanmax(values)) if np.isfinite(values).any() else float("inf")
+def _errors_by_season(evaluation: PlanEvaluation, groups: list[Scenario]) -> dict[str, float]:
+    """The largest Monte-Carlo error of any rate each kind of season reports (the plan groups
+    together; utility is not a rate)."""
+    def worst(frame: pd.DataFrame) -> float:
+        cols = [c for c in frame.columns if c.endswith("_mc") and not c.startswith("utility")]
+        values = frame[cols].to_numpy(float).ravel() if cols else np.array([])
+        values = values[np.isfinite(values)]
+        return float(values.max()) if len(values) else float("inf")
+
+    errors = {"plan groups": worst(evaluation.by_type)} if groups else {}
+    for season, part in evaluation.adoption.groupby("season", sort=False):
+        errors[str(season)] = worst(part)
+    return errors
 
 
 # ----------------------------------------------------------------------------- the report
@@ -506,11 +549,12 @@ def format_summary(ev: PlanEvaluation) -> str:
              f"{st['sampled']:,} applicants of the validation season (never seen in training) "
              "each had their preferred-specialty list replaced by SmartPick's plan of the same "
              "length (the same ERAS fee; their signals, backup and preliminary applications "
-             f"kept), at most {st['group_share']:.0%} of the season at a time; the season was "
-             f"re-run {ev.replicates} times (interviews, rank lists, the match), each beside a "
-             "twin with everyone's own list and the same seed. ± is the Monte-Carlo error "
-             f"(largest {st['largest_mc_error_pp']:.2f} pp; goal {st['target_mc_error_pp']} pp)."
-             " Percentages; gain = plan − own list, in percentage points."]
+             f"kept), at most {st['group_share']:.0%} of the season at a time; each season "
+             f"was re-run {st['replicates']['plan groups']} times (interviews, rank lists, the "
+             f"match; the adoption seasons up to {ev.replicates} times), each beside a twin "
+             "with everyone's own list and the same seed. ± is the Monte-Carlo error (largest "
+             f"{st['largest_mc_error_pp']:.2f} pp; goal {st['target_mc_error_pp']} pp). "
+             "Percentages; gain = plan − own list, in percentage points."]
     lines += markdown_table(
         "Does the plan match more often, and is its stated P(match) right?",
         ["applicant type", "applicants", "stated P(match), plan", "realised, plan",

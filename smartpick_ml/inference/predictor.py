@@ -283,6 +283,20 @@ def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
         raise InputError("; ".join(parts)) from None
 
 
+#: applicant types for whom IMG-support markers (mentorship, orientation) mean nothing: their
+#: default ``img_support_weight`` is 0, so a US senior's ranking does not favour IMG programs
+_NO_IMG_SUPPORT_DEFAULT = ("us_md_senior", "us_do_senior")
+
+
+def preferences_for(profile: ApplicantProfile, preferences: Any) -> Preferences:
+    """The applicant's preferences, with the defaults for their type where they set none."""
+    prefs = _parse(Preferences, preferences, "preferences")
+    if (profile.applicant_type in _NO_IMG_SUPPORT_DEFAULT
+            and "img_support_weight" not in prefs.model_fields_set):
+        prefs = prefs.model_copy(update={"img_support_weight": 0.0})
+    return prefs
+
+
 def utility_inputs(programs: pd.DataFrame) -> dict[str, np.ndarray]:
     """The program attributes the utility uses, as arrays (computed once per catalog)."""
     def flag(c: str) -> np.ndarray:
@@ -556,7 +570,7 @@ class MatchPredictor:
         the other rows' ``top_factors`` are empty. Explaining a row scores it several times
         more, so the default keeps a ranking of the whole catalog fast."""
         profile = _parse(ApplicantProfile, applicant, "applicant")
-        prefs = _parse(Preferences, preferences, "preferences")
+        prefs = preferences_for(profile, preferences)
         k = _count(k, "k")
         specs = [specialty] if specialty else profile.specialties
         rows = self._rows_of(specs)
@@ -638,7 +652,7 @@ class MatchPredictor:
                           ) -> dict[str, Any]:
         """For a rank list in the applicant's order: P(match at each rank), P(unmatched), E[U]."""
         profile = _parse(ApplicantProfile, applicant, "applicant")
-        prefs = _parse(Preferences, preferences, "preferences")
+        prefs = preferences_for(profile, preferences)
         if isinstance(rank_list, str) or not isinstance(rank_list, Sequence):
             raise InputError("rank_list: expected a list of program_id strings")
         rows = self._rows(None, list(rank_list))
@@ -676,7 +690,7 @@ class MatchPredictor:
         """The exact optimal application list for every length h (equal ERAS cost per program
         within a specialty: optimal lists are nested), with P(match), E[U] and fees."""
         profile = _parse(ApplicantProfile, applicant, "applicant")
-        prefs = _parse(Preferences, preferences, "preferences")
+        prefs = preferences_for(profile, preferences)
         spec = specialty or profile.preferred_specialty
         if spec is None:
             raise InputError("specialty: give a specialty (or applicant.preferred_specialty); "
@@ -685,6 +699,7 @@ class MatchPredictor:
         max_applications = _count(max_applications, "max_applications")
         ranked = self.rank(profile, prefs, specialty=spec, explain=False)
         eligible = ranked[ranked["eligible"]].reset_index(drop=True)
+        excluded = ranked.loc[~ranked["eligible"], ["program_id", "name", "reason"]]
         if len(eligible) == 0:
             raise InputError(f"applicant: no program in {spec} can take this applicant")
         h_max = min(max_applications or len(eligible), len(eligible))
@@ -710,6 +725,8 @@ class MatchPredictor:
         best = table.iloc[-1]
         chosen = eligible.iloc[table["added"].to_numpy()].reset_index(drop=True)
         return {"specialty": spec, "table": table, "programs": chosen,
+                "programs_in_specialty": len(ranked),
+                "excluded": excluded.reset_index(drop=True),
                 "p_match": float(best["p_match"]),
                 "p_match_corrected": float(best["p_match_corrected"]),
                 "expected_utility": float(best["expected_utility"]),

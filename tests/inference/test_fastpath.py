@@ -334,3 +334,17 @@ def test_corrected_p_match_never_below_the_best_single_program(predictor):
     assert (t["p_match_corrected"].to_numpy() >= np.maximum.accumulate(q_added) - 1e-12).all()
     one = predictor.match_probability(APPLICANT, [plan["programs"]["program_id"].iloc[0]])
     assert one["p_match_corrected"] >= one["p_match"] - 1e-12  # one program: exactly q
+
+
+def test_a_us_senior_is_not_steered_to_img_support_programs_by_default(predictor):
+    """Issue #18: the default IMG-support weight raised IMG-support programs for a US MD senior.
+    For US seniors it is 0 unless they set it; IMGs keep it."""
+    md = {"applicant_type": "us_md_senior", "step2_ck": 250, "graduation_year": 2025,
+          "preferred_specialty": "Internal Medicine"}
+    ranked = predictor.rank(md, explain=False)
+    assert (ranked["utility"] == 1.0).all()
+    chosen = predictor.rank(md, {"img_support_weight": 1.0}, explain=False)
+    assert chosen["utility"].max() > 1.0
+    img = predictor.rank({**md, "applicant_type": "non_us_img", "graduation_year": 2022},
+                         explain=False)
+    assert img["utility"].max() > 1.0

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtr, ndtri
+
 from smartpick_ml.modelling.pmatch import PMatchCalibrator, independent_p_match
 
 
