@@ -81,7 +81,7 @@ def main() -> None:
       rank       rank programs for one applicant by expected value           -> terminal, --out
       plan       the best application list of every length, with ERAS fees   -> terminal, --out
       score      q for every applicant x program of a table (a whole season) -> Parquet
-      evaluate-plans  re-run the season with applicants following the plan   -> reports/
+      evaluate-plans  re-run the season with applicants following the plan -> data/processed/plans/
       run        the main job on the default config (what `make run` does)
       schemas    print the data contracts (tables, columns, units, allowed values)
 
@@ -595,7 +595,10 @@ def score(applicants_path: Path, out: Path, specialty: str | None, model_source:
 @click.option("--model", "model_source", default="models", show_default=True,
               help="Model directory or MLflow URI (models:/smartpick-match@champion).")
 @click.option("--n-jobs", type=int, default=None, help="Parallel seasons (overrides run.n_jobs).")
-def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None) -> None:
+@click.option("--track/--no-track", default=True, show_default=True,
+              help="Log the evaluation to MLflow (the training config's experiment).")
+def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None,
+                       track: bool) -> None:
     """Does SmartPick's plan beat applicants' own lists, and is its stated P(match) right?
 
     Sampled applicants of the validation season (never seen in training) follow SmartPick's
@@ -605,17 +608,26 @@ def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None) -> N
     follow SmartPick at once. Needs a simulated season and a model (`smartpick run`).
 
     \b
-    Output: reports/evaluate_plans/ (run.out_dir): summary.md (printed), summary.json,
-    by_type.csv, adoption.csv, calibration.csv, per_applicant.parquet. Method: docs/promise.md
+    Output: data/processed/plans/ (run.out_dir): summary.md (printed), summary.csv (per
+    season and type: stated and realised P(match), own list, gain, Monte-Carlo error),
+    reliability.csv (stated against realised by decile), reliability.png,
+    gain_by_adoption.png, by_type.csv, adoption.csv, per_applicant.parquet, summary.json;
+    an MLflow run tagged with the model it evaluates. Method: docs/promise.md
 
     \b
     Examples:
-      smartpick evaluate-plans                       # pipelines/evaluate_plans.toml, ~10 min
+      smartpick evaluate-plans                       # pipelines/evaluate_plans.toml, ~8 min
       smartpick evaluate-plans --n-jobs 8            # more seasons at once
     """
     from smartpick_ml.contracts.config import load_evaluate_plans_config, load_train_config
-    from smartpick_ml.evaluation.plans import evaluate_plans, format_summary, write_evaluation
+    from smartpick_ml.evaluation.plans import (
+        evaluate_plans,
+        format_summary,
+        log_evaluation,
+        write_evaluation,
+    )
     from smartpick_ml.inference.predictor import MatchPredictor
+    from smartpick_ml.training.tracking import default_tracking_uri
 
     cfg = load_evaluate_plans_config(config)
     if n_jobs is not None:
@@ -627,11 +639,17 @@ def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None) -> N
     started = time.perf_counter()
     with _Progress("evaluate-plans", 0, "step") as bar:
         evaluation = evaluate_plans(cfg, train_cfg, predictor, progress=bar.note)
+    # a run stopped before here has written nothing: the files appear together at the end
     paths = write_evaluation(evaluation, cfg.run.out_dir)
     click.echo(format_summary(evaluation))
     click.echo(f"evaluated in {time.perf_counter() - started:.0f} s")
     for name, p in paths.items():
-        click.echo(f"  {name:14s} {p}")
+        click.echo(f"  {name:16s} {p}")
+    if track:
+        run_id = log_evaluation(paths, evaluation, default_tracking_uri(train_cfg),
+                                train_cfg.tracking.experiment, model_source,
+                                predictor.manifest.get("model_version"))
+        click.echo(f"  mlflow           run {run_id} ({train_cfg.tracking.experiment})")
 
 
 @main.command()

@@ -22,7 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"contracts", "data", "simulation", "modelling", "training"},
     "inference": {"contracts", "data", "modelling", "inference"},
     "serving": {"contracts", "data", "modelling", "inference", "serving"},
-    "evaluation": {"contracts", "data", "simulation", "modelling", "inference", "evaluation"},
+    # evaluates trained models, after training: it may use training's plots and tracking
+    "evaluation": {"contracts", "data", "simulation", "modelling", "training", "inference",
+                   "evaluation"},
 }
 #: the entry points, which may import any stage
 TOP = {"cli", "__init__"}

@@ -30,7 +30,7 @@ OUTPUT_LOCATIONS: dict[str, tuple[str, ...]] = {
     "plan": ("terminal", "--out", "--plot"),
     "schemas": ("terminal", "--out"),
     "score": ("--out",),
-    "evaluate-plans": ("reports/evaluate_plans/", "summary.md"),
+    "evaluate-plans": ("data/processed/plans/", "summary.csv", "reliability.csv"),
 }
 
 
@@ -261,11 +261,12 @@ every_type_share = 0.05
 out_dir = "{tmp_path / 'out'}"
 """)
     result = CliRunner().invoke(main, ["evaluate-plans", "--config", str(config), "--model",
-                                       str(small_training_run.model_dir)])
+                                       str(small_training_run.model_dir), "--no-track"])
     assert result.exit_code == 0, result.output
     assert "SmartPick's plan against applicants' own lists" in result.stdout
     assert "Non-US IMG" in result.stdout and "US MD senior" in result.stdout
-    for name in ("summary.md", "by_type.csv", "adoption.csv", "per_applicant.parquet"):
+    for name in ("summary.md", "summary.csv", "reliability.csv", "reliability.png",
+                 "per_applicant.parquet"):
         assert (tmp_path / "out" / name).is_file() and name in result.stdout
     bad = CliRunner().invoke(main, ["evaluate-plans", "--config", str(config), "--n-jobs", "0"])
     assert bad.exit_code == 2 and "--n-jobs" in bad.output and "Traceback" not in bad.output

@@ -332,7 +332,7 @@ class EvaluateRun(_Strict):
     seed: int = Field(default=0, ge=0)
     n_jobs: int = Field(default=1, ge=1, le=256)
     backend: Literal["loky", "threading", "spark"] = "loky"
-    out_dir: str = "reports/evaluate_plans"
+    out_dir: str = "data/processed/plans"
 
 
 class EvaluatePlansConfig(_Strict):

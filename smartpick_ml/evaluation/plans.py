@@ -236,6 +236,7 @@ class Scenario:
 
     name: str
     followers: np.ndarray  # applicant ids
+    share: float = 0.0  # of their type, for an adoption season
 
 
 def draw_followers(market: SeasonMarket, cfg: EvaluatePlansConfig, has_list: np.ndarray
@@ -253,13 +254,14 @@ def draw_followers(market: SeasonMarket, cfg: EvaluatePlansConfig, has_list: np.
     groups = [Scenario(f"plan group {k + 1}", ids[sample[k * size:(k + 1) * size]])
               for k in range(int(np.ceil(len(sample) / size)))]
     adoption = [Scenario(f"{share:.0%} of non-US IMGs follow SmartPick",
-                         ids[order["non_us_img"][: int(round(share * len(order["non_us_img"])))]])
+                         ids[order["non_us_img"][: int(round(share * len(order["non_us_img"])))]],
+                         share)
                 for share in cfg.adoption.non_us_img_shares]
     if cfg.adoption.every_type_share:
         share = cfg.adoption.every_type_share
         adoption.append(Scenario(f"{share:.0%} of every type follow SmartPick", ids[
             np.concatenate([order[t][: int(round(share * len(order[t])))]
-                            for t in APPLICANT_TYPES])]))
+                            for t in APPLICANT_TYPES])], share))
     needed = pd.unique(np.concatenate([ids[sample], *(s.followers for s in adoption)]))
     return groups, adoption, needed
 
@@ -343,7 +345,6 @@ class PlanEvaluation:
     per_applicant: pd.DataFrame  # sampled applicants: stated figures and realised frequencies
     by_type: pd.DataFrame  # plan against own list, per applicant type
     adoption: pd.DataFrame  # what the plan is worth when many follow it
-    calibration: pd.DataFrame  # stated against realised P(match), by decile of the stated
     replicates: int
     settings: dict[str, Any]
 
@@ -369,22 +370,6 @@ def _by_type(per_type_index: dict[str, np.ndarray], plan: Outcomes, own: Outcome
                 p.astype(float) - o.astype(float))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _calibration(per: pd.DataFrame, bins: int = 5) -> pd.DataFrame:
-    """Stated P(match in the preferred specialty) of the plan against its realised frequency,
-    per type and quantile bin of the stated figure."""
-    out = []
-    for typ, g in per.groupby("applicant_type", sort=False):
-        k = min(bins, max(1, len(g) // 50))
-        edges = np.unique(np.quantile(g["stated_plan"], np.linspace(0, 1, k + 1)))
-        which = np.clip(np.searchsorted(edges, g["stated_plan"], side="right") - 1, 0,
-                        max(len(edges) - 2, 0))
-        for b, part in g.groupby(which):
-            out.append({"applicant_type": typ, "bin": int(b) + 1, "applicants": len(part),
-                        "stated": float(part["stated_plan"].mean()),
-                        "realised": float(part["realised_plan"].mean())})
-    return pd.DataFrame(out)
 
 
 def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: Any,
@@ -419,6 +404,7 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
     group_of = np.empty(len(market.applicants), np.int64)
     for k, g in enumerate(groups):
         group_of[position.get_indexer(g.followers)] = k
+    stated = planned.per_applicant.set_index("applicant_id")["stated_plan"]
     target = cfg.replicates.max_mc_error_pp / 100
     plans_of = {s.name: p for s, p in zip(scenarios, scenario_plans, strict=True)}
     # the plan groups go on together (their rates are pooled); each adoption season on its own;
@@ -438,7 +424,7 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
         for name, result in zip(names, _parallel_runs(cfg, source, jobs), strict=True):
             matched[name].append(result)
         evaluation = _summarise(market, sampled, columns, group_of, groups, adoption, matched,
-                                u_program)
+                                u_program, stated)
         errors = _errors_by_season(evaluation, groups)
         progress("largest Monte-Carlo error " + ", ".join(
             f"{name}: {100 * e:.2f} pp" for name, e in errors.items()))
@@ -462,7 +448,8 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
 
 def _summarise(market: SeasonMarket, sampled: pd.DataFrame, columns: np.ndarray,
                group_of: np.ndarray, groups: list[Scenario], adoption: list[Scenario],
-               matched: dict[str, list[np.ndarray]], u_program: np.ndarray) -> PlanEvaluation:
+               matched: dict[str, list[np.ndarray]], u_program: np.ndarray,
+               stated: pd.Series) -> PlanEvaluation:
     # the groups' replicates, each paired with the own-list season of the same seed
     n_rep = len(matched[groups[0].name]) if groups else len(matched["own lists"])
     own_rows = np.stack(matched["own lists"][:n_rep])
@@ -481,12 +468,13 @@ def _summarise(market: SeasonMarket, sampled: pd.DataFrame, columns: np.ndarray,
                          utility_own=own.utility.mean(axis=0))
     types = per["applicant_type"].to_numpy(dtype=object)
     by_type = _by_type({t: np.flatnonzero(types == t) for t in APPLICANT_TYPES}, plan, own, per)
-    return PlanEvaluation(per, by_type, _adoption(market, adoption, matched, u_program),
-                          _calibration(per), own_rows.shape[0], {})
+    return PlanEvaluation(per, by_type, _adoption(market, adoption, matched, u_program, stated),
+                          own_rows.shape[0], {})
 
 
 def _adoption(market: SeasonMarket, adoption: list[Scenario],
-              matched: dict[str, list[np.ndarray]], u_program: np.ndarray) -> pd.DataFrame:
+              matched: dict[str, list[np.ndarray]], u_program: np.ndarray,
+              stated: pd.Series) -> pd.DataFrame:
     """Per adoption season and type: followers' realised P(match in the preferred specialty)
     against their own lists', and what the others of the type lose or gain."""
     position = pd.Index(market.applicants["applicant_id"])
@@ -498,7 +486,7 @@ def _adoption(market: SeasonMarket, adoption: list[Scenario],
         follower = np.zeros(len(types), bool)
         follower[position.get_indexer(s.followers)] = True
         for typ in APPLICANT_TYPES:
-            row: dict[str, Any] = {"season": s.name, "applicant_type": typ}
+            row: dict[str, Any] = {"season": s.name, "share": s.share, "applicant_type": typ}
             for who, mask in (("followers", follower & (types == typ)),
                               ("others", ~follower & (types == typ))):
                 cols = np.flatnonzero(mask)
@@ -510,6 +498,9 @@ def _adoption(market: SeasonMarket, adoption: list[Scenario],
                 row[f"{who}_rate"], row[f"{who}_rate_mc"] = rate_with_error(now)
                 row[f"{who}_gain"], row[f"{who}_gain_mc"] = rate_with_error(
                     now.astype(float) - before.astype(float))
+                row[f"{who}_own"], row[f"{who}_own_mc"] = rate_with_error(before)
+            row["followers_stated"] = float(stated.reindex(
+                position[follower & (types == typ)]).mean()) if row["followers"] else np.nan
             if row["followers"]:
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -581,18 +572,130 @@ def format_summary(ev: PlanEvaluation) -> str:
             note="Followers' P(match in the preferred specialty) in that season, and its change "
                  "from the season in which everyone sends their own list; others: the type's "
                  "applicants who did not follow, whose chances the followers' lists can crowd.")
+    reliability = reliability_table(ev)
     lines += markdown_table(
-        "Stated against realised P(match) of the plans, by fifth of the stated figure",
-        ["applicant type", "fifth", "applicants", "stated", "realised"],
-        [[APPLICANT_TYPE_LABELS[r.applicant_type], r.bin, r.applicants,
-          f"{100 * r.stated:.1f}", f"{100 * r.realised:.1f}"]
-         for r in ev.calibration.itertuples()])
+        "Stated against realised P(match) of the plans, by tenth of the stated figure",
+        ["applicant type", "ECE", *(f"tenth {d}" for d in range(1, 11))],
+        [[APPLICANT_TYPE_LABELS[typ], f"{part['ece'].iloc[0]:.3f}",
+          *(f"{100 * r.stated:.0f} → {100 * r.realised:.0f}" for r in part.itertuples())]
+         for typ, part in reliability.groupby("applicant_type", sort=False)],
+        note="Each cell: the stated P(match) of the plans in that tenth (mean, %) → the realised "
+             "rate; ECE: the gaps weighted by applicants.")
     return "\n".join(lines) + "\n"
 
 
-def write_evaluation(ev: PlanEvaluation, out_dir: str | Path) -> dict[str, Path]:
-    """Write the tables (Parquet / CSV), ``summary.md`` and ``summary.json``, each to a
-    temporary name renamed into place."""
+SUMMARY_COLUMNS = ["season", "applicant_type", "adoption", "n_applicants", "stated_p_match",
+                   "realised_p_match", "realised_own_list", "realised_gain_pp", "mc_error_pp"]
+
+
+def summary_table(ev: PlanEvaluation) -> pd.DataFrame:
+    """One row per kind of season and applicant type, plus ``all`` (weighted by applicants):
+    stated and realised P(match in the preferred specialty) of the followers, their own lists'
+    rate, the gain in points and its Monte-Carlo error in points."""
+    rows = [{"season": "sample", "applicant_type": r.applicant_type,
+             "adoption": ev.settings["group_share"], "n_applicants": r.applicants,
+             "stated_p_match": r.stated_plan, "realised_p_match": r.matched_preferred_plan,
+             "realised_own_list": r.matched_preferred_own,
+             "realised_gain_pp": 100 * r.matched_preferred_gain,
+             "mc_error_pp": 100 * r.matched_preferred_gain_mc} for r in ev.by_type.itertuples()]
+    rows += [{"season": r.season, "applicant_type": r.applicant_type, "adoption": r.share,
+              "n_applicants": r.followers, "stated_p_match": r.followers_stated,
+              "realised_p_match": r.followers_rate, "realised_own_list": r.followers_own,
+              "realised_gain_pp": 100 * r.followers_gain,
+              "mc_error_pp": 100 * r.followers_gain_mc} for r in ev.adoption.itertuples()]
+    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    pooled = []
+    for season, part in table.groupby("season", sort=False):
+        w = part["n_applicants"].to_numpy(float) / part["n_applicants"].sum()
+        pooled.append({"season": season, "applicant_type": "all",
+                       "adoption": part["adoption"].iloc[0],
+                       "n_applicants": int(part["n_applicants"].sum()),
+                       **{c: float(w @ part[c].to_numpy(float)) for c in SUMMARY_COLUMNS[4:-1]},
+                       # independent types: errors add in quadrature, weighted
+                       "mc_error_pp": float(np.sqrt(w**2 @ part["mc_error_pp"].to_numpy(float)
+                                                    ** 2))})
+    return pd.concat([table, pd.DataFrame(pooled)], ignore_index=True)
+
+
+def reliability_table(ev: PlanEvaluation, bins: int = 10) -> pd.DataFrame:
+    """Stated against realised P(match) of the plans by decile of the stated figure, per type,
+    with each type's expected calibration error (the decile gaps weighted by applicants)."""
+    out = []
+    for typ, g in ev.per_applicant.groupby("applicant_type", sort=False):
+        decile = pd.qcut(g["stated_plan"].rank(method="first"), min(bins, len(g)),
+                         labels=False)
+        for d, part in g.groupby(decile):
+            out.append({"applicant_type": typ, "decile": int(d) + 1, "n": len(part),
+                        "stated": float(part["stated_plan"].mean()),
+                        "realised": float(part["realised_plan"].mean())})
+    table = pd.DataFrame(out)
+    gap = (table["stated"] - table["realised"]).abs() * table["n"]
+    ece = gap.groupby(table["applicant_type"]).sum() / table.groupby("applicant_type")["n"].sum()
+    return table.assign(ece=table["applicant_type"].map(ece))
+
+
+def plot_evaluation(ev: PlanEvaluation, reliability: pd.DataFrame, out_dir: Path
+                    ) -> dict[str, Path]:
+    """Two PNGs: stated against realised P(match) of the plans by decile, per type; and what
+    following the plan gains per type and adoption share."""
+    from smartpick_ml.contracts.reference import APPLICANT_TYPE_LABELS
+    from smartpick_ml.training.evaluate import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot([0, 100], [0, 100], color="grey", lw=1, ls="--", label="stated = realised")
+    for typ, part in reliability.groupby("applicant_type", sort=False):
+        ax.plot(100 * part["stated"], 100 * part["realised"], marker="o",
+                label=f"{APPLICANT_TYPE_LABELS[typ]} (ECE {part['ece'].iloc[0]:.3f})")
+    ax.set(xlabel="stated P(match) of SmartPick's plan, % (decile mean)",
+           ylabel="realised in re-run seasons, %",
+           title="Is the stated P(match) the one applicants get?")
+    ax.legend(loc="upper left", fontsize=8)
+    paths = {"reliability_png": save_figure(fig, out_dir / "reliability.png")}
+    summary = summary_table(ev)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    seasons = list(pd.unique(summary["season"]))
+    kinds = [t for t in APPLICANT_TYPE_LABELS if t in set(summary["applicant_type"])]
+    width = 0.8 / max(len(kinds), 1)
+    for k, typ in enumerate(kinds):
+        part = summary[summary["applicant_type"] == typ].set_index("season").reindex(seasons)
+        ax.bar(np.arange(len(seasons)) + k * width, part["realised_gain_pp"], width,
+               yerr=part["mc_error_pp"], label=APPLICANT_TYPE_LABELS[typ])
+    ax.set_xticks(np.arange(len(seasons)) + 0.4 - width / 2,
+                  [s.replace(" follow SmartPick", "") for s in seasons], rotation=20,
+                  ha="right", fontsize=8)
+    ax.axhline(0, color="grey", lw=1)
+    ax.set(ylabel="P(match) gain over own list, points",
+           title="What following the plan is worth, by how many follow it")
+    ax.legend(fontsize=8)
+    paths["gain_png"] = save_figure(fig, out_dir / "gain_by_adoption.png")
+    return paths
+
+
+def write_evaluation(ev: PlanEvaluation, out_dir: str | Path, plots: bool = True
+                     ) -> dict[str, Path]:
+    """Write the tables (CSV, Parquet), ``summary.md``, ``summary.json`` and the plots into a
+    temporary folder beside ``out_dir``, then swap it in: an evaluation stopped part-way
+    leaves the previous one whole, never a mix."""
+    import shutil
+    import tempfile
+
+    final = Path(out_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        written = _write_files(ev, staging, plots)
+        retired = final.with_name(f".{final.name}.old-{staging.name[-8:]}")
+        if final.exists():
+            final.rename(retired)
+        staging.rename(final)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {name: final / p.name for name, p in written.items()}
+
+
+def _write_files(ev: PlanEvaluation, out: Path, plots: bool) -> dict[str, Path]:
     from smartpick_ml.data.io import (
         write_csv_atomic,
         write_json_atomic,
@@ -600,17 +703,43 @@ def write_evaluation(ev: PlanEvaluation, out_dir: str | Path) -> dict[str, Path]
         write_text_atomic,
     )
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"per_applicant": out / "per_applicant.parquet", "by_type": out / "by_type.csv",
-             "adoption": out / "adoption.csv", "calibration": out / "calibration.csv",
-             "summary": out / "summary.md", "json": out / "summary.json"}
-    write_parquet_atomic(ev.per_applicant, paths["per_applicant"])
+    reliability = reliability_table(ev)
+    paths = {"summary": out / "summary.md", "summary_csv": out / "summary.csv",
+             "reliability_csv": out / "reliability.csv", "by_type": out / "by_type.csv",
+             "adoption": out / "adoption.csv", "per_applicant": out / "per_applicant.parquet",
+             "json": out / "summary.json"}
+    write_csv_atomic(summary_table(ev), paths["summary_csv"])
+    write_csv_atomic(reliability, paths["reliability_csv"])
     write_csv_atomic(ev.by_type, paths["by_type"])
     write_csv_atomic(ev.adoption, paths["adoption"])
-    write_csv_atomic(ev.calibration, paths["calibration"])
+    write_parquet_atomic(ev.per_applicant, paths["per_applicant"])
     write_text_atomic(paths["summary"], format_summary(ev))
     write_json_atomic(paths["json"], {"settings": ev.settings, "replicates": ev.replicates,
-                                      "by_type": ev.by_type.to_dict("records"),
-                                      "adoption": ev.adoption.to_dict("records")})
+                                      "summary": summary_table(ev).to_dict("records")})
+    if plots:
+        paths.update(plot_evaluation(ev, reliability, out))
     return paths
+
+
+def log_evaluation(paths: dict[str, Path], ev: PlanEvaluation, tracking_uri: str,
+                   experiment: str, model: str, model_version: str | None) -> str:
+    """An MLflow run in the training experiment, tagged with the model it evaluates: the
+    summary's figures as metrics, the files as artifacts. Returns the run id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name="evaluate-plans", description=(
+            "SmartPick's plans against applicants' own lists in re-run seasons "
+            "(docs/promise.md)")) as run:
+        mlflow.set_tags({"smartpick.task": "evaluate-plans", "smartpick.model": model,
+                         "smartpick.model_version": str(model_version)})
+        mlflow.log_params({k: str(v)[:500] for k, v in ev.settings.items()})
+        summary = summary_table(ev)
+        for r in summary[summary["season"] == "sample"].itertuples():
+            mlflow.log_metrics({f"{r.applicant_type}.gain_pp": r.realised_gain_pp,
+                                f"{r.applicant_type}.stated_minus_realised_pp":
+                                    100 * (r.stated_p_match - r.realised_p_match)})
+        for p in paths.values():
+            mlflow.log_artifact(str(p), artifact_path="evaluate_plans")
+        return run.info.run_id

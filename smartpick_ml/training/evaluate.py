@@ -367,7 +367,7 @@ def _deciles(per_applicant: pd.DataFrame, n_bins: int) -> pd.DataFrame:
 # Plots
 # --------------------------------------------------------------------------------------------
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """pyplot on the non-interactive Agg backend (set here, not at import, so importing this module
     never changes the backend of a notebook that does not plot)."""
     try:
@@ -381,7 +381,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` as PNG atomically (temporary file beside ``path``, then os.replace)."""
     with atomic_path(path) as tmp:
         # format= because the temporary name does not end in .png
@@ -444,7 +444,7 @@ def plot_reliability(frame: pd.DataFrame, prob_columns: Mapping[str, str],
     left out, as in :func:`metrics_table`.
     """
     _require_columns(frame, [label, group, *prob_columns.values()], "frame")
-    plt = _pyplot()
+    plt = pyplot()
     labelled = frame[frame[label].notna()]
     groups = _group_order(labelled[group])
     fig, axes = _grid(plt, max(len(groups), 1), ncols=2, panel_size=(6.6, 4.4))
@@ -468,7 +468,7 @@ def plot_reliability(frame: pd.DataFrame, prob_columns: Mapping[str, str],
                                upper=_zoomed_upper(plotted))
         fig.suptitle("Calibration of q(applicant, program) by applicant type")
         fig.tight_layout()
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -479,7 +479,7 @@ def plot_roc_pr(frame: pd.DataFrame, prob_columns: Mapping[str, str],
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     _require_columns(frame, [label, *prob_columns.values()], "frame")
-    plt = _pyplot()
+    plt = pyplot()
     labelled = frame[frame[label].notna()]
     y_all = labelled[label].to_numpy(dtype=float)
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10.5, 4.6))
@@ -508,7 +508,7 @@ def plot_roc_pr(frame: pd.DataFrame, prob_columns: Mapping[str, str],
             ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "upper right")
         fig.suptitle(f"Would the program take the applicant? (n = {len(labelled):,} applications)")
         fig.tight_layout()
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -523,7 +523,7 @@ def plot_pmatch_deciles(per_applicant_by_model: Mapping[str, pd.DataFrame],
     """
     if not per_applicant_by_model:
         raise ValueError("per_applicant_by_model must hold at least one model")
-    plt = _pyplot()
+    plt = pyplot()
     types = _group_order(pd.concat([t["applicant_type"] for t in per_applicant_by_model.values()]))
     panels = [ALL_GROUP, *types]
     # one panel a group plus one cell for the legend, which names the same lines everywhere
@@ -548,7 +548,7 @@ def plot_pmatch_deciles(per_applicant_by_model: Mapping[str, pd.DataFrame],
                            title="P(match) from")
         fig.suptitle("P(match) = 1 - \u220f(1 - q) against realised matches, by decile")
         fig.tight_layout()
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -562,7 +562,7 @@ def plot_importance(importances: pd.DataFrame, path: str | os.PathLike[str],
     the labels stay readable.
     """
     _require_columns(importances, ["feature", "importance_mean", "importance_std"], "importances")
-    plt = _pyplot()
+    plt = pyplot()
     df = importances.sort_values("importance_mean", ascending=False).head(max_features)
     df = df.iloc[::-1]  # barh draws bottom-up; reverse so the largest bar is at the top
     height = min(1.2 + 0.32 * max(len(df), 1), 11.0)
@@ -575,14 +575,14 @@ def plot_importance(importances: pd.DataFrame, path: str | os.PathLike[str],
         ax.set_title(title)
         ax.grid(True, axis="x", alpha=0.3)
         fig.tight_layout()
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 
 
 def plot_plan(table: pd.DataFrame, path: str | os.PathLike[str], title: str = "") -> Path:
     """P(match) of the best list of each length, with the ERAS fee on a second axis."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     try:
         ax.plot(table["h"], 100 * table["p_match"], color="tab:blue", label="P(match), optimal")
@@ -605,6 +605,6 @@ def plot_plan(table: pd.DataFrame, path: str | os.PathLike[str], title: str = ""
         heading = "P(match) and ERAS fees by list length"
         ax.set_title(f"{heading} — {title}" if title else heading)
         fig.tight_layout()
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)

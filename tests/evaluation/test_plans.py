@@ -12,12 +12,16 @@ import pytest
 from smartpick_ml.contracts.config import EvaluatePlansConfig, load_evaluate_plans_config
 from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.evaluation.plans import (
+    SUMMARY_COLUMNS,
     SeasonSource,
     evaluate_plans,
     format_summary,
+    log_evaluation,
     plan_lists,
+    reliability_table,
     replace_preferred_lists,
     rerun_season,
+    summary_table,
     write_evaluation,
 )
 from smartpick_ml.inference.predictor import MatchPredictor
@@ -151,9 +155,53 @@ def test_the_summary_explains_itself_and_files_land(evaluation, tmp_path):
         assert words in text, words
     paths = write_evaluation(evaluation, tmp_path / "out")
     assert all(p.exists() for p in paths.values())
+    assert {"reliability_png", "gain_png"} <= set(paths)
     per = pd.read_parquet(paths["per_applicant"])
     assert {"stated_plan", "realised_plan", "realised_own"} <= set(per.columns)
     assert not list((tmp_path / "out").glob("*.tmp*"))
+
+
+def test_the_summary_table_has_a_row_per_season_and_type_and_all(evaluation):
+    table = summary_table(evaluation)
+    assert list(table.columns) == SUMMARY_COLUMNS
+    sample = table[table["season"] == "sample"].set_index("applicant_type")
+    assert set(sample.index) == {"non_us_img", "us_img", "us_do_senior", "us_md_senior", "all"}
+    by_type = evaluation.by_type.set_index("applicant_type")
+    np.testing.assert_allclose(sample.loc["non_us_img", "realised_gain_pp"],
+                               100 * by_type.loc["non_us_img", "matched_preferred_gain"])
+    # "all" pools the types by applicants
+    parts = sample.drop(index="all")
+    expected = np.average(parts["realised_p_match"], weights=parts["n_applicants"])
+    assert sample.loc["all", "realised_p_match"] == pytest.approx(expected)
+    assert sample.loc["all", "n_applicants"] == parts["n_applicants"].sum()
+    half = table[table["season"].str.startswith("50%")
+                 & (table["applicant_type"] == "non_us_img")]
+    assert half["adoption"].iloc[0] == 0.5
+    assert table[["stated_p_match", "realised_p_match"]].stack().between(0, 1).all()
+
+
+def test_reliability_deciles_cover_every_sampled_applicant(evaluation):
+    table = reliability_table(evaluation)
+    counts = table.groupby("applicant_type")["n"].sum()
+    assert counts.to_dict() == evaluation.per_applicant["applicant_type"].value_counts().to_dict()
+    for _, part in table.groupby("applicant_type"):
+        assert part["stated"].is_monotonic_increasing
+        gap = np.average((part["stated"] - part["realised"]).abs(), weights=part["n"])
+        assert part["ece"].iloc[0] == pytest.approx(gap)
+
+
+def test_the_evaluation_is_logged_to_mlflow_with_the_model_it_evaluates(
+        evaluation, small_training_run, tmp_path):
+    from mlflow import MlflowClient
+
+    paths = write_evaluation(evaluation, tmp_path / "out", plots=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with small_training_run.isolated_mlflow(uri, cwd=tmp_path):
+        run_id = log_evaluation(paths, evaluation, uri, "plans-test", "models", "7")
+    run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    assert run.data.tags["smartpick.model_version"] == "7"
+    assert "non_us_img.gain_pp" in run.data.metrics
+    assert run.info.status == "FINISHED"
 
 
 _SAMPLE = "[sample]\nper_type = { us_img = 3 }\n"
@@ -221,3 +269,19 @@ def test_the_spark_backend_gives_what_one_process_gives(small_training_run, pred
                               predictor)
     pd.testing.assert_frame_equal(on_spark.by_type, evaluation.by_type)
     pd.testing.assert_frame_equal(on_spark.adoption, evaluation.adoption)
+
+
+def test_a_failed_write_leaves_the_previous_evaluation_whole(evaluation, tmp_path, monkeypatch):
+    out = tmp_path / "plans"
+    first = write_evaluation(evaluation, out, plots=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("smartpick_ml.evaluation.plans.reliability_table", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_evaluation(evaluation, out, plots=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["plans"]  # no staging folder left
+    assert set(first) >= {"summary_csv", "reliability_csv"}

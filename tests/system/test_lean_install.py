@@ -84,7 +84,7 @@ def test_the_readme_lines_rank_and_score_without_the_training_stack(small_traini
 
 
 def test_a_plot_without_matplotlib_says_what_to_install(tmp_path):
-    done = _run("code", "from smartpick_ml.training.evaluate import _pyplot; _pyplot()",
+    done = _run("code", "from smartpick_ml.training.evaluate import pyplot; pyplot()",
                 cwd=tmp_path)
     assert done.returncode != 0
     assert "pip install 'smartpick-ml[train]'" in done.stderr
