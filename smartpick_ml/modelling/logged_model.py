@@ -44,12 +44,13 @@ CATALOG_HASH_KEY = "catalog_sha256"
 MAX_MESSAGE_CHARS = 300
 
 
-TASKS = ("score", "rank")
+TASKS = ("score", "rank", "plan")
 
 
 #: params of a request and their defaults ("" / 0 = not given)
 PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "explain": False,
-                                  "preferences": "", "signals": "", "backup_specialties": ""}
+                                  "preferences": "", "signals": "", "backup_specialties": "",
+                                  "max_applications": 0, "budget": 0.0, "schedule": "2025"}
 
 
 #: the distributions the served model imports; declared (pinned to this environment), not
@@ -75,6 +76,9 @@ def signature() -> Any:
         ParamSpec("preferences", "string", PARAM_DEFAULTS["preferences"]),
         ParamSpec("signals", "string", PARAM_DEFAULTS["signals"]),
         ParamSpec("backup_specialties", "string", PARAM_DEFAULTS["backup_specialties"]),
+        ParamSpec("max_applications", "long", PARAM_DEFAULTS["max_applications"]),
+        ParamSpec("budget", "double", PARAM_DEFAULTS["budget"]),
+        ParamSpec("schedule", "string", PARAM_DEFAULTS["schedule"]),
     ])
     return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype("float64"),
                                                                   (-1, 2))]),

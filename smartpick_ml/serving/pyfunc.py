@@ -4,7 +4,7 @@
 module: :func:`_load_pyfunc` loads the skops file (trusted types only) and the catalog the model
 was trained with, and returns a :class:`ServedMatchModel`.
 
-Requests (``POST /invocations``, ``dataframe_split``), two tasks (``params.task``):
+Requests (``POST /invocations``, ``dataframe_split``), three tasks (``params.task``):
 
 - ``score`` (default): applicant × program pairs, *lean* (the applicant's columns and
   ``program_id``; the program's fields come from the logged catalog) or *full* (every pair
@@ -12,6 +12,10 @@ Requests (``POST /invocations``, ``dataframe_split``), two tasks (``params.task`
   rows whose program fields are the catalog's go through the compiled fast path.
 - ``rank``: one applicant row; params ``specialty``, ``k``, ``explain``, ``preferences`` and
   ``signals`` as ``MatchPredictor.rank`` takes them. Answer: one record per program, best first.
+- ``plan``: one applicant row; params ``specialty``, ``max_applications`` (0 = every eligible
+  program), ``budget`` (0 = none), ``schedule``, ``preferences``, ``signals`` as
+  ``MatchPredictor.plan`` takes them. Answer: its table, one record per list length h (the
+  program added, P(match) and corrected, expected utility, fee); the last is the longest list.
 
 Every bad input raises an ``MlflowException`` with ``INVALID_PARAMETER_VALUE`` (HTTP 400) whose
 message names the field. The request's columns are checked once, by :func:`validate_pairs`,
@@ -46,6 +50,7 @@ from smartpick_ml.contracts.pairs import (
     validate_pairs,
 )
 from smartpick_ml.data.synthetic import synthetic_pairs
+from smartpick_ml.inference.portfolio import ERAS_FEE_SCHEDULES
 from smartpick_ml.modelling.logged_model import PARAM_DEFAULTS, TASKS
 from smartpick_ml.serving.replies import invalid_request
 from smartpick_ml.serving.worker import (
@@ -127,6 +132,8 @@ class ServedMatchModel:
                 numba.set_num_threads(1)
                 if p["task"] == "rank":
                     return self._rank(model_input, p)
+                if p["task"] == "plan":
+                    return self._plan(model_input, p)
                 return self._score(model_input)
         except (SmartPickError, ValueError) as exc:
             raise invalid_request(str(exc)) from None
@@ -210,13 +217,15 @@ class ServedMatchModel:
 
     # ---------------------------------------------------------------- ranking
 
-    def _rank(self, frame: Any, p: dict[str, Any]) -> pd.DataFrame:
+    def _applicant(self, frame: Any, p: dict[str, Any]) -> dict[str, Any]:
+        """The one applicant row of a ``rank`` or ``plan`` request, with its JSON params."""
+        task = p["task"]
         if isinstance(frame, pd.DataFrame) and len(frame) != 1:
-            raise ValueError(f"rank: send exactly one applicant row, got {len(frame)}")
+            raise ValueError(f"{task}: send exactly one applicant row, got {len(frame)}")
         cols = validate_pairs(frame, required=RANK_REQUIRED_COLUMNS)
         extra = [c for c in frame.columns if c not in APPLICANT_INPUTS]
         if extra:
-            raise ValueError(f"rank: send the applicant's columns only; unexpected column(s) "
+            raise ValueError(f"{task}: send the applicant's columns only; unexpected column(s) "
                              f"{extra[:5]}")
         applicant: dict[str, Any] = {}
         for c in APPLICANT_INPUTS:
@@ -232,14 +241,42 @@ class ServedMatchModel:
                 applicant[c] = v
         applicant["signals"] = self._json_param(p, "signals")
         applicant["backup_specialties"] = self._json_param(p, "backup_specialties", list)
+        return applicant
+
+    @staticmethod
+    def _records(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.astype(object)
+        return out.where(out.notna(), None)  # JSON null, not NaN
+
+    def _rank(self, frame: Any, p: dict[str, Any]) -> pd.DataFrame:
+        applicant = self._applicant(frame, p)
         k = p["k"]
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
             raise ValueError(f"params.k: must be a whole number ≥ 0 (0 = all), got {quote(k)}")
         ranked = self.predictor.rank(applicant, self._json_param(p, "preferences"),
                                      specialty=p["specialty"] or None, k=int(k) or None,
                                      explain=bool(p["explain"]))
-        out = ranked.astype(object)
-        return out.where(out.notna(), None)  # JSON null, not NaN
+        return self._records(ranked)
+
+    def _plan(self, frame: Any, p: dict[str, Any]) -> pd.DataFrame:
+        applicant = self._applicant(frame, p)
+        n = p["max_applications"]
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError("params.max_applications: must be a whole number ≥ 0 (0 = every "
+                             f"eligible program), got {quote(n)}")
+        budget = p["budget"]
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or \
+                not math.isfinite(budget) or budget < 0:
+            raise ValueError(f"params.budget: must be a number of dollars ≥ 0 (0 = no budget), "
+                             f"got {quote(budget)}")
+        if p["schedule"] not in ERAS_FEE_SCHEDULES:
+            raise ValueError(f"params.schedule: must be one of {list(ERAS_FEE_SCHEDULES)}, "
+                             f"got {quote(p['schedule'])}")
+        result = self.predictor.plan(applicant, self._json_param(p, "preferences"),
+                                     specialty=p["specialty"] or None,
+                                     max_applications=int(n) or None,
+                                     budget=float(budget) or None, schedule=p["schedule"])
+        return self._records(result["table"])
 
     @staticmethod
     def _json_param(p: dict[str, Any], name: str, kind: type = dict) -> Any:

@@ -251,6 +251,27 @@ def test_ranking_one_applicant(server, small_training_run, programs) -> None:
     assert (got["specialty"] == "Internal Medicine").all()
 
 
+def test_planning_gives_what_the_python_api_gives(server, small_training_run, programs) -> None:
+    """Issue #18: ``params.task = "plan"`` answers with MatchPredictor.plan's table."""
+    from smartpick_ml.inference.predictor import MatchPredictor
+
+    applicant = {"applicant_type": "non_us_img", "step2_ck": 246, "graduation_year": 2021,
+                 "season": 2025, "usce_months": 4, "publications": 1, "needs_visa": True,
+                 "preferred_specialty": "Internal Medicine"}
+    prefs = {"states": ["NY"], "img_support_weight": 1.0}
+    body = _split_body(pd.DataFrame([applicant]), task="plan", max_applications=25,
+                       budget=600.0, preferences=json.dumps(prefs))
+    status, text = _request(f"{server.base}/invocations", body)
+    assert status == 200, text
+    got = pd.DataFrame(json.loads(text)["predictions"])
+    want = MatchPredictor(small_training_run.model, programs).plan(
+        applicant, prefs, max_applications=25, budget=600.0)["table"]
+    assert got["program_added"].tolist() == want["program_added"].tolist()
+    assert got["h"].tolist() == list(range(1, len(want) + 1)) and (got["fee_usd"] <= 600).all()
+    for col in ("p_match", "p_match_corrected", "expected_utility"):
+        np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-12)
+
+
 def test_ranking_across_preferred_and_backup_specialties(server, small_training_run,
                                                          programs) -> None:
     """Issue #16: the served rank covers the applicant's backup specialties as the Python API
@@ -381,6 +402,17 @@ def _bad_request(case: str, programs: pd.DataFrame) -> tuple[bytes, str]:
     if case == "rank_backup_unknown":
         return _split_body(one.assign(preferred_specialty="Internal Medicine"), task="rank",
                            backup_specialties='["Astrology"]'), "backup_specialties[0]"
+    if case == "plan_negative_max_applications":
+        return _split_body(one.assign(preferred_specialty="Internal Medicine"), task="plan",
+                           max_applications=-1), "params.max_applications"
+    if case == "plan_budget_below_one_application":
+        return _split_body(one.assign(preferred_specialty="Internal Medicine"), task="plan",
+                           budget=5.0), "budget"
+    if case == "plan_unknown_schedule":
+        return _split_body(one.assign(preferred_specialty="Internal Medicine"), task="plan",
+                           schedule="1999"), "params.schedule"
+    if case == "plan_no_specialty":
+        return _split_body(one.assign(preferred_specialty=None), task="plan"), "specialty"
     raise AssertionError(case)
 
 
@@ -393,7 +425,8 @@ BAD_CASES = ["missing_applicant_column", "missing_program_column", "lean_unknown
              "visa_for_us_md", "empty_frame", "unknown_task", "rank_two_rows",
              "rank_unknown_specialty", "rank_bad_preferences", "rank_preferences_not_json",
              "rank_negative_k", "rank_backup_not_json_array", "rank_backup_is_the_preferred",
-             "rank_backup_unknown"]
+             "rank_backup_unknown", "plan_negative_max_applications",
+             "plan_budget_below_one_application", "plan_unknown_schedule", "plan_no_specialty"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
