@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smartpick_ml.contracts.errors import ConfigError
-from smartpick_ml.contracts.reference import APPLICANT_TYPES, SPECIALTY_NAMES
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, SIGNAL_ALLOTMENTS, SPECIALTY_NAMES
 
 
 class _Strict(BaseModel):
@@ -107,7 +107,8 @@ class SimulationParams(_Strict):
     applications_strength_elasticity: float = Field(ge=0)
     applications_rate_elasticity: float = Field(default=0.0, ge=0, le=1)
     applications_reference_season: int
-    signals: dict[str, dict[str, int]]
+    signals: dict[str, dict[str, int]] = Field(default_factory=lambda: {
+        k: dict(v) for k, v in SIGNAL_ALLOTMENTS.items()})  # the published allotments
     positions_reference_season: int
 
     def per_type(self, name: str) -> np.ndarray:

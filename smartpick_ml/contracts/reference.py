@@ -121,6 +121,26 @@ SPECIALTY_BY_NAME: dict[str, Specialty] = {s.name: s for s in SPECIALTIES}
 SPECIALTY_BY_STEM: dict[str, Specialty] = {
     s.catalog_stem: s for s in CATALOG_SPECIALTIES if s.catalog_stem is not None}
 SPECIALTY_NAMES: tuple[str, ...] = tuple(s.name for s in SPECIALTIES)
+
+#: Preference signals per applicant and tier (ERAS 2024 season, AAMC "Preference Signaling"
+#: pages), for the specialties whose catalog files carry signal columns: a ``single`` scheme
+#: has ``signal`` only, a ``gold_silver`` one ``gold`` and ``silver``. The simulation draws
+#: applicants' signals within them; ``rank`` and ``plan`` refuse a profile that exceeds them.
+SIGNAL_ALLOTMENTS: dict[str, dict[str, int]] = {
+    "Anatomic and Clinical Pathology": {"signal": 5},
+    "Child Neurology": {"signal": 5},
+    "Family Medicine": {"signal": 5},
+    "Neurological Surgery": {"signal": 30},
+    "Orthopaedic Surgery": {"signal": 30},
+    "Otolaryngology": {"signal": 25},
+    "Pediatrics": {"signal": 5},
+    "Thoracic Surgery": {"signal": 10},
+    "Anesthesiology": {"gold": 5, "silver": 10},
+    "Dermatology": {"gold": 3, "silver": 25},
+    "Diagnostic Radiology": {"gold": 4, "silver": 12},
+    "Interventional Radiology": {"gold": 3, "silver": 12},
+    "Obstetrics and Gynecology": {"gold": 3, "silver": 15},
+}
 CATALOG_SPECIALTY_NAMES: tuple[str, ...] = tuple(s.name for s in CATALOG_SPECIALTIES)
 
 #: Share of a catalog specialty's 2025 positions that are advanced (start at PGY-2): PGY-2

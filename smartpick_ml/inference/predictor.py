@@ -56,6 +56,7 @@ from smartpick_ml.contracts.pairs import PROGRAM_INPUTS, applicant_pairs, check_
 from smartpick_ml.contracts.reference import (
     RATE_COLUMN_BY_TYPE,
     REGIONS,
+    SIGNAL_ALLOTMENTS,
     SPECIALTY_NAMES,
     STATE_REGION,
     TYPICAL_STEP2_CK,
@@ -388,6 +389,26 @@ _FACTOR_LABELS = {
 }
 
 
+def _check_allotments(signals: Mapping[str, str], specialty_of: Sequence[str]) -> None:
+    """Signals of the tiers a specialty uses, at most its published number per tier
+    (``SIGNAL_ALLOTMENTS``); none where the catalog has no signal data (the model could not
+    have learnt what they do there)."""
+    used: dict[tuple[str, str], int] = {}
+    for tier, specialty in zip(signals.values(), specialty_of, strict=True):
+        used[(specialty, tier)] = used.get((specialty, tier), 0) + 1
+    for (specialty, tier), n in used.items():
+        allowed = SIGNAL_ALLOTMENTS.get(specialty, {})
+        if not allowed:
+            raise InputError(f"applicant.signals: the catalog has no signal data for "
+                             f"{specialty}, so SmartPick does not take signals there")
+        if tier not in allowed:
+            raise InputError(f"applicant.signals: {specialty} signals are "
+                             f"{' and '.join(repr(t) for t in allowed)}, not {tier!r}")
+        if n > allowed[tier]:
+            raise InputError(f"applicant.signals: {n} {tier!r} signals in {specialty}; "
+                             f"applicants have {allowed[tier]}")
+
+
 class MatchPredictor:
     """Loads a trained model and the program catalog; answers per-applicant questions."""
 
@@ -548,9 +569,10 @@ class MatchPredictor:
             more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
             raise InputError(f"applicant.signals: unknown program_id {quote(unknown[0])}{more} "
                              "(not in the catalog)")
+        of = self.programs["specialty"].to_numpy()[idx]
+        _check_allotments(profile.signals, of)
         if not specialties:
             return
-        of = self.programs["specialty"].to_numpy()[idx]
         other = [(p, o) for p, o in zip(ids, of, strict=True) if o not in specialties]
         if other:
             ranked = " or ".join(specialties)

@@ -221,10 +221,10 @@ def test_a_signal_to_a_program_of_another_specialty_is_refused(predictor, call):
 
 
 def test_a_signal_to_a_program_ranked_is_taken_and_reaches_the_model(predictor):
-    target = _program_of(predictor, SPECIALTY)
-    plain = predictor.rank(APPLICANT, specialty=SPECIALTY, explain=False)
-    signalled = predictor.rank({**APPLICANT, "signals": {target: "gold"}}, specialty=SPECIALTY,
-                               explain=False)
+    plain = predictor.rank(APPLICANT, specialty="Anesthesiology", explain=False)
+    target = str(plain.loc[plain["eligible"], "program_id"].iloc[0])
+    signalled = predictor.rank({**APPLICANT, "signals": {target: "gold"}},
+                               specialty="Anesthesiology", explain=False)
     q = {name: r.set_index("program_id")["q"] for name, r in (("plain", plain),
                                                               ("gold", signalled))}
     moved = q["gold"] != q["plain"].reindex(q["gold"].index)
@@ -339,3 +339,33 @@ def test_a_bad_backup_specialty_is_refused_naming_the_field(predictor, call, bac
         CALLS[call](predictor, applicant)
     assert re.search(message, str(info.value)), str(info.value)
     assert len(str(info.value)) < 500
+
+
+@pytest.mark.parametrize(("specialty", "tiers", "match"), [
+    ("Anesthesiology", ["gold"] * 6, "6 'gold' signals in Anesthesiology; applicants have 5"),
+    ("Anesthesiology", ["signal"], "Anesthesiology signals are 'gold' and 'silver', not 'signal'"),
+    ("Pediatrics", ["gold"], "Pediatrics signals are 'signal', not 'gold'"),
+    ("Pediatrics", ["signal"] * 6, "6 'signal' signals in Pediatrics; applicants have 5"),
+    ("Internal Medicine", ["signal"], "no signal data for Internal Medicine"),
+])
+@pytest.mark.parametrize("call", ["rank", "plan"])
+def test_signals_beyond_the_published_allotment_or_of_a_tier_not_used_are_refused(
+        predictor, specialty, tiers, match, call):
+    """Issue #18: "gold" and "signal" gave the same q, and any number of signals was taken."""
+    ids = predictor.programs.loc[predictor.programs["specialty"] == specialty, "program_id"]
+    signals = dict(zip(ids.iloc[:len(tiers)], tiers, strict=True))
+    with pytest.raises(InputError, match=rf"applicant\.signals: .*{re.escape(match)}"):
+        if call == "rank":
+            predictor.rank({**APPLICANT, "signals": signals}, specialty=specialty)
+        else:
+            predictor.plan({**APPLICANT, "signals": signals}, specialty=specialty,
+                           max_applications=5)
+
+
+def test_signals_within_the_allotment_are_taken(predictor):
+    ids = predictor.programs.loc[predictor.programs["specialty"] == "Anesthesiology",
+                                 "program_id"]
+    signals = {**dict.fromkeys(ids.iloc[:5], "gold"), **dict.fromkeys(ids.iloc[5:15], "silver")}
+    ranked = predictor.rank({**APPLICANT, "signals": signals}, specialty="Anesthesiology",
+                            explain=False)
+    assert len(ranked) == len(ids)

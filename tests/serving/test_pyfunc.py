@@ -235,20 +235,20 @@ def test_ranking_one_applicant(server, small_training_run, programs) -> None:
                  "season": 2025, "usce_months": 6, "publications": 2, "needs_visa": False,
                  "home_state": "NY"}
     prefs = {"states": ["NY", "NJ"], "location_weight": 1.0}
-    first = programs["program_id"][programs["specialty"] == "Internal Medicine"].iloc[0]
+    first = programs["program_id"][programs["specialty"] == "Anesthesiology"].iloc[0]
     signals = {str(first): "gold"}
-    body = _split_body(pd.DataFrame([applicant]), task="rank", specialty="Internal Medicine",
+    body = _split_body(pd.DataFrame([applicant]), task="rank", specialty="Anesthesiology",
                        k=15, preferences=json.dumps(prefs), signals=json.dumps(signals))
     status, text = _request(f"{server.base}/invocations", body)
     assert status == 200, text
     got = pd.DataFrame(json.loads(text)["predictions"])
     want = MatchPredictor(small_training_run.model, programs).rank(
-        {**applicant, "signals": signals}, prefs, specialty="Internal Medicine", k=15,
+        {**applicant, "signals": signals}, prefs, specialty="Anesthesiology", k=15,
         explain=False)
     assert got["program_id"].tolist() == want["program_id"].tolist()
     np.testing.assert_allclose(got["q"], want["q"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(got["ev"], want["ev"], rtol=0, atol=1e-12)
-    assert (got["specialty"] == "Internal Medicine").all()
+    assert (got["specialty"] == "Anesthesiology").all()
 
 
 def test_planning_gives_what_the_python_api_gives(server, small_training_run, programs) -> None:

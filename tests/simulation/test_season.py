@@ -222,8 +222,8 @@ def test_unknown_season_and_missing_catalog_fail_clearly(tmp_path, programs):
 
 
 def test_unknown_specialty_in_signals_is_rejected(tmp_path):
-    text = CONFIG.read_text().replace('"Pediatrics" = { signal = 5 }',
-                                      '"Pediatric Basket Weaving" = { signal = 5 }')
+    text = CONFIG.read_text() + '\n[params.signals]\n"Pediatric Basket Weaving" = { signal = 5 }\n'
+
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     with pytest.raises(ConfigError, match="Pediatric Basket Weaving"):

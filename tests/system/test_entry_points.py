@@ -117,6 +117,8 @@ BAD_RANKING = [
     ("a signal to an unknown program", {"NOPE": "gold"}, {}, "signals"),
     ("a signal to a path", {"../../etc": "gold"}, {}, "signals"),
     ("a signal to another specialty", {"<Family Medicine>": "signal"}, {}, "signals"),
+    ("a signal where the catalog has no signal data", {"<Internal Medicine>": "gold"}, {},
+     "signals"),
     ("a NaN preference weight", {}, {"location_weight": math.nan}, "location_weight"),
     ("an infinite preference weight", {}, {"visa_weight": math.inf}, "visa_weight"),
 ]
@@ -128,22 +130,22 @@ def _resolve(predictor, signals):
              if p.startswith("<") else p): kind for p, kind in signals.items()}
 
 
-def via_rank_request(entry, signals, preferences):
-    return entry[1].rank({**GOOD, "signals": signals}, preferences, specialty=SPECIALTY, k=3)
+def via_rank_request(entry, signals, preferences, specialty=SPECIALTY):
+    return entry[1].rank({**GOOD, "signals": signals}, preferences, specialty=specialty, k=3)
 
 
-def via_served_rank(entry, signals, preferences):
+def via_served_rank(entry, signals, preferences, specialty=SPECIALTY):
     frame = pd.DataFrame({c: pd.Series([GOOD[c]], dtype=object) for c in GOOD})
-    return entry[3].predict(frame, {"task": "rank", "specialty": SPECIALTY, "k": 3,
+    return entry[3].predict(frame, {"task": "rank", "specialty": specialty, "k": 3,
                                     "signals": json.dumps(signals),
                                     "preferences": json.dumps(preferences)})
 
 
-def via_cli_profile(entry, signals, preferences, tmp_path):
+def via_cli_profile(entry, signals, preferences, tmp_path, specialty=SPECIALTY):
     path = tmp_path / "profile.json"
     path.write_text(json.dumps({**GOOD, "signals": signals, "preferences": preferences}))
     return CliRunner().invoke(main, ["rank", "--profile", str(path), "--model",
-                                     str(entry[0].model_dir), "--specialty", SPECIALTY,
+                                     str(entry[0].model_dir), "--specialty", specialty,
                                      "--top", "3"])
 
 
@@ -162,8 +164,10 @@ def test_every_ranking_entry_point_refuses_the_same_requests(entry, tmp_path, wh
 
 
 def test_every_ranking_entry_point_takes_a_signal_it_can_see(entry, tmp_path):
-    target = str(entry[2]["program_id"].iloc[0])
-    ranked = via_rank_request(entry, {target: "gold"}, {})
-    served = via_served_rank(entry, {target: "gold"}, {})
+    programs = entry[1].programs
+    target = str(programs.loc[programs["specialty"] == "Anesthesiology", "program_id"].iloc[0])
+    ranked = via_rank_request(entry, {target: "gold"}, {}, "Anesthesiology")
+    served = via_served_rank(entry, {target: "gold"}, {}, "Anesthesiology")
     assert list(pd.DataFrame(served)["program_id"]) == list(ranked["program_id"])
-    assert via_cli_profile(entry, {target: "gold"}, {}, tmp_path).exit_code == 0
+    assert via_cli_profile(entry, {target: "gold"}, {}, tmp_path,
+                           "Anesthesiology").exit_code == 0
