@@ -401,7 +401,10 @@ Profile file (JSON or TOML), e.g. profile.json:
    "preferences": {"states": ["NY", "NJ"], "img_support_weight": 1.0}}
 Optional: "backup_specialties": ["Family Medicine"] (up to 2, ranked below the preferred one;
 `rank` covers them, `plan` plans the preferred specialty), "applications": 90 (programs you
-apply to this season; default: your type's typical number).
+apply to this season; default: your type's typical number), "signals": {"DERM-0097": "gold"}
+(preference signals by program_id, as `rank` lists them: "signal" in single-tier specialties,
+"gold" / "silver" in tiered ones, at most the published number per tier).
+More: examples/profile_us_md_dermatology.json, examples/profile_non_us_img_backup.json
 """
 
 

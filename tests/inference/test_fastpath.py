@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -348,3 +349,21 @@ def test_a_us_senior_is_not_steered_to_img_support_programs_by_default(predictor
     img = predictor.rank({**md, "applicant_type": "non_us_img", "graduation_year": 2022},
                          explain=False)
     assert img["utility"].max() > 1.0
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "examples")
+                                        .glob("profile_*.json")),
+                         ids=lambda p: p.stem)
+def test_every_example_profile_plans_with_a_stated_p_match_rising_with_each_program(predictor,
+                                                                                     path):
+    """Issue #17: the stated (corrected) P(match) rises strictly with list length wherever the
+    independence figure does, on the example profiles a user starts from."""
+    import json
+
+    profile = json.loads(path.read_text())
+    preferences = profile.pop("preferences", None)
+    t = predictor.plan(profile, preferences, max_applications=40)["table"]
+    rising = np.diff(t["p_match"].to_numpy()) > 1e-12
+    assert rising.sum() >= 10
+    assert (np.diff(t["p_match_corrected"].to_numpy())[rising] > 0).all()
+    assert (t["p_match_corrected"] <= t["p_match"] + 1e-12).all()
