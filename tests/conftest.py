@@ -84,6 +84,7 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -300,3 +301,27 @@ def q_on_one_thread(model: Any, pairs: pd.DataFrame) -> np.ndarray:
 
     with threadpool_limits(limits=1, user_api="openmp"):
         return model.predict_proba(pairs)[:, 1]
+
+
+@pytest.fixture(scope="session")
+def local_spark():
+    """A two-core local Spark (pyspark: in the dev extras; Java 17)."""
+    pyspark = pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    # Spark's Python workers run this interpreter (with this environment's packages)
+    saved = {k: os.environ.get(k) for k in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    os.environ.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    spark = (SparkSession.builder.master("local[2]").appName("smartpick-tests")
+             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+             .config("spark.pyspark.python", sys.executable)
+             .config("spark.pyspark.driver.python", sys.executable)
+             .getOrCreate())
+    yield spark
+    spark.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    del pyspark

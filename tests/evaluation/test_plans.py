@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -235,31 +232,6 @@ def test_the_shipped_config_loads():
 def test_a_missing_season_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="smartpick run"):
         SeasonSource(str(tmp_path), 2025, "pipelines/simulate.toml").load()
-
-
-@pytest.fixture(scope="module")
-def local_spark():
-    """A two-core local Spark (pyspark and joblibspark: the [spark] extra; Java 17)."""
-    pyspark = pytest.importorskip("pyspark")
-    pytest.importorskip("joblibspark")
-    from pyspark.sql import SparkSession
-
-    # Spark's Python workers run this interpreter (with this environment's packages)
-    saved = {k: os.environ.get(k) for k in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
-    os.environ.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    spark = (SparkSession.builder.master("local[2]").appName("smartpick-tests")
-             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-             .config("spark.pyspark.python", sys.executable)
-             .config("spark.pyspark.driver.python", sys.executable)
-             .getOrCreate())
-    yield spark
-    spark.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    del pyspark
 
 
 def test_the_spark_backend_gives_what_one_process_gives(small_training_run, predictor,
