@@ -516,8 +516,9 @@ def _errors_by_season(evaluation: PlanEvaluation, groups: list[Scenario]) -> dic
         return float(values.max()) if len(values) else float("inf")
 
     errors = {"plan groups": worst(evaluation.by_type)} if groups else {}
-    for season, part in evaluation.adoption.groupby("season", sort=False):
-        errors[str(season)] = worst(part)
+    if len(evaluation.adoption):  # none when the config asks for no adoption season
+        for season, part in evaluation.adoption.groupby("season", sort=False):
+            errors[str(season)] = worst(part)
     return errors
 
 

@@ -257,3 +257,13 @@ def test_a_failed_write_leaves_the_previous_evaluation_whole(evaluation, tmp_pat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["plans"]  # no staging folder left
     assert set(first) >= {"summary_csv", "reliability_csv"}
+
+
+def test_an_evaluation_without_adoption_seasons(small_training_run, predictor, tmp_path):
+    cfg = _config().model_copy(update={"adoption": _config().adoption.model_copy(
+        update={"non_us_img_shares": [], "every_type_share": None})})
+    ev = evaluate_plans(cfg, small_training_run.cfg, predictor)
+    assert len(ev.adoption) == 0 and len(ev.by_type) == 4
+    assert set(summary_table(ev)["season"]) == {"sample"}
+    assert "When many follow" not in format_summary(ev)
+    write_evaluation(ev, tmp_path / "out")
