@@ -16,6 +16,15 @@ from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, SIGNAL_ALLOTMENTS, SPECIALTY_NAMES
 
 
+def counts_by_type(counts: dict[str, int], minimum: int) -> dict[str, int]:
+    """A count per applicant type: known types only, each at least ``minimum``."""
+    unknown = sorted(set(counts) - set(APPLICANT_TYPES))
+    if unknown or min(counts.values(), default=minimum) < minimum:
+        raise ValueError(f"keys must be applicant types {list(APPLICANT_TYPES)} with counts "
+                         f">= {minimum}; unknown: {unknown}")
+    return counts
+
+
 class _Strict(BaseModel):
     # TOML spells nan / inf; no parameter means anything with them (a NaN weight would silently
     # turn a whole simulated season into NaN), so they are errors like any other bad value
@@ -128,11 +137,7 @@ class SimulationParams(_Strict):
     @field_validator("pgy1_only_applicants")
     @classmethod
     def _known_types(cls, v: dict[str, int]) -> dict[str, int]:
-        unknown = set(v) - set(APPLICANT_TYPES)
-        if unknown or min(v.values(), default=0) < 0:
-            raise ValueError(f"keys must be applicant types {list(APPLICANT_TYPES)} with counts "
-                             f">= 0; unknown: {sorted(unknown)}")
-        return v
+        return counts_by_type(v, minimum=0)
 
     @field_validator("market")
     @classmethod
@@ -291,12 +296,7 @@ class EvaluateSample(_Strict):
     @field_validator("per_type")
     @classmethod
     def _known_types(cls, v: dict[str, int]) -> dict[str, int]:
-        unknown = sorted(set(v) - set(APPLICANT_TYPES))
-        if unknown:
-            raise ValueError(f"unknown applicant type(s) {unknown}; known: {list(APPLICANT_TYPES)}")
-        if any(n < 1 for n in v.values()):
-            raise ValueError("every sample size must be at least 1")
-        return v
+        return counts_by_type(v, minimum=1)
 
 
 class EvaluateReplicates(_Strict):
