@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,6 +49,20 @@ class _Progress:
             self.bar.update(min(advance, self.bar.total - self.bar.n))
         else:
             click.echo(f"[{self.desc} {time.perf_counter() - self.t0:6.1f}s] {msg}", err=True)
+
+
+@contextlib.contextmanager
+def _stopped_like_ctrl_c() -> Iterator[None]:
+    """A SIGTERM (``kill``, a scheduler's time limit) stops the command as Ctrl-C does: by an
+    exception, so joblib stops its worker processes instead of leaving them running."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(exc: Exception) -> None:
@@ -640,7 +658,7 @@ def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None,
     train_cfg = load_train_config(cfg.train_config)
     predictor = MatchPredictor.load(model_source)
     started = time.perf_counter()
-    with _Progress("evaluate-plans", 0, "step") as bar:
+    with _Progress("evaluate-plans", 0, "step") as bar, _stopped_like_ctrl_c():
         evaluation = evaluate_plans(cfg, train_cfg, predictor, progress=bar.note)
     # a run stopped before here has written nothing: the files appear together at the end
     paths = write_evaluation(evaluation, cfg.run.out_dir)

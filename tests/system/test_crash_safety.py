@@ -191,3 +191,73 @@ def test_sigkill_mid_write_keeps_the_last_good_state(world, store, tmp_path, tar
     _assert_last_good_model(store, q_before, sample)
     assert persist.read_manifest(store.model_dir)["artifact"] == manifest_before["artifact"]
     assert _champion(store) == champion_before
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (read from /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_evaluate_plans_stopped_by_sigterm_leaves_no_workers_and_no_files(small_training_run,
+                                                                         tmp_path):
+    """A `kill` while seasons are re-run on two worker processes: the command stops as Ctrl-C
+    does, its workers stop with it (they were left running), and nothing is written."""
+    out = tmp_path / "plans"
+    config = tmp_path / "evaluate.toml"
+    config.write_text(f"""train_config = "{small_training_run.config_path}"
+[sample]
+per_type = {{ non_us_img = 40, us_md_senior = 20 }}
+group_share = 0.02
+[replicates]
+min = 30
+max = 30
+[run]
+n_jobs = 2
+out_dir = "{out}"
+""")
+    log = tmp_path / "log.txt"
+    with open(log, "wb") as fh:
+        child = subprocess.Popen([sys.executable, "-m", "smartpick_ml.cli", "evaluate-plans",
+                                  "--config", str(config), "--model",
+                                  str(small_training_run.model_dir), "--no-track"],
+                                 stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(workers) < 2:
+            assert child.poll() is None, log.read_text()[-2000:]
+            workers = {p for p in _children(child.pid)
+                       if "popen_loky" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")}
+            time.sleep(0.5)
+        assert len(workers) >= 2, log.read_text()[-2000:]
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) != 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.5)
+        assert not any(_alive(p) for p in workers), "worker processes outlived the command"
+        assert not out.exists() and not list(tmp_path.glob(".plans.*"))
+    finally:
+        if child.poll() is None:
+            child.kill()
+        for pid in workers:  # never leave a failed run's workers behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
