@@ -500,9 +500,12 @@ rank.help = inspect.cleandoc(rank.help or "") + "\n\n" + _PROFILE_HELP
               help="Write the plan table (.csv or .json).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of P(match) and fees against list length.")
+@click.option("--across", help="One rank list across the preferred specialty and the "
+              "profile's backup_specialties: at most this many programs of each, preferred "
+              "first, e.g. 40,15,5.")
 def plan(profile_path: Path, specialty: str | None, max_applications: int | None,
          budget: float | None, schedule: str, model_source: str, out: Path | None,
-         plot: Path | None) -> None:
+         plot: Path | None, across: str | None) -> None:
     """The best application list for every length: P(match), E[U] and ERAS fees.
 
     Exact (nested optimal portfolios, Kapur & Hong 2022), compared with the naive
@@ -518,11 +521,15 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
     Examples:
       smartpick plan --profile examples/profile_non_us_img.json --max-applications 120
       smartpick plan --profile me.json --budget 1500 --out plan.csv --plot plan.png
+      smartpick plan --profile examples/profile_non_us_img_backup.json --across 40,15,5
     """
     from smartpick_ml.inference.predictor import MatchPredictor
 
     applicant, prefs = _read_profile(profile_path)
     predictor = MatchPredictor.load(model_source)
+    if across is not None:
+        _plan_across(predictor, applicant, prefs, across, schedule, out)
+        return
     result = predictor.plan(applicant, prefs, specialty=specialty,
                             max_applications=max_applications, budget=budget,
                             schedule=schedule)
@@ -565,6 +572,33 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
         click.echo("(--out plan.csv saves the whole table; --plot plan.png draws it)")
     click.echo(f"next: smartpick rank --profile {profile_path} --out ranked.csv   # every "
                "program's q, U and EV")
+
+
+def _plan_across(predictor: Any, applicant: dict, prefs: dict | None, across: str,
+                 schedule: str, out: Path | None) -> None:
+    """`plan --across`: the best single list across the preferred and backup specialties."""
+    try:
+        sizes = [int(x) for x in across.split(",")]
+    except ValueError:
+        raise click.BadParameter("whole numbers separated by commas, e.g. 40,15",
+                                 param_hint="--across") from None
+    result = predictor.plan_across(applicant, prefs, sizes, schedule=schedule)
+    counts = result["programs_per_specialty"]
+    click.echo("one rank list, preferred specialty first: " + ", ".join(
+        f"{s} {counts[s]} of at most {n}" for s, n in zip(result["specialties"], sizes,
+                                                          strict=True)))
+    click.echo("the programs are the exact best list for expected utility, a backup's match "
+               "worth half a preferred one (plan_across's specialty_weights)")
+    click.echo(f"P(match) {result['p_match_corrected']:.1%} (independence formula "
+               f"{result['p_match']:.1%}); in {result['specialties'][0]} "
+               f"{result['p_match_preferred_corrected']:.1%}; E[U] "
+               f"{_number(result['expected_utility'])}; fee ${result['fee_usd']:,} (ERAS fees "
+               "restart for each specialty, plus the USMLE transcript once)")
+    shown = result["programs"][["rank", "specialty", "program_id", "name", "q", "utility"]]
+    click.echo(shown.head(25).to_string(index=False, formatters=_NUMBER_FORMATS))
+    _write_table(result["programs"], out)
+    if out is None and len(shown) > 25:
+        click.echo(f"(--out list.csv saves all {len(shown)} programs)")
 
 
 plan.help = inspect.cleandoc(plan.help or "") + "\n\n" + _PROFILE_HELP

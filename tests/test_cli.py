@@ -306,3 +306,25 @@ def test_plan_explains_its_header_fee_and_optimal_and_never_prints_negative_zero
     assert "USMLE transcript" in text and "not other specialties' fees" in text
     assert "-0.000" not in text
     assert re.search(r"^\s+1\. IM-\d{4}  ", text, re.M)  # the program_id of each added program
+
+
+def test_plan_across_the_preferred_and_backup_specialties(small_training_run, tmp_path):
+    """Issue #18: one rank list across specialties, its figures and fee, every program in
+    --out; a malformed --across is a usage error naming the option."""
+    profile = json.loads(PROFILE.read_text())
+    profile["backup_specialties"] = ["Family Medicine"]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    out = tmp_path / "list.csv"
+    result = CliRunner().invoke(main, ["plan", "--profile", str(path), "--model",
+                                       str(small_training_run.model_dir), "--across", "12,6",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Internal Medicine" in result.output and "Family Medicine" in result.output
+    assert "restart for each specialty" in result.output and "P(match)" in result.output
+    listed = pd.read_csv(out)
+    assert listed["rank"].tolist() == list(range(1, len(listed) + 1))
+    assert (listed["specialty"] == "Internal Medicine").sum() <= 12
+    bad = CliRunner().invoke(main, ["plan", "--profile", str(path), "--model",
+                                    str(small_training_run.model_dir), "--across", "12,x"])
+    assert bad.exit_code == 2 and "--across" in bad.output and "Traceback" not in bad.output

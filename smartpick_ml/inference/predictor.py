@@ -64,6 +64,7 @@ from smartpick_ml.contracts.reference import (
 from smartpick_ml.contracts.schemas import APPLICANT_ROW_RULES, APPLICANTS
 from smartpick_ml.inference.portfolio import (
     USMLE_TRANSCRIPT_FEE_USD,
+    best_joint_list,
     fees_for_sizes,
     match_probability,
     plan_table,
@@ -407,6 +408,11 @@ def _check_allotments(signals: Mapping[str, str], specialty_of: Sequence[str]) -
         if n > allowed[tier]:
             raise InputError(f"applicant.signals: {n} {tier!r} signals in {specialty}; "
                              f"applicants have {allowed[tier]}")
+
+
+#: what a match in a backup specialty is worth, as a share of one in the preferred specialty,
+#: unless the applicant says otherwise (``plan_across``'s ``specialty_weights``)
+DEFAULT_BACKUP_WEIGHT = 0.5
 
 
 class MatchPredictor:
@@ -753,3 +759,76 @@ class MatchPredictor:
                 "p_match_corrected": float(best["p_match_corrected"]),
                 "expected_utility": float(best["expected_utility"]),
                 "fee_usd": int(best["fee_usd"])}
+
+    def plan_across(self, applicant: Mapping[str, Any] | ApplicantProfile,
+                    preferences: Mapping[str, Any] | Preferences | None = None,
+                    sizes: Sequence[int] | None = None,
+                    specialty_weights: Mapping[str, float] | None = None,
+                    schedule: str = "2025") -> dict[str, Any]:
+        """The exact best single rank list across the preferred specialty and the backups
+        (``applicant.backup_specialties``), preferred programs first, with at most
+        ``sizes[s]`` programs of each specialty (``portfolio.best_joint_list``).
+
+        ``specialty_weights``: what a match in each specialty is worth to the applicant, as a
+        multiple of U (default 1 for the preferred specialty and ``DEFAULT_BACKUP_WEIGHT`` for a
+        backup: with equal weights the list trades preferred programs for backups of higher U,
+        which few applicants mean). ERAS fees restart
+        for each specialty. Returns the programs in rank-list order, P(match) (independence and
+        corrected), P(match) in the preferred specialty (corrected), E[U] and the fee."""
+        profile = _parse(ApplicantProfile, applicant, "applicant")
+        prefs = preferences_for(profile, preferences)
+        specs = profile.specialties
+        if len(specs) < 2:
+            raise InputError("applicant.backup_specialties: give at least one backup to plan "
+                             "across specialties (plan() plans one)")
+        if sizes is None or isinstance(sizes, str) or not isinstance(sizes, Sequence) \
+                or len(sizes) != len(specs):
+            raise InputError(f"sizes: one number of programs per specialty, preferred first "
+                             f"({', '.join(specs)})")
+        for n in sizes:
+            if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 0 <= n <= 10_000:
+                raise InputError(f"sizes: {quote(n)} is not a whole number of programs from 0 "
+                                 "to 10000")
+        weights = dict(specialty_weights or {})
+        unknown = sorted(set(weights) - set(specs))
+        if unknown:
+            raise InputError(f"specialty_weights: {quote(unknown)} not among {specs}")
+        for name, w in weights.items():
+            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 5 \
+                    or not np.isfinite(w):
+                raise InputError(f"specialty_weights.{name}: a number from 0 to 5, "
+                                 f"got {quote(w)}")
+        self._check_signals(profile, specs)
+        rows = [self._rows(s) for s in specs]
+        qs = [np.where(self._closed_code[profile.needs_visa][r] == 0, self._q(profile, r), 0.0)
+              for r in rows]
+        us = [self._utility(prefs, r) * float(weights.get(
+                  s, 1.0 if s == specs[0] else DEFAULT_BACKUP_WEIGHT))
+              for r, s in zip(rows, specs, strict=True)]
+        joint = best_joint_list(qs, us, [int(n) for n in sizes])
+        blocks = []
+        for s, r, q, u, idx in zip(specs, rows, qs, us, joint.chosen, strict=True):
+            order = idx[np.argsort(-u[idx], kind="stable")]  # by utility within a specialty
+            blocks.append(pd.DataFrame({
+                "specialty": s, "program_id": self.programs["program_id"].to_numpy()[r[order]],
+                "name": self.programs["name"].to_numpy()[r[order]], "q": q[order],
+                "utility": u[order]}))
+        programs = pd.concat(blocks, ignore_index=True)
+        programs.insert(0, "rank", np.arange(1, len(programs) + 1))
+        q_list = programs["q"].to_numpy()
+        preferred = programs["specialty"].to_numpy() == specs[0]
+        fee = sum(int(fees_for_sizes(np.array([len(c)]), schedule)[0])
+                  for c in joint.chosen if len(c)) + USMLE_TRANSCRIPT_FEE_USD
+
+        def corrected(q: np.ndarray) -> float:
+            return max(float(self.correct_p_match(q, profile.applicant_type)[-1]),
+                       float(q.max())) if len(q) else 0.0
+
+        return {"specialties": specs, "programs": programs, "p_match": joint.p_match,
+                "p_match_corrected": corrected(q_list),
+                "p_match_preferred_corrected": corrected(q_list[preferred]),
+                "expected_utility": joint.expected_utility,
+                "programs_per_specialty": {s: int(len(c)) for s, c in
+                                           zip(specs, joint.chosen, strict=True)},
+                "fee_usd": int(fee) if len(programs) else 0}
+

@@ -369,3 +369,68 @@ def test_signals_within_the_allotment_are_taken(predictor):
     ranked = predictor.rank({**APPLICANT, "signals": signals}, specialty="Anesthesiology",
                             explain=False)
     assert len(ranked) == len(ids)
+
+
+# ------------------------------------------------------------ one list across specialties (#18)
+
+WITH_BACKUPS = {**APPLICANT, "preferred_specialty": SPECIALTY,
+                "backup_specialties": ["Family Medicine", "Preliminary Medicine"]}
+
+
+def test_a_list_across_specialties_is_the_exact_joint_optimum_with_fees_per_specialty(predictor):
+    from smartpick_ml.inference.portfolio import USMLE_TRANSCRIPT_FEE_USD, fees_for_sizes
+
+    plan = predictor.plan_across(WITH_BACKUPS, sizes=[20, 8, 4])
+    programs = plan["programs"]
+    counts = programs["specialty"].value_counts()
+    assert plan["programs_per_specialty"] == {s: int(counts.get(s, 0)) for s in
+                                              WITH_BACKUPS["backup_specialties"] + [SPECIALTY]}
+    assert counts.get(SPECIALTY, 0) <= 20 and counts.get("Family Medicine", 0) <= 8
+    # preferred programs first, then each backup in the order given
+    order = {s: k for k, s in enumerate([SPECIALTY, *WITH_BACKUPS["backup_specialties"]])}
+    assert programs["specialty"].map(order).is_monotonic_increasing
+    assert programs["rank"].tolist() == list(range(1, len(programs) + 1))
+    # ERAS fees restart for each specialty
+    fee = sum(int(fees_for_sizes(np.array([n]), "2025")[0]) for n in counts) \
+        + USMLE_TRANSCRIPT_FEE_USD
+    assert plan["fee_usd"] == fee
+    # the list's value is what the list is worth, by the independence formula
+    reach, value = 1.0, 0.0
+    for q, u in zip(programs["q"], programs["utility"], strict=True):
+        value += reach * q * u
+        reach *= 1 - q
+    assert plan["expected_utility"] == pytest.approx(value, rel=1e-9)
+    assert plan["p_match"] == pytest.approx(1 - reach, rel=1e-9)
+    assert 0 < plan["p_match_preferred_corrected"] <= plan["p_match_corrected"] <= plan["p_match"]
+
+
+def test_without_backup_programs_it_is_the_single_specialty_plan(predictor):
+    single = predictor.plan({**APPLICANT, "preferred_specialty": SPECIALTY},
+                            max_applications=15)["table"].iloc[-1]
+    across = predictor.plan_across(WITH_BACKUPS, sizes=[15, 0, 0])
+    assert across["expected_utility"] == pytest.approx(single["expected_utility"], rel=1e-9)
+    assert across["p_match"] == pytest.approx(single["p_match"], rel=1e-9)
+
+
+@pytest.mark.parametrize("backup_sizes", [[5, 0], [0, 5], [10, 5], [30, 20]])
+def test_room_for_backups_never_lowers_the_expected_value(predictor, backup_sizes):
+    alone = predictor.plan_across(WITH_BACKUPS, sizes=[15, 0, 0])
+    more = predictor.plan_across(WITH_BACKUPS, sizes=[15, *backup_sizes])
+    assert more["expected_utility"] >= alone["expected_utility"] - 1e-12
+
+
+@pytest.mark.parametrize(("applicant", "kwargs", "field"), [
+    ({**APPLICANT, "preferred_specialty": SPECIALTY}, {"sizes": [10]}, "backup_specialties"),
+    (WITH_BACKUPS, {"sizes": [10, 5]}, "sizes"),
+    (WITH_BACKUPS, {"sizes": None}, "sizes"),
+    (WITH_BACKUPS, {"sizes": "10,5,5"}, "sizes"),
+    (WITH_BACKUPS, {"sizes": [10, -1, 5]}, "sizes"),
+    (WITH_BACKUPS, {"sizes": [10, 5.5, 5]}, "sizes"),
+    (WITH_BACKUPS, {"sizes": [10, 5, 5], "specialty_weights": {"Dermatology": 1}},
+     "specialty_weights"),
+    (WITH_BACKUPS, {"sizes": [10, 5, 5], "specialty_weights": {"Family Medicine": math.nan}},
+     "specialty_weights.Family Medicine"),
+])
+def test_a_bad_plan_across_specialties_names_the_field(predictor, applicant, kwargs, field):
+    with pytest.raises(InputError, match=re.escape(field)):
+        predictor.plan_across(applicant, **kwargs)
