@@ -99,8 +99,9 @@ def main() -> None:
       rank       rank programs for one applicant by expected value           -> terminal, --out
       plan       the best application list of every length, with ERAS fees   -> terminal, --out
       score      q for every applicant x program of a table (a whole season) -> Parquet
-      evaluate-plans  re-run the season with applicants following the plan -> data/processed/plans/
       run        the main job on the default config (what `make run` does)
+      evaluate-plans
+                 does following the plan help? the season re-run with plans -> data/processed/plans/
       schemas    print the data contracts (tables, columns, units, allowed values)
 
     \b

@@ -137,10 +137,12 @@ def test_adoption_counts_the_followers_it_was_asked_for(evaluation, source):
                                             "us_md_senior"}
 
 
+@pytest.mark.parametrize("backend", ["loky", "threading"])
 def test_the_same_seed_gives_the_same_evaluation_on_any_number_of_workers(
-        small_training_run, predictor, evaluation):
-    """Re-run seasons are independent tasks: two loky workers give what one process gives."""
-    again = evaluate_plans(_config(n_jobs=2), small_training_run.cfg, predictor)
+        small_training_run, predictor, evaluation, backend):
+    """Re-run seasons are independent tasks: two workers give what one process gives."""
+    again = evaluate_plans(_config(n_jobs=2, backend=backend), small_training_run.cfg,
+                           predictor)
     pd.testing.assert_frame_equal(again.by_type, evaluation.by_type)
     pd.testing.assert_frame_equal(again.adoption, evaluation.adoption)
 
