@@ -307,6 +307,8 @@ def q_on_one_thread(model: Any, pairs: pd.DataFrame) -> np.ndarray:
 def local_spark():
     """A two-core local Spark (pyspark: in the dev extras; Java 17)."""
     pyspark = pytest.importorskip("pyspark")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("Spark needs Java (17), which this machine lacks")
     from pyspark.sql import SparkSession
 
     # Spark's Python workers run this interpreter (with this environment's packages)
