@@ -309,8 +309,25 @@ def _train(config: Path, track: bool) -> None:
     click.echo(f"  smartpick rank --profile examples/profile_non_us_img.json{model_flag}"
                "   # use the model")
     if track:
-        click.echo(f"  mlflow ui --backend-store-uri {uri}   # compare runs")
+        click.echo(f"  mlflow ui --backend-store-uri {uri}   # compare runs, then open")
+        click.echo(f"    {_run_page(uri, result.run_id)}"
+                   "   # this run (MLflow 3's start page is its GenAI view)")
     click.echo("  notebooks/02_model_report.ipynb   # the champion, explored (Jupyter)")
+
+
+def _run_page(tracking_uri: str, run_id: str | None) -> str:
+    """The MLflow UI's page of a training run (``mlflow ui``'s default address), or its list
+    of experiments where the run cannot be looked up."""
+    base = "http://127.0.0.1:5000/#/experiments"
+    if not run_id:
+        return base
+    try:
+        from mlflow import MlflowClient
+
+        experiment = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+    except Exception:  # a page address is a courtesy: never fail a finished run over it
+        return base
+    return f"{base}/{experiment}/runs/{run_id}"
 
 
 @main.command()

@@ -109,6 +109,9 @@ def test_train_ends_with_outputs_report_and_next(small_training_run, monkeypatch
         assert str(p) in result.stdout
     assert world.result.champion_decision in result.stdout
     assert "next:" in result.stdout and "smartpick rank" in result.stdout
+    # MLflow 3's UI opens on its GenAI view: the run's own page is printed
+    assert re.search(rf"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{world.result.run_id}",
+                     result.stdout)
 
 
 def test_progress_text_mode_counts_nothing_on_a_pipe(capsys):
