@@ -20,6 +20,8 @@ to 60 programs stated one figure); models saved with it still answer as they did
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 from scipy import special
@@ -39,25 +41,35 @@ def independent_p_match(q: np.ndarray, groups: np.ndarray) -> pd.Series:
     return 1.0 - np.exp(pd.Series(log_miss).groupby(np.asarray(groups)).sum())
 
 
-def _log_miss(q: np.ndarray, s: float, node: float) -> np.ndarray:
-    """log P(program j does not take the applicant | strength ``node``), with the decision
-    ``Phi(a_j + s z)``: a probit, because its average over z is exact, ``Phi(a / sqrt(1 + s²))``,
-    so a_j reproduces q_j exactly (one program's P(match) is its q)."""
+def _log_misses_by_node(q: np.ndarray, s: float) -> Iterator[tuple[float, np.ndarray]]:
+    """For each Gauss-Hermite node z: its weight and log P(program j does not take the
+    applicant | z) per program, the decision being ``Phi(a_j + s z)``: a probit, because its
+    average over z is exact, ``Phi(a / sqrt(1 + s²))``, so a_j reproduces q_j exactly (one
+    program's P(match) is its q). The offsets are computed once for every node."""
     q = np.clip(np.asarray(q, float), _Q_EDGE, 1 - _Q_EDGE)
     a = special.ndtri(q) * np.sqrt(1.0 + s * s)
-    return special.log_ndtr(-(a + s * node))
+    for node, weight in zip(_NODES, _WEIGHTS, strict=True):
+        yield float(weight), special.log_ndtr(-(a + s * node))
 
 
 def shared_strength_p_match(q: np.ndarray, groups: np.ndarray, n_groups: int, s: float
                             ) -> np.ndarray:
     """P(match) of each group's list (``groups``: codes 0..n_groups-1) under strength scale s."""
     missed = np.zeros(n_groups)
-    for node, weight in zip(_NODES, _WEIGHTS, strict=True):
-        missed += weight * np.exp(np.bincount(groups, weights=_log_miss(q, s, node),
-                                              minlength=n_groups))
+    for weight, log_miss in _log_misses_by_node(q, s):
+        missed += weight * np.exp(np.bincount(groups, weights=log_miss, minlength=n_groups))
     p = 1.0 - missed
     empty = np.bincount(groups, minlength=n_groups) == 0
     return np.where(empty, 0.0, np.clip(p, 0.0, 1.0))
+
+
+def _lists_of_type(codes: np.ndarray, of_type: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The applications of the applicants ``of_type`` (a mask over applicants): a mask over
+    applications, their applicants renumbered 0.., and those applicants' original codes."""
+    rows = of_type[codes]
+    sub_codes, applicants = pd.factorize(codes[rows])
+    return rows, sub_codes, np.asarray(applicants)
 
 
 def _log_likelihood(q: np.ndarray, groups: np.ndarray, y: np.ndarray, s: float) -> float:
@@ -88,13 +100,10 @@ class PMatchCalibrator:
         self.strength_sd_overall_ = _fit_scale(q, codes, y)
         self.strength_sd_ = {}
         for typ in pd.unique(types):
-            chosen = types == typ
-            if chosen.sum() < MIN_APPLICANTS:
+            if (types == typ).sum() < MIN_APPLICANTS:
                 continue
-            rows = chosen[codes]
-            sub_codes, _ = pd.factorize(codes[rows])
-            order = pd.unique(codes[rows])
-            self.strength_sd_[str(typ)] = _fit_scale(q[rows], sub_codes, y[order])
+            rows, sub_codes, applicants = _lists_of_type(codes, types == typ)
+            self.strength_sd_[str(typ)] = _fit_scale(q[rows], sub_codes, y[applicants])
         return self
 
     def scale(self, applicant_type: str) -> float:
@@ -108,20 +117,17 @@ class PMatchCalibrator:
         types = applicant_type.reindex(ids).to_numpy(dtype=object)
         out = np.empty(len(ids))
         for typ in pd.unique(types):
-            chosen = types == typ
-            rows = chosen[codes]
-            sub_codes, _ = pd.factorize(codes[rows])
-            order = pd.unique(codes[rows])
-            out[order] = shared_strength_p_match(q[rows], sub_codes, len(order), self.scale(typ))
+            rows, sub_codes, applicants = _lists_of_type(codes, types == typ)
+            out[applicants] = shared_strength_p_match(q[rows], sub_codes, len(applicants),
+                                                      self.scale(typ))
         return pd.Series(out, index=ids)
 
     def p_match_of_prefixes(self, q_in_order: np.ndarray, applicant_type: str) -> np.ndarray:
         """P(match) of the first 1, 2, … programs of one list (the planner's nested lists)."""
         q = np.asarray(q_in_order, float)
-        s = self.scale(applicant_type)
         missed = np.zeros(len(q))
-        for node, weight in zip(_NODES, _WEIGHTS, strict=True):
-            missed += weight * np.exp(np.cumsum(_log_miss(q, s, node)))
+        for weight, log_miss in _log_misses_by_node(q, self.scale(applicant_type)):
+            missed += weight * np.exp(np.cumsum(log_miss))
         return np.clip(1.0 - missed, 0.0, 1.0)
 
     # a model saved before the shared-strength model holds isotonic steps of the independence
