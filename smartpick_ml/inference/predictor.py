@@ -415,6 +415,29 @@ def _check_allotments(signals: Mapping[str, str], specialty_of: Sequence[str]) -
 DEFAULT_BACKUP_WEIGHT = 0.5
 
 
+def _across_inputs(specialties: list[str], sizes: Any, specialty_weights: Any
+                   ) -> dict[str, float]:
+    """``plan_across``'s sizes checked, and each specialty's weight (defaults filled in)."""
+    if sizes is None or isinstance(sizes, str) or not isinstance(sizes, Sequence) \
+            or len(sizes) != len(specialties):
+        raise InputError(f"sizes: one number of programs per specialty, preferred first "
+                         f"({', '.join(specialties)})")
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 0 <= n <= 10_000:
+            raise InputError(f"sizes: {quote(n)} is not a whole number of programs from 0 "
+                             "to 10000")
+    given = dict(specialty_weights or {})
+    unknown = sorted(set(given) - set(specialties))
+    if unknown:
+        raise InputError(f"specialty_weights: {quote(unknown)} not among {specialties}")
+    for name, w in given.items():
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 5 \
+                or not np.isfinite(w):
+            raise InputError(f"specialty_weights.{name}: a number from 0 to 5, got {quote(w)}")
+    return {s: float(given.get(s, 1.0 if k == 0 else DEFAULT_BACKUP_WEIGHT))
+            for k, s in enumerate(specialties)}
+
+
 class MatchPredictor:
     """Loads a trained model and the program catalog; answers per-applicant questions."""
 
@@ -688,9 +711,7 @@ class MatchPredictor:
         q = self._q(profile, rows)
         u = self._utility(prefs, rows)
         res = match_probability(q, u)
-        # a list matches at least as often as its likeliest program would take you
-        corrected = max(float(self.correct_p_match(q, profile.applicant_type)[-1]),
-                        float(q.max()))
+        corrected = float(self.correct_p_match(q, profile.applicant_type)[-1])
         table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1),
                               "program_id": list(rank_list),
                               "name": self.programs["name"].to_numpy()[rows], "q": q,
@@ -700,16 +721,19 @@ class MatchPredictor:
 
     def correct_p_match(self, q_in_order: np.ndarray, applicant_type: str) -> np.ndarray:
         """P(match) of the first 1, 2, … programs of a list, corrected for programs' decisions
-        sharing the applicant's unobserved strength (``pmatch``); the independence figure for
-        models trained without the correction."""
+        sharing the applicant's unobserved strength (``pmatch``; the independence figure for
+        models trained without the correction), and never below the q of the likeliest
+        program so far: a list matches at least as often as that program would take you."""
         q = np.asarray(q_in_order, float)
         cal = getattr(self.model, "pmatch_calibrator_", None)
         independent = -np.expm1(np.cumsum(np.log1p(-np.clip(q, 0.0, 1.0 - 1e-12))))
         if cal is None:
-            return independent
-        if cal.is_legacy():
-            return cal.transform(independent, applicant_type)
-        return cal.p_match_of_prefixes(q, applicant_type)
+            corrected = independent
+        elif cal.is_legacy():
+            corrected = cal.transform(independent, applicant_type)
+        else:
+            corrected = cal.p_match_of_prefixes(q, applicant_type)
+        return np.maximum(corrected, np.maximum.accumulate(q)) if len(q) else corrected
 
     def plan(self, applicant: Mapping[str, Any] | ApplicantProfile,
              preferences: Mapping[str, Any] | Preferences | None = None,
@@ -742,9 +766,8 @@ class MatchPredictor:
         table = plan_table(eligible["q"].to_numpy(), eligible["utility"].to_numpy(), h_max,
                            schedule)
         q_added = eligible["q"].to_numpy()[table["added"].to_numpy()]
-        table.insert(3, "p_match_corrected", np.maximum(
-            self.correct_p_match(q_added, profile.applicant_type),
-            np.maximum.accumulate(q_added)))
+        table.insert(3, "p_match_corrected",
+                     self.correct_p_match(q_added, profile.applicant_type))
         # the price of a point is quoted in the points a user is told, the corrected ones
         table["usd_per_extra_pp"] = usd_per_extra_point(table["fee_usd"].to_numpy(),
                                                         table["p_match_corrected"].to_numpy())
@@ -772,40 +795,22 @@ class MatchPredictor:
         ``specialty_weights``: what a match in each specialty is worth to the applicant, as a
         multiple of U (default 1 for the preferred specialty and ``DEFAULT_BACKUP_WEIGHT`` for a
         backup: with equal weights the list trades preferred programs for backups of higher U,
-        which few applicants mean). ERAS fees restart
-        for each specialty. Returns the programs in rank-list order, P(match) (independence and
-        corrected), P(match) in the preferred specialty (corrected), E[U] and the fee."""
+        which few applicants mean). ERAS fees restart for each specialty. Returns the programs
+        in rank-list order, P(match) (independence and corrected), P(match) in the preferred
+        specialty (corrected), E[U] and the fee."""
         profile = _parse(ApplicantProfile, applicant, "applicant")
         prefs = preferences_for(profile, preferences)
         specs = profile.specialties
         if len(specs) < 2:
             raise InputError("applicant.backup_specialties: give at least one backup to plan "
                              "across specialties (plan() plans one)")
-        if sizes is None or isinstance(sizes, str) or not isinstance(sizes, Sequence) \
-                or len(sizes) != len(specs):
-            raise InputError(f"sizes: one number of programs per specialty, preferred first "
-                             f"({', '.join(specs)})")
-        for n in sizes:
-            if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 0 <= n <= 10_000:
-                raise InputError(f"sizes: {quote(n)} is not a whole number of programs from 0 "
-                                 "to 10000")
-        weights = dict(specialty_weights or {})
-        unknown = sorted(set(weights) - set(specs))
-        if unknown:
-            raise InputError(f"specialty_weights: {quote(unknown)} not among {specs}")
-        for name, w in weights.items():
-            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 5 \
-                    or not np.isfinite(w):
-                raise InputError(f"specialty_weights.{name}: a number from 0 to 5, "
-                                 f"got {quote(w)}")
+        weights = _across_inputs(specs, sizes, specialty_weights)
         self._check_signals(profile, specs)
         rows = [self._rows(s) for s in specs]
         qs = [np.where(self._closed_code[profile.needs_visa][r] == 0, self._q(profile, r), 0.0)
               for r in rows]
-        us = [self._utility(prefs, r) * float(weights.get(
-                  s, 1.0 if s == specs[0] else DEFAULT_BACKUP_WEIGHT))
-              for r, s in zip(rows, specs, strict=True)]
-        joint = best_joint_list(qs, us, [int(n) for n in sizes])
+        us = [self._utility(prefs, r) * weights[s] for r, s in zip(rows, specs, strict=True)]
+        joint = best_joint_list(qs, us, [int(n) for n in sizes or ()])
         blocks = []
         for s, r, q, u, idx in zip(specs, rows, qs, us, joint.chosen, strict=True):
             order = idx[np.argsort(-u[idx], kind="stable")]  # by utility within a specialty
@@ -821,8 +826,7 @@ class MatchPredictor:
                   for c in joint.chosen if len(c)) + USMLE_TRANSCRIPT_FEE_USD
 
         def corrected(q: np.ndarray) -> float:
-            return max(float(self.correct_p_match(q, profile.applicant_type)[-1]),
-                       float(q.max())) if len(q) else 0.0
+            return float(self.correct_p_match(q, profile.applicant_type)[-1]) if len(q) else 0.0
 
         return {"specialties": specs, "programs": programs, "p_match": joint.p_match,
                 "p_match_corrected": corrected(q_list),
