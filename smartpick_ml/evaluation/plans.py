@@ -179,9 +179,10 @@ def _plan_one(predictor: Any, profile: dict[str, Any], own: pd.DataFrame) -> dic
     their signals (signals are planned in a later step): the signalled programs, then the
     plan's programs in the order its nested optimal lists add them."""
     n = len(own)
-    signalled = own.loc[own["signal"] != "none", "program_id"].tolist()
+    signalled = list(profile["signals"])
+    kept = set(signalled)
     plan = predictor.plan(profile, specialty=profile["preferred_specialty"], max_applications=n)
-    order = [p for p in plan["table"]["program_added"] if p not in set(signalled)]
+    order = [p for p in plan["table"]["program_added"] if p not in kept]
     chosen = signalled + order[: max(n - len(signalled), 0)]
     stated = predictor.match_probability(profile, chosen)
     own_stated = predictor.match_probability(profile, own["program_id"].tolist())
@@ -209,8 +210,7 @@ def plan_lists(predictor: Any, market: SeasonMarket, applicant_ids: Sequence[str
             continue
         row = records.loc[applicant_id]
         own_signals = own[own["signal"] != "none"]
-        profile = applicant_profile(row.to_dict() | {"season": int(row["season"])},
-                                    int(n_total[applicant_id]),
+        profile = applicant_profile(row.to_dict(), int(n_total[applicant_id]),
                                     dict(zip(own_signals["program_id"], own_signals["signal"],
                                              strict=True)))
         done = _plan_one(predictor, profile, own)
@@ -269,13 +269,9 @@ def draw_followers(market: SeasonMarket, cfg: EvaluatePlansConfig, has_list: np.
 def rerun_seasons(source: SeasonSource, jobs: list[tuple[pd.DataFrame | None, int, int]]
                   ) -> list[np.ndarray]:
     """Several re-drawn seasons in one task: (plans, seed, replicate) each (``rerun_season``).
-    A task reads the season once, so a worker that is replaced between tasks (loky replaces one
-    whose memory grew, and the season's tables are large) reads it once per task, not per
-    season."""
-    try:
-        return [rerun_season(source, plans, seed, replicate) for plans, seed, replicate in jobs]
-    finally:
-        _load_market.cache_clear()
+    A process keeps the last season it read, so a task reads it at most once, also in a
+    worker that loky replaced between tasks (it replaces one whose memory grew)."""
+    return [rerun_season(source, plans, seed, replicate) for plans, seed, replicate in jobs]
 
 
 def _parallel_runs(cfg: EvaluatePlansConfig, source: SeasonSource,
@@ -349,8 +345,8 @@ class PlanEvaluation:
     settings: dict[str, Any]
 
 
-_RATES = (("matched_preferred", "P(match in the preferred specialty)"),
-          ("matched", "P(match)"), ("utility", "realised utility"))
+#: the outcomes reported: a match in the preferred specialty, a match anywhere, utility
+_RATES = ("matched_preferred", "matched", "utility")
 
 
 def _by_type(per_type_index: dict[str, np.ndarray], plan: Outcomes, own: Outcomes,
@@ -362,7 +358,7 @@ def _by_type(per_type_index: dict[str, np.ndarray], plan: Outcomes, own: Outcome
         row: dict[str, Any] = {"applicant_type": typ, "applicants": len(cols),
                                "stated_plan": float(stated["stated_plan"].iloc[cols].mean()),
                                "stated_own": float(stated["stated_own"].iloc[cols].mean())}
-        for field, _ in _RATES:
+        for field in _RATES:
             p, o = getattr(plan, field)[:, cols], getattr(own, field)[:, cols]
             row[f"{field}_plan"], row[f"{field}_plan_mc"] = rate_with_error(p)
             row[f"{field}_own"], row[f"{field}_own_mc"] = rate_with_error(o)
@@ -392,9 +388,9 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
     progress(f"planning for {len(needed):,} applicants")
     planned = plan_lists(predictor, market, list(needed), progress)
     scenarios = [Scenario("own lists", np.array([], dtype=object)), *groups, *adoption]
-    scenario_plans = [None if len(s.followers) == 0 else
-                      planned.rows[planned.rows["applicant_id"].isin(s.followers)]
-                      for s in scenarios]
+    plans_of = {s.name: (None if len(s.followers) == 0 else
+                         planned.rows[planned.rows["applicant_id"].isin(s.followers)])
+                for s in scenarios}
     matched: dict[str, list[np.ndarray]] = {s.name: [] for s in scenarios}
     u_program = utility(utility_inputs(market.programs), Preferences())
     position = pd.Index(market.applicants["applicant_id"])
@@ -406,7 +402,6 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
         group_of[position.get_indexer(g.followers)] = k
     stated = planned.per_applicant.set_index("applicant_id")["stated_plan"]
     target = cfg.replicates.max_mc_error_pp / 100
-    plans_of = {s.name: p for s, p in zip(scenarios, scenario_plans, strict=True)}
     # the plan groups go on together (their rates are pooled); each adoption season on its own;
     # the own-list season as far as the furthest of them (every comparison is paired with it)
     wanted = {s.name: cfg.replicates.min for s in [*groups, *adoption]}
@@ -635,7 +630,7 @@ def reliability_table(ev: PlanEvaluation, bins: int = 10) -> pd.DataFrame:
     return table.assign(ece=table["applicant_type"].map(ece))
 
 
-def plot_evaluation(ev: PlanEvaluation, reliability: pd.DataFrame, out_dir: Path
+def plot_evaluation(summary: pd.DataFrame, reliability: pd.DataFrame, out_dir: Path
                     ) -> dict[str, Path]:
     """Two PNGs: stated against realised P(match) of the plans by decile, per type; and what
     following the plan gains per type and adoption share."""
@@ -653,7 +648,6 @@ def plot_evaluation(ev: PlanEvaluation, reliability: pd.DataFrame, out_dir: Path
            title="Is the stated P(match) the one applicants get?")
     ax.legend(loc="upper left", fontsize=8)
     paths = {"reliability_png": save_figure(fig, out_dir / "reliability.png")}
-    summary = summary_table(ev)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     seasons = list(pd.unique(summary["season"]))
     kinds = [t for t in APPLICANT_TYPE_LABELS if t in set(summary["applicant_type"])]
@@ -705,20 +699,21 @@ def _write_files(ev: PlanEvaluation, out: Path, plots: bool) -> dict[str, Path]:
     )
 
     reliability = reliability_table(ev)
+    summary = summary_table(ev)
     paths = {"summary": out / "summary.md", "summary_csv": out / "summary.csv",
              "reliability_csv": out / "reliability.csv", "by_type": out / "by_type.csv",
              "adoption": out / "adoption.csv", "per_applicant": out / "per_applicant.parquet",
              "json": out / "summary.json"}
-    write_csv_atomic(summary_table(ev), paths["summary_csv"])
+    write_csv_atomic(summary, paths["summary_csv"])
     write_csv_atomic(reliability, paths["reliability_csv"])
     write_csv_atomic(ev.by_type, paths["by_type"])
     write_csv_atomic(ev.adoption, paths["adoption"])
     write_parquet_atomic(ev.per_applicant, paths["per_applicant"])
     write_text_atomic(paths["summary"], format_summary(ev))
     write_json_atomic(paths["json"], {"settings": ev.settings, "replicates": ev.replicates,
-                                      "summary": summary_table(ev).to_dict("records")})
+                                      "summary": summary.to_dict("records")})
     if plots:
-        paths.update(plot_evaluation(ev, reliability, out))
+        paths.update(plot_evaluation(summary, reliability, out))
     return paths
 
 
