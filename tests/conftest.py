@@ -204,6 +204,20 @@ class TrainingWorld:
             data.setdefault(section, {}).update(values)
         return data
 
+    def evaluate_plans_config(self, path: Path, out_dir: Path, per_type: dict[str, int],
+                              group_share: float, replicates: int, n_jobs: int = 1,
+                              adoption: str = "") -> Path:
+        """A small ``evaluate-plans`` config for this world's validation season, written to
+        ``path`` (``adoption``: the [adoption] table's TOML, if any)."""
+        types = ", ".join(f"{t} = {n}" for t, n in per_type.items())
+        path.write_text(
+            f'train_config = "{self.config_path}"\n'
+            f"[sample]\nper_type = {{ {types} }}\ngroup_share = {group_share}\n"
+            f"[replicates]\nmin = {replicates}\nmax = {replicates}\n"
+            + (f"[adoption]\n{adoption}\n" if adoption else "")
+            + f'[run]\nn_jobs = {n_jobs}\nout_dir = "{out_dir}"\n')
+        return path
+
     def copy_store(self, dest: Path) -> TrainingWorld:
         """A copy of the tracking store, processed dir and model dir under ``dest`` (sharing the
         raw tables and the artifact root), for tests that train again without touching this one."""

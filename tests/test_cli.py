@@ -127,6 +127,15 @@ def test_progress_text_mode_counts_nothing_on_a_pipe(capsys):
 PROFILE = Path(__file__).resolve().parents[1] / "examples" / "profile_non_us_img.json"
 
 
+def _profile_with_backup(tmp_path: Path, backup: str = "Family Medicine") -> tuple[dict, Path]:
+    """The example profile with one backup specialty, written to a file."""
+    profile = json.loads(PROFILE.read_text())
+    profile["backup_specialties"] = [backup]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    return profile, path
+
+
 def _catalog_of(model_dir: Path):
     from smartpick_ml.data.io import read_table
     from smartpick_ml.modelling import persist
@@ -218,10 +227,7 @@ def test_plan_with_a_bad_backup_writes_nothing(small_training_run, tmp_path):
 def test_rank_with_a_backup_ranks_both_specialties_and_says_which(small_training_run, tmp_path):
     """Issue #16: a profile with backup specialties ranks their programs too; the table names
     each row's specialty."""
-    profile = json.loads(PROFILE.read_text())
-    profile["backup_specialties"] = ["Family Medicine"]
-    path = tmp_path / "profile.json"
-    path.write_text(json.dumps(profile))
+    profile, path = _profile_with_backup(tmp_path)
     out = tmp_path / "ranked.csv"
     result = CliRunner().invoke(main, ["rank", "--profile", str(path), "--model",
                                        str(small_training_run.model_dir), "--top", "400",
@@ -235,10 +241,7 @@ def test_rank_with_a_backup_ranks_both_specialties_and_says_which(small_training
 
 
 def test_plan_with_a_backup_says_what_it_covers(small_training_run, tmp_path):
-    profile = json.loads(PROFILE.read_text())
-    profile["backup_specialties"] = ["Family Medicine"]
-    path = tmp_path / "profile.json"
-    path.write_text(json.dumps(profile))
+    profile, path = _profile_with_backup(tmp_path)
     result = CliRunner().invoke(main, ["plan", "--profile", str(path), "--model",
                                        str(small_training_run.model_dir),
                                        "--max-applications", "10"])
@@ -249,20 +252,10 @@ def test_plan_with_a_backup_says_what_it_covers(small_training_run, tmp_path):
 
 def test_evaluate_plans_prints_its_summary_and_writes_its_files(small_training_run, tmp_path):
     """The small world's validation season re-run with a few applicants following the plan."""
-    config = tmp_path / "evaluate.toml"
-    config.write_text(f"""train_config = "{small_training_run.config_path}"
-[sample]
-per_type = {{ non_us_img = 20, us_md_senior = 10 }}
-group_share = 0.05
-[replicates]
-min = 2
-max = 2
-[adoption]
-non_us_img_shares = [0.1]
-every_type_share = 0.05
-[run]
-out_dir = "{tmp_path / 'out'}"
-""")
+    config = small_training_run.evaluate_plans_config(
+        tmp_path / "evaluate.toml", tmp_path / "out", {"non_us_img": 20, "us_md_senior": 10},
+        group_share=0.05, replicates=2,
+        adoption="non_us_img_shares = [0.1]\nevery_type_share = 0.05")
     result = CliRunner().invoke(main, ["evaluate-plans", "--config", str(config), "--model",
                                        str(small_training_run.model_dir), "--no-track"])
     assert result.exit_code == 0, result.output
@@ -314,10 +307,7 @@ def test_plan_explains_its_header_fee_and_optimal_and_never_prints_negative_zero
 def test_plan_across_the_preferred_and_backup_specialties(small_training_run, tmp_path):
     """Issue #18: one rank list across specialties, its figures and fee, every program in
     --out; a malformed --across is a usage error naming the option."""
-    profile = json.loads(PROFILE.read_text())
-    profile["backup_specialties"] = ["Family Medicine"]
-    path = tmp_path / "profile.json"
-    path.write_text(json.dumps(profile))
+    profile, path = _profile_with_backup(tmp_path)
     out = tmp_path / "list.csv"
     result = CliRunner().invoke(main, ["plan", "--profile", str(path), "--model",
                                        str(small_training_run.model_dir), "--across", "12,6",

@@ -221,18 +221,9 @@ def test_evaluate_plans_stopped_by_sigterm_leaves_no_workers_and_no_files(small_
     """A `kill` while seasons are re-run on two worker processes: the command stops as Ctrl-C
     does, its workers stop with it (they were left running), and nothing is written."""
     out = tmp_path / "plans"
-    config = tmp_path / "evaluate.toml"
-    config.write_text(f"""train_config = "{small_training_run.config_path}"
-[sample]
-per_type = {{ non_us_img = 40, us_md_senior = 20 }}
-group_share = 0.02
-[replicates]
-min = 30
-max = 30
-[run]
-n_jobs = 2
-out_dir = "{out}"
-""")
+    config = small_training_run.evaluate_plans_config(
+        tmp_path / "evaluate.toml", out, {"non_us_img": 40, "us_md_senior": 20},
+        group_share=0.02, replicates=30, n_jobs=2)
     log = tmp_path / "log.txt"
     with open(log, "wb") as fh:
         child = subprocess.Popen([sys.executable, "-m", "smartpick_ml.cli", "evaluate-plans",
