@@ -670,8 +670,13 @@ def score(applicants_path: Path, out: Path, specialty: str | None, model_source:
 @click.option("--n-jobs", type=int, default=None, help="Parallel seasons (overrides run.n_jobs).")
 @click.option("--track/--no-track", default=True, show_default=True,
               help="Log the evaluation to MLflow (the training config's experiment).")
+@click.option("--install-calibration/--no-install-calibration", default=True,
+              show_default=True,
+              help="Save the fitted plan calibration beside a model directory, so the "
+                   "P(match) it states is the calibrated one (not for an MLflow URI: pass the "
+                   "file to MatchPredictor.load(..., plan_calibration=)).")
 def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None,
-                       track: bool) -> None:
+                       track: bool, install_calibration: bool) -> None:
     """Does SmartPick's plan beat applicants' own lists, and is its stated P(match) right?
 
     Sampled applicants of the validation season (never seen in training) follow SmartPick's
@@ -680,12 +685,17 @@ def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None,
     is small. Also: seasons in which 1 %, 10 %, 50 % of non-US IMGs, or 10 % of everyone,
     follow SmartPick at once. Needs a simulated season and a model (`smartpick run`).
 
+    It also calibrates the stated P(match) on what the plans realised (a smooth, rising
+    line per applicant type; reported cross-fitted) and saves that calibration beside the
+    model: from then on `rank`, `plan` and `match_probability` state the calibrated figure.
+
     \b
     Output: data/processed/plans/ (run.out_dir): summary.md (printed), summary.csv (per
     season and type: stated and realised P(match), own list, gain, Monte-Carlo error),
     reliability.csv (stated against realised by decile), reliability.png,
-    gain_by_adoption.png, by_type.csv, adoption.csv, per_applicant.parquet, summary.json;
-    an MLflow run tagged with the model it evaluates. Method: docs/promise.md
+    gain_by_adoption.png, by_type.csv, adoption.csv, per_applicant.parquet, summary.json,
+    plan_calibration.json; an MLflow run tagged with the model it evaluates. Method:
+    docs/promise.md
 
     \b
     Examples:
@@ -718,11 +728,28 @@ def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None,
     click.echo(f"evaluated in {time.perf_counter() - started:.0f} s")
     for name, p in paths.items():
         click.echo(f"  {name:16s} {p}")
+    if install_calibration and evaluation.calibration is not None:
+        click.echo(_install_plan_calibration(evaluation.calibration, model_source))
     if track:
         run_id = log_evaluation(paths, evaluation, default_tracking_uri(train_cfg),
                                 train_cfg.tracking.experiment, model_source,
                                 predictor.manifest.get("model_version"))
         click.echo(f"  mlflow           run {run_id} ({train_cfg.tracking.experiment})")
+
+
+def _install_plan_calibration(calibration: Any, model_source: str) -> str:
+    """Save the calibration beside a model directory; say where it is and how it is used."""
+    from smartpick_ml.modelling.persist import plan_calibration_path, save_plan_calibration
+    from smartpick_ml.modelling.pmatch import MIN_APPLICANTS
+
+    if model_source.startswith(("models:/", "runs:/")):
+        return ("  the plan calibration is for an MLflow model: load it with "
+                "MatchPredictor.load(uri, plan_calibration='<out_dir>/plan_calibration.json')")
+    path = save_plan_calibration(
+        calibration, plan_calibration_path(model_source, calibration.model_sha256))
+    types = ", ".join(sorted(calibration.by_type)) or (
+        f"no type (each needs {MIN_APPLICANTS} sampled applicants): figures unchanged")
+    return f"  {'installed':16s} {path} (the model's stated P(match) is calibrated for {types})"
 
 
 @main.command()

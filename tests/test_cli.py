@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from smartpick_ml.cli import _Progress, main
+from smartpick_ml.inference.predictor import MatchPredictor
 from smartpick_ml.training.pipeline import ProgressEvent
 
 #: Each command and where its help must say the outputs go.
@@ -256,9 +257,13 @@ def test_evaluate_plans_prints_its_summary_and_writes_its_files(small_training_r
         tmp_path / "evaluate.toml", tmp_path / "out", {"non_us_img": 20, "us_md_senior": 10},
         group_share=0.05, replicates=2,
         adoption="non_us_img_shares = [0.1]\nevery_type_share = 0.05")
+    model_dir = tmp_path / "models"  # the calibration is installed beside it
+    shutil.copytree(small_training_run.model_dir, model_dir)
     result = CliRunner().invoke(main, ["evaluate-plans", "--config", str(config), "--model",
-                                       str(small_training_run.model_dir), "--no-track"])
+                                       str(model_dir), "--no-track"])
     assert result.exit_code == 0, result.output
+    assert MatchPredictor.load(model_dir).manifest["plan_calibration"] is not None
+    assert "installed" in result.stdout and "no type" in result.stdout  # too few to fit here
     assert "SmartPick's plan against applicants' own lists" in result.stdout
     assert "Non-US IMG" in result.stdout and "US MD senior" in result.stdout
     for name in ("summary.md", "summary.csv", "reliability.csv", "reliability.png",

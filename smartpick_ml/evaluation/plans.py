@@ -16,6 +16,7 @@ on a cluster through ``joblibspark``); a worker reads the season's tables once.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from smartpick_ml.contracts.config import (
 from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.contracts.reference import APPLICANT_TYPES
 from smartpick_ml.data.io import read_table
+from smartpick_ml.modelling.persist import save_plan_calibration
+from smartpick_ml.modelling.pmatch import PlanCalibration
 from smartpick_ml.simulation.season import (
     TIER_PREFERRED,
     TIER_SUPPLEMENTAL,
@@ -42,6 +45,8 @@ from smartpick_ml.simulation.season import (
     run_market,
 )
 
+#: the plan calibration an evaluation fits, in its output folder
+PLAN_CALIBRATION_FILE = "plan_calibration.json"
 _APPLICATION_COLUMNS = ["applicant_id", "program_id", "season", "signal", "rank_list"]
 
 
@@ -343,6 +348,7 @@ class PlanEvaluation:
     adoption: pd.DataFrame  # what the plan is worth when many follow it
     replicates: int
     settings: dict[str, Any]
+    calibration: PlanCalibration | None = None  # fitted on the plans' outcomes (full sample)
 
 
 #: the outcomes reported: a match in the preferred specialty, a match anywhere, utility
@@ -356,8 +362,8 @@ def _by_type(per_type_index: dict[str, np.ndarray], plan: Outcomes, own: Outcome
         if len(cols) == 0:
             continue
         row: dict[str, Any] = {"applicant_type": typ, "applicants": len(cols),
-                               "stated_plan": float(stated["stated_plan"].iloc[cols].mean()),
-                               "stated_own": float(stated["stated_own"].iloc[cols].mean())}
+                               **{c: float(stated[c].iloc[cols].mean()) for c in stated
+                                  if c.startswith(("stated_plan", "stated_own"))}}
         for field in _RATES:
             p, o = getattr(plan, field)[:, cols], getattr(own, field)[:, cols]
             row[f"{field}_plan"], row[f"{field}_plan_mc"] = rate_with_error(p)
@@ -386,7 +392,10 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
     has_list = market.applicants["applicant_id"].isin(preferred_ids).to_numpy()
     groups, adoption, needed = draw_followers(market, cfg, has_list)
     progress(f"planning for {len(needed):,} applicants")
-    planned = plan_lists(predictor, market, list(needed), progress)
+    # the figures before any plan calibration: this run fits the calibration afresh
+    uncalibrated = copy.copy(predictor)
+    uncalibrated.plan_calibration = None
+    planned = plan_lists(uncalibrated, market, list(needed), progress)
     scenarios = [Scenario("own lists", np.array([], dtype=object)), *groups, *adoption]
     plans_of = {s.name: (None if len(s.followers) == 0 else
                          planned.rows[planned.rows["applicant_id"].isin(s.followers)])
@@ -400,7 +409,8 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
     group_of = np.empty(len(market.applicants), np.int64)
     for k, g in enumerate(groups):
         group_of[position.get_indexer(g.followers)] = k
-    stated = planned.per_applicant.set_index("applicant_id")["stated_plan"]
+    raw = planned.per_applicant.set_index("applicant_id")["stated_plan"]
+    stated = pd.DataFrame({"stated_plan": raw, "stated_plan_uncalibrated": raw})
     target = cfg.replicates.max_mc_error_pp / 100
     # the plan groups go on together (their rates are pooled); each adoption season on its own;
     # the own-list season as far as the furthest of them (every comparison is paired with it)
@@ -429,6 +439,16 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
                 for m in members:
                     wanted[m] = min(cfg.replicates.max, len(matched[m]) + 2)
     worst = max(errors.values())
+    n_plan_replicates = len(matched[groups[0].name]) if groups else 0
+    calibration, calibrated = calibrate_stated(
+        planned.per_applicant, evaluation.per_applicant, n_plan_replicates,
+        str(predictor.manifest.get("sha256", "")), source.season, cfg.run.seed)
+    if calibration is not None:  # the same seasons, reported with the calibrated figures
+        sampled = calibrated.set_index("applicant_id").loc[sampled["applicant_id"]].reset_index()
+        evaluation = _summarise(market, sampled, columns, group_of, groups, adoption, matched,
+                                u_program, calibrated.set_index("applicant_id")[
+                                    ["stated_plan", "stated_plan_uncalibrated"]])
+    evaluation.calibration = calibration
     evaluation.replicates = len(matched["own lists"])
     evaluation.settings = {"season": source.season, "sampled": len(sampled),
                            "planned": len(planned.per_applicant), "groups": len(groups),
@@ -444,7 +464,7 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
 def _summarise(market: SeasonMarket, sampled: pd.DataFrame, columns: np.ndarray,
                group_of: np.ndarray, groups: list[Scenario], adoption: list[Scenario],
                matched: dict[str, list[np.ndarray]], u_program: np.ndarray,
-               stated: pd.Series) -> PlanEvaluation:
+               stated: pd.DataFrame) -> PlanEvaluation:
     # the groups' replicates, each paired with the own-list season of the same seed
     n_rep = len(matched[groups[0].name]) if groups else len(matched["own lists"])
     own_rows = np.stack(matched["own lists"][:n_rep])
@@ -469,7 +489,7 @@ def _summarise(market: SeasonMarket, sampled: pd.DataFrame, columns: np.ndarray,
 
 def _adoption(market: SeasonMarket, adoption: list[Scenario],
               matched: dict[str, list[np.ndarray]], u_program: np.ndarray,
-              stated: pd.Series) -> pd.DataFrame:
+              stated: pd.DataFrame) -> pd.DataFrame:
     """Per adoption season and type: followers' realised P(match in the preferred specialty)
     against their own lists', and what the others of the type lose or gain."""
     position = pd.Index(market.applicants["applicant_id"])
@@ -494,8 +514,11 @@ def _adoption(market: SeasonMarket, adoption: list[Scenario],
                 row[f"{who}_gain"], row[f"{who}_gain_mc"] = rate_with_error(
                     now.astype(float) - before.astype(float))
                 row[f"{who}_own"], row[f"{who}_own_mc"] = rate_with_error(before)
-            row["followers_stated"] = float(stated.reindex(
-                position[follower & (types == typ)]).mean()) if row["followers"] else np.nan
+            their = position[follower & (types == typ)]
+            for column, name in (("stated_plan", "followers_stated"),
+                                 ("stated_plan_uncalibrated", "followers_stated_uncalibrated")):
+                row[name] = (float(stated[column].reindex(their).mean()) if row["followers"]
+                             else np.nan)
             if row["followers"]:
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -515,6 +538,61 @@ def _errors_by_season(evaluation: PlanEvaluation, groups: list[Scenario]) -> dic
         for season, part in evaluation.adoption.groupby("season", sort=False):
             errors[str(season)] = worst(part)
     return errors
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+_STATED = ("stated_plan", "stated_own")
+
+
+def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
+                     model_sha256: str, season: int, seed: int
+                     ) -> tuple[PlanCalibration | None, pd.DataFrame]:
+    """Fit the plan calibration (``pmatch.PlanCalibration``) on the sampled applicants' plans:
+    their stated P(match) against how often they matched in ``trials`` re-run seasons.
+
+    The figures reported are cross-fitted, so none is judged by a line fitted on its own
+    outcome: the sample is split in two halves (seeded, within each type), each half's figures
+    come from the line fitted on the other. Applicants outside the sample (adoption seasons)
+    get the line fitted on all of it, which is also the calibration saved for the model.
+    Returns that calibration (None without outcomes) and ``planned`` with ``stated_plan`` and
+    ``stated_own`` calibrated, the figures before kept as ``*_uncalibrated``."""
+    out = planned.assign(**{f"{c}_uncalibrated": planned[c] for c in _STATED})
+    if trials < 1 or measured.empty:
+        return None, out
+    def fit(part: pd.DataFrame) -> PlanCalibration:
+        return PlanCalibration.fit(part["stated_plan"], part["realised_plan"] * trials,
+                                   np.full(len(part), trials), part["applicant_type"],
+                                   model_sha256, season)
+
+    full = fit(measured)
+    for column in _STATED:
+        out[column] = _apply_by_type(full, out[f"{column}_uncalibrated"], out["applicant_type"])
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+    half = np.zeros(len(measured), np.int8)
+    for typ in pd.unique(measured["applicant_type"]):
+        rows = np.flatnonzero(measured["applicant_type"].to_numpy() == typ)
+        half[rng.permutation(rows)[: len(rows) // 2]] = 1
+    position = pd.Index(out["applicant_id"]).get_indexer(measured["applicant_id"])
+    for k in (0, 1):
+        other = fit(measured[half != k])
+        rows = position[half == k]
+        for column in _STATED:
+            out.loc[out.index[rows], column] = _apply_by_type(
+                other, out[f"{column}_uncalibrated"].iloc[rows],
+                out["applicant_type"].iloc[rows]).to_numpy()
+    return full, out
+
+
+def _apply_by_type(calibration: PlanCalibration, stated: pd.Series, types: pd.Series
+                   ) -> pd.Series:
+    values = stated.to_numpy(float).copy()
+    kinds = types.to_numpy(dtype=object)
+    for typ in pd.unique(kinds):
+        sel = kinds == typ
+        values[sel] = calibration.apply(values[sel], typ)
+    return pd.Series(values, index=stated.index)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -544,17 +622,21 @@ def format_summary(ev: PlanEvaluation) -> str:
              "Percentages; gain = plan − own list, in percentage points."]
     lines += markdown_table(
         "Does the plan match more often, and is its stated P(match) right?",
-        ["applicant type", "applicants", "stated P(match), plan", "realised, plan",
-         "realised, own list", "gain (pp)", "stated, own list", "P(match) any specialty: plan",
-         "own list"],
+        ["applicant type", "applicants", "stated P(match), plan", "before calibration",
+         "realised, plan", "realised, own list", "gain (pp)", "stated, own list",
+         "P(match) any specialty: plan", "own list"],
         [[APPLICANT_TYPE_LABELS[r.applicant_type], r.applicants, f"{100 * r.stated_plan:.1f}",
+          f"{100 * getattr(r, 'stated_plan_uncalibrated', r.stated_plan):.1f}",
           _pm(r.matched_preferred_plan, r.matched_preferred_plan_mc),
           _pm(r.matched_preferred_own, r.matched_preferred_own_mc),
           _pm(r.matched_preferred_gain, r.matched_preferred_gain_mc, signed=True),
           f"{100 * r.stated_own:.1f}", _pm(r.matched_plan, r.matched_plan_mc),
           _pm(r.matched_own, r.matched_own_mc)] for r in ev.by_type.itertuples()],
         note="P(match) here is in the preferred specialty (what the plan covers); the last "
-             "two columns count a match anywhere (backup and preliminary programs too).")
+             "two columns count a match anywhere (backup and preliminary programs too). Stated: "
+             "the figure SmartPick states once calibrated on these seasons, each applicant's "
+             "from the half of the sample they were not in (cross-fitted); before calibration: "
+             "the model's own figure.")
     if len(ev.adoption):
         lines += markdown_table(
             "When many follow SmartPick in one season",
@@ -575,13 +657,16 @@ def format_summary(ev: PlanEvaluation) -> str:
         [[APPLICANT_TYPE_LABELS[typ], f"{part['ece'].iloc[0]:.3f}",
           *(f"{100 * r.stated:.0f} → {100 * r.realised:.0f}" for r in part.itertuples())]
          for typ, part in reliability.groupby("applicant_type", sort=False)],
-        note="Each cell: the stated P(match) of the plans in that tenth (mean, %) → the realised "
-             "rate; ECE: the gaps weighted by applicants.")
+        note="Each cell: the stated (calibrated, cross-fitted) P(match) of the plans in that "
+             "tenth (mean, %) → the realised rate; ECE: the gaps weighted by applicants. "
+             "Before calibration: " + ", ".join(
+                 f"{APPLICANT_TYPE_LABELS[typ]} ECE {_ece(part, 'stated_uncalibrated'):.3f}"
+                 for typ, part in reliability.groupby("applicant_type", sort=False)) + ".")
     return "\n".join(lines) + "\n"
 
 
 SUMMARY_COLUMNS = ["season", "applicant_type", "adoption", "n_applicants", "stated_p_match",
-                   "realised_p_match", "realised_own_list", "realised_gain_pp", "mc_error_pp"]
+                   "stated_p_match_uncalibrated", "realised_p_match", "realised_own_list", "realised_gain_pp", "mc_error_pp"]
 
 
 def summary_table(ev: PlanEvaluation) -> pd.DataFrame:
@@ -590,12 +675,15 @@ def summary_table(ev: PlanEvaluation) -> pd.DataFrame:
     rate, the gain in points and its Monte-Carlo error in points."""
     rows = [{"season": "sample", "applicant_type": r.applicant_type,
              "adoption": ev.settings["group_share"], "n_applicants": r.applicants,
-             "stated_p_match": r.stated_plan, "realised_p_match": r.matched_preferred_plan,
+             "stated_p_match": r.stated_plan,
+             "stated_p_match_uncalibrated": getattr(r, "stated_plan_uncalibrated", r.stated_plan),
+             "realised_p_match": r.matched_preferred_plan,
              "realised_own_list": r.matched_preferred_own,
              "realised_gain_pp": 100 * r.matched_preferred_gain,
              "mc_error_pp": 100 * r.matched_preferred_gain_mc} for r in ev.by_type.itertuples()]
     rows += [{"season": r.season, "applicant_type": r.applicant_type, "adoption": r.share,
               "n_applicants": r.followers, "stated_p_match": r.followers_stated,
+              "stated_p_match_uncalibrated": r.followers_stated_uncalibrated,
               "realised_p_match": r.followers_rate, "realised_own_list": r.followers_own,
               "realised_gain_pp": 100 * r.followers_gain,
               "mc_error_pp": 100 * r.followers_gain_mc} for r in ev.adoption.itertuples()]
@@ -623,11 +711,18 @@ def reliability_table(ev: PlanEvaluation, bins: int = 10) -> pd.DataFrame:
         for d, part in g.groupby(decile):
             out.append({"applicant_type": typ, "decile": int(d) + 1, "n": len(part),
                         "stated": float(part["stated_plan"].mean()),
+                        "stated_uncalibrated": float(part.get("stated_plan_uncalibrated",
+                                                              part["stated_plan"]).mean()),
                         "realised": float(part["realised_plan"].mean())})
     table = pd.DataFrame(out)
-    gap = (table["stated"] - table["realised"]).abs() * table["n"]
-    ece = gap.groupby(table["applicant_type"]).sum() / table.groupby("applicant_type")["n"].sum()
+    ece = table.groupby("applicant_type", sort=False).apply(_ece, include_groups=False)
     return table.assign(ece=table["applicant_type"].map(ece))
+
+
+def _ece(deciles: pd.DataFrame, stated: str = "stated") -> float:
+    """Expected calibration error: the deciles' |stated − realised|, weighted by applicants."""
+    gap = (deciles[stated] - deciles["realised"]).abs()
+    return float((gap * deciles["n"]).sum() / deciles["n"].sum())
 
 
 def plot_evaluation(summary: pd.DataFrame, reliability: pd.DataFrame, out_dir: Path
@@ -712,6 +807,9 @@ def _write_files(ev: PlanEvaluation, out: Path, plots: bool) -> dict[str, Path]:
     write_text_atomic(paths["summary"], format_summary(ev))
     write_json_atomic(paths["json"], {"settings": ev.settings, "replicates": ev.replicates,
                                       "summary": summary.to_dict("records")})
+    if ev.calibration is not None:
+        paths["plan_calibration"] = save_plan_calibration(ev.calibration,
+                                                          out / PLAN_CALIBRATION_FILE)
     if plots:
         paths.update(plot_evaluation(summary, reliability, out))
     return paths
@@ -735,7 +833,10 @@ def log_evaluation(paths: dict[str, Path], ev: PlanEvaluation, tracking_uri: str
         for r in summary[summary["season"] == "sample"].itertuples():
             mlflow.log_metrics({f"{r.applicant_type}.gain_pp": r.realised_gain_pp,
                                 f"{r.applicant_type}.stated_minus_realised_pp":
-                                    100 * (r.stated_p_match - r.realised_p_match)})
+                                    100 * (r.stated_p_match - r.realised_p_match),
+                                f"{r.applicant_type}.uncalibrated_minus_realised_pp":
+                                    100 * (r.stated_p_match_uncalibrated
+                                           - r.realised_p_match)})
         for p in paths.values():
             mlflow.log_artifact(str(p), artifact_path="evaluate_plans")
         return run.info.run_id

@@ -442,11 +442,13 @@ class MatchPredictor:
     """Loads a trained model and the program catalog; answers per-applicant questions."""
 
     def __init__(self, model: Any, programs: pd.DataFrame, manifest: dict[str, Any] | None = None,
-                 *, fast_scorer: Any = "auto"):
+                 *, fast_scorer: Any = "auto", plan_calibration: Any = None):
         """``fast_scorer``: ``"auto"`` builds the compiled fast path on first use (where the
         model allows it); a ``FastScorer`` built for this model and catalog shares that one;
-        None scores through the model's ``predict_proba`` only."""
+        None scores through the model's ``predict_proba`` only. ``plan_calibration``: a
+        ``pmatch.PlanCalibration`` of this model's stated P(match), or None."""
         self.model = model
+        self.plan_calibration = plan_calibration
         self.manifest = manifest or {}
         self.programs = programs.reset_index(drop=True)
         self._index = pd.Index(self.programs["program_id"])
@@ -514,7 +516,8 @@ class MatchPredictor:
 
     @classmethod
     def load(cls, source: str | Path = "models", programs: pd.DataFrame | str | Path | None = None,
-             strict: bool = False) -> MatchPredictor:
+             strict: bool = False, plan_calibration: str | Path | None = None
+             ) -> MatchPredictor:
         """Load from a model directory (verified against its manifest) or an MLflow model URI
         (``models:/…``, ``runs:/…``), with the catalog the model was trained with: saved beside
         it (``models/programs-<hash>.parquet``) or logged with it, and refused
@@ -523,7 +526,12 @@ class MatchPredictor:
         ``programs`` (a programs table, a path, or ``"synthetic"``) ranks another catalog on
         purpose: it is checked against the programs contract, warned about when it is not the
         training catalog, and recorded in ``manifest["catalog_used"]`` (source, hash, whether
-        it is the one trained with). Nothing is read from the working directory."""
+        it is the one trained with). Nothing is read from the working directory.
+
+        ``plan_calibration``: the file ``smartpick evaluate-plans`` fitted for this model
+        (``plan-calibration-<hash>.json``); by default the one beside a model directory, if
+        any. It is refused (``ModelIntegrityError``) when fitted for another model;
+        ``manifest["plan_calibration"]`` says which file is in use (None: uncalibrated)."""
         from smartpick_ml.modelling import persist
 
         src = str(source)
@@ -540,7 +548,16 @@ class MatchPredictor:
             used = {"source": str(path), "sha256": trained, "trained_with": True}
         else:
             table, used = _explicit_catalog(programs, trained)
-        return cls(model, table, {**manifest, "catalog_used": used})
+        if plan_calibration is not None:
+            calibration = persist.load_plan_calibration(plan_calibration, manifest.get("sha256"))
+            calibration_file: str | None = str(plan_calibration)
+        else:
+            calibration = persist.saved_plan_calibration(folder, manifest)
+            calibration_file = (str(persist.plan_calibration_path(folder, manifest["sha256"]))
+                                if calibration is not None else None)
+        return cls(model, table, {**manifest, "catalog_used": used,
+                                  "plan_calibration": calibration_file},
+                   plan_calibration=calibration)
 
     # ------------------------------------------------------------------ scoring
 
@@ -723,7 +740,9 @@ class MatchPredictor:
         """P(match) of the first 1, 2, … programs of a list, corrected for programs' decisions
         sharing the applicant's unobserved strength (``pmatch``; the independence figure for
         models trained without the correction), and never below the q of the likeliest
-        program so far: a list matches at least as often as that program would take you."""
+        program so far: a list matches at least as often as that program would take you.
+        Then, where ``evaluate-plans`` fitted one for this model, the plan calibration: what
+        such figures realised in re-run seasons (``pmatch.PlanCalibration``)."""
         q = np.asarray(q_in_order, float)
         cal = getattr(self.model, "pmatch_calibrator_", None)
         independent = -np.expm1(np.cumsum(np.log1p(-np.clip(q, 0.0, 1.0 - 1e-12))))
@@ -733,7 +752,11 @@ class MatchPredictor:
             corrected = cal.transform(independent, applicant_type)
         else:
             corrected = cal.p_match_of_prefixes(q, applicant_type)
-        return np.maximum(corrected, np.maximum.accumulate(q)) if len(q) else corrected
+        if len(q):
+            corrected = np.maximum(corrected, np.maximum.accumulate(q))
+        if self.plan_calibration is not None:
+            corrected = self.plan_calibration.apply(corrected, applicant_type)
+        return corrected
 
     def plan(self, applicant: Mapping[str, Any] | ApplicantProfile,
              preferences: Mapping[str, Any] | Preferences | None = None,

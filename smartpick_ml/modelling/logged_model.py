@@ -31,7 +31,7 @@ import pandas as pd
 
 from smartpick_ml.contracts.errors import DataValidationError, ModelIntegrityError
 from smartpick_ml.contracts.pairs import PAIR_INPUT_COLUMNS, request_columns
-from smartpick_ml.data.io import frame_hash, read_table
+from smartpick_ml.data.io import frame_hash, read_table, sha256_file
 from smartpick_ml.data.synthetic import synthetic_pairs
 from smartpick_ml.modelling.persist import TRUSTED_TYPES, check_match_model
 
@@ -168,9 +168,9 @@ def load_logged_folder(local: Path, where: str) -> tuple[Any, dict[str, Any]]:
         warnings.warn(f"model was saved with scikit-learn {saved_with}, this is "
                       f"{sklearn.__version__}: predictions may differ", RuntimeWarning,
                       stacklevel=2)
+    model_file = local / str(conf.get("pickled_model", "model.skops"))
     try:
-        model = sio.load(local / str(conf.get("pickled_model", "model.skops")),
-                         trusted=list(TRUSTED_TYPES))
+        model = sio.load(model_file, trusted=list(TRUSTED_TYPES))
     except Exception as exc:  # skops names the untrusted types it refused
         raise ModelIntegrityError(f"cannot load the model at {where}: "
                                   f"{str(exc)[:MAX_MESSAGE_CHARS]}") from None
@@ -179,7 +179,8 @@ def load_logged_folder(local: Path, where: str) -> tuple[Any, dict[str, Any]]:
     if recorded is None and catalog.is_file():  # logged before the hash was recorded
         with contextlib.suppress(DataValidationError):  # unreadable: refused when loaded
             recorded = frame_hash(read_table(catalog, "programs"))
-    manifest = {"source": where, "catalog": {"file": CATALOG_FILE, "sha256": recorded}}
+    manifest = {"source": where, "sha256": sha256_file(model_file),
+                "catalog": {"file": CATALOG_FILE, "sha256": recorded}}
     return check_match_model(model, where), manifest
 
 

@@ -12,7 +12,9 @@ loader also refuses an artifact whose bytes do not match the manifest's SHA-256,
 that is not a JSON object, an artifact that holds anything but a :class:`MatchModel`, and a
 catalog whose content does not match the hash the manifest records for it
 (:func:`load_saved_catalog`): the catalog decides which programs are ranked, so it is part of
-what is verified.
+what is verified. ``plan-calibration-<sha256 prefix>.json``, written by ``smartpick
+evaluate-plans``, recalibrates the stated P(match) of this one model (``pmatch.PlanCalibration``)
+and is refused by any other.
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ from smartpick_ml.data.io import (
     write_parquet_atomic,
 )
 from smartpick_ml.modelling.model import MatchModel
+from smartpick_ml.modelling.pmatch import PlanCalibration
 
 ARTIFACT_PREFIX = "smartpick-match-"
 ARTIFACT_SUFFIX = ".skops"
 MANIFEST_NAME = "manifest.json"
 CATALOG_PREFIX = "programs-"
+PLAN_CALIBRATION_PREFIX = "plan-calibration-"
 CATALOG_SUFFIX = ".parquet"
 #: Every type a SmartPick model is built from that skops does not trust by default.
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -95,9 +99,11 @@ def save_model(model: Any, model_dir: str | Path, manifest_extra: dict[str, Any]
         **manifest_extra,
     }
     write_json_atomic(d / MANIFEST_NAME, manifest)
-    keep = {artifact.name, catalog.get("file")}
+    # a plan calibration belongs to the model it was fitted for: an earlier one goes with it
+    keep = {artifact.name, catalog.get("file"), plan_calibration_path(d, digest).name}
     for old in [*d.glob(f"{ARTIFACT_PREFIX}*{ARTIFACT_SUFFIX}"),
-                *d.glob(f"{CATALOG_PREFIX}*{CATALOG_SUFFIX}")]:
+                *d.glob(f"{CATALOG_PREFIX}*{CATALOG_SUFFIX}"),
+                *d.glob(f"{PLAN_CALIBRATION_PREFIX}*.json")]:
         if old.name not in keep:
             old.unlink(missing_ok=True)
     return artifact
@@ -113,18 +119,57 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelIntegrityError(f"no model manifest at {path}; train a model first "
                                   "(smartpick train)")
+    return _json_object(path, "model manifest", "a manifest")
+
+
+def _json_object(path: Path, what: str, kind: str) -> dict[str, Any]:
+    """The JSON object in ``path``; anything else is refused naming the file."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelIntegrityError(f"model manifest {path} is not valid JSON: "
+        raise ModelIntegrityError(f"{what} {path} is not valid JSON: "
                                   f"{str(exc)[:MAX_QUOTED_CHARS]}") from None
     except RecursionError:  # [[[[… deeper than the parser goes
-        raise ModelIntegrityError(f"model manifest {path} is nested too deeply to be a "
-                                  "manifest") from None
-    if not isinstance(manifest, dict):
-        raise ModelIntegrityError(f"model manifest {path} must be a JSON object, got "
-                                  f"{type(manifest).__name__}")
-    return manifest
+        raise ModelIntegrityError(f"{what} {path} is nested too deeply to be {kind}") from None
+    if not isinstance(data, dict):
+        raise ModelIntegrityError(f"{what} {path} must be a JSON object, got "
+                                  f"{type(data).__name__}")
+    return data
+
+
+def plan_calibration_path(model_dir: str | Path, model_sha256: str) -> Path:
+    """Where the plan calibration of the model with this sha256 lives beside it."""
+    return Path(model_dir) / f"{PLAN_CALIBRATION_PREFIX}{model_sha256[:16]}.json"
+
+
+def save_plan_calibration(calibration: PlanCalibration, path: str | Path) -> Path:
+    write_json_atomic(Path(path), calibration.to_dict())
+    return Path(path)
+
+
+def load_plan_calibration(path: str | Path, model_sha256: str | None) -> PlanCalibration:
+    """A plan calibration (``smartpick evaluate-plans``), refused unless it was fitted for the
+    model with ``model_sha256``: fitted on another model's plans, it would misstate this one's."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelIntegrityError(f"no plan calibration at {path}")
+    calibration = PlanCalibration.from_dict(
+        _json_object(path, "plan calibration", "a calibration"), str(path))
+    if model_sha256 is None or calibration.model_sha256 != model_sha256:
+        raise ModelIntegrityError(
+            f"plan calibration {path} was fitted for model {calibration.model_sha256[:12]}…, "
+            f"not this one ({str(model_sha256)[:12]}…): run `smartpick evaluate-plans` for it")
+    return calibration
+
+
+def saved_plan_calibration(model_dir: str | Path, manifest: dict[str, Any]
+                           ) -> PlanCalibration | None:
+    """The plan calibration saved beside a model, if ``evaluate-plans`` wrote one for it."""
+    sha = manifest.get("sha256")
+    if not isinstance(sha, str):
+        return None
+    path = plan_calibration_path(model_dir, sha)
+    return load_plan_calibration(path, sha) if path.is_file() else None
 
 
 def _file_named(d: Path, what: str, name: Any) -> Path:

@@ -20,12 +20,16 @@ to 60 programs stated one figure); models saved with it still answer as they did
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import special
 from scipy.optimize import minimize_scalar
+
+from smartpick_ml.contracts.errors import ModelIntegrityError
 
 MIN_APPLICANTS = 200
 #: the largest shared-strength scale fitted (in probits per SD of strength)
@@ -146,3 +150,120 @@ class PMatchCalibrator:
             if sel.any():
                 out[sel] = iso.predict(p[sel])
         return out
+
+
+# ----------------------------------------------------------------------------- plans, measured
+
+#: the recalibration's slope is kept in this range: strictly rising, never a step
+_SLOPE_BOUNDS = (0.2, 5.0)
+_P_EDGE = 1e-6
+
+
+def _probit(p: np.ndarray) -> np.ndarray:
+    return special.ndtri(np.clip(np.asarray(p, float), _P_EDGE, 1 - _P_EDGE))
+
+
+def _fit_probit_line(stated: np.ndarray, successes: np.ndarray, trials: np.ndarray
+                     ) -> tuple[float, float]:
+    """(intercept, slope) maximising the binomial likelihood of ``successes`` of ``trials``
+    under P = Phi(intercept + slope * probit(stated))."""
+    from scipy.optimize import minimize
+
+    x = _probit(stated)
+    failures = trials - successes
+
+    def loss(theta: np.ndarray) -> float:
+        z = theta[0] + theta[1] * x
+        return -float(successes @ special.log_ndtr(z) + failures @ special.log_ndtr(-z))
+
+    best = minimize(loss, np.array([0.0, 1.0]), method="L-BFGS-B",
+                    bounds=[(-5.0, 5.0), _SLOPE_BOUNDS])
+    return float(best.x[0]), float(best.x[1])
+
+
+def _finite_number(value: Any) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+class PlanCalibration:
+    """The stated P(match) recalibrated on what SmartPick's own plans realised in re-run seasons
+    (``smartpick evaluate-plans``): per applicant type, ``Phi(intercept + slope * probit(p))``.
+
+    Why a second step after :class:`PMatchCalibrator`: that one is fitted on applicants' own lists
+    of the training seasons. A plan is chosen where q is highest, so the errors of q it picks lean
+    optimistic (the optimiser's curse), and the latest season can be harder than the ones trained
+    on; neither shows on own lists. A line in probit space with a positive slope keeps the stated
+    figure smooth and strictly rising with every program added. It belongs to one model: the
+    file records the model's sha256 and is refused by any other."""
+
+    def __init__(self, by_type: dict[str, tuple[float, float]], model_sha256: str,
+                 season: int | None = None, applicants: dict[str, int] | None = None):
+        self.by_type = {str(t): (float(a), float(b)) for t, (a, b) in by_type.items()}
+        self.model_sha256 = str(model_sha256)
+        self.season = season
+        self.applicants = dict(applicants or {})
+
+    @classmethod
+    def fit(cls, stated: np.ndarray, successes: np.ndarray, trials: np.ndarray,
+            applicant_type: np.ndarray, model_sha256: str, season: int | None = None
+            ) -> PlanCalibration:
+        """One line per type with at least ``MIN_APPLICANTS`` applicants and both outcomes seen
+        (others keep the stated figure): ``stated`` per applicant, and how many of ``trials``
+        re-run seasons matched them."""
+        stated, successes, trials = (np.asarray(v, float) for v in (stated, successes, trials))
+        types = np.asarray(applicant_type, dtype=object)
+        by_type, counts = {}, {}
+        for typ in pd.unique(types):
+            sel = types == typ
+            counts[str(typ)] = int(sel.sum())
+            if sel.sum() < MIN_APPLICANTS or successes[sel].sum() in (0, trials[sel].sum()):
+                continue
+            by_type[str(typ)] = _fit_probit_line(stated[sel], successes[sel], trials[sel])
+        return cls(by_type, model_sha256, season, counts)
+
+    def apply(self, p: np.ndarray, applicant_type: str) -> np.ndarray:
+        line = self.by_type.get(str(applicant_type))
+        p = np.asarray(p, float)
+        if line is None:
+            return p
+        return special.ndtr(line[0] + line[1] * _probit(p))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "smartpick plan calibration", "model_sha256": self.model_sha256,
+                "season": self.season, "applicants": self.applicants,
+                "by_type": {t: {"intercept": a, "slope": b} for t, (a, b) in self.by_type.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> PlanCalibration:
+        """Read what :meth:`to_dict` wrote; anything else is refused naming the field."""
+        def bad(field: str, why: str) -> ModelIntegrityError:
+            return ModelIntegrityError(f"plan calibration {where}: {field} {why}")
+
+        if not isinstance(data, dict) or data.get("kind") != "smartpick plan calibration":
+            raise bad("kind", "is not 'smartpick plan calibration'")
+        if not isinstance(data.get("model_sha256"), str):
+            raise bad("model_sha256", "must be a string")
+        lines = data.get("by_type")
+        if not isinstance(lines, dict):
+            raise bad("by_type", "must be an object of applicant types")
+        by_type = {}
+        for typ, line in lines.items():
+            if not isinstance(line, dict):
+                raise bad(f"by_type.{str(typ)[:40]}", "must be an object")
+            a, b = line.get("intercept"), line.get("slope")
+            if not all(_finite_number(v) for v in (a, b)):
+                raise bad(f"by_type.{str(typ)[:40]}", "needs finite intercept and slope")
+            if not _SLOPE_BOUNDS[0] <= b <= _SLOPE_BOUNDS[1]:
+                raise bad(f"by_type.{str(typ)[:40]}.slope",
+                          f"must lie in [{_SLOPE_BOUNDS[0]}, {_SLOPE_BOUNDS[1]}]")
+            by_type[str(typ)] = (float(a), float(b))
+        season = data.get("season")
+        applicants = data.get("applicants")
+        return cls(by_type, data["model_sha256"],
+                   season if isinstance(season, int) else None,
+                   applicants if isinstance(applicants, dict) else None)

@@ -11,6 +11,7 @@ from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.evaluation.plans import (
     SUMMARY_COLUMNS,
     SeasonSource,
+    calibrate_stated,
     evaluate_plans,
     format_summary,
     log_evaluation,
@@ -269,3 +270,49 @@ def test_an_evaluation_without_adoption_seasons(small_training_run, predictor, t
     assert set(summary_table(ev)["season"]) == {"sample"}
     assert "When many follow" not in format_summary(ev)
     write_evaluation(ev, tmp_path / "out")
+
+
+def test_the_stated_figure_is_calibrated_cross_fitted_on_what_plans_realised():
+    """Plans whose stated P(match) runs high: each applicant's calibrated figure comes from the
+    line fitted on the other half of the sample, and lands on what plans realised."""
+    from scipy.special import ndtr, ndtri
+
+    rng = np.random.default_rng(3)
+    n, trials = 1_200, 6
+    types = np.repeat(["non_us_img", "us_md_senior"], n // 2)
+    raw = rng.uniform(0.05, 0.99, n)
+    truth = ndtr(np.where(types == "non_us_img", -0.3, -0.1) + 0.95 * ndtri(raw))
+    planned = pd.DataFrame({"applicant_id": [f"a{i}" for i in range(n + 50)],
+                            "applicant_type": [*types, *["non_us_img"] * 50],
+                            "stated_plan": [*raw, *[0.8] * 50],
+                            "stated_own": [*raw * 0.9, *[0.7] * 50]})
+    measured = planned.iloc[:n].assign(realised_plan=rng.binomial(trials, truth) / trials)
+    calibration, out = calibrate_stated(planned, measured, trials, "ab" * 32, 2025, seed=1)
+    assert set(calibration.by_type) == {"non_us_img", "us_md_senior"}
+    np.testing.assert_array_equal(out["stated_plan_uncalibrated"], planned["stated_plan"])
+    for typ in ("non_us_img", "us_md_senior"):
+        sel = types == typ
+        realised = measured["realised_plan"][sel].mean()  # the truth, up to sampling error
+        gap_before = raw[sel].mean() - realised
+        gap_after = out["stated_plan"].iloc[:n][sel].mean() - realised
+        assert gap_before > 0.02 and abs(gap_after) < 0.01, (typ, gap_before, gap_after)
+    # outside the sample: the line fitted on all of it
+    np.testing.assert_allclose(out["stated_plan"].iloc[n:],
+                               calibration.apply(np.full(50, 0.8), "non_us_img"))
+    # cross-fitted: not the full line for sampled applicants
+    full = calibration.apply(raw[:5], types[0])
+    assert not np.allclose(out["stated_plan"].iloc[:5], full, atol=1e-9)
+    none, kept = calibrate_stated(planned, measured.iloc[:0], 0, "ab" * 32, 2025, seed=1)
+    assert none is None and (kept["stated_plan"] == planned["stated_plan"]).all()
+
+
+def test_the_evaluation_saves_a_calibration_for_the_model_it_evaluated(evaluation, predictor,
+                                                                       tmp_path):
+    from smartpick_ml.modelling.persist import load_plan_calibration
+
+    assert evaluation.calibration is not None
+    paths = write_evaluation(evaluation, tmp_path / "out", plots=False)
+    saved = load_plan_calibration(paths["plan_calibration"], predictor.manifest["sha256"])
+    assert saved.season == evaluation.settings["season"]
+    per = evaluation.per_applicant
+    assert {"stated_plan_uncalibrated", "stated_own_uncalibrated"} <= set(per.columns)

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import skops.io as sio
 from click.testing import CliRunner
@@ -126,3 +127,68 @@ def test_a_save_killed_before_the_manifest_keeps_the_last_good_model_and_its_cat
         f"{persist.CATALOG_PREFIX}*{persist.CATALOG_SUFFIX}"))
     assert catalogs == [persist.read_manifest(model_copy)["catalog"]["file"]]
     assert not list(model_copy.glob(".tmp-*"))
+
+
+# ----------------------------------------------------------------------------- plan calibration
+
+def _nonus_profile() -> dict:
+    profile = json.loads(PROFILE.read_text())
+    profile.pop("preferences", None)
+    return profile
+
+
+def test_a_plan_calibration_beside_its_model_changes_what_it_states(model_copy):
+    """``evaluate-plans`` saves the calibration beside the model; the loader picks it up, says
+    so in the manifest, and the stated P(match) is the calibrated one, still rising."""
+    from smartpick_ml.modelling.pmatch import PlanCalibration
+
+    plain = MatchPredictor.load(model_copy)
+    assert plain.manifest["plan_calibration"] is None
+    sha = plain.manifest["sha256"]
+    line = (-0.4, 0.9)
+    path = persist.save_plan_calibration(PlanCalibration({"non_us_img": line}, sha),
+                                         persist.plan_calibration_path(model_copy, sha))
+    calibrated = MatchPredictor.load(model_copy)
+    assert calibrated.manifest["plan_calibration"] == str(path)
+    profile = _nonus_profile()
+    before = plain.plan(profile, max_applications=30)["table"]["p_match_corrected"].to_numpy()
+    after = calibrated.plan(profile, max_applications=30)["table"]["p_match_corrected"].to_numpy()
+    from scipy.special import ndtr, ndtri
+    np.testing.assert_allclose(after, ndtr(line[0] + line[1] * ndtri(np.clip(before, 1e-6,
+                                                                         1 - 1e-6))))
+    assert (np.diff(after)[np.diff(before) > 1e-12] > 0).all()
+
+
+def test_a_plan_calibration_of_another_model_is_refused(model_copy, tmp_path):
+    from smartpick_ml.modelling.pmatch import PlanCalibration
+
+    foreign = persist.save_plan_calibration(PlanCalibration({"non_us_img": (-0.4, 0.9)},
+                                                            "0" * 64), tmp_path / "cal.json")
+    with pytest.raises(ModelIntegrityError, match="fitted for model 000000000000"):
+        MatchPredictor.load(model_copy, plan_calibration=foreign)
+    (tmp_path / "bad.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelIntegrityError, match="nested too deeply"):
+        MatchPredictor.load(model_copy, plan_calibration=tmp_path / "bad.json")
+
+
+def test_saving_a_model_removes_the_calibration_of_the_one_it_replaces(model_copy):
+    from smartpick_ml.modelling.pmatch import PlanCalibration
+
+    """A retrained model states its own figures until ``evaluate-plans`` calibrates it: the
+    calibration of the model it replaces (and any older one) goes with that model."""
+    stale = model_copy / f"{persist.PLAN_CALIBRATION_PREFIX}{'0' * 16}.json"
+    persist.save_plan_calibration(PlanCalibration({}, "0" * 64), stale)
+    model, manifest = persist.load_model(model_copy)
+    replaced = persist.save_plan_calibration(
+        PlanCalibration({}, manifest["sha256"]),
+        persist.plan_calibration_path(model_copy, manifest["sha256"]))
+    extra = {k: v for k, v in manifest.items()
+             if k not in {"artifact", "sha256", "saved_at", "catalog"}}
+    persist.save_model(model, model_copy, extra,
+                       programs=persist.load_saved_catalog(model_copy, manifest)[0])
+    new = persist.read_manifest(model_copy)["sha256"]
+    assert new != manifest["sha256"]  # skops writes a new file, so a new digest
+    assert not stale.exists() and not replaced.exists()
+    again = persist.save_plan_calibration(PlanCalibration({}, new),
+                                          persist.plan_calibration_path(model_copy, new))
+    assert MatchPredictor.load(model_copy).manifest["plan_calibration"] == str(again)

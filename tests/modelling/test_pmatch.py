@@ -3,6 +3,8 @@ independence figure."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtr, ndtri
 
-from smartpick_ml.modelling.pmatch import PMatchCalibrator, independent_p_match
+from smartpick_ml.contracts.errors import ModelIntegrityError
+from smartpick_ml.modelling.pmatch import (
+    PlanCalibration,
+    PMatchCalibrator,
+    independent_p_match,
+)
 
 
 def _season(n: int, s_true: float, seed: int) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
@@ -102,3 +109,83 @@ def test_a_model_saved_with_the_earlier_step_map_still_answers():
                                legacy.overall_.predict(p[:50]))
     np.testing.assert_allclose(legacy.transform(p[:50], "us_img"),
                                legacy.by_type_["us_img"].predict(p[:50]))
+
+
+# ----------------------------------------------------------------------------- plan calibration
+
+def _plans_measured(n: int, intercept: float, slope: float, trials: int, seed: int):
+    """Stated figures of ``n`` plans and how often each matched in ``trials`` re-run seasons,
+    when the truth is Phi(intercept + slope * probit(stated))."""
+    rng = np.random.default_rng(seed)
+    stated = rng.uniform(0.03, 0.995, n)
+    truth = ndtr(intercept + slope * ndtri(stated))
+    return stated, rng.binomial(trials, truth), truth
+
+
+def test_the_plan_calibration_recovers_the_line_and_the_level():
+    stated, wins, truth = _plans_measured(3_000, -0.25, 0.9, 8, seed=11)
+    cal = PlanCalibration.fit(stated, wins, np.full(len(stated), 8),
+                              np.repeat("non_us_img", len(stated)), "abc", 2025)
+    a, b = cal.by_type["non_us_img"]
+    assert abs(a + 0.25) < 0.08 and abs(b - 0.9) < 0.08
+    calibrated = cal.apply(stated, "non_us_img")
+    assert abs(calibrated.mean() - truth.mean()) < 0.01
+    assert stated.mean() - truth.mean() > 0.04  # what it corrected
+    grid = np.linspace(0.001, 0.999, 500)
+    assert (np.diff(cal.apply(grid, "non_us_img")) > 0).all()  # smooth, strictly rising
+    assert cal.applicants == {"non_us_img": 3_000} and cal.season == 2025
+
+
+def test_types_too_small_or_one_sided_keep_their_figures():
+    stated, wins, _ = _plans_measured(400, -0.2, 1.0, 5, seed=12)
+    types = np.array(["us_img"] * 150 + ["us_md_senior"] * 250)
+    wins[150:] = 5  # every US MD senior matched every time: nothing to fit a line to
+    cal = PlanCalibration.fit(stated, wins, np.full(400, 5), types, "abc")
+    assert cal.by_type == {}
+    np.testing.assert_array_equal(cal.apply(stated, "us_img"), stated)
+    np.testing.assert_array_equal(cal.apply(stated, "unknown type"), stated)
+
+
+def test_a_plan_calibration_round_trips_through_its_file_form():
+    cal = PlanCalibration({"non_us_img": (-0.3, 0.85)}, "f" * 64, 2025, {"non_us_img": 2000})
+    back = PlanCalibration.from_dict(json.loads(json.dumps(cal.to_dict())), "x.json")
+    assert back.by_type == cal.by_type and back.model_sha256 == cal.model_sha256
+    assert back.season == 2025 and back.applicants == {"non_us_img": 2000}
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.integers(10**300, 10**400)
+                     | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+@pytest.mark.parametrize("line", [{"intercept": 10**400, "slope": 1.0},
+                                  {"intercept": 0.1, "slope": float("nan")},
+                                  {"intercept": True, "slope": 1.0},
+                                  {"intercept": 0.1, "slope": 0.0}, [0.1, 1.0], None])
+def test_a_line_that_is_not_two_finite_numbers_is_refused(line):
+    data = {"kind": "smartpick plan calibration", "model_sha256": "a" * 64,
+            "by_type": {"non_us_img": line}}
+    with pytest.raises(ModelIntegrityError, match="by_type.non_us_img"):
+        PlanCalibration.from_dict(data, "cal.json")
+
+
+@settings(max_examples=150, deadline=None)
+@given(by_type=_json, sha=_json, kind=st.sampled_from(["smartpick plan calibration", "other"]))
+def test_any_malformed_plan_calibration_is_refused_naming_the_field(by_type, sha, kind):
+    """Odd types, nesting and sizes anywhere in the file: a clear refusal, never a crash."""
+    data = {"kind": kind, "model_sha256": sha, "by_type": by_type}
+    if isinstance(by_type, dict):  # also a well-formed line beside the odd ones
+        by_type = {**by_type, "us_img": {"intercept": -0.1, "slope": 0.9},
+                   "huge": {"intercept": 10**400, "slope": 1.0}}
+        data["by_type"] = by_type
+    try:
+        cal = PlanCalibration.from_dict(data, "cal.json")
+    except ModelIntegrityError as exc:
+        message = str(exc)
+        assert message.startswith("plan calibration cal.json: ") and len(message) < 300
+        assert any(f in message for f in ("kind", "model_sha256", "by_type"))
+    else:
+        assert kind == "smartpick plan calibration" and isinstance(sha, str)
+        for a, b in cal.by_type.values():
+            assert np.isfinite(a) and 0.2 <= b <= 5.0
