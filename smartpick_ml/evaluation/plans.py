@@ -666,7 +666,8 @@ def format_summary(ev: PlanEvaluation) -> str:
 
 
 SUMMARY_COLUMNS = ["season", "applicant_type", "adoption", "n_applicants", "stated_p_match",
-                   "stated_p_match_uncalibrated", "realised_p_match", "realised_own_list", "realised_gain_pp", "mc_error_pp"]
+                   "stated_p_match_uncalibrated", "realised_p_match", "realised_own_list",
+                   "realised_gain_pp", "mc_error_pp"]
 
 
 def summary_table(ev: PlanEvaluation) -> pd.DataFrame:
