@@ -543,7 +543,8 @@ def _errors_by_season(evaluation: PlanEvaluation, groups: list[Scenario]) -> dic
 # ----------------------------------------------------------------------------- calibration
 
 
-_STATED = ("stated_plan", "stated_own")
+#: only plans: SmartPick states the calibrated figure for the lists it chose, not for others
+_STATED = ("stated_plan",)
 
 
 def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
@@ -556,8 +557,8 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
     outcome: the sample is split in two halves (seeded, within each type), each half's figures
     come from the line fitted on the other. Applicants outside the sample (adoption seasons)
     get the line fitted on all of it, which is also the calibration saved for the model.
-    Returns that calibration (None without outcomes) and ``planned`` with ``stated_plan`` and
-    ``stated_own`` calibrated, the figures before kept as ``*_uncalibrated``."""
+    Returns that calibration (None without outcomes) and ``planned`` with ``stated_plan``
+    calibrated, the figure before kept as ``stated_plan_uncalibrated``."""
     out = planned.assign(**{f"{c}_uncalibrated": planned[c] for c in _STATED})
     if trials < 1 or measured.empty:
         return None, out
@@ -634,9 +635,10 @@ def format_summary(ev: PlanEvaluation) -> str:
           _pm(r.matched_own, r.matched_own_mc)] for r in ev.by_type.itertuples()],
         note="P(match) here is in the preferred specialty (what the plan covers); the last "
              "two columns count a match anywhere (backup and preliminary programs too). Stated: "
-             "the figure SmartPick states once calibrated on these seasons, each applicant's "
-             "from the half of the sample they were not in (cross-fitted); before calibration: "
-             "the model's own figure.")
+             "the figure SmartPick states for its plan once calibrated on these seasons, each "
+             "applicant's from the half of the sample they were not in (cross-fitted); before "
+             "calibration: the model's own figure, which is also what it states for a list the "
+             "applicant chose (stated, own list).")
     if len(ev.adoption):
         lines += markdown_table(
             "When many follow SmartPick in one season",

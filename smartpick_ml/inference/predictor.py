@@ -736,13 +736,16 @@ class MatchPredictor:
         return {"ranks": table, "p_match": res.p_match, "p_unmatched": res.p_unmatched,
                 "expected_utility": res.expected_utility, "p_match_corrected": corrected}
 
-    def correct_p_match(self, q_in_order: np.ndarray, applicant_type: str) -> np.ndarray:
+    def correct_p_match(self, q_in_order: np.ndarray, applicant_type: str,
+                        planned: bool = False) -> np.ndarray:
         """P(match) of the first 1, 2, … programs of a list, corrected for programs' decisions
         sharing the applicant's unobserved strength (``pmatch``; the independence figure for
         models trained without the correction), and never below the q of the likeliest
         program so far: a list matches at least as often as that program would take you.
-        Then, where ``evaluate-plans`` fitted one for this model, the plan calibration: what
-        such figures realised in re-run seasons (``pmatch.PlanCalibration``)."""
+        For a list SmartPick chose (``planned``), then, where ``evaluate-plans`` fitted one for
+        this model, the plan calibration: what such figures realised in re-run seasons
+        (``pmatch.PlanCalibration``). Only there: a plan picks the programs whose q is highest,
+        so its q errors lean optimistic; a list the applicant chose does not."""
         q = np.asarray(q_in_order, float)
         cal = getattr(self.model, "pmatch_calibrator_", None)
         independent = -np.expm1(np.cumsum(np.log1p(-np.clip(q, 0.0, 1.0 - 1e-12))))
@@ -754,7 +757,7 @@ class MatchPredictor:
             corrected = cal.p_match_of_prefixes(q, applicant_type)
         if len(q):
             corrected = np.maximum(corrected, np.maximum.accumulate(q))
-        if self.plan_calibration is not None:
+        if planned and self.plan_calibration is not None:
             corrected = self.plan_calibration.apply(corrected, applicant_type)
         return corrected
 
@@ -790,7 +793,7 @@ class MatchPredictor:
                            schedule)
         q_added = eligible["q"].to_numpy()[table["added"].to_numpy()]
         table.insert(3, "p_match_corrected",
-                     self.correct_p_match(q_added, profile.applicant_type))
+                     self.correct_p_match(q_added, profile.applicant_type, planned=True))
         # the price of a point is quoted in the points a user is told, the corrected ones
         table["usd_per_extra_pp"] = usd_per_extra_point(table["fee_usd"].to_numpy(),
                                                         table["p_match_corrected"].to_numpy())
@@ -849,7 +852,8 @@ class MatchPredictor:
                   for c in joint.chosen if len(c)) + USMLE_TRANSCRIPT_FEE_USD
 
         def corrected(q: np.ndarray) -> float:
-            return float(self.correct_p_match(q, profile.applicant_type)[-1]) if len(q) else 0.0
+            return (float(self.correct_p_match(q, profile.applicant_type, planned=True)[-1])
+                    if len(q) else 0.0)
 
         return {"specialties": specs, "programs": programs, "p_match": joint.p_match,
                 "p_match_corrected": corrected(q_list),

@@ -157,6 +157,10 @@ def test_a_plan_calibration_beside_its_model_changes_what_it_states(model_copy):
     np.testing.assert_allclose(after, ndtr(line[0] + line[1] * ndtri(np.clip(before, 1e-6,
                                                                          1 - 1e-6))))
     assert (np.diff(after)[np.diff(before) > 1e-12] > 0).all()
+    # a list the applicant chose is not a plan: the model's own figure
+    chosen = calibrated.plan(profile, max_applications=30)["programs"]["program_id"].tolist()
+    assert (calibrated.match_probability(profile, chosen)["p_match_corrected"]
+            == pytest.approx(plain.match_probability(profile, chosen)["p_match_corrected"]))
 
 
 def test_a_plan_calibration_of_another_model_is_refused(model_copy, tmp_path):

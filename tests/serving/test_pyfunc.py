@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,27 +114,28 @@ class Server:
         self.base, self.pgid = base, pgid
 
 
-@pytest.fixture(scope="module")
-def server(small_training_run, tmp_path_factory) -> Iterator[Server]:
-    """``mlflow models serve -m models:/smartpick-match@champion`` on 127.0.0.1."""
-    world = small_training_run
+@contextmanager
+def _serving(world: Any, log: Path, env_manager: str = "local",
+             startup_timeout: float = STARTUP_TIMEOUT, **env_extra: str) -> Iterator[Server]:
+    """``mlflow models serve -m models:/smartpick-match@champion`` on 127.0.0.1, stopped (its
+    whole process group) on the way out."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = world.tracking_uri
-    # `mlflow models serve` execs `uvicorn` through bash: it must be on PATH even when the
-    # virtual environment is not activated
+    # `mlflow models serve` execs `uvicorn` (and `uv`) through bash: they must be on PATH even
+    # when the virtual environment is not activated
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["OMP_NUM_THREADS"] = "1"
+    env.update(env_extra)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve",
-           "-m", f"models:/{world.registered_model}@champion", "--env-manager", "local",
+           "-m", f"models:/{world.registered_model}@champion", "--env-manager", env_manager,
            "-h", "127.0.0.1", "-p", str(port)]
     base = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=world.root, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
+        deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"mlflow models serve exited with code {proc.returncode}:\n"
@@ -144,7 +146,7 @@ def server(small_training_run, tmp_path_factory) -> Iterator[Server]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"server not up after {STARTUP_TIMEOUT:.0f} s:\n{_log_tail(log)}")
+                pytest.fail(f"server not up after {startup_timeout:.0f} s:\n{_log_tail(log)}")
             time.sleep(0.5)
         yield Server(base, proc.pid)
     finally:
@@ -156,6 +158,13 @@ def server(small_training_run, tmp_path_factory) -> Iterator[Server]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(small_training_run, tmp_path_factory) -> Iterator[Server]:
+    """The champion served in this environment (``--env-manager local``)."""
+    with _serving(small_training_run, tmp_path_factory.mktemp("serve") / "server.log") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -885,3 +894,31 @@ def test_the_logged_model_loads_and_predicts_without_the_project(small_training_
     with threadpool_limits(limits=1, user_api="openmp"):
         want = world.model.predict_proba(pairs)[:, 1]
     np.testing.assert_allclose(q, want, rtol=0, atol=1e-12)
+
+
+#: building the model's environment: uv creates it and installs the pinned requirements
+FRESH_ENV_TIMEOUT = 900.0
+
+
+def test_the_champion_serves_from_an_environment_built_from_its_own_requirements(
+        small_training_run, tmp_path) -> None:
+    """Issue #19: served as MLflow documents it, without ``--env-manager local``. MLflow builds a
+    new environment from the model's ``python_env.yaml`` and ``requirements.txt`` (with uv), in
+    which this project is not installed, and serves from it: the model's own code
+    (``code_paths``) and requirements are all it needs."""
+    world = small_training_run
+    pairs = synthetic_pairs(6, seed=12)[list(PAIR_INPUT_COLUMNS)]
+    body = _split_body(pairs)
+    log = tmp_path / "server.log"
+    envs = tmp_path / "envs"
+    with _serving(world, log, env_manager="uv", startup_timeout=FRESH_ENV_TIMEOUT,
+                  MLFLOW_ENV_ROOT=str(envs)) as srv:
+        status, text = _request(f"{srv.base}/invocations", body)
+    assert status == 200, text
+    built = [p for p in envs.glob("mlflow-*") if (p / "bin" / "python").exists()]
+    assert len(built) == 1, _log_tail(log)
+    site = list(built[0].glob("lib/python*/site-packages"))
+    assert site and not list(site[0].glob("smartpick_ml*")), "the project leaked into the env"
+    with threadpool_limits(limits=1, user_api="openmp"):
+        want = world.model.predict_proba(_as_received(body))
+    np.testing.assert_allclose(_q(text), want, rtol=0, atol=1e-9)
