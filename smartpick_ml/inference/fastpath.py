@@ -30,6 +30,7 @@ prefix-table row against the split walk it replaces.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -380,7 +381,6 @@ class FastScorer:
         columns and type code) and per answer to "is the program outside the applicant's
         preferred specialty?", in the booster's preprocessed columns; and each program's typical
         Step 2 CK."""
-        n = len(block)
         self.base: dict[str, np.ndarray] = {}
         self.base_outside: dict[str, np.ndarray] = {}
         self.type_code: dict[str, float] = {}
@@ -388,19 +388,39 @@ class FastScorer:
                                                   "typical_applications_", {}))
         for typ in APPLICANT_TYPES:
             for preferred, store in ((None, self.base), (_ELSEWHERE, self.base_outside)):
-                # a stand-in applicant: every request overwrites the applicant's own columns
-                dummy = pd.DataFrame({"applicant_type": [typ] * n, "step2_ck": TYPICAL_STEP2_CK,
-                                      "graduation_year": 2024, "season": 2025, "usce_months": 0,
-                                      "publications": 0, "needs_visa": False, "home_state": None,
-                                      "preferred_specialty": preferred})
-                pairs = pd.concat([dummy, block], axis=1)
-                pairs["signal"] = "none"
-                X = self.model.features_.transform(pairs)
-                store[typ] = preprocessed(self.model.booster_, X)
+                store[typ], X = self._type_matrix(block, typ, preferred)
             self.type_code[typ] = float(self.base[typ][0, COL["applicant_type"]])
             if typ == APPLICANT_TYPES[0]:
                 # step2_vs_program is the stand-in's Step 2 CK minus the program's typical one
                 self.typical_step2 = TYPICAL_STEP2_CK - X["step2_vs_program"].to_numpy(float)
+        self._block = block
+        self._variants: dict[tuple[str, str, str, bool], np.ndarray] = {}
+
+    def _type_matrix(self, block: pd.DataFrame, typ: str, preferred: str | None
+                     ) -> tuple[np.ndarray, pd.DataFrame]:
+        """The booster's input matrix of ``block``'s programs for a stand-in applicant of type
+        ``typ`` (every request overwrites the applicant's own columns), and its features."""
+        n = len(block)
+        dummy = pd.DataFrame({"applicant_type": [typ] * n, "step2_ck": TYPICAL_STEP2_CK,
+                              "graduation_year": 2024, "season": 2025, "usce_months": 0,
+                              "publications": 0, "needs_visa": False, "home_state": None,
+                              "preferred_specialty": preferred}, index=block.index)
+        pairs = pd.concat([dummy, block], axis=1)
+        pairs["signal"] = "none"
+        X = self.model.features_.transform(pairs)
+        return preprocessed(self.model.booster_, X), X
+
+    def _variant_matrix(self, column: str, values: np.ndarray, typ: str, outside: bool
+                        ) -> np.ndarray:
+        """The type's program matrix with one program input replaced by ``values`` across the
+        catalog, built once per column, values and type (about 15 ms each)."""
+        key = (column, hashlib.sha1(values.tobytes()).hexdigest(), typ, outside)
+        matrix = self._variants.get(key)
+        if matrix is None:
+            block = self._block.assign(**{column: values})
+            matrix = self._type_matrix(block, typ, _ELSEWHERE if outside else None)[0]
+            self._variants[key] = matrix  # a race builds it twice, never wrongly
+        return matrix
 
     def _read_program_fields(self, block: pd.DataFrame) -> None:
         """The program fields a request is compared with: published screens (NaN: none stated),
@@ -640,6 +660,27 @@ class FastScorer:
                                     rows, outside)
         return self._finish(raw, applicant, rows)
 
+    def score_with_program_column(self, applicant: dict[str, Any],
+                                  signals: dict[str, str] | None, rows: np.ndarray,
+                                  column: str, values: np.ndarray) -> np.ndarray:
+        """q at ``rows`` had every program's ``column`` been ``values`` (one per catalog row):
+        what an explanation asks ("had this program a typical IMG share"). By the tree walk on
+        program matrices built once per column and values, so an explanation costs a walk over
+        the rows explained, not a pass through the model's feature step."""
+        step2 = float(applicant["step2_ck"])
+        years = float(applicant["season"]) - float(applicant["graduation_year"])
+        typ = applicant["applicant_type"]
+        values = np.ascontiguousarray(values, dtype=float)
+        own = self._applicant_values(applicant, step2, years)
+        request = self._request_columns(applicant, signals, rows)
+        outside = self._outside_rows(applicant, rows)
+        base = self._variant_matrix(column, values, typ, False)
+        base_outside = (self._variant_matrix(column, values, typ, True) if outside is not None
+                        else None)
+        raw = self._raw_by_walk(typ, own, request, step2, years, rows, outside,
+                                base=base, base_outside=base_outside)
+        return self._finish(raw, applicant, rows)
+
     def _outside_rows(self, applicant: dict[str, Any], rows: np.ndarray | None
                       ) -> np.ndarray | None:
         """Which programs asked about lie outside the applicant's preferred specialty (and are
@@ -700,15 +741,19 @@ class FastScorer:
 
     def _raw_by_walk(self, typ: str, values: np.ndarray, Xv: np.ndarray, step2: float,
                      years: float, rows: np.ndarray | None,
-                     outside: np.ndarray | None = None) -> np.ndarray:
-        """Raw scores by walking the trees once specialised on the applicant (the fallback)."""
+                     outside: np.ndarray | None = None, base: np.ndarray | None = None,
+                     base_outside: np.ndarray | None = None) -> np.ndarray:
+        """Raw scores by walking the trees once specialised on the applicant (the fallback);
+        ``base``/``base_outside``: other program matrices than the catalog's own."""
         sel = slice(None) if rows is None else rows
+        base = self.base[typ] if base is None else base
+        base_outside = self.base_outside[typ] if base_outside is None else base_outside
         Xv[:, 0] = step2 - self.typical_step2[sel]
         Xv[:, 1] = step2 - self.step2_minimum[sel]
         Xv[:, 2] = self.graduation_cutoff[sel] - years
-        X = np.ascontiguousarray(self.base[typ][sel])
+        X = np.ascontiguousarray(base[sel])
         if outside is not None:
-            X[outside] = self.base_outside[typ][sel][outside]
+            X[outside] = base_outside[sel][outside]
         for k, c in enumerate(self._var_cols):
             X[:, c] = Xv[:, k]
         for c in np.flatnonzero(self._is_applicant):

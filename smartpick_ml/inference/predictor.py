@@ -693,16 +693,22 @@ class MatchPredictor:
         if profile.applicant_type in ("us_img", "non_us_img"):
             own["usce_months"] = ({**applicant, "usce_months": 0}, signals)
         q_by_name = {name: self.score_rows(a, rows, sig) for name, (a, sig) in own.items()}
-        # the program's fields, neutralised to its specialty's typical values: a pairs frame
-        base = self._pairs(profile, rows)
+        # the program's fields, neutralised to its specialty's typical values
         own_col = RATE_COLUMN_BY_TYPE[profile.applicant_type]
         typical = self._typical_values
         program_side = {"own_rate": own_col, "img_share": "img_share", "positions": "positions"}
-        stacked = pd.concat([base.assign(**{col: typical[col][rows]})
-                             for col in program_side.values()], ignore_index=True)
-        with one_openmp_thread(len(stacked) <= SMALL_BATCH_ROWS):
-            q_prog = self.model.predict_proba(stacked)[:, 1].reshape(len(program_side), n)
-        q_by_name.update(zip(program_side, q_prog, strict=True))
+        fast = self.fast_scorer
+        if fast is not None:
+            for name, col in program_side.items():
+                q_by_name[name] = fast.score_with_program_column(applicant, signals, rows, col,
+                                                                 typical[col])
+        else:
+            base = self._pairs(profile, rows)
+            stacked = pd.concat([base.assign(**{col: typical[col][rows]})
+                                 for col in program_side.values()], ignore_index=True)
+            with one_openmp_thread(len(stacked) <= SMALL_BATCH_ROWS):
+                q_prog = self.model.predict_proba(stacked)[:, 1].reshape(len(program_side), n)
+            q_by_name.update(zip(program_side, q_prog, strict=True))
         names = [nm for nm in _FACTOR_ORDER if nm in q_by_name]
         q_alt = np.stack([q_by_name[nm] for nm in names])
         delta = q0[None, :] - q_alt

@@ -367,3 +367,44 @@ def test_every_example_profile_plans_with_a_stated_p_match_rising_with_each_prog
     assert rising.sum() >= 10
     assert (np.diff(t["p_match_corrected"].to_numpy())[rising] > 0).all()
     assert (t["p_match_corrected"] <= t["p_match"] + 1e-12).all()
+
+
+@pytest.mark.parametrize("column", ["rate_non_us_img", "rate_us_md", "img_share", "positions"])
+def test_a_program_input_neutralised_scores_as_the_model_does(world, scorer, programs, column):
+    """Issue #19: explanations ask "q had this program a typical value of one input"; the fast
+    path answers it by the walk on a program matrix built for that value, as ``predict_proba``
+    does on the edited pairs, for programs in and outside the preferred specialty."""
+    from smartpick_ml.contracts.pairs import PROGRAM_INPUTS, applicant_pairs
+
+    rng = np.random.default_rng(7)
+    values = programs[column].to_numpy(float).copy()
+    values[rng.random(len(values)) < 0.5] = np.nanmedian(values)
+    rows = rng.choice(len(programs), 60, replace=False)
+    signals = {programs["program_id"].iloc[rows[0]]: "signal"}
+    for typ in APPLICANT_TYPES:
+        applicant = {"applicant_type": typ, "step2_ck": 238, "graduation_year": 2021,
+                     "season": 2025, "usce_months": 4, "publications": 2,
+                     "needs_visa": typ == "non_us_img", "home_state": "NY",
+                     "preferred_specialty": programs["specialty"].iloc[rows[1]],
+                     "applications": 60}
+        got = scorer.score_with_program_column(applicant, signals, rows, column, values)
+        block = programs[[c for c in PROGRAM_INPUTS if c in programs]].iloc[rows]
+        pairs = applicant_pairs(applicant, block.assign(**{column: values[rows]}), signals)
+        np.testing.assert_allclose(got, world.model.predict_proba(pairs)[:, 1], rtol=0,
+                                   atol=1e-9)
+    # built once per column and values, then reused
+    before = len(scorer._variants)
+    scorer.score_with_program_column(applicant, signals, rows, column, values)
+    assert len(scorer._variants) == before
+
+
+def test_explanations_through_the_fast_path_equal_the_models(world, programs, predictor):
+    applicant = {"applicant_type": "us_img", "step2_ck": 236, "graduation_year": 2022,
+                 "season": 2025, "usce_months": 3, "home_state": "TX",
+                 "preferred_specialty": "Internal Medicine",
+                 "backup_specialties": ["Family Medicine"]}
+    slow = MatchPredictor(world.model, programs, fast_scorer=None)
+    assert predictor.fast_scorer is not None
+    fast_rank = predictor.rank(applicant, explain=40)
+    slow_rank = slow.rank(applicant, explain=40)
+    assert fast_rank["top_factors"].tolist() == slow_rank["top_factors"].tolist()
