@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -39,12 +40,14 @@ __all__ = [
     "FeeSchedule",
     "FeeTier",
     "JointList",
+    "SignalledList",
     "MatchProbability",
     "PortfolioInputError",
     "PortfolioPath",
     "eras_fee",
     "fees_for_sizes",
     "best_joint_list",
+    "best_signalled_list",
     "joint_list_value",
     "match_probability",
     "naive_top_by_ev",
@@ -423,6 +426,9 @@ class JointList:
     chosen: tuple[np.ndarray, ...]
     expected_utility: float
     p_match: float
+    #: per specialty, the signal tier of each chosen program (0: none; t: ``allotments``'
+    #: t-th tier); all 0 where signals were not chosen
+    tiers: tuple[np.ndarray, ...] = ()
 
 
 def joint_list_value(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D],
@@ -443,9 +449,14 @@ def joint_list_value(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D]
 
 
 def best_joint_list(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D],
-                    sizes: Sequence[int]) -> JointList:
+                    sizes: Sequence[int],
+                    signalled: Sequence[tuple[np.ndarray, Sequence[int]] | None] | None = None
+                    ) -> JointList:
     """The exact best rank list with at most ``sizes[s]`` programs of specialty ``s``, the
-    specialties ranked in the given order (the preferred one first).
+    specialties ranked in the given order (the preferred one first), and where
+    ``signalled[s]`` is given, the preference signals of that specialty chosen with it:
+    ``(q_by_tier, allotments)``, q of each program with each signal tier (column 0: no signal,
+    column t: tier t; column 0 must be ``qs[s]``) and how many signals of each tier there are.
 
     Why it is exact: the list's value is ``V_1(S_1; w)``, where ``w`` is the value of the rest of
     the list (reached only if no program of ``S_1`` takes the applicant) and
@@ -453,13 +464,19 @@ def best_joint_list(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D],
     ``V`` rises with ``w`` whatever ``S_1`` is, so the rest is chosen first, to maximise ``w``
     (the same argument down the list); then ``S_1`` is the optimal portfolio of the reduced
     utilities ``max(U - w, 0)`` (Kapur & Hong's nested portfolios; a program worth less than
-    ``w`` is never worth ranking above it), of the best size up to ``sizes[0]``.
+    ``w`` is never worth ranking above it), of the best size up to ``sizes[0]``. With signals,
+    a specialty's list is :func:`best_signalled_list` on top of ``w`` instead.
     """
     if len(qs) != len(utilities) or len(qs) != len(sizes) or not len(qs):
         raise PortfolioInputError("qs, utilities, sizes: one of each per specialty")
+    signalled = list(signalled) if signalled is not None else [None] * len(qs)
+    if len(signalled) != len(qs):
+        raise PortfolioInputError("signalled: one entry (or None) per specialty")
     chosen: list[np.ndarray] = []
+    tiers: list[np.ndarray] = []
     w = 0.0
-    for q, u, h in zip(reversed(qs), reversed(utilities), reversed(list(sizes)), strict=True):
+    for q, u, h, sig in zip(reversed(qs), reversed(utilities), reversed(list(sizes)),
+                            reversed(signalled), strict=True):
         qv = _check_q(q)
         uv = _check_utility(u, qv.size, nonnegative=True)
         if isinstance(h, bool) or not isinstance(h, numbers.Integral) or int(h) < 0:
@@ -467,18 +484,141 @@ def best_joint_list(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D],
         h = min(int(h), qv.size)  # at most: a specialty may have fewer programs
         if h == 0:
             chosen.append(np.zeros(0, dtype=np.int64))
+            tiers.append(np.zeros(0, dtype=np.int64))
+            continue
+        if sig is not None:
+            best_list = best_signalled_list(sig[0], uv, h, sig[1], below=w)
+            chosen.append(best_list.chosen)
+            tiers.append(best_list.tiers)
+            w = best_list.expected_utility
             continue
         path = optimal_portfolios(qv, np.maximum(uv - w, 0.0), h)
         values = np.concatenate([[0.0], path.expected_utility])
         best = int(np.argmax(values))  # the first maximum: never a program that adds nothing
         chosen.append(path.order[:best])
+        tiers.append(np.zeros(best, dtype=np.int64))
         w += float(values[best])
     chosen.reverse()
+    tiers.reverse()
+    q_taken = [np.asarray(sig[0], float)[idx, t] if sig is not None else _check_q(q)[idx]
+               for q, sig, idx, t in zip(qs, signalled, chosen, tiers, strict=True)]
     with np.errstate(divide="ignore"):
-        p_match = -np.expm1(sum(float(np.sum(np.log1p(-_check_q(q)[idx])))
-                                for q, idx in zip(qs, chosen, strict=True)))
+        p_match = -np.expm1(sum(float(np.sum(np.log1p(-qt))) for qt in q_taken))
     return JointList(chosen=tuple(_readonly(c) for c in chosen), expected_utility=w,
-                     p_match=float(p_match))
+                     p_match=float(p_match), tiers=tuple(_readonly(t) for t in tiers))
+
+
+@dataclass(frozen=True)
+class SignalledList:
+    """One specialty's best list with its preference signals (:func:`best_signalled_list`).
+
+    Attributes:
+        chosen: program indices, ranked by utility (the rank list's order).
+        tiers: the signal tier of each (0: none, t: the t-th tier of ``allotments``).
+        expected_utility: E[U] of the list on top of what ranks below it (``below``).
+    """
+
+    chosen: np.ndarray
+    tiers: np.ndarray
+    expected_utility: float
+
+
+#: the most signal tiers a specialty has (gold and silver)
+MAX_SIGNAL_TIERS = 2
+
+
+def best_signalled_list(q_by_tier: np.ndarray, utility: ArrayLike1D, size: int,
+                        allotments: Sequence[int], below: float = 0.0) -> SignalledList:
+    """The exact best list of at most ``size`` programs and which of them to signal, with at most
+    ``allotments[t - 1]`` signals of tier t, ranked above a rest of the list worth ``below``.
+
+    ``q_by_tier[j, 0]`` is program j's q without a signal, ``q_by_tier[j, t]`` with a tier-t
+    signal. Nesting fails here (a signal is worth most where q is middling, so the best list
+    of h + 1 programs may signal others), so this is a dynamic program instead: with the
+    programs in ascending preference, a list's value is built from the bottom as
+    ``V <- u_j q_j + (1 - q_j) V`` for each program j ranked above the rest. That step rises
+    with V, so among lists of the programs seen so far with the same length and the same
+    signals used, only the best can be part of the best whole list: keeping one value per
+    (length, signals of each tier) is exact. O(n · size · Π(allotment + 1) · tiers), compiled;
+    a brute-force enumeration checks it on random small instances (tests/inference).
+    """
+    try:
+        qt = np.asarray(q_by_tier, dtype=float)
+    except (TypeError, ValueError):
+        qt = np.zeros(0)
+    if qt.ndim != 2 or not 1 <= qt.shape[1] <= MAX_SIGNAL_TIERS + 1 or not qt.shape[0]:
+        raise PortfolioInputError(f"q_by_tier: expected q values of shape (programs >= 1, "
+                                  f"1..{MAX_SIGNAL_TIERS + 1} tiers), got {qt.shape}")
+    for t in range(qt.shape[1]):
+        _check_q(qt[:, t], f"q_by_tier[:, {t}]")
+    uv = _check_utility(utility, qt.shape[0], nonnegative=True)
+    allot = list(allotments) if isinstance(allotments, Sequence) \
+        and not isinstance(allotments, str) else None
+    if allot is None or len(allot) != qt.shape[1] - 1 or not all(
+            _is_count(a) and int(a) >= 0 for a in allot):
+        raise PortfolioInputError("allotments: one whole number >= 0 per signal tier of "
+                                  "q_by_tier")
+    allot = [int(a) for a in allot]
+    h = min(_check_size(size, "size", max(qt.shape[0], 1)), qt.shape[0])
+    caps = np.zeros(MAX_SIGNAL_TIERS, np.int64)
+    caps[:len(allot)] = np.minimum(allot, h)
+    q3 = np.zeros((qt.shape[0], MAX_SIGNAL_TIERS + 1))
+    q3[:, :qt.shape[1]] = qt
+    order = np.lexsort((-np.arange(len(uv)), uv))  # ascending preference: the bottom first
+    chosen, tiers, value = _signal_dp(q3[order], uv[order], h, caps, float(below))
+    # the DP walks from the top of the list down: chosen is already in rank-list order
+    return SignalledList(_readonly(order[chosen]), _readonly(tiers), float(value))
+
+
+@numba.njit(cache=True)
+def _signal_dp(q: np.ndarray, u: np.ndarray, size: int, caps: np.ndarray, below: float
+               ) -> tuple[np.ndarray, np.ndarray, float]:
+    n = q.shape[0]
+    a1, a2 = caps[0], caps[1]
+    value = np.full((size + 1, a1 + 1, a2 + 1), -np.inf)
+    value[0, 0, 0] = below
+    took = np.full((n, size + 1, a1 + 1, a2 + 1), -1, np.int8)
+    for j in range(n):
+        for k in range(min(size, j + 1), 0, -1):  # from long to short: sources are pre-j
+            for g in range(a1 + 1):
+                for s in range(a2 + 1):
+                    best = value[k, g, s]
+                    pick = -1
+                    for t in range(3):
+                        if t == 1 and g == 0 or t == 2 and s == 0:
+                            continue
+                        src = value[k - 1, g - (t == 1), s - (t == 2)]
+                        if src == -np.inf:
+                            continue
+                        cand = u[j] * q[j, t] + (1.0 - q[j, t]) * src
+                        if cand > best:  # a tie keeps the shorter list, fewer signals
+                            best = cand
+                            pick = t
+                    if pick >= 0:
+                        value[k, g, s] = best
+                        took[j, k, g, s] = pick
+    # the best end state, then back through the programs from the top of the list
+    best_k, best_g, best_s, best = 0, 0, 0, value[0, 0, 0]
+    for k in range(size + 1):
+        for g in range(a1 + 1):
+            for s in range(a2 + 1):
+                if value[k, g, s] > best:
+                    best, best_k, best_g, best_s = value[k, g, s], k, g, s
+    chosen = np.empty(best_k, np.int64)
+    tiers = np.empty(best_k, np.int64)
+    k, g, s, m = best_k, best_g, best_s, 0
+    for j in range(n - 1, -1, -1):
+        if k == 0:
+            break
+        t = took[j, k, g, s]
+        if t >= 0:
+            chosen[m] = j
+            tiers[m] = t
+            m += 1
+            k -= 1
+            g -= t == 1
+            s -= t == 2
+    return chosen, tiers, best
 
 
 def naive_top_by_ev(q: ArrayLike1D, utility: ArrayLike1D, h: int) -> np.ndarray:

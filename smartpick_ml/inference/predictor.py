@@ -819,43 +819,70 @@ class MatchPredictor:
                     preferences: Mapping[str, Any] | Preferences | None = None,
                     sizes: Sequence[int] | None = None,
                     specialty_weights: Mapping[str, float] | None = None,
-                    schedule: str = "2025") -> dict[str, Any]:
+                    schedule: str = "2025", choose_signals: bool = False) -> dict[str, Any]:
         """The exact best single rank list across the preferred specialty and the backups
         (``applicant.backup_specialties``), preferred programs first, with at most
         ``sizes[s]`` programs of each specialty (``portfolio.best_joint_list``).
 
+        ``choose_signals``: also choose which programs to send preference signals to, within
+        each specialty's allotment (``SIGNAL_ALLOTMENTS``; the profile then gives none), exactly
+        (``portfolio.best_signalled_list``); with it one specialty is enough.
         ``specialty_weights``: what a match in each specialty is worth to the applicant, as a
         multiple of U (default 1 for the preferred specialty and ``DEFAULT_BACKUP_WEIGHT`` for a
         backup: with equal weights the list trades preferred programs for backups of higher U,
         which few applicants mean). ERAS fees restart for each specialty. Returns the programs
-        in rank-list order, P(match) (independence and corrected), P(match) in the preferred
-        specialty (corrected), E[U] and the fee."""
+        in rank-list order (each with its signal, and the list's corrected P(match) and fee down
+        to it), P(match) (independence and corrected), P(match) in the preferred specialty
+        (corrected), E[U] and the fee."""
         profile = _parse(ApplicantProfile, applicant, "applicant")
         prefs = preferences_for(profile, preferences)
         specs = profile.specialties
-        if len(specs) < 2:
+        if len(specs) < 2 and not choose_signals:
             raise InputError("applicant.backup_specialties: give at least one backup to plan "
                              "across specialties (plan() plans one)")
+        if choose_signals and profile.signals:
+            raise InputError("applicant.signals: give your own signals or let SmartPick choose "
+                             "them (choose_signals), not both")
         weights = _across_inputs(specs, sizes, specialty_weights)
         self._check_signals(profile, specs)
         rows = [self._rows(s) for s in specs]
-        qs = [np.where(self._closed_code[profile.needs_visa][r] == 0, self._q(profile, r), 0.0)
-              for r in rows]
+        closed = [self._closed_code[profile.needs_visa][r] != 0 for r in rows]
+        qs = [np.where(c, 0.0, self._q(profile, r)) for r, c in zip(rows, closed, strict=True)]
         us = [self._utility(prefs, r) * weights[s] for r, s in zip(rows, specs, strict=True)]
-        joint = best_joint_list(qs, us, [int(n) for n in sizes or ()])
+        tier_names = [list(SIGNAL_ALLOTMENTS.get(s, {})) if choose_signals else [] for s in specs]
+        signalled = [(self._signalled_q(profile, r, c, q, names), [SIGNAL_ALLOTMENTS[s][t]
+                                                                  for t in names])
+                     if names else None
+                     for s, r, c, q, names in zip(specs, rows, closed, qs, tier_names,
+                                                  strict=True)]
+        joint = best_joint_list(qs, us, [int(n) for n in sizes or ()], signalled)
         blocks = []
-        for s, r, q, u, idx in zip(specs, rows, qs, us, joint.chosen, strict=True):
-            order = idx[np.argsort(-u[idx], kind="stable")]  # by utility within a specialty
+        for s, r, q, u, idx, tiers, sig, names in zip(
+                specs, rows, qs, us, joint.chosen, joint.tiers, signalled, tier_names,
+                strict=True):
+            by_utility = np.argsort(-u[idx], kind="stable")  # the rank list within a specialty
+            order, tier = idx[by_utility], tiers[by_utility]
             blocks.append(pd.DataFrame({
                 "specialty": s, "program_id": self.programs["program_id"].to_numpy()[r[order]],
-                "name": self.programs["name"].to_numpy()[r[order]], "q": q[order],
-                "utility": u[order]}))
+                "name": self.programs["name"].to_numpy()[r[order]],
+                "signal": np.array(["none", *names], dtype=object)[tier],
+                "q": q[order] if sig is None else sig[0][order, tier], "utility": u[order]}))
         programs = pd.concat(blocks, ignore_index=True)
         programs.insert(0, "rank", np.arange(1, len(programs) + 1))
         q_list = programs["q"].to_numpy()
         preferred = programs["specialty"].to_numpy() == specs[0]
-        fee = sum(int(fees_for_sizes(np.array([len(c)]), schedule)[0])
-                  for c in joint.chosen if len(c)) + USMLE_TRANSCRIPT_FEE_USD
+        # down the list: its corrected P(match) and its fee so far (fees restart per specialty)
+        programs["p_match_corrected"] = (self.correct_p_match(q_list, profile.applicant_type,
+                                                              planned=True)
+                                         if len(q_list) else q_list)
+        fee_so_far = np.zeros(len(programs), np.int64)
+        done = 0
+        for s in specs:
+            here = np.flatnonzero(programs["specialty"].to_numpy() == s)
+            if len(here):
+                fee_so_far[here] = done + fees_for_sizes(np.arange(1, len(here) + 1), schedule)
+                done = int(fee_so_far[here[-1]])
+        programs["fee_usd"] = fee_so_far + USMLE_TRANSCRIPT_FEE_USD
 
         def corrected(q: np.ndarray) -> float:
             return (float(self.correct_p_match(q, profile.applicant_type, planned=True)[-1])
@@ -867,5 +894,16 @@ class MatchPredictor:
                 "expected_utility": joint.expected_utility,
                 "programs_per_specialty": {s: int(len(c)) for s, c in
                                            zip(specs, joint.chosen, strict=True)},
-                "fee_usd": int(fee) if len(programs) else 0}
+                "signals": {p: t for p, t in zip(programs["program_id"], programs["signal"],
+                                                 strict=True) if t != "none"},
+                "fee_usd": int(programs["fee_usd"].iloc[-1]) if len(programs) else 0}
+
+    def _signalled_q(self, profile: ApplicantProfile, rows: np.ndarray, closed: np.ndarray,
+                     q_unsignalled: np.ndarray, tiers: list[str]) -> np.ndarray:
+        """q of each program of ``rows`` without a signal (column 0) and with each tier's."""
+        ids = self.programs["program_id"].to_numpy()[rows]
+        record = profile.model_dump()
+        columns = [q_unsignalled, *(self.score_rows(record, rows, dict.fromkeys(ids, tier))
+                                    for tier in tiers)]
+        return np.where(closed[:, None], 0.0, np.column_stack(columns))
 

@@ -497,3 +497,115 @@ def test_best_joint_list_refuses_bad_sizes(sizes, message):
 
     with pytest.raises(PortfolioInputError, match=message):
         best_joint_list([[0.5], [0.5]], [[1.0], [1.0]], sizes)
+
+
+def _tier_choices(n_chosen: int, allotments: list[int]):
+    """Every assignment of signal tiers (0: none) to ``n_chosen`` programs within allotments."""
+    import itertools
+
+    for tiers in itertools.product(range(len(allotments) + 1), repeat=n_chosen):
+        if all(tiers.count(t) <= a for t, a in enumerate(allotments, 1)):
+            yield tiers
+
+
+def _list_value(q_lists, u_lists) -> float:
+    """E[U] of a rank list: specialty by specialty, by utility within each (ties: as given)."""
+    value, reach = 0.0, 1.0
+    for q, u in zip(q_lists, u_lists, strict=True):
+        for i in np.argsort(-np.asarray(u, float), kind="stable"):
+            value += reach * q[i] * u[i]
+            reach *= 1.0 - q[i]
+    return value
+
+
+def _brute_signalled_best(qts, us, sizes, allotments):
+    """The best E[U] over every list (at most sizes[s] programs of specialty s, in order) and
+    every way to place each specialty's signals on its programs (brute force)."""
+    import itertools
+
+    options = []
+    for qt, h, allot in zip(qts, sizes, allotments, strict=True):
+        spec = []
+        for k in range(min(h, len(qt)) + 1):
+            for chosen in itertools.combinations(range(len(qt)), k):
+                spec += [(chosen, tiers) for tiers in _tier_choices(k, allot)]
+        options.append(spec)
+    best = -1.0
+    for combo in itertools.product(*options):
+        # a program signalled with tier t is the program with q of column t
+        qs = [qt[list(c), list(t)] for qt, (c, t) in zip(qts, combo, strict=True)]
+        u_of = [u[list(c)] for u, (c, _) in zip(us, combo, strict=True)]
+        best = max(best, _list_value(qs, u_of))
+    return best
+
+
+def test_the_joint_plan_with_signals_equals_brute_force_on_1000_instances():
+    """Issue #18: programs, signals (one or two tiers) and a backup specialty chosen together are
+    exact: equal to brute force on 1,000 random small instances."""
+    from smartpick_ml.inference.portfolio import best_joint_list
+
+    rng = np.random.default_rng(18)
+    for _ in range(1000):
+        ns = [int(rng.integers(1, 5)), int(rng.integers(1, 4))]
+        allotments = [[int(rng.integers(0, 3)) for _ in range(int(rng.integers(0, 3)))],
+                      [int(rng.integers(0, 2)) for _ in range(int(rng.integers(0, 2)))]]
+        qts = []
+        for n, allot in zip(ns, allotments, strict=True):
+            q0 = np.round(rng.uniform(0, 0.7, n) ** rng.uniform(0.5, 2), 3)
+            lifts = [np.minimum(1.0, q0 * rng.uniform(0.8, 3.0, n)) for _ in allot]
+            qts.append(np.column_stack([q0, *lifts]))
+        us = [np.round(rng.uniform(0.1, 3, n), 1) for n in ns]
+        sizes = [int(rng.integers(1, 4)), int(rng.integers(0, 3))]
+        signalled = [(qt, a) if a else None for qt, a in zip(qts, allotments, strict=True)]
+        got = best_joint_list([qt[:, 0] for qt in qts], us, sizes, signalled)
+        want = _brute_signalled_best(qts, us, sizes, allotments)
+        assert got.expected_utility == pytest.approx(want, abs=1e-9)
+        # what it returns is a list that is worth what it says, within the allotments
+        q_taken = [qt[c, t] for qt, c, t in zip(qts, got.chosen, got.tiers, strict=True)]
+        u_taken = [u[c] for u, c in zip(us, got.chosen, strict=True)]
+        assert _list_value(q_taken, u_taken) == pytest.approx(got.expected_utility, abs=1e-9)
+        for c, t, h, allot in zip(got.chosen, got.tiers, sizes, allotments, strict=True):
+            assert len(c) <= h and len(set(c.tolist())) == len(c)
+            assert all(np.sum(t == k) <= a for k, a in enumerate(allot, 1))
+
+
+def test_signals_go_where_they_add_most_not_to_the_likeliest_programs():
+    """One signal, two programs: a signal that quadruples a long shot's q beats one on a
+    near-sure program whose q can barely rise (and the other way round when it can)."""
+    from smartpick_ml.inference.portfolio import best_signalled_list
+
+    qt = np.array([[0.9, 0.92], [0.1, 0.4]])
+    got = best_signalled_list(qt, np.array([1.0, 1.0]), 2, [1])
+    assert dict(zip(got.chosen.tolist(), got.tiers.tolist(), strict=True)) == {0: 0, 1: 1}
+    assert got.expected_utility == pytest.approx(1 - 0.1 * 0.6)
+    qt[0, 1] = 0.95  # its miss halves: now that is worth more
+    got = best_signalled_list(qt, np.array([1.0, 1.0]), 2, [1])
+    assert dict(zip(got.chosen.tolist(), got.tiers.tolist(), strict=True)) == {0: 1, 1: 0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(q=st.one_of(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6),
+                   st.lists(st.lists(st.floats(-1, 2), min_size=0, max_size=5), max_size=5),
+                   st.lists(st.lists(st.lists(st.floats(0, 1), max_size=2), max_size=2),
+                            max_size=2),
+                   st.text(max_size=5), st.none()),
+       allotments=st.one_of(st.lists(st.integers(-3, 5), max_size=4), st.lists(st.text(),
+                                                                              max_size=2)),
+       size=st.one_of(st.integers(-2, 8), st.floats(), st.booleans()))
+def test_bad_signal_inputs_get_a_clear_error(q, allotments, size):
+    """Odd shapes, nesting, NaN, negative or mistyped allotments and sizes: a PortfolioInputError
+    naming the input, or a valid list."""
+    from smartpick_ml.inference.portfolio import PortfolioInputError, best_signalled_list
+
+    try:
+        arr = np.asarray(q, dtype=float)
+    except (TypeError, ValueError):
+        arr = None
+    try:
+        got = best_signalled_list(q, np.ones(arr.shape[0] if arr is not None and arr.ndim
+                                             else 1), size, allotments)
+    except PortfolioInputError as exc:
+        assert any(name in str(exc) for name in ("q_by_tier", "allotments", "size", "utility"))
+    else:
+        assert arr is not None and arr.ndim == 2 and np.isfinite(arr).all()
+        assert len(got.chosen) == len(got.tiers) <= arr.shape[0]
