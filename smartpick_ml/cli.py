@@ -521,9 +521,12 @@ rank.help = inspect.cleandoc(rank.help or "") + "\n\n" + _PROFILE_HELP
 @click.option("--across", help="One rank list across the preferred specialty and the "
               "profile's backup_specialties: at most this many programs of each, preferred "
               "first, e.g. 40,15,5.")
+@click.option("--choose-signals", is_flag=True,
+              help="With --across: also choose which programs to signal, within each "
+                   "specialty's allotment (the profile then lists no signals).")
 def plan(profile_path: Path, specialty: str | None, max_applications: int | None,
          budget: float | None, schedule: str, model_source: str, out: Path | None,
-         plot: Path | None, across: str | None) -> None:
+         plot: Path | None, across: str | None, choose_signals: bool) -> None:
     """The best application list for every length: P(match), E[U] and ERAS fees.
 
     Exact (nested optimal portfolios, Kapur & Hong 2022), compared with the naive
@@ -540,13 +543,18 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
       smartpick plan --profile examples/profile_non_us_img.json --max-applications 120
       smartpick plan --profile me.json --budget 1500 --out plan.csv --plot plan.png
       smartpick plan --profile examples/profile_non_us_img_backup.json --across 40,15,5
+      smartpick plan --profile examples/profile_us_md_dermatology.json --across 40,10 \
+          --choose-signals
     """
     from smartpick_ml.inference.predictor import MatchPredictor
 
+    if choose_signals and across is None:
+        raise click.UsageError("--choose-signals plans the list and its signals together: "
+                               "give the list's size with --across, e.g. --across 40")
     applicant, prefs = _read_profile(profile_path)
     predictor = MatchPredictor.load(model_source)
     if across is not None:
-        _plan_across(predictor, applicant, prefs, across, schedule, out)
+        _plan_across(predictor, applicant, prefs, across, schedule, out, choose_signals)
         return
     result = predictor.plan(applicant, prefs, specialty=specialty,
                             max_applications=max_applications, budget=budget,
@@ -593,14 +601,15 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
 
 
 def _plan_across(predictor: Any, applicant: dict, prefs: dict | None, across: str,
-                 schedule: str, out: Path | None) -> None:
+                 schedule: str, out: Path | None, choose_signals: bool = False) -> None:
     """`plan --across`: the best single list across the preferred and backup specialties."""
     try:
         sizes = [int(x) for x in across.split(",")]
     except ValueError:
         raise click.BadParameter("whole numbers separated by commas, e.g. 40,15",
                                  param_hint="--across") from None
-    result = predictor.plan_across(applicant, prefs, sizes, schedule=schedule)
+    result = predictor.plan_across(applicant, prefs, sizes, schedule=schedule,
+                                   choose_signals=choose_signals)
     counts = result["programs_per_specialty"]
     click.echo("one rank list, preferred specialty first: " + ", ".join(
         f"{s} {counts[s]} of at most {n}" for s, n in zip(result["specialties"], sizes,
@@ -612,7 +621,19 @@ def _plan_across(predictor: Any, applicant: dict, prefs: dict | None, across: st
                f"{result['p_match_preferred_corrected']:.1%}; E[U] "
                f"{_number(result['expected_utility'])}; fee ${result['fee_usd']:,} (ERAS fees "
                "restart for each specialty, plus the USMLE transcript once)")
-    shown = result["programs"][["rank", "specialty", "program_id", "name", "q", "utility"]]
+    if choose_signals:
+        from smartpick_ml.contracts.reference import SIGNAL_ALLOTMENTS
+
+        sent = result["programs"].groupby(["specialty", "signal"]).size()
+        for s in result["specialties"]:
+            allowed = SIGNAL_ALLOTMENTS.get(s)
+            click.echo(f"signals in {s}: " + (", ".join(
+                f"{int(sent.get((s, tier), 0))} {tier} of {n}" for tier, n in allowed.items())
+                if allowed else "none (the catalog has no signal data for it)"))
+        click.echo("the signals are chosen with the list (exactly, for expected utility); q is "
+                   "each program's with its signal")
+    shown = result["programs"][["rank", "specialty", "program_id", "name", "signal", "q",
+                                "utility", "p_match_corrected", "fee_usd"]]
     click.echo(shown.head(25).to_string(index=False, formatters=_NUMBER_FORMATS))
     _write_table(result["programs"], out)
     if out is None and len(shown) > 25:

@@ -326,3 +326,26 @@ def test_plan_across_the_preferred_and_backup_specialties(small_training_run, tm
     bad = CliRunner().invoke(main, ["plan", "--profile", str(path), "--model",
                                     str(small_training_run.model_dir), "--across", "12,x"])
     assert bad.exit_code == 2 and "--across" in bad.output and "Traceback" not in bad.output
+    alone = CliRunner().invoke(main, ["plan", "--profile", str(path), "--choose-signals"])
+    assert alone.exit_code == 2 and "--across" in alone.output
+
+
+def test_plan_chooses_signals_with_the_list(small_training_run, tmp_path):
+    """Issue #18: --choose-signals sends signals within the allotment, says how many of each
+    tier, and every row of --out carries its signal."""
+    path = tmp_path / "anesthesia.json"
+    path.write_text(json.dumps({"applicant_type": "us_md_senior", "step2_ck": 250,
+                                "graduation_year": 2025,
+                                "preferred_specialty": "Anesthesiology",
+                                "backup_specialties": ["Internal Medicine"]}))
+    out = tmp_path / "list.csv"
+    result = CliRunner().invoke(main, ["plan", "--profile", str(path), "--model",
+                                       str(small_training_run.model_dir), "--across", "12,4",
+                                       "--choose-signals", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"signals in Anesthesiology: \d+ gold of 5, \d+ silver of 10",
+                     result.output)
+    assert "signals in Internal Medicine: none" in result.output
+    listed = pd.read_csv(out)
+    assert set(listed["signal"]) <= {"none", "gold", "silver"}
+    assert (listed.loc[listed["specialty"] == "Internal Medicine", "signal"] == "none").all()

@@ -50,7 +50,8 @@ TASKS = ("score", "rank", "plan")
 #: params of a request and their defaults ("" / 0 = not given)
 PARAM_DEFAULTS: dict[str, Any] = {"task": "score", "specialty": "", "k": 0, "explain": False,
                                   "preferences": "", "signals": "", "backup_specialties": "",
-                                  "max_applications": 0, "budget": 0.0, "schedule": "2025"}
+                                  "max_applications": 0, "budget": 0.0, "schedule": "2025",
+                                  "sizes": "", "choose_signals": False}
 
 
 #: the distributions the served model imports; declared (pinned to this environment), not
@@ -79,6 +80,8 @@ def signature() -> Any:
         ParamSpec("max_applications", "long", PARAM_DEFAULTS["max_applications"]),
         ParamSpec("budget", "double", PARAM_DEFAULTS["budget"]),
         ParamSpec("schedule", "string", PARAM_DEFAULTS["schedule"]),
+        ParamSpec("sizes", "string", PARAM_DEFAULTS["sizes"]),
+        ParamSpec("choose_signals", "boolean", PARAM_DEFAULTS["choose_signals"]),
     ])
     return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype("float64"),
                                                                   (-1, 2))]),

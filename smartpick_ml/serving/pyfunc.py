@@ -16,6 +16,10 @@ Requests (``POST /invocations``, ``dataframe_split``), three tasks (``params.tas
   program), ``budget`` (0 = none), ``schedule``, ``preferences``, ``signals`` as
   ``MatchPredictor.plan`` takes them. Answer: its table, one record per list length h (the
   program added, P(match) and corrected, expected utility, fee); the last is the longest list.
+  With ``sizes`` (a JSON array: at most this many programs of the preferred specialty and
+  of each of ``backup_specialties``) and ``choose_signals``, it is ``MatchPredictor.plan_across``
+  instead. Answer: the one rank list, one record per program (specialty, signal, q, and the
+  list's corrected P(match) and fee down to it).
 
 Every bad input raises an ``MlflowException`` with ``INVALID_PARAMETER_VALUE`` (HTTP 400) whose
 message names the field. The request's columns are checked once, by :func:`validate_pairs`,
@@ -260,6 +264,18 @@ class ServedMatchModel:
 
     def _plan(self, frame: Any, p: dict[str, Any]) -> pd.DataFrame:
         applicant = self._applicant(frame, p)
+        if not isinstance(p["choose_signals"], bool | np.bool_):
+            raise ValueError(f"params.choose_signals: must be true or false, got "
+                             f"{quote(p['choose_signals'])}")
+        if p["sizes"] or p["choose_signals"]:
+            sizes = self._json_param(p, "sizes", list)
+            if not sizes:
+                raise ValueError("params.sizes: give a JSON array of the most programs of each "
+                                 "specialty, preferred first (e.g. [40, 15])")
+            across = self.predictor.plan_across(applicant, self._json_param(p, "preferences"),
+                                                sizes, schedule=p["schedule"],
+                                                choose_signals=bool(p["choose_signals"]))
+            return self._records(across["programs"])
         n = p["max_applications"]
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError("params.max_applications: must be a whole number ≥ 0 (0 = every "

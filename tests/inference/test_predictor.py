@@ -430,7 +430,57 @@ def test_room_for_backups_never_lowers_the_expected_value(predictor, backup_size
      "specialty_weights"),
     (WITH_BACKUPS, {"sizes": [10, 5, 5], "specialty_weights": {"Family Medicine": math.nan}},
      "specialty_weights.Family Medicine"),
+    ({**WITH_BACKUPS, "signals": {"X": "signal"}}, {"sizes": [10, 5, 5],
+                                                     "choose_signals": True}, "applicant.signals"),
 ])
 def test_a_bad_plan_across_specialties_names_the_field(predictor, applicant, kwargs, field):
     with pytest.raises(InputError, match=re.escape(field)):
         predictor.plan_across(applicant, **kwargs)
+
+
+# ------------------------------------------------------------ signals chosen with the list (#18)
+
+SIGNALLING = {**APPLICANT, "applicant_type": "us_md_senior", "needs_visa": False,
+              "graduation_year": 2025, "preferred_specialty": "Anesthesiology",
+              "backup_specialties": ["Family Medicine", "Internal Medicine"]}
+
+
+def test_signals_are_chosen_within_each_specialtys_allotment_and_raise_the_lists_value(
+        predictor):
+    from smartpick_ml.contracts.reference import SIGNAL_ALLOTMENTS
+
+    sizes = [12, 6, 4]
+    plain = predictor.plan_across(SIGNALLING, sizes=sizes)
+    chosen = predictor.plan_across(SIGNALLING, sizes=sizes, choose_signals=True)
+    programs = chosen["programs"]
+    for specialty, part in programs.groupby("specialty"):
+        used = part.loc[part["signal"] != "none", "signal"].value_counts().to_dict()
+        allowed = SIGNAL_ALLOTMENTS.get(specialty, {})
+        assert all(n <= allowed.get(tier, 0) for tier, n in used.items()), (specialty, used)
+    assert (programs.loc[programs["specialty"] == "Internal Medicine", "signal"] == "none").all()
+    assert set(chosen["signals"]) == set(programs.loc[programs["signal"] != "none",
+                                                      "program_id"])
+    assert chosen["signals"]  # the model values signals: some are sent
+    # the list with its signals is worth at least the best list without: the q shown are the
+    # signalled ones, and the value is what they give
+    assert chosen["expected_utility"] >= plain["expected_utility"] - 1e-12
+    reach, value = 1.0, 0.0
+    for q, u in zip(programs["q"], programs["utility"], strict=True):
+        value += reach * q * u
+        reach *= 1 - q
+    assert chosen["expected_utility"] == pytest.approx(value, rel=1e-9)
+    # the profile with these signals scores these q
+    given = {**SIGNALLING, "signals": chosen["signals"]}
+    again = predictor.match_probability(given, programs["program_id"].tolist())
+    np.testing.assert_allclose(again["ranks"]["q"], programs["q"], rtol=0, atol=1e-12)
+    # down the list: P(match) rises to the list's and the fee to the list's
+    assert programs["p_match_corrected"].is_monotonic_increasing
+    assert programs["p_match_corrected"].iloc[-1] == pytest.approx(chosen["p_match_corrected"])
+    assert programs["fee_usd"].iloc[-1] == chosen["fee_usd"]
+
+
+def test_one_specialty_is_enough_to_choose_signals(predictor):
+    alone = {**SIGNALLING, "backup_specialties": []}
+    got = predictor.plan_across(alone, sizes=[10], choose_signals=True)
+    assert set(got["programs"]["specialty"]) == {"Anesthesiology"}
+    assert len(got["programs"]) <= 10

@@ -281,6 +281,35 @@ def test_planning_gives_what_the_python_api_gives(server, small_training_run, pr
         np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-12)
 
 
+def test_a_joint_plan_with_signals_gives_what_the_python_api_gives(server, small_training_run,
+                                                                  programs) -> None:
+    """Issue #18: ``task = "plan"`` with ``sizes`` and ``choose_signals`` answers with
+    MatchPredictor.plan_across's list: the same programs, signals, q and figures."""
+    from smartpick_ml.inference.predictor import MatchPredictor
+
+    applicant = {"applicant_type": "us_md_senior", "step2_ck": 252, "graduation_year": 2025,
+                 "season": 2025, "usce_months": 0, "publications": 3, "needs_visa": False,
+                 "preferred_specialty": "Anesthesiology"}
+    body = _split_body(pd.DataFrame([applicant]), task="plan", sizes="[12, 5]",
+                       choose_signals=True, backup_specialties='["Internal Medicine"]')
+    status, text = _request(f"{server.base}/invocations", body)
+    assert status == 200, text
+    got = pd.DataFrame(json.loads(text)["predictions"])
+    want = MatchPredictor(small_training_run.model, programs).plan_across(
+        {**applicant, "backup_specialties": ["Internal Medicine"]}, sizes=[12, 5],
+        choose_signals=True)["programs"]
+    assert got[["program_id", "signal"]].values.tolist() == \
+        want[["program_id", "signal"]].values.tolist()
+    for col in ("q", "p_match_corrected"):
+        np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-12)
+    for params, field in (({"sizes": "[12, -1]"}, "sizes"), ({"sizes": "12"}, "sizes"),
+                          ({"choose_signals": True}, "sizes")):
+        bad = _split_body(pd.DataFrame([applicant]), task="plan",
+                          backup_specialties='["Internal Medicine"]', **params)
+        status, text = _request(f"{server.base}/invocations", bad)
+        assert status == 400 and field in text, text
+
+
 def test_ranking_across_preferred_and_backup_specialties(server, small_training_run,
                                                          programs) -> None:
     """Issue #16: the served rank covers the applicant's backup specialties as the Python API
