@@ -728,6 +728,7 @@ def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None,
         evaluate_plans,
         format_summary,
         log_evaluation,
+        update_model_report,
         write_evaluation,
     )
     from smartpick_ml.inference.predictor import MatchPredictor
@@ -751,6 +752,10 @@ def evaluate_plans_cmd(config: Path, model_source: str, n_jobs: int | None,
         click.echo(f"  {name:16s} {p}")
     if install_calibration and evaluation.calibration is not None:
         click.echo(_install_plan_calibration(evaluation.calibration, model_source))
+    if not model_source.startswith(("models:/", "runs:/")):
+        report = update_model_report(model_source, evaluation)
+        if report is not None:
+            click.echo(f"  {'model report':16s} {report} (its promise section)")
     if track:
         run_id = log_evaluation(paths, evaluation, default_tracking_uri(train_cfg),
                                 train_cfg.tracking.experiment, model_source,

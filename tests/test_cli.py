@@ -264,6 +264,10 @@ def test_evaluate_plans_prints_its_summary_and_writes_its_files(small_training_r
     assert result.exit_code == 0, result.output
     assert MatchPredictor.load(model_dir).manifest["plan_calibration"] is not None
     assert "installed" in result.stdout and "no type" in result.stdout  # too few to fit here
+    # the headline lands in the model's run report, in place of "not measured yet"
+    report = (model_dir / "report.html").read_text()
+    assert "realised, own list" in report and "Not measured for this model yet" not in report
+    assert report.count("smartpick:promise -->") == 2
     assert "SmartPick's plan against applicants' own lists" in result.stdout
     assert "Non-US IMG" in result.stdout and "US MD senior" in result.stdout
     for name in ("summary.md", "summary.csv", "reliability.csv", "reliability.png",

@@ -818,6 +818,54 @@ def _write_files(ev: PlanEvaluation, out: Path, plots: bool) -> dict[str, Path]:
     return paths
 
 
+def promise_section_html(ev: PlanEvaluation) -> str:
+    """The evaluation's headline for the model's run report: plan against own list per type,
+    what it is worth as more follow it, and whether the stated P(match) is the realised one."""
+    import html
+
+    from smartpick_ml.contracts.reference import APPLICANT_TYPE_LABELS
+
+    summary = summary_table(ev)
+    sample = summary[summary["season"] == "sample"]
+    ece = reliability_table(ev).groupby("applicant_type")["ece"].first()
+    rows = "".join(
+        f"<tr><td>{html.escape(APPLICANT_TYPE_LABELS.get(r.applicant_type, 'all types'))}</td>"
+        f"<td>{r.n_applicants:,}</td><td>{100 * r.stated_p_match:.1f}</td>"
+        f"<td>{100 * r.realised_p_match:.1f}</td><td>{100 * r.realised_own_list:.1f}</td>"
+        f"<td>{r.realised_gain_pp:+.1f} ± {r.mc_error_pp:.1f}</td>"
+        f"<td>{ece.get(r.applicant_type, np.nan):.3f}</td></tr>" for r in sample.itertuples())
+    shares = summary[summary["season"].str.contains("of non-US IMGs")
+                     & (summary["applicant_type"] == "non_us_img")]
+    adoption = "; ".join(f"{r.adoption:.0%} follow it: {r.realised_gain_pp:+.1f} pp"
+                         for r in shares.itertuples())
+    st = ev.settings
+    return (
+        "<h2>Does following the plan help? (the promise, measured)</h2>"
+        f"<p>Season {st['season']} re-run with {st['sampled']:,} sampled applicants following "
+        f"SmartPick's plan at their own list's fee, at most {st['group_share']:.0%} of the "
+        "season at a time, beside a twin season with everyone's own list (<code>smartpick "
+        "evaluate-plans</code>; <code>docs/promise.md</code>). P(match) in the preferred "
+        "specialty, %; stated: calibrated on these seasons, cross-fitted; ± the Monte-Carlo "
+        "error.</p><table><tr><th>applicant type</th><th>applicants</th><th>stated, plan</th>"
+        "<th>realised, plan</th><th>realised, own list</th><th>gain (pp)</th>"
+        f"<th>ECE by decile</th></tr>{rows}</table>"
+        + (f"<p>Non-US IMGs when more follow it at once: {html.escape(adoption)}.</p>"
+           if adoption else ""))
+
+
+def update_model_report(model_dir: str | Path, ev: PlanEvaluation) -> Path | None:
+    """Put the headline in the run report saved beside the model (if there is one)."""
+    from smartpick_ml.data.io import write_text_atomic
+    from smartpick_ml.training.run_report import REPORT_NAME, with_promise_section
+
+    path = Path(model_dir) / REPORT_NAME
+    if not path.is_file():
+        return None
+    write_text_atomic(path, with_promise_section(path.read_text(encoding="utf-8"),
+                                                 promise_section_html(ev)))
+    return path
+
+
 def log_evaluation(paths: dict[str, Path], ev: PlanEvaluation, tracking_uri: str,
                    experiment: str, model: str, model_version: str | None) -> str:
     """An MLflow run in the training experiment, tagged with the model it evaluates: the

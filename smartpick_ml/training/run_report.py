@@ -220,6 +220,7 @@ def render_run_report(cfg: TrainConfig, data: pd.DataFrame, metrics: pd.DataFram
         "<h2>What drives q (permutation importance, top 15)</h2>",
         _table(importance.head(15), digits=5),
         "<h2>P(match) reliability by decile (corrected)</h2>", _table(reliability, digits=3),
+        with_markers(PROMISE_PENDING),
         "<h2>Run facts</h2>", _table(facts),
         "<h2>Config</h2>",
         "<pre>" + html.escape(json.dumps(cfg.model_dump(), indent=2, default=str), quote=False)
@@ -227,6 +228,30 @@ def render_run_report(cfg: TrainConfig, data: pd.DataFrame, metrics: pd.DataFram
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+#: the report's section on the promise, written by ``smartpick evaluate-plans`` for this model
+PROMISE_START, PROMISE_END = "<!-- smartpick:promise -->", "<!-- /smartpick:promise -->"
+PROMISE_PENDING = ("<h2>Does following the plan help? (the promise, measured)</h2><p>Not measured "
+                   "for this model yet: <code>smartpick evaluate-plans</code> re-runs the "
+                   "validation season with applicants following SmartPick's plan and writes its "
+                   "headline here (<code>docs/promise.md</code>).</p>")
+
+
+def with_markers(section_html: str) -> str:
+    return f"{PROMISE_START}\n{section_html}\n{PROMISE_END}"
+
+
+def with_promise_section(report_html: str, section_html: str) -> str:
+    """The report with its promise section replaced by ``section_html`` (added before the run
+    facts in a report rendered before the section existed)."""
+    start, end = report_html.find(PROMISE_START), report_html.find(PROMISE_END)
+    if 0 <= start < end:
+        return (report_html[:start] + with_markers(section_html)
+                + report_html[end + len(PROMISE_END):])
+    anchor = report_html.find("<h2>Run facts</h2>")
+    anchor = anchor if anchor >= 0 else report_html.rfind("</body>")
+    return report_html[:anchor] + with_markers(section_html) + "\n" + report_html[anchor:]
 
 
 def write_report(text: str, path: str | os.PathLike[str]) -> Path:

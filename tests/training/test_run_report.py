@@ -209,3 +209,24 @@ def test_the_report_says_its_data_are_simulated(small_training_run) -> None:
     text = small_training_run.result.outputs["report_html"].read_text()
     assert SIMULATED_BANNER in text
     assert text.index("Simulated data") < text.index("<h2>Metrics")
+
+
+def test_the_promise_section_is_replaced_in_place_or_added_to_an_older_report():
+    """``evaluate-plans`` writes its headline into the model's report: where the report has the
+    section (not measured yet, or an earlier evaluation) it is replaced; a report rendered
+    before the section existed gets it before the run facts."""
+    from smartpick_ml.training.run_report import (
+        PROMISE_PENDING,
+        with_markers,
+        with_promise_section,
+    )
+
+    report = f"<body><h2>Metrics</h2>{with_markers(PROMISE_PENDING)}<h2>Run facts</h2></body>"
+    once = with_promise_section(report, "<h2>Promise</h2><p>+24.7 pp</p>")
+    twice = with_promise_section(once, "<h2>Promise</h2><p>+23.0 pp</p>")
+    assert "Not measured" not in once and "+24.7" in once
+    assert "+24.7" not in twice and twice.count("+23.0") == 1
+    assert twice.index("+23.0") < twice.index("Run facts")
+    older = with_promise_section("<body><h2>Run facts</h2></body>", "<p>+1 pp</p>")
+    assert older.index("+1 pp") < older.index("Run facts")
+    assert with_promise_section("<body></body>", "<p>x</p>").endswith("</body>")
