@@ -628,7 +628,7 @@ def _plan_across(predictor: Any, applicant: dict, prefs: dict | None, across: st
         for s in result["specialties"]:
             allowed = SIGNAL_ALLOTMENTS.get(s)
             click.echo(f"signals in {s}: " + (", ".join(
-                f"{int(sent.get((s, tier), 0))} {tier} of {n}" for tier, n in allowed.items())
+                f"{tier} {int(sent.get((s, tier), 0))} of {n}" for tier, n in allowed.items())
                 if allowed else "none (the catalog has no signal data for it)"))
         click.echo("the signals are chosen with the list (exactly, for expected utility); q is "
                    "each program's with its signal")

@@ -347,7 +347,7 @@ def test_plan_chooses_signals_with_the_list(small_training_run, tmp_path):
                                        str(small_training_run.model_dir), "--across", "12,4",
                                        "--choose-signals", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert re.search(r"signals in Anesthesiology: \d+ gold of 5, \d+ silver of 10",
+    assert re.search(r"signals in Anesthesiology: gold \d+ of 5, silver \d+ of 10",
                      result.output)
     assert "signals in Internal Medicine: none" in result.output
     listed = pd.read_csv(out)

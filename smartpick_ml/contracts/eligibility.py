@@ -7,6 +7,9 @@ same functions.
 - **Military**: uniformed-services programs fill through the military match and take service
   members only. Every SmartPick applicant applies through the civilian Main Match, so these
   programs are closed to all of them.
+- **Published screens**: a Step 2 CK score below the program's published minimum, or more years
+  since graduation than its published cut-off. The simulated programs screen such applicants out
+  before any interview (``simulation.season.screened_out``), so they cannot match there.
 """
 
 from __future__ import annotations
@@ -43,11 +46,42 @@ def military_closed(pairs: pd.DataFrame) -> np.ndarray:
     return np.nan_to_num(bool_values(pairs, "military", 0.0), nan=0.0) == 1.0
 
 
+def below_minimum(step2_ck: np.ndarray, step2_minimum: np.ndarray) -> np.ndarray:
+    """A Step 2 CK score below a published minimum (none published: NaN, no screen)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(step2_ck, float) < np.asarray(step2_minimum, float)
+
+
+def past_cutoff(years_since_graduation: np.ndarray, max_years: np.ndarray) -> np.ndarray:
+    """More years since graduation than a published cut-off (none published: no screen)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(years_since_graduation, float) > np.asarray(max_years, float)
+
+
+def _column(pairs: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in pairs:
+        return np.full(len(pairs), np.nan)
+    return pd.to_numeric(pairs[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def step2_screened(pairs: pd.DataFrame) -> np.ndarray:
+    """Pairs whose applicant's Step 2 CK is below the program's published minimum."""
+    return below_minimum(_column(pairs, "step2_ck"), _column(pairs, "step2_minimum"))
+
+
+def graduation_screened(pairs: pd.DataFrame) -> np.ndarray:
+    """Pairs whose applicant graduated longer ago than the program's published cut-off."""
+    years = _column(pairs, "season") - _column(pairs, "graduation_year")
+    return past_cutoff(years, _column(pairs, "max_years_since_graduation"))
+
+
 #: each rule and the reason a person reads, in the order they are reported
 RULES: tuple[tuple[str, Callable[[pd.DataFrame], np.ndarray]], ...] = (
     ("uniformed-services program: takes service members through the military match only",
      military_closed),
     ("needs a visa; program sponsors neither J-1 nor H-1B", visa_blocked),
+    ("Step 2 CK below the program's published minimum", step2_screened),
+    ("graduated longer ago than the program's published cut-off", graduation_screened),
 )
 
 

@@ -45,7 +45,12 @@ import numpy as np
 import pandas as pd
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from smartpick_ml.contracts.eligibility import military_closed, visa_blocked
+from smartpick_ml.contracts.eligibility import (
+    below_minimum,
+    military_closed,
+    past_cutoff,
+    visa_blocked,
+)
 from smartpick_ml.contracts.pairs import APPLICANT_INPUTS, PROGRAM_INPUTS, applicant_pairs
 from smartpick_ml.contracts.reference import APPLICANT_TYPES, STATE_REGION, TYPICAL_STEP2_CK
 from smartpick_ml.inference.sklearn_trees import (
@@ -842,9 +847,13 @@ class FastScorer:
         q = self._calibrate(1.0 / (1.0 + np.exp(-raw)))
         q = np.clip(q, PROB_FLOOR, 1 - PROB_FLOOR)
         # the hard rules of ``contracts.eligibility``, as ``MatchModel.predict_proba`` applies them
-        ok = self.open_to_civilians if rows is None else self.open_to_civilians[rows]
+        sel = slice(None) if rows is None else rows
+        ok = self.open_to_civilians[sel]
         if applicant.get("needs_visa"):
-            ok = ok & (self.visa_ok if rows is None else self.visa_ok[rows])
+            ok = ok & self.visa_ok[sel]
+        years = float(applicant["season"]) - float(applicant["graduation_year"])
+        ok = ok & ~below_minimum(float(applicant["step2_ck"]), self.step2_minimum[sel]) \
+            & ~past_cutoff(years, self.graduation_cutoff[sel])
         return np.where(ok, q, 0.0)
 
 

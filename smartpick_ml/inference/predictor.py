@@ -50,7 +50,13 @@ from pydantic_core import PydanticCustomError
 
 from smartpick_ml.contracts.columns import MAX_QUOTED_CHARS, check_values, quote
 from smartpick_ml.contracts.eligibility import RULES as ELIGIBILITY_RULES
-from smartpick_ml.contracts.eligibility import ineligibility_reasons
+from smartpick_ml.contracts.eligibility import (
+    below_minimum,
+    graduation_screened,
+    ineligibility_reasons,
+    past_cutoff,
+    step2_screened,
+)
 from smartpick_ml.contracts.errors import DataValidationError, SmartPickError
 from smartpick_ml.contracts.pairs import PROGRAM_INPUTS, applicant_pairs, check_pairs_frame
 from smartpick_ml.contracts.reference import (
@@ -79,6 +85,10 @@ DISPLAY_COLUMNS = ("program_id", "name", "specialty", "city", "state", "position
 
 #: why a program is closed to the applicant ("" = open), in the order of ``eligibility.RULES``
 _REASON_DTYPE = pd.CategoricalDtype(["", *(reason for reason, _ in ELIGIBILITY_RULES)])
+
+
+def _reason_of(rule: Any) -> str:
+    return next(reason for reason, r in ELIGIBILITY_RULES if r is rule)
 
 
 def _display_array(column: pd.Series) -> Any:
@@ -456,8 +466,18 @@ class MatchPredictor:
             raise DataValidationError("programs", ["program_id must be unique"])
         cols = [c for c in PROGRAM_INPUTS if c in self.programs.columns]
         self._program_block = self.programs[cols]
-        # per program, why it is closed to an applicant who does or does not need a visa: the
-        # hard rules read only the program's fields and this one flag
+        # the published screens, compared with each applicant's own figures (``_closed``)
+        self._step2_minimum, self._graduation_cutoff = (
+            pd.to_numeric(self.programs[c], errors="coerce").to_numpy(float) if c in self.programs
+            else np.full(len(self.programs), np.nan)
+            for c in ("step2_minimum", "max_years_since_graduation"))
+        self._screen_code = {
+            name: _REASON_DTYPE.categories.get_loc(reason) for name, reason in
+            (("step2", _reason_of(step2_screened)),
+             ("graduation", _reason_of(graduation_screened)))}
+        # per program, why it is closed to an applicant who does or does not need a visa: these
+        # rules read only the program's fields and this one flag (the screens find no applicant
+        # figures here, so they close nothing yet)
         self._closed_code = {
             needs: pd.Categorical(ineligibility_reasons(self._program_block.assign(
                 needs_visa=needs)), dtype=_REASON_DTYPE).codes.astype(np.int8)
@@ -481,6 +501,19 @@ class MatchPredictor:
 
             self._fast = usable_fast_scorer(self.model, self.programs)
         return self._fast
+
+    def _closed(self, profile: ApplicantProfile, rows: np.ndarray) -> np.ndarray:
+        """Per program at ``rows``, the code of the first hard rule that closes it to this
+        applicant (0: open; ``_REASON_DTYPE``'s order): the program-only rules precomputed,
+        the published screens compared here, as ``eligibility.RULES`` words them."""
+        codes = self._closed_code[profile.needs_visa][rows].copy()
+        years = profile.season - profile.graduation_year
+        for code, screened in ((self._screen_code["step2"],
+                                below_minimum(profile.step2_ck, self._step2_minimum[rows])),
+                               (self._screen_code["graduation"],
+                                past_cutoff(years, self._graduation_cutoff[rows]))):
+            codes[(codes == 0) & screened] = code
+        return codes
 
     def _utility(self, prefs: Preferences, rows: np.ndarray) -> np.ndarray:
         if not hasattr(self, "_utility_inputs"):
@@ -646,7 +679,7 @@ class MatchPredictor:
         q = self._q(profile, rows)
         u = self._utility(prefs, rows)
         ev = q * u
-        closed = self._closed_code[profile.needs_visa][rows]
+        closed = self._closed(profile, rows)
         eligible = closed == 0
         order = np.lexsort((-q, -ev, ~eligible))  # eligible first, then EV, then q
         if k is not None:
@@ -846,7 +879,7 @@ class MatchPredictor:
         weights = _across_inputs(specs, sizes, specialty_weights)
         self._check_signals(profile, specs)
         rows = [self._rows(s) for s in specs]
-        closed = [self._closed_code[profile.needs_visa][r] != 0 for r in rows]
+        closed = [self._closed(profile, r) != 0 for r in rows]
         qs = [np.where(c, 0.0, self._q(profile, r)) for r, c in zip(rows, closed, strict=True)]
         us = [self._utility(prefs, r) * weights[s] for r, s in zip(rows, specs, strict=True)]
         tier_names = [list(SIGNAL_ALLOTMENTS.get(s, {})) if choose_signals else [] for s in specs]

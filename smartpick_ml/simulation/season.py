@@ -35,7 +35,12 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 
 from smartpick_ml.contracts.config import SimulateConfig, SimulationParams, TypeParams
-from smartpick_ml.contracts.eligibility import military_closed, sponsors_visa
+from smartpick_ml.contracts.eligibility import (
+    below_minimum,
+    military_closed,
+    past_cutoff,
+    sponsors_visa,
+)
 from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.contracts.numeric import LOGISTIC_PROBIT, clipped_logit, expected_logistic
 from smartpick_ml.contracts.reference import (
@@ -615,16 +620,17 @@ _MAX_INTERVIEW_SHIFT = np.log(3.0)  # at most three times the published odds of 
 def screened_out(applicants: pd.DataFrame, programs: pd.DataFrame, pair_applicant: np.ndarray,
                  pair_program: np.ndarray) -> np.ndarray:
     """Pairs a program's published screens reject (below its Step 2 CK minimum, or graduated
-    longer ago than its cut-off); programs without the columns screen no one."""
+    longer ago than its cut-off: ``contracts.eligibility``); programs without the columns screen
+    no one."""
     out = np.zeros(len(pair_applicant), bool)
     if "step2_minimum" in programs:
-        floor = programs["step2_minimum"].to_numpy(float)[pair_program]
-        out |= applicants["step2_ck"].to_numpy(float)[pair_applicant] < floor
+        out |= below_minimum(applicants["step2_ck"].to_numpy(float)[pair_applicant],
+                             programs["step2_minimum"].to_numpy(float)[pair_program])
     if "max_years_since_graduation" in programs:
-        cut = programs["max_years_since_graduation"].to_numpy(float)[pair_program]
         years = (applicants["season"].to_numpy(float)
                  - applicants["graduation_year"].to_numpy(float))[pair_applicant]
-        out |= years > cut
+        out |= past_cutoff(years,
+                           programs["max_years_since_graduation"].to_numpy(float)[pair_program])
     return out
 
 

@@ -227,8 +227,15 @@ def test_rank_orders_by_ev_with_ineligible_last(predictor):
     closed = ranked[~ranked["eligible"]]
     military = closed["program_id"].isin(predictor.programs.loc[predictor.programs["military"],
                                                                 "program_id"])
-    assert closed.loc[~military, "reason"].str.contains("visa").all()
     assert closed.loc[military, "reason"].str.startswith("uniformed-services").all()
+    # each reason is the first rule of contracts.eligibility that closes the pair
+    from smartpick_ml.contracts.eligibility import ineligibility_reasons
+    from smartpick_ml.inference.predictor import ApplicantProfile
+
+    rows = predictor._index.get_indexer(ranked["program_id"])
+    pairs = predictor._pairs(ApplicantProfile(**APPLICANT), rows)
+    assert ranked["reason"].astype(str).tolist() == ineligibility_reasons(pairs).tolist()
+    assert closed["reason"].str.contains("visa").any()
     np.testing.assert_allclose(ranked["ev"], ranked["q"] * ranked["utility"])
 
 

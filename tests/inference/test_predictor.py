@@ -19,7 +19,7 @@ import pytest
 from smartpick_ml.contracts.errors import ModelIntegrityError
 from smartpick_ml.data.catalog import synthetic_catalog
 from smartpick_ml.data.io import frame_hash, write_parquet_atomic
-from smartpick_ml.inference.predictor import InputError, MatchPredictor
+from smartpick_ml.inference.predictor import ApplicantProfile, InputError, MatchPredictor
 from smartpick_ml.modelling import persist
 
 APPLICANT = {"applicant_type": "non_us_img", "step2_ck": 248, "graduation_year": 2022,
@@ -484,3 +484,58 @@ def test_one_specialty_is_enough_to_choose_signals(predictor):
     got = predictor.plan_across(alone, sizes=[10], choose_signals=True)
     assert set(got["programs"]["specialty"]) == {"Anesthesiology"}
     assert len(got["programs"]) <= 10
+
+
+# ------------------------------------------------------------ published screens (#18)
+
+def test_published_screens_close_programs_with_their_reason_everywhere(world, predictor):
+    """Issue #18: a Step 2 CK below a program's published minimum, or more years since
+    graduation than its cut-off, closes the program (the simulated programs screen such
+    applicants out before any interview): q = 0 in the model, the fast path and rank, and plan
+    leaves it out with the reason."""
+    programs = predictor.programs
+    minimum = pd.to_numeric(programs["step2_minimum"], errors="coerce")
+    specialty = programs.loc[minimum.notna(), "specialty"].value_counts().index[0]
+    in_spec = programs["specialty"] == specialty
+    floor = float(minimum[in_spec].dropna().median())
+    applicant = {"applicant_type": "us_md_senior", "step2_ck": int(floor) - 1,
+                 "graduation_year": 2025, "season": 2025, "preferred_specialty": specialty}
+    ranked = predictor.rank(applicant, explain=False)
+    screened = ranked["program_id"].isin(programs.loc[in_spec & (minimum > floor - 1),
+                                                       "program_id"])
+    assert screened.any() and (~screened).any()
+    assert (ranked.loc[screened, "q"] == 0).all() and not ranked.loc[screened, "eligible"].any()
+    # the first rule that closes a program is its reason (a military program says so)
+    reasons = ranked.loc[screened, "reason"].astype(str)
+    assert reasons.isin(["Step 2 CK below the program's published minimum",
+                         "uniformed-services program: takes service members through the "
+                         "military match only"]).all()
+    assert (reasons == "Step 2 CK below the program's published minimum").any()
+    assert (ranked.loc[~screened & ranked["eligible"], "q"] > 0).all()
+    pairs = predictor._pairs(ApplicantProfile(**applicant), predictor.program_rows(specialty))
+    np.testing.assert_array_equal(world.model.predict_proba(pairs)[:, 1] == 0,
+                                  ~ranked.set_index("program_id").loc[pairs["program_id"],
+                                                                      "eligible"].to_numpy())
+    plan = predictor.plan(applicant, max_applications=10)
+    assert set(plan["excluded"]["program_id"]) >= set(ranked.loc[screened, "program_id"])
+    assert not set(plan["programs"]["program_id"]) & set(ranked.loc[screened, "program_id"])
+    # a higher score opens them again
+    by_score = ranked.loc[screened & (ranked["reason"].astype(str) == "Step 2 CK below the "
+                                      "program's published minimum"), "program_id"]
+    again = predictor.rank({**applicant, "step2_ck": 280}, explain=False)
+    assert again.loc[again["program_id"].isin(by_score), "eligible"].all()
+
+
+def test_a_graduation_cut_off_closes_a_program_to_an_older_graduate(predictor):
+    programs = predictor.programs
+    cut = pd.to_numeric(programs["max_years_since_graduation"], errors="coerce")
+    if not cut.notna().any():
+        pytest.skip("this catalog publishes no graduation cut-off")
+    row = programs[cut.notna()].iloc[0]
+    years = int(cut[cut.notna()].iloc[0]) + 1
+    applicant = {"applicant_type": "non_us_img", "step2_ck": 270, "graduation_year": 2025 - years,
+                 "season": 2025, "needs_visa": False, "preferred_specialty": row["specialty"]}
+    ranked = predictor.rank(applicant, explain=False).set_index("program_id")
+    assert ranked.loc[row["program_id"], "q"] == 0
+    assert ranked.loc[row["program_id"], "reason"] == (
+        "graduated longer ago than the program's published cut-off")
