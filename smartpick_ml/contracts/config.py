@@ -292,6 +292,9 @@ class EvaluateSample(_Strict):
     #: at most this share of the season's applicants follow a plan in one re-run season, so
     #: each measures the plan, not a market the plans have changed
     group_share: float = Field(default=0.01, gt=0, le=0.5)
+    #: also the joint plan (preferred and backup lists, signals chosen with them) for sampled
+    #: applicants with a backup list, against the single-specialty plan at the same fee
+    joint: bool = False
 
     @field_validator("per_type")
     @classmethod

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from smartpick_ml.data.io import read_table
 from smartpick_ml.modelling.persist import save_plan_calibration
 from smartpick_ml.modelling.pmatch import PlanCalibration
 from smartpick_ml.simulation.season import (
+    TIER_BACKUP,
     TIER_PREFERRED,
     TIER_SUPPLEMENTAL,
     build_market_inputs,
@@ -105,24 +106,30 @@ def _load_market(raw_dir: str, season: int, simulate_config: str) -> SeasonMarke
 
 
 def replace_preferred_lists(market: SeasonMarket, plans: pd.DataFrame | None) -> pd.DataFrame:
-    """The season's applications with each planned applicant's preferred-specialty applications
-    replaced by their plan (``plans``: applicant_id, program_id, signal).
+    """The season's applications with each planned applicant's lists replaced by their plan
+    (``plans``: applicant_id, program_id, signal, and ``tier``: which list a row belongs to,
+    the preferred specialty's where absent; a list the plan has no rows for is kept).
 
-    The plan's k-th program takes the row of the applicant's k-th own one, so every other
-    application keeps its place and a re-drawn season gives it the same random draws (a plan
-    equal to the own list re-runs the season exactly); a shorter plan leaves rows out, a longer
-    one is appended."""
+    The plan's k-th program of a list takes the row of the applicant's k-th own one in that
+    list, so every other application keeps its place and a re-drawn season gives it the same
+    random draws (a plan equal to the own list re-runs the season exactly); a shorter plan
+    leaves rows out, a longer one is appended."""
     apps = market.applications
     if plans is None or len(plans) == 0:
         return apps
-    planned = apps["applicant_id"].isin(pd.unique(plans["applicant_id"])).to_numpy()
-    slots = pd.DataFrame({"applicant_id": apps["applicant_id"].to_numpy()[
-        planned & (market.tiers == TIER_PREFERRED)],
-        "slot": np.flatnonzero(planned & (market.tiers == TIER_PREFERRED))})
-    slots["k"] = slots.groupby("applicant_id", sort=False).cumcount()
     new = plans[["applicant_id", "program_id", "signal"]].copy()
-    new["k"] = new.groupby("applicant_id", sort=False).cumcount()
-    placed = new.merge(slots, on=["applicant_id", "k"], how="left")
+    new["tier"] = (plans["tier"].fillna(TIER_PREFERRED).to_numpy(np.int64) if "tier" in plans
+                   else TIER_PREFERRED)
+    new["k"] = new.groupby(["applicant_id", "tier"], sort=False).cumcount()
+    slots = []
+    for tier, part in new.groupby("tier", sort=False):
+        planned = apps["applicant_id"].isin(pd.unique(part["applicant_id"])).to_numpy()
+        at = np.flatnonzero(planned & (market.tiers == tier))
+        slots.append(pd.DataFrame({"applicant_id": apps["applicant_id"].to_numpy()[at],
+                                   "tier": tier, "slot": at}))
+    slots = pd.concat(slots, ignore_index=True)
+    slots["k"] = slots.groupby(["applicant_id", "tier"], sort=False).cumcount()
+    placed = new.merge(slots, on=["applicant_id", "tier", "k"], how="left")
     out = apps.copy()
     inside = placed["slot"].notna().to_numpy()
     at = placed.loc[inside, "slot"].to_numpy(np.int64)
@@ -163,6 +170,7 @@ class PlannedLists:
 
     per_applicant: pd.DataFrame
     rows: pd.DataFrame
+    joint_rows: pd.DataFrame | None = None  # joint plans: applicant_id, program_id, signal, tier
 
 
 def applicant_profile(row: Mapping[str, Any], n_applications: int,
@@ -201,14 +209,43 @@ def _plan_one(predictor: Any, profile: dict[str, Any], own: pd.DataFrame) -> dic
                         "expected_utility_own": own_stated["expected_utility"]}}
 
 
+def _joint_plan(predictor: Any, profile: dict[str, Any], n_preferred: int, n_backup: int
+                ) -> dict[str, Any] | None:
+    """SmartPick's joint plan at the applicant's own list sizes (so the same fees): preferred
+    and backup programs and the signals, chosen together (``plan_across``); None where it
+    cannot plan (no program of a specialty can take the applicant)."""
+    from smartpick_ml.inference.predictor import InputError
+
+    try:
+        joint = predictor.plan_across({**profile, "signals": {}}, sizes=[n_preferred, n_backup],
+                                      choose_signals=True)
+    except InputError:
+        return None
+    rows = joint["programs"]
+    return {"rows": pd.DataFrame({
+                "program_id": rows["program_id"].to_numpy(), "signal": rows["signal"].to_numpy(),
+                "tier": np.where(rows["specialty"] == profile["preferred_specialty"],
+                                 TIER_PREFERRED, TIER_BACKUP)}),
+            "figures": {"programs_joint": len(rows),
+                        "stated_joint": joint["p_match_corrected"],
+                        "stated_joint_preferred": joint["p_match_preferred_corrected"]}}
+
+
 def plan_lists(predictor: Any, market: SeasonMarket, applicant_ids: Sequence[str],
-               progress: Callable[[str], None] = lambda _: None) -> PlannedLists:
-    """SmartPick's plan for each applicant: figures per applicant, and the plans' rows."""
+               progress: Callable[[str], None] = lambda _: None,
+               joint_for: Sequence[str] = ()) -> PlannedLists:
+    """SmartPick's plan for each applicant: figures per applicant, and the plans' rows; also
+    the joint plan (``joint_rows``) of those of ``joint_for`` with a backup list."""
     own_rows = market.applications[market.tiers == TIER_PREFERRED]
     own_by_applicant = dict(tuple(own_rows.groupby("applicant_id", sort=False)))
+    backups = market.applications.loc[market.tiers == TIER_BACKUP, "applicant_id"]
+    n_backup = backups[backups.isin(set(joint_for))].value_counts()
+    others = market.applications[~np.isin(market.tiers, [TIER_PREFERRED, TIER_BACKUP])
+                                 & market.applications["applicant_id"].isin(n_backup.index)]
+    kept_elsewhere = others.groupby("applicant_id")["program_id"].agg(set).to_dict()
     n_total = market.applications.groupby("applicant_id", sort=False).size()
     records = market.applicants.set_index("applicant_id")
-    figures, rows = [], []
+    figures, rows, joint_rows = [], [], []
     for i, applicant_id in enumerate(applicant_ids):
         own = own_by_applicant.get(applicant_id)
         if own is None:  # an applicant with no preferred-specialty list: nothing to replace
@@ -219,8 +256,19 @@ def plan_lists(predictor: Any, market: SeasonMarket, applicant_ids: Sequence[str
                                     dict(zip(own_signals["program_id"], own_signals["signal"],
                                              strict=True)))
         done = _plan_one(predictor, profile, own)
+        together = (_joint_plan(predictor, profile, len(own), int(n_backup[applicant_id]))
+                    if applicant_id in n_backup.index and profile["backup_specialties"]
+                    else None)
+        if together is not None:
+            # a program the applicant keeps on another list (a supplemental PGY-1 list) is
+            # not applied to twice
+            kept = kept_elsewhere.get(applicant_id, set())
+            rows_joint = together["rows"]
+            joint_rows.append(rows_joint[~rows_joint["program_id"].isin(kept)].assign(
+                applicant_id=applicant_id))
         figures.append({"applicant_id": applicant_id, "applicant_type": row["applicant_type"],
-                        "preferred_specialty": row["preferred_specialty"], **done["figures"]})
+                        "preferred_specialty": row["preferred_specialty"], **done["figures"],
+                        **(together["figures"] if together else {})})
         signal_of = profile["signals"]
         rows.append(pd.DataFrame({"applicant_id": applicant_id, "program_id": done["programs"],
                                   "signal": [signal_of.get(p, "none") for p in done["programs"]]}))
@@ -229,7 +277,9 @@ def plan_lists(predictor: Any, market: SeasonMarket, applicant_ids: Sequence[str
     per = pd.DataFrame(figures)
     plans = (pd.concat(rows, ignore_index=True) if rows
              else pd.DataFrame(columns=["applicant_id", "program_id", "signal"]))
-    return PlannedLists(per, plans)
+    joint_plans = (pd.concat(joint_rows, ignore_index=True) if joint_rows
+                   else pd.DataFrame(columns=["applicant_id", "program_id", "signal", "tier"]))
+    return PlannedLists(per, plans, joint_plans)
 
 
 # ----------------------------------------------------------------------------- the seasons
@@ -349,6 +399,9 @@ class PlanEvaluation:
     replicates: int
     settings: dict[str, Any]
     calibration: PlanCalibration | None = None  # fitted on the plans' outcomes (full sample)
+    #: the joint plan (backup and signals too) against the single-specialty plan, per type, for
+    #: sampled applicants with a backup list; empty unless ``sample.joint``
+    joint: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 #: the outcomes reported: a match in the preferred specialty, a match anywhere, utility
@@ -356,19 +409,22 @@ _RATES = ("matched_preferred", "matched", "utility")
 
 
 def _by_type(per_type_index: dict[str, np.ndarray], plan: Outcomes, own: Outcomes,
-             stated: pd.DataFrame) -> pd.DataFrame:
+             stated: pd.DataFrame, stated_columns: tuple[str, ...] = ("stated_plan", "stated_own")
+             ) -> pd.DataFrame:
+    """Per type: ``plan``'s rates against ``own``'s (the joint table: the joint plan against
+    the single-specialty plan), paired replicate by replicate, with Monte-Carlo errors."""
     rows = []
     for typ, cols in per_type_index.items():
         if len(cols) == 0:
             continue
         row: dict[str, Any] = {"applicant_type": typ, "applicants": len(cols),
                                **{c: float(stated[c].iloc[cols].mean()) for c in stated
-                                  if c.startswith(("stated_plan", "stated_own"))}}
-        for field in _RATES:
-            p, o = getattr(plan, field)[:, cols], getattr(own, field)[:, cols]
-            row[f"{field}_plan"], row[f"{field}_plan_mc"] = rate_with_error(p)
-            row[f"{field}_own"], row[f"{field}_own_mc"] = rate_with_error(o)
-            row[f"{field}_gain"], row[f"{field}_gain_mc"] = rate_with_error(
+                                  if c.startswith(stated_columns)}}
+        for rate in _RATES:
+            p, o = getattr(plan, rate)[:, cols], getattr(own, rate)[:, cols]
+            row[f"{rate}_plan"], row[f"{rate}_plan_mc"] = rate_with_error(p)
+            row[f"{rate}_own"], row[f"{rate}_own_mc"] = rate_with_error(o)
+            row[f"{rate}_gain"], row[f"{rate}_gain_mc"] = rate_with_error(
                 p.astype(float) - o.astype(float))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -395,11 +451,24 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
     # the figures before any plan calibration: this run fits the calibration afresh
     uncalibrated = copy.copy(predictor)
     uncalibrated.plan_calibration = None
-    planned = plan_lists(uncalibrated, market, list(needed), progress)
-    scenarios = [Scenario("own lists", np.array([], dtype=object)), *groups, *adoption]
+    sample_ids = np.concatenate([g.followers for g in groups]) if groups else []
+    planned = plan_lists(uncalibrated, market, list(needed), progress,
+                         joint_for=sample_ids if cfg.sample.joint else ())
+    # each plan group again with the joint plan for those who have one: paired with it
+    joint_groups = ([Scenario(f"joint group {k + 1}", g.followers) for k, g in enumerate(groups)]
+                    if cfg.sample.joint and len(planned.joint_rows) else [])
+    scenarios = [Scenario("own lists", np.array([], dtype=object)), *groups, *joint_groups,
+                 *adoption]
     plans_of = {s.name: (None if len(s.followers) == 0 else
                          planned.rows[planned.rows["applicant_id"].isin(s.followers)])
                 for s in scenarios}
+    has_joint = set(planned.joint_rows["applicant_id"]) if joint_groups else set()
+    for s_joint in joint_groups:
+        single = plans_of[s_joint.name]
+        plans_of[s_joint.name] = pd.concat(
+            [single[~single["applicant_id"].isin(has_joint)],
+             planned.joint_rows[planned.joint_rows["applicant_id"].isin(s_joint.followers)]],
+            ignore_index=True)
     matched: dict[str, list[np.ndarray]] = {s.name: [] for s in scenarios}
     u_program = utility(utility_inputs(market.programs), Preferences())
     position = pd.Index(market.applicants["applicant_id"])
@@ -414,7 +483,7 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
     target = cfg.replicates.max_mc_error_pp / 100
     # the plan groups go on together (their rates are pooled); each adoption season on its own;
     # the own-list season as far as the furthest of them (every comparison is paired with it)
-    wanted = {s.name: cfg.replicates.min for s in [*groups, *adoption]}
+    wanted = {s.name: cfg.replicates.min for s in [*groups, *joint_groups, *adoption]}
     while True:
         wanted["own lists"] = max(wanted.values())
         jobs, names = [], []
@@ -429,12 +498,13 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
         for name, result in zip(names, _parallel_runs(cfg, source, jobs), strict=True):
             matched[name].append(result)
         evaluation = _summarise(market, sampled, columns, group_of, groups, adoption, matched,
-                                u_program, stated)
+                                u_program, stated, joint_groups)
         errors = _errors_by_season(evaluation, groups)
         progress("largest Monte-Carlo error " + ", ".join(
             f"{name}: {100 * e:.2f} pp" for name, e in errors.items()))
         for name, error in errors.items():
-            members = [g.name for g in groups] if name == "plan groups" else [name]
+            members = ([g.name for g in [*groups, *joint_groups]] if name == "plan groups"
+                       else [name])
             if error > target and len(matched[members[0]]) < cfg.replicates.max:
                 for m in members:
                     wanted[m] = min(cfg.replicates.max, len(matched[m]) + 2)
@@ -447,14 +517,15 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
         sampled = calibrated.set_index("applicant_id").loc[sampled["applicant_id"]].reset_index()
         evaluation = _summarise(market, sampled, columns, group_of, groups, adoption, matched,
                                 u_program, calibrated.set_index("applicant_id")[
-                                    ["stated_plan", "stated_plan_uncalibrated"]])
+                                    ["stated_plan", "stated_plan_uncalibrated"]], joint_groups)
     evaluation.calibration = calibration
     evaluation.replicates = len(matched["own lists"])
     evaluation.settings = {"season": source.season, "sampled": len(sampled),
                            "planned": len(planned.per_applicant), "groups": len(groups),
                            "group_share": cfg.sample.group_share, "seed": cfg.run.seed,
+                           "joint_plans": len(has_joint),
                            "replicates": {name: len(v) for name, v in matched.items()
-                                          if not name.startswith("plan group")}
+                                          if not name.startswith(("plan group", "joint group"))}
                            | {"plan groups": len(matched[groups[0].name]) if groups else 0},
                            "largest_mc_error_pp": round(100 * worst, 3),
                            "target_mc_error_pp": cfg.replicates.max_mc_error_pp}
@@ -464,7 +535,7 @@ def evaluate_plans(cfg: EvaluatePlansConfig, train_cfg: TrainConfig, predictor: 
 def _summarise(market: SeasonMarket, sampled: pd.DataFrame, columns: np.ndarray,
                group_of: np.ndarray, groups: list[Scenario], adoption: list[Scenario],
                matched: dict[str, list[np.ndarray]], u_program: np.ndarray,
-               stated: pd.DataFrame) -> PlanEvaluation:
+               stated: pd.DataFrame, joint_groups: Sequence[Scenario] = ()) -> PlanEvaluation:
     # the groups' replicates, each paired with the own-list season of the same seed
     n_rep = len(matched[groups[0].name]) if groups else len(matched["own lists"])
     own_rows = np.stack(matched["own lists"][:n_rep])
@@ -483,8 +554,22 @@ def _summarise(market: SeasonMarket, sampled: pd.DataFrame, columns: np.ndarray,
                          utility_own=own.utility.mean(axis=0))
     types = per["applicant_type"].to_numpy(dtype=object)
     by_type = _by_type({t: np.flatnonzero(types == t) for t in APPLICANT_TYPES}, plan, own, per)
+    joint = pd.DataFrame()
+    if joint_groups:
+        # the joint season of each one's group against the plan season: the same seeds
+        joint_rows = plan_rows.copy()
+        for k, g in enumerate(joint_groups):
+            cols = columns[group_of[columns] == k]
+            joint_rows[:, cols] = np.stack(matched[g.name])[:, cols]
+        together = outcomes_of(joint_rows, columns, market, u_program)
+        with_joint = per["stated_joint"].notna().to_numpy() if "stated_joint" in per \
+            else np.zeros(len(per), bool)
+        per = per.assign(realised_joint=together.matched_preferred.mean(axis=0),
+                         realised_joint_any=together.matched.mean(axis=0))
+        joint = _by_type({t: np.flatnonzero((types == t) & with_joint) for t in APPLICANT_TYPES},
+                         together, plan, per, stated_columns=("stated_joint",))
     return PlanEvaluation(per, by_type, _adoption(market, adoption, matched, u_program, stated),
-                          own_rows.shape[0], {})
+                          own_rows.shape[0], {}, joint=joint)
 
 
 def _adoption(market: SeasonMarket, adoption: list[Scenario],
@@ -533,7 +618,8 @@ def _errors_by_season(evaluation: PlanEvaluation, groups: list[Scenario]) -> dic
         values = values[np.isfinite(values)]
         return float(values.max()) if len(values) else float("inf")
 
-    errors = {"plan groups": worst(evaluation.by_type)} if groups else {}
+    errors = ({"plan groups": max(worst(evaluation.by_type), worst(evaluation.joint)
+                                  if len(evaluation.joint) else 0.0)} if groups else {})
     if len(evaluation.adoption):  # none when the config asks for no adoption season
         for season, part in evaluation.adoption.groupby("season", sort=False):
             errors[str(season)] = worst(part)
@@ -652,6 +738,25 @@ def format_summary(ev: PlanEvaluation) -> str:
             note="Followers' P(match in the preferred specialty) in that season, and its change "
                  "from the season in which everyone sends their own list; others: the type's "
                  "applicants who did not follow, whose chances the followers' lists can crowd.")
+    if len(ev.joint):
+        lines += markdown_table(
+            "The joint plan: the backup list and the signals chosen too",
+            ["applicant type", "applicants with a backup", "stated P(match), joint plan",
+             "P(match), joint plan", "single-specialty plan", "gain (pp)",
+             "in the preferred specialty: joint", "single", "gain (pp)"],
+            [[APPLICANT_TYPE_LABELS[r.applicant_type], r.applicants,
+              f"{100 * r.stated_joint:.1f}", _pm(r.matched_plan, r.matched_plan_mc),
+              _pm(r.matched_own, r.matched_own_mc),
+              _pm(r.matched_gain, r.matched_gain_mc, signed=True),
+              _pm(r.matched_preferred_plan, r.matched_preferred_plan_mc),
+              _pm(r.matched_preferred_own, r.matched_preferred_own_mc),
+              _pm(r.matched_preferred_gain, r.matched_preferred_gain_mc, signed=True)]
+             for r in ev.joint.itertuples()],
+            note="Applicants of the sample who sent a backup list: SmartPick's joint plan "
+                 "(plan_across at their own list sizes: preferred and backup programs and the "
+                 "signals chosen together) against the single-specialty plan, which keeps their "
+                 "own signals and backup list; the same re-run seasons. P(match): anywhere on "
+                 "the primary list; stated: before calibration (fitted on single plans).")
     reliability = reliability_table(ev)
     lines += markdown_table(
         "Stated against realised P(match) of the plans, by tenth of the stated figure",
@@ -806,6 +911,9 @@ def _write_files(ev: PlanEvaluation, out: Path, plots: bool) -> dict[str, Path]:
     write_csv_atomic(reliability, paths["reliability_csv"])
     write_csv_atomic(ev.by_type, paths["by_type"])
     write_csv_atomic(ev.adoption, paths["adoption"])
+    if len(ev.joint):
+        paths["joint"] = out / "joint.csv"
+        write_csv_atomic(ev.joint, paths["joint"])
     write_parquet_atomic(ev.per_applicant, paths["per_applicant"])
     write_text_atomic(paths["summary"], format_summary(ev))
     write_json_atomic(paths["json"], {"settings": ev.settings, "replicates": ev.replicates,
@@ -881,6 +989,8 @@ def log_evaluation(paths: dict[str, Path], ev: PlanEvaluation, tracking_uri: str
                          "smartpick.model_version": str(model_version)})
         mlflow.log_params({k: str(v)[:500] for k, v in ev.settings.items()})
         summary = summary_table(ev)
+        for r in ev.joint.itertuples():
+            mlflow.log_metrics({f"{r.applicant_type}.joint_gain_pp": 100 * r.matched_gain})
         for r in summary[summary["season"] == "sample"].itertuples():
             mlflow.log_metrics({f"{r.applicant_type}.gain_pp": r.realised_gain_pp,
                                 f"{r.applicant_type}.stated_minus_realised_pp":

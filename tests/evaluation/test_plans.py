@@ -29,7 +29,7 @@ from smartpick_ml.simulation.season import TIER_PREFERRED
 def _config(**run: object) -> EvaluatePlansConfig:
     return EvaluatePlansConfig.model_validate({
         "sample": {"per_type": {"non_us_img": 40, "us_img": 20, "us_do_senior": 20,
-                                "us_md_senior": 20}, "group_share": 0.05},
+                                "us_md_senior": 20}, "group_share": 0.05, "joint": True},
         "replicates": {"min": 2, "max": 3, "max_mc_error_pp": 0.01},
         "adoption": {"non_us_img_shares": [0.1, 0.5], "every_type_share": 0.1},
         "run": {"seed": 5, "n_jobs": 1, **run}})
@@ -318,3 +318,40 @@ def test_the_evaluation_saves_a_calibration_for_the_model_it_evaluated(evaluatio
     assert saved.season == evaluation.settings["season"]
     per = evaluation.per_applicant
     assert "stated_plan_uncalibrated" in per.columns
+
+
+def test_the_joint_plan_is_measured_against_the_single_specialty_plan(evaluation, source):
+    """Issue #18: sampled applicants with a backup list also follow the joint plan (preferred
+    and backup programs and signals chosen together) in seasons paired with the plan groups'."""
+    joint = evaluation.joint.set_index("applicant_type")
+    assert len(joint) and (joint["applicants"] > 0).all()
+    per = evaluation.per_applicant
+    with_joint = per["stated_joint"].notna()
+    assert joint["applicants"].sum() == with_joint.sum()
+    market = source.load()
+    has_backup = set(market.applications.loc[market.tiers == 1, "applicant_id"])
+    assert set(per.loc[with_joint, "applicant_id"]) <= has_backup
+    for col in ("matched_plan", "matched_own", "matched_preferred_plan"):
+        assert joint[col].between(0, 1).all() and np.isfinite(joint[f"{col}_mc"]).all()
+    # the single plan's side is the sample's plan outcome for the same applicants
+    sub = per[with_joint]
+    for typ, row in joint.iterrows():
+        assert row["matched_own"] == pytest.approx(
+            sub.loc[sub["applicant_type"] == typ, "realised_plan_any"].mean())
+    assert "The joint plan" in format_summary(evaluation)
+
+
+def test_a_joint_plan_replaces_both_lists_in_their_own_slots(source, predictor):
+    """The joint plan's preferred rows take the preferred list's places and its backup rows
+    the backup list's: a joint plan equal to both own lists re-runs the season exactly."""
+    market = source.load()
+    backup_rows = market.applications[market.tiers == 1]
+    applicant_id = backup_rows["applicant_id"].iloc[0]
+    mine = market.applications[(market.applications["applicant_id"] == applicant_id)
+                               & np.isin(market.tiers, [0, 1])]
+    tiers = market.tiers[mine.index]
+    same = mine[["applicant_id", "program_id", "signal"]].assign(tier=tiers)
+    pd.testing.assert_frame_equal(replace_preferred_lists(market, same),
+                                  market.applications.reset_index(drop=True))
+    np.testing.assert_array_equal(rerun_season(source, same, 3, 0),
+                                  rerun_season(source, None, 3, 0))
