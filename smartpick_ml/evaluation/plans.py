@@ -618,8 +618,9 @@ def _errors_by_season(evaluation: PlanEvaluation, groups: list[Scenario]) -> dic
         values = values[np.isfinite(values)]
         return float(values.max()) if len(values) else float("inf")
 
-    errors = ({"plan groups": max(worst(evaluation.by_type), worst(evaluation.joint)
-                                  if len(evaluation.joint) else 0.0)} if groups else {})
+    # the joint plan's rates ride along with the plan groups' replicates: they are reported
+    # with their error, but do not ask for more seasons (a subsample, and twice the cost)
+    errors = {"plan groups": worst(evaluation.by_type)} if groups else {}
     if len(evaluation.adoption):  # none when the config asks for no adoption season
         for season, part in evaluation.adoption.groupby("season", sort=False):
             errors[str(season)] = worst(part)
