@@ -459,7 +459,8 @@ def rank(profile_path: Path, specialty: str | None, k: int, model_source: str,
     """Rank programs for one applicant by expected value EV = q x U.
 
     q: the chance the program would take the applicant; U: their value of the program (from
-    `preferences`); ineligible programs (visa) are listed last with the reason. Uses the model
+    `preferences`); programs that cannot take the applicant (visa, military, a published Step
+    2 CK minimum or graduation cut-off) are listed last with the reason. Uses the model
     in models/ (saved by `smartpick train`) unless --model says otherwise, and ranks the
     programs it was trained on (saved with it and checked against its manifest; never the
     working directory's data/raw).
