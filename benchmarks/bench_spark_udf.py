@@ -12,6 +12,8 @@ cost of a tiny Spark job (start-up of the Python workers and the model load in e
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 import warnings
 
@@ -37,15 +39,21 @@ def main() -> None:
     pyfunc = mlflow.pyfunc.load_model(args.model)
     # the catalog the model was trained with: make run's (lean pairs name its program_ids)
     programs = pd.read_parquet(args.catalog)
-    pairs = synthetic_catalog_pairs(programs, args.pairs, seed=3)
+    block = min(len(programs), 4000)  # a sample of programs per block, many blocks
+    pairs = pd.concat([synthetic_catalog_pairs(programs, block, seed=seed)
+                       for seed in range(-(-args.pairs // block))], ignore_index=True
+                      ).head(args.pairs)
     lean = pairs.drop(columns=[c for c in CATALOG_FIELDS if c in pairs.columns])
     started = time.perf_counter()
     local = np.asarray(pyfunc.predict(lean))[:, 1]
     local_s = time.perf_counter() - started
 
+    # Spark's Python workers run this interpreter (the one with the project's packages)
+    os.environ.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     spark = (SparkSession.builder.master("local[2]").appName("bench-spark-udf")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-             .config("spark.ui.enabled", "false").getOrCreate())
+             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+             .config("spark.pyspark.python", sys.executable)
+             .config("spark.pyspark.driver.python", sys.executable).getOrCreate())
     udf = mlflow.pyfunc.spark_udf(spark, args.model, result_type=ArrayType(DoubleType()),
                                   env_manager="local")
     frame = spark.createDataFrame(lean.assign(row=np.arange(len(lean)))).repartition(2).cache()
