@@ -521,7 +521,7 @@ rank.help = inspect.cleandoc(rank.help or "") + "\n\n" + _PROFILE_HELP
               help="Write a PNG of P(match) and fees against list length.")
 @click.option("--across", help="One rank list across the preferred specialty and the "
               "profile's backup_specialties: at most this many programs of each, preferred "
-              "first, e.g. 40,15,5.")
+              "first, e.g. 40,15,5 (with --budget: the best split within it).")
 @click.option("--choose-signals", is_flag=True,
               help="With --across: also choose which programs to signal, within each "
                    "specialty's allotment (the profile then lists no signals).")
@@ -544,8 +544,8 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
       smartpick plan --profile examples/profile_non_us_img.json --max-applications 120
       smartpick plan --profile me.json --budget 1500 --out plan.csv --plot plan.png
       smartpick plan --profile examples/profile_non_us_img_backup.json --across 40,15,5
-      smartpick plan --profile examples/profile_us_md_dermatology.json --across 40,10 \
-          --choose-signals
+      smartpick plan --profile examples/profile_non_us_img_backup.json --across 60,20,5 \
+          --budget 1200 --choose-signals
     """
     from smartpick_ml.inference.predictor import MatchPredictor
 
@@ -555,7 +555,7 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
     applicant, prefs = _read_profile(profile_path)
     predictor = MatchPredictor.load(model_source)
     if across is not None:
-        _plan_across(predictor, applicant, prefs, across, schedule, out, choose_signals)
+        _plan_across(predictor, applicant, prefs, across, schedule, out, choose_signals, budget)
         return
     result = predictor.plan(applicant, prefs, specialty=specialty,
                             max_applications=max_applications, budget=budget,
@@ -602,7 +602,8 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
 
 
 def _plan_across(predictor: Any, applicant: dict, prefs: dict | None, across: str,
-                 schedule: str, out: Path | None, choose_signals: bool = False) -> None:
+                 schedule: str, out: Path | None, choose_signals: bool = False,
+                 budget: float | None = None) -> None:
     """`plan --across`: the best single list across the preferred and backup specialties."""
     try:
         sizes = [int(x) for x in across.split(",")]
@@ -610,7 +611,7 @@ def _plan_across(predictor: Any, applicant: dict, prefs: dict | None, across: st
         raise click.BadParameter("whole numbers separated by commas, e.g. 40,15",
                                  param_hint="--across") from None
     result = predictor.plan_across(applicant, prefs, sizes, schedule=schedule,
-                                   choose_signals=choose_signals)
+                                   choose_signals=choose_signals, budget=budget)
     counts = result["programs_per_specialty"]
     click.echo("one rank list, preferred specialty first: " + ", ".join(
         f"{s} {counts[s]} of at most {n}" for s, n in zip(result["specialties"], sizes,

@@ -352,4 +352,10 @@ def test_plan_chooses_signals_with_the_list(small_training_run, tmp_path):
     assert "signals in Internal Medicine: none" in result.output
     listed = pd.read_csv(out)
     assert set(listed["signal"]) <= {"none", "gold", "silver"}
+    budgeted = CliRunner().invoke(main, ["plan", "--profile", str(path), "--model",
+                                         str(small_training_run.model_dir), "--across", "30,10",
+                                         "--budget", "400", "--choose-signals"])
+    assert budgeted.exit_code == 0, budgeted.output
+    fee = int(re.search(r"fee \$([\d,]+)", budgeted.output).group(1).replace(",", ""))
+    assert fee <= 400
     assert (listed.loc[listed["specialty"] == "Internal Medicine", "signal"] == "none").all()

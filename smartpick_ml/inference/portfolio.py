@@ -47,6 +47,7 @@ __all__ = [
     "eras_fee",
     "fees_for_sizes",
     "best_joint_list",
+    "best_joint_list_within",
     "best_signalled_list",
     "joint_list_value",
     "match_probability",
@@ -506,6 +507,49 @@ def best_joint_list(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D],
         p_match = -np.expm1(sum(float(np.sum(np.log1p(-qt))) for qt in q_taken))
     return JointList(chosen=tuple(_readonly(c) for c in chosen), expected_utility=w,
                      p_match=float(p_match), tiers=tuple(_readonly(t) for t in tiers))
+
+
+#: the most combinations of backup list sizes a budgeted plan tries (each is one exact joint list)
+MAX_BUDGET_COMBINATIONS = 2_000
+
+
+def best_joint_list_within(qs: Sequence[ArrayLike1D], utilities: Sequence[ArrayLike1D],
+                           max_sizes: Sequence[int], budget_usd: float, schedule: str = "2025",
+                           signalled: Sequence[tuple[np.ndarray, Sequence[int]] | None]
+                           | None = None, fixed_usd: int = 0) -> JointList:
+    """:func:`best_joint_list` whose ERAS fees, restarting for each specialty, plus
+    ``fixed_usd`` fit ``budget_usd``, with at most ``max_sizes[s]`` programs of specialty s.
+
+    Exact: E[U] never falls when a specialty may take more programs (the optimiser may leave
+    them out), so for each allowance of the backups the preferred specialty gets all the budget
+    left, and every allowance of the backups that fits is tried: Π(max_sizes[1:] + 1) exact
+    joint lists, at most :data:`MAX_BUDGET_COMBINATIONS`."""
+    import itertools
+
+    sizes = [int(h) for h in max_sizes]
+    if any(h < 0 for h in sizes) or not sizes:
+        raise PortfolioInputError("max_sizes: one whole number >= 0 per specialty")
+    combos = int(np.prod([h + 1 for h in sizes[1:]]))
+    if combos > MAX_BUDGET_COMBINATIONS:
+        raise PortfolioInputError(
+            f"max_sizes: with a budget every size of the backups is tried ({combos:,} "
+            f"combinations; at most {MAX_BUDGET_COMBINATIONS:,}): give the backups smaller "
+            "maxima")
+    fees = [fees_for_sizes(np.arange(h + 1), schedule) for h in sizes]
+    best: JointList | None = None
+    for backup_sizes in itertools.product(*(range(h + 1) for h in sizes[1:])):
+        left = budget_usd - fixed_usd - sum(int(f[n]) for f, n in zip(fees[1:], backup_sizes,
+                                                                       strict=True))
+        if left < 0:
+            continue
+        preferred = int(np.searchsorted(fees[0], left, side="right")) - 1
+        plan = best_joint_list(qs, utilities, [preferred, *backup_sizes], signalled)
+        if best is None or plan.expected_utility > best.expected_utility + 1e-15:
+            best = plan
+    if best is None:
+        raise PortfolioInputError(f"budget_usd: ${budget_usd:,.0f} does not cover the fixed "
+                                  f"${fixed_usd}")
+    return best
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,9 @@ from smartpick_ml.contracts.reference import (
 from smartpick_ml.contracts.schemas import APPLICANT_ROW_RULES, APPLICANTS
 from smartpick_ml.inference.portfolio import (
     USMLE_TRANSCRIPT_FEE_USD,
+    PortfolioInputError,
     best_joint_list,
+    best_joint_list_within,
     fees_for_sizes,
     match_probability,
     plan_table,
@@ -852,14 +854,17 @@ class MatchPredictor:
                     preferences: Mapping[str, Any] | Preferences | None = None,
                     sizes: Sequence[int] | None = None,
                     specialty_weights: Mapping[str, float] | None = None,
-                    schedule: str = "2025", choose_signals: bool = False) -> dict[str, Any]:
+                    schedule: str = "2025", choose_signals: bool = False,
+                    budget: float | None = None) -> dict[str, Any]:
         """The exact best single rank list across the preferred specialty and the backups
         (``applicant.backup_specialties``), preferred programs first, with at most
         ``sizes[s]`` programs of each specialty (``portfolio.best_joint_list``).
 
         ``choose_signals``: also choose which programs to send preference signals to, within
         each specialty's allotment (``SIGNAL_ALLOTMENTS``; the profile then gives none), exactly
-        (``portfolio.best_signalled_list``); with it one specialty is enough.
+        (``portfolio.best_signalled_list``); with it one specialty is enough. ``budget``: the
+        sizes are maxima and the ERAS fees (and the USMLE transcript) must fit these dollars;
+        the best split between the specialties is chosen (``portfolio.best_joint_list_within``).
         ``specialty_weights``: what a match in each specialty is worth to the applicant, as a
         multiple of U (default 1 for the preferred specialty and ``DEFAULT_BACKUP_WEIGHT`` for a
         backup: with equal weights the list trades preferred programs for backups of higher U,
@@ -888,7 +893,16 @@ class MatchPredictor:
                      if names else None
                      for s, r, c, q, names in zip(specs, rows, closed, qs, tier_names,
                                                   strict=True)]
-        joint = best_joint_list(qs, us, [int(n) for n in sizes or ()], signalled)
+        budget = _dollars(budget, "budget")
+        if budget is None:
+            joint = best_joint_list(qs, us, [int(n) for n in sizes or ()], signalled)
+        else:
+            try:
+                joint = best_joint_list_within(qs, us, [int(n) for n in sizes or ()], budget,
+                                               schedule, signalled, USMLE_TRANSCRIPT_FEE_USD)
+            except PortfolioInputError as exc:
+                raise InputError(str(exc).replace("max_sizes", "sizes")
+                                 .replace("budget_usd", "budget")) from None
         blocks = []
         for s, r, q, u, idx, tiers, sig, names in zip(
                 specs, rows, qs, us, joint.chosen, joint.tiers, signalled, tier_names,

@@ -267,15 +267,6 @@ class ServedMatchModel:
         if not isinstance(p["choose_signals"], bool | np.bool_):
             raise ValueError(f"params.choose_signals: must be true or false, got "
                              f"{quote(p['choose_signals'])}")
-        if p["sizes"] or p["choose_signals"]:
-            sizes = self._json_param(p, "sizes", list)
-            if not sizes:
-                raise ValueError("params.sizes: give a JSON array of the most programs of each "
-                                 "specialty, preferred first (e.g. [40, 15])")
-            across = self.predictor.plan_across(applicant, self._json_param(p, "preferences"),
-                                                sizes, schedule=p["schedule"],
-                                                choose_signals=bool(p["choose_signals"]))
-            return self._records(across["programs"])
         n = p["max_applications"]
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError("params.max_applications: must be a whole number ≥ 0 (0 = every "
@@ -288,6 +279,16 @@ class ServedMatchModel:
         if p["schedule"] not in ERAS_FEE_SCHEDULES:
             raise ValueError(f"params.schedule: must be one of {list(ERAS_FEE_SCHEDULES)}, "
                              f"got {quote(p['schedule'])}")
+        if p["sizes"] or p["choose_signals"]:
+            sizes = self._json_param(p, "sizes", list)
+            if not sizes:
+                raise ValueError("params.sizes: give a JSON array of the most programs of each "
+                                 "specialty, preferred first (e.g. [40, 15])")
+            across = self.predictor.plan_across(applicant, self._json_param(p, "preferences"),
+                                                sizes, schedule=p["schedule"],
+                                                choose_signals=bool(p["choose_signals"]),
+                                                budget=float(budget) or None)
+            return self._records(across["programs"])
         result = self.predictor.plan(applicant, self._json_param(p, "preferences"),
                                      specialty=p["specialty"] or None,
                                      max_applications=int(n) or None,

@@ -609,3 +609,48 @@ def test_bad_signal_inputs_get_a_clear_error(q, allotments, size):
     else:
         assert arr is not None and arr.ndim == 2 and np.isfinite(arr).all()
         assert len(got.chosen) == len(got.tiers) <= arr.shape[0]
+
+
+def test_a_budgeted_joint_plan_equals_brute_force_on_random_instances():
+    """Issue #18 ("under ERAS fees"): with a budget, the split of programs (and signals) between
+    the preferred specialty and a backup is exact: equal to the best of every list whose fees,
+    restarting per specialty, fit the budget."""
+    import itertools
+
+    from smartpick_ml.inference.portfolio import best_joint_list_within, fees_for_sizes
+
+    rng = np.random.default_rng(81)
+    fee = fees_for_sizes(np.arange(8), "2025")
+    for _ in range(400):
+        ns = [int(rng.integers(1, 5)), int(rng.integers(1, 4))]
+        allot = [int(rng.integers(0, 2))]
+        q0 = [np.round(rng.uniform(0, 0.7, n), 3) for n in ns]
+        qt = np.column_stack([q0[0], np.minimum(1.0, q0[0] * 2.0)])
+        us = [np.round(rng.uniform(0.1, 3, n), 1) for n in ns]
+        budget = float(rng.integers(80, 80 + int(fee[5]) + 1))
+        signalled = [(qt, allot), None]
+        got = best_joint_list_within(q0, us, ns, budget, "2025", signalled, fixed_usd=80)
+        best = 0.0
+        for k1 in range(ns[0] + 1):
+            for k2 in range(ns[1] + 1):
+                if fee[k1] + fee[k2] + 80 > budget:
+                    continue
+                for c1 in itertools.combinations(range(ns[0]), k1):
+                    for tiers in _tier_choices(k1, allot):
+                        for c2 in itertools.combinations(range(ns[1]), k2):
+                            value = _list_value([qt[list(c1), list(tiers)], q0[1][list(c2)]],
+                                                [us[0][list(c1)], us[1][list(c2)]])
+                            best = max(best, value)
+        assert got.expected_utility == pytest.approx(best, abs=1e-9)
+        spent = sum(int(fee[len(c)]) for c in got.chosen) + 80
+        assert spent <= budget
+
+
+def test_a_budget_that_cannot_be_searched_or_paid_is_refused():
+    from smartpick_ml.inference.portfolio import PortfolioInputError, best_joint_list_within
+
+    q, u = [0.5] * 3, [1.0] * 3
+    with pytest.raises(PortfolioInputError, match="max_sizes"):
+        best_joint_list_within([q, q, q], [u, u, u], [3, 100, 100], 1_000.0)
+    with pytest.raises(PortfolioInputError, match="budget_usd"):
+        best_joint_list_within([q], [u], [3], 50.0, fixed_usd=80)

@@ -539,3 +539,24 @@ def test_a_graduation_cut_off_closes_a_program_to_an_older_graduate(predictor):
     assert ranked.loc[row["program_id"], "q"] == 0
     assert ranked.loc[row["program_id"], "reason"] == (
         "graduated longer ago than the program's published cut-off")
+
+
+def test_a_budget_chooses_the_split_between_specialties_within_it(predictor):
+    """Issue #18 ("under ERAS fees"): with a budget the sizes are maxima; the list's fees,
+    restarting per specialty, with the transcript, fit it, and a larger budget is never worse."""
+    sizes = [40, 15, 5]
+    tight = predictor.plan_across(WITH_BACKUPS, sizes=sizes, budget=500.0)
+    loose = predictor.plan_across(WITH_BACKUPS, sizes=sizes, budget=2_000.0)
+    free = predictor.plan_across(WITH_BACKUPS, sizes=sizes)
+    assert tight["fee_usd"] <= 500 < free["fee_usd"]
+    assert tight["expected_utility"] <= loose["expected_utility"] + 1e-12
+    assert loose["expected_utility"] <= free["expected_utility"] + 1e-12
+    counts = tight["programs"]["specialty"].value_counts()
+    assert all(counts.get(s, 0) <= n for s, n in
+               zip([SPECIALTY, *WITH_BACKUPS["backup_specialties"]], sizes, strict=True))
+    with pytest.raises(InputError, match="budget"):
+        predictor.plan_across(WITH_BACKUPS, sizes=sizes, budget=50.0)
+    with pytest.raises(InputError, match="budget"):
+        predictor.plan_across(WITH_BACKUPS, sizes=sizes, budget=-1)
+    with pytest.raises(InputError, match="sizes"):
+        predictor.plan_across(WITH_BACKUPS, sizes=[10, 500, 500], budget=900.0)

@@ -302,6 +302,12 @@ def test_a_joint_plan_with_signals_gives_what_the_python_api_gives(server, small
         want[["program_id", "signal"]].values.tolist()
     for col in ("q", "p_match_corrected"):
         np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-12)
+    # with a budget the sizes are maxima and the fees fit it
+    body = _split_body(pd.DataFrame([applicant]), task="plan", sizes="[40, 15]", budget=400.0,
+                       choose_signals=True, backup_specialties='["Internal Medicine"]')
+    status, text = _request(f"{server.base}/invocations", body)
+    assert status == 200, text
+    assert pd.DataFrame(json.loads(text)["predictions"])["fee_usd"].max() <= 400
     for params, field in (({"sizes": "[12, -1]"}, "sizes"), ({"sizes": "12"}, "sizes"),
                           ({"choose_signals": True}, "sizes")):
         bad = _split_body(pd.DataFrame([applicant]), task="plan",
