@@ -45,11 +45,18 @@ def test_visa_needing_img_gets_zero_at_a_program_sponsoring_no_visa(world, sampl
     q = _q(world.model, blocked)
     assert np.all(q == 0.0)
     assert np.all(world.model.predict_proba(blocked)[:, 0] == 1.0)
+    # where a visa is sponsored, q is 0 only where another rule closes the pair (a military
+    # program, a published screen the applicant fails)
+    from smartpick_ml.contracts.eligibility import ineligible
+
     for j1, h1b in ((True, False), (False, True), (True, True)):
-        q_ok = _q(world.model, img.assign(sponsors_j1=j1, sponsors_h1b=h1b))
-        assert np.all(q_ok > 0.0), (j1, h1b)
+        pairs = img.assign(sponsors_j1=j1, sponsors_h1b=h1b)
+        q_ok = _q(world.model, pairs)
+        np.testing.assert_array_equal(q_ok == 0.0, ineligible(pairs), err_msg=f"{j1}, {h1b}")
+        assert (~ineligible(pairs)).mean() > 0.5
     # an applicant who needs no visa is not blocked there
-    assert np.all(_q(world.model, blocked.assign(needs_visa=False)) > 0.0)
+    free = blocked.assign(needs_visa=False)
+    np.testing.assert_array_equal(_q(world.model, free) == 0.0, ineligible(free))
 
 
 def test_q_is_a_probability_everywhere(world) -> None:
