@@ -436,10 +436,11 @@ Profile file (JSON or TOML), e.g. profile.json:
    "needs_visa": true, "usce_months": 6, "preferred_specialty": "Internal Medicine",
    "preferences": {"states": ["NY", "NJ"], "img_support_weight": 1.0}}
 Optional: "backup_specialties": ["Family Medicine"] (up to 2, ranked below the preferred one;
-`rank` covers them, `plan` plans the preferred specialty), "applications": 90 (programs you
-apply to this season; default: your type's typical number), "signals": {"DERM-0097": "gold"}
-(preference signals by program_id, as `rank` lists them: "signal" in single-tier specialties,
-"gold" / "silver" in tiered ones, at most the published number per tier).
+`rank` covers them, `plan --across` plans them with the preferred one), "applications": 90
+(programs you apply to this season; default: your type's typical number), "signals":
+{"DERM-0097": "gold"} (preference signals by program_id, as `rank` lists them: "signal" in
+single-tier specialties, "gold" / "silver" in tiered ones, at most the published number per
+tier; or let `plan --across ... --choose-signals` choose them).
 More: examples/profile_us_md_dermatology.json, examples/profile_non_us_img_backup.json
 """
 
@@ -532,7 +533,14 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
 
     Exact (nested optimal portfolios, Kapur & Hong 2022), compared with the naive
     "top h by EV" list. P(match) is shown by the independence formula and corrected for
-    programs' correlated decisions.
+    programs' correlated decisions (for a plan: calibrated on re-run seasons, once
+    `smartpick evaluate-plans` has run for the model).
+
+    With --across: one rank list across the preferred specialty and the profile's backups,
+    preferred first, the exact best for expected utility with ERAS fees restarting per
+    specialty; --choose-signals also chooses which programs to signal (within each
+    specialty's allotment), --budget the best split of the budget between the specialties.
+    How: docs/planning.md
 
     \b
     Output: a summary on the terminal; the whole table (one row per list length h: the
@@ -544,8 +552,7 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
       smartpick plan --profile examples/profile_non_us_img.json --max-applications 120
       smartpick plan --profile me.json --budget 1500 --out plan.csv --plot plan.png
       smartpick plan --profile examples/profile_non_us_img_backup.json --across 40,15,5
-      smartpick plan --profile examples/profile_non_us_img_backup.json --across 60,20,5 \
-          --budget 1200 --choose-signals
+      smartpick plan --profile me.json --across 60,20,5 --budget 1200 --choose-signals
     """
     from smartpick_ml.inference.predictor import MatchPredictor
 
@@ -583,9 +590,10 @@ def plan(profile_path: Path, specialty: str | None, max_applications: int | None
                "your unseen strengths (use it; usd_per_extra_pp is computed from it)")
     backups = applicant.get("backup_specialties")
     if backups and not specialty:
-        click.echo(f"this plan covers {result['specialty']} only; your backups "
-                   f"({', '.join(map(str, backups))}) are ranked by `smartpick rank` (plans "
-                   "across specialties are not built yet)")
+        sizes = ",".join(["40", *(["15"] * len(backups))])
+        click.echo(f"this plan covers {result['specialty']} only; one list with your backups "
+                   f"({', '.join(map(str, backups))}): smartpick plan --profile {profile_path} "
+                   f"--across {sizes} [--choose-signals] [--budget DOLLARS]")
     click.echo("programs, in the order the optimal list adds them:")
     for i, r in enumerate(result["programs"].head(15).itertuples(), 1):
         click.echo(f"  {i:3d}. {r.program_id}  {r.name} ({r.state})  q={r.q:.3f}")

@@ -249,6 +249,7 @@ def test_plan_with_a_backup_says_what_it_covers(small_training_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "covers Internal Medicine only" in result.output
     assert "Family Medicine" in result.output
+    assert "--across 40,15" in result.output  # and how to plan them together
 
 
 def test_evaluate_plans_prints_its_summary_and_writes_its_files(small_training_run, tmp_path):
