@@ -73,6 +73,8 @@ def main() -> None:
                   "backup_specialties": ["Internal Medicine", "Transitional Year"]}
     plan_tiers = timeit(lambda: predictor.plan_across(anesthesia, sizes=[40, 15, 5],
                                                       choose_signals=True), 100)
+    plan_budget = timeit(lambda: predictor.plan_across(with_backups, sizes=[60, 20, 5],
+                                                       choose_signals=True, budget=1200.0), 20)
     n_three = sum(len(predictor.program_rows(s)) for s in
                   ["Internal Medicine", "Family Medicine", "Preliminary Medicine"])
     n_tiers = sum(len(predictor.program_rows(s)) for s in
@@ -106,6 +108,10 @@ def main() -> None:
           f"{np.median(plan_signals):.1f} ms, p99 {np.percentile(plan_signals, 99):.1f} ms   [goal "
           f"p50 <= 50 ms]; ratio to one specialty "
           f"{np.median(plan_signals) / np.median(plan_one):.2f}")
+    print(f"the same three specialties within $1,200 (at most 60 + 20 + 5; 126 splits tried), "
+          f"signals chosen: p50 {np.median(plan_budget):.0f} ms, p99 "
+          f"{np.percentile(plan_budget, 99):.0f} ms; ratio to one specialty "
+          f"{np.median(plan_budget) / np.median(plan_one):.1f}")
     print(f"Anesthesiology (gold 5, silver 10) + Internal Medicine + Transitional Year "
           f"({n_tiers:,} programs, 40 + 15 + 5), signals chosen: p50 {np.median(plan_tiers):.1f} "
           f"ms, p99 {np.percentile(plan_tiers, 99):.1f} ms; ratio to one specialty "
