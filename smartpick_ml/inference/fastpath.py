@@ -68,6 +68,8 @@ from smartpick_ml.modelling.features import (
 from smartpick_ml.modelling.model import PROB_FLOOR, MatchModel
 
 log = logging.getLogger(__name__)
+#: up to this many signals in a request, each is looked for among the rows asked about
+_FEW_SIGNALS = 8
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 #: a preferred specialty no program is in: the stand-in for "this program is a backup"
@@ -732,10 +734,21 @@ class FastScorer:
             Xv[:, 4] = self.region_code[sel] == self._region_codes.get(STATE_REGION.get(home), -1)
         Xv[:, 5] = 0.0
         Xv[:, 6] = np.nan
-        # signalled programs by a dict lookup: a request signals a handful, far fewer than a
-        # pandas get_indexer call is worth; a program asked about twice in ``rows`` gets the
-        # signal on every row
-        for pid, kind in (signals or {}).items():
+        signals = signals or {}
+        if rows is not None and len(signals) > _FEW_SIGNALS:
+            # many signals (the planner asks for every program of a specialty signalled): the
+            # signal of each catalog row once, then read at ``rows``, not a scan of ``rows`` per
+            # signal
+            code, rate = np.zeros(self.n_programs), np.full(self.n_programs, np.nan)
+            for pid, kind in signals.items():
+                fi = self._row_of.get(pid)
+                if fi is not None:
+                    code[fi], rate[fi] = SIGNAL_CODES[kind], self.signal_rates[kind][fi]
+            Xv[:, 5], Xv[:, 6] = code[rows], rate[rows]
+            return Xv
+        # a handful: a dict lookup each, far fewer than a pandas get_indexer call is worth; a
+        # program asked about twice in ``rows`` gets the signal on every row
+        for pid, kind in signals.items():
             fi = self._row_of.get(pid)
             if fi is None:
                 continue

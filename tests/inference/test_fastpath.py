@@ -415,3 +415,29 @@ def test_explanations_through_the_fast_path_equal_the_models(world, programs, pr
     fast_rank = predictor.rank(applicant, explain=40)
     slow_rank = slow.rank(applicant, explain=40)
     assert fast_rank["top_factors"].tolist() == slow_rank["top_factors"].tolist()
+
+
+def test_many_signals_score_as_the_model_does_also_on_rows_asked_twice(world, scorer, programs):
+    """The planner asks for a whole specialty signalled at once: past a handful of signals the
+    fast path reads them from a catalog-wide map; the same q as predict_proba, a program asked
+    about twice gets its signal on both rows, and an unknown program id is ignored."""
+    from smartpick_ml.contracts.pairs import PROGRAM_INPUTS, applicant_pairs
+
+    rng = np.random.default_rng(11)
+    rows = rng.choice(len(programs), 40, replace=False)
+    rows = np.concatenate([rows, rows[:3]])  # asked twice
+    ids = programs["program_id"].to_numpy()[rows]
+    signals = {pid: kind for pid, kind in zip(ids[:25], np.resize(["signal", "gold", "silver"],
+                                                                   25), strict=True)}
+    applicant = {"applicant_type": "us_img", "step2_ck": 241, "graduation_year": 2023,
+                 "season": 2025, "usce_months": 2, "publications": 1, "needs_visa": False,
+                 "home_state": "TX", "preferred_specialty": programs["specialty"].iloc[rows[0]],
+                 "applications": 50}
+    got = scorer.score(applicant, {**signals, "NOPE-0000": "gold"}, rows)
+    block = programs[[c for c in PROGRAM_INPUTS if c in programs]].iloc[rows]
+    want = world.model.predict_proba(applicant_pairs(applicant, block, signals))[:, 1]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    # the few-signals path gives the same answer on the same rows
+    few = dict(list(signals.items())[:5])
+    np.testing.assert_allclose(scorer.score(applicant, few, rows), world.model.predict_proba(
+        applicant_pairs(applicant, block, few))[:, 1], rtol=0, atol=1e-9)
