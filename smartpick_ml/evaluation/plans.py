@@ -105,7 +105,7 @@ def _load_market(raw_dir: str, season: int, simulate_config: str) -> SeasonMarke
                         params, tiers)
 
 
-def replace_preferred_lists(market: SeasonMarket, plans: pd.DataFrame | None) -> pd.DataFrame:
+def replace_lists(market: SeasonMarket, plans: pd.DataFrame | None) -> pd.DataFrame:
     """The season's applications with each planned applicant's lists replaced by their plan
     (``plans``: applicant_id, program_id, signal, and ``tier``: which list a row belongs to,
     the preferred specialty's where absent; a list the plan has no rows for is kept).
@@ -150,7 +150,7 @@ def rerun_season(source: SeasonSource, plans: pd.DataFrame | None, seed: int,
 
     The same ``(seed, replicate)`` draws the same latent strengths with or without plans."""
     market = source.load()
-    apps = replace_preferred_lists(market, plans)
+    apps = replace_lists(market, plans)
     inputs = build_market_inputs(market.applicants, market.programs, apps, market.positions,
                                  market.params)
     out = run_market(inputs, np.random.default_rng(np.random.SeedSequence([seed, replicate])))
@@ -656,7 +656,7 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
 
     full = fit(measured)
     for column in _STATED:
-        out[column] = _apply_by_type(full, out[f"{column}_uncalibrated"], out["applicant_type"])
+        out[column] = full.apply_by_type(out[f"{column}_uncalibrated"], out["applicant_type"])
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     half = np.zeros(len(measured), np.int8)
     for typ in pd.unique(measured["applicant_type"]):
@@ -667,20 +667,9 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
         other = fit(measured[half != k])
         rows = position[half == k]
         for column in _STATED:
-            out.loc[out.index[rows], column] = _apply_by_type(
-                other, out[f"{column}_uncalibrated"].iloc[rows],
-                out["applicant_type"].iloc[rows]).to_numpy()
+            out.loc[out.index[rows], column] = other.apply_by_type(
+                out[f"{column}_uncalibrated"].iloc[rows], out["applicant_type"].iloc[rows])
     return full, out
-
-
-def _apply_by_type(calibration: PlanCalibration, stated: pd.Series, types: pd.Series
-                   ) -> pd.Series:
-    values = stated.to_numpy(float).copy()
-    kinds = types.to_numpy(dtype=object)
-    for typ in pd.unique(kinds):
-        sel = kinds == typ
-        values[sel] = calibration.apply(values[sel], typ)
-    return pd.Series(values, index=stated.index)
 
 
 # ----------------------------------------------------------------------------- the report

@@ -233,6 +233,15 @@ class PlanCalibration:
             return p
         return special.ndtr(line[0] + line[1] * _probit(p))
 
+    def apply_by_type(self, p: np.ndarray, applicant_types: np.ndarray) -> np.ndarray:
+        """:meth:`apply` to figures of applicants of several types (one type each)."""
+        out = np.asarray(p, float).copy()
+        types = np.asarray(applicant_types, dtype=object)
+        for typ in pd.unique(types):
+            sel = types == typ
+            out[sel] = self.apply(out[sel], typ)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "smartpick plan calibration", "model_sha256": self.model_sha256,
                 "season": self.season, "applicants": self.applicants,

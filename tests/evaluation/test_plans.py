@@ -17,7 +17,7 @@ from smartpick_ml.evaluation.plans import (
     log_evaluation,
     plan_lists,
     reliability_table,
-    replace_preferred_lists,
+    replace_lists,
     rerun_season,
     summary_table,
     write_evaluation,
@@ -82,7 +82,7 @@ def test_replacing_lists_keeps_everyone_elses_applications(source):
     plan = pd.DataFrame({"applicant_id": applicant,
                          "program_id": other_programs.iloc[:max(len(own) - 1, 1)].to_numpy(),
                          "signal": "none"})
-    out = replace_preferred_lists(market, plan)
+    out = replace_lists(market, plan)
     mine = out["applicant_id"] == applicant
     kept = market.applications[market.applications["applicant_id"] != applicant]
     pd.testing.assert_frame_equal(out[~mine].reset_index(drop=True),
@@ -351,7 +351,7 @@ def test_a_joint_plan_replaces_both_lists_in_their_own_slots(source, predictor):
                                & np.isin(market.tiers, [0, 1])]
     tiers = market.tiers[mine.index]
     same = mine[["applicant_id", "program_id", "signal"]].assign(tier=tiers)
-    pd.testing.assert_frame_equal(replace_preferred_lists(market, same),
+    pd.testing.assert_frame_equal(replace_lists(market, same),
                                   market.applications.reset_index(drop=True))
     np.testing.assert_array_equal(rerun_season(source, same, 3, 0),
                                   rerun_season(source, None, 3, 0))
