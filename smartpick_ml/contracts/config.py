@@ -39,6 +39,9 @@ class TypeParams(_Strict):
     applications_mean: float = Field(gt=0)
     applications_sd_log: float = Field(ge=0)
     rank_bias: float
+    #: applicants who apply per active applicant (one who ranks a program): the published counts
+    #: are of active applicants, and those whom no program interviews drop out before ranking
+    applicants_per_active: float = Field(default=1.0, ge=1.0, le=3.0)
     backup_bias: float = 0.0
     fallback_pgy1_bias: float = 0.0
     target_rate_weight: float

@@ -212,7 +212,10 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
     has_dest = dest.sum(axis=1) > 0
     seed = np.where(cat[:, None], market.filled + 1.0, 0.0)
     target = np.nan_to_num(market.target)
-    backups_needed = max(target[cat].sum() - counts.sum(), 0.0)
+    # the published counts are of applicants who rank: those whom no program interviews apply
+    # but never rank, so they add no backups
+    active = counts / params.per_type("applicants_per_active")
+    backups_needed = max(target[cat].sum() - active.sum(), 0.0)
     base = _backup_logit(market, params)
     cols = np.where(cat, target, 0.0)
     intercept = 0.0

@@ -16,24 +16,38 @@ from smartpick_ml.contracts.reference import (
 
 def applicant_outcomes(applicants: pd.DataFrame, applications: pd.DataFrame) -> pd.DataFrame:
     """One row per applicant and season: the applicant's row plus ``applications``,
-    ``interviews`` and ``matched`` (an applicant with no application keeps a row of zeros)."""
-    per_app = applications.groupby(["season", "applicant_id"]).agg(
+    ``interviews``, ``ranked`` (programs on their lists), ``active`` and ``matched`` (an applicant
+    with no application keeps a row of zeros).
+
+    ``active`` is NRMP's word: an applicant who submitted a rank list, i.e. ranked at least one
+    program. An applicant whom no program interviewed has nothing to rank and is not active; the
+    NRMP's applicant counts and match rates are of active applicants only."""
+    ranked = (applications["rank_position"].notna() if "rank_position" in applications
+              else applications["interviewed"].astype(bool))
+    per_app = applications.assign(_ranked=ranked).groupby(["season", "applicant_id"]).agg(
         applications=("program_id", "size"),
         interviews=("interviewed", "sum"),
+        ranked=("_ranked", "sum"),
         matched=("matched", "any"))
     df = applicants.merge(per_app.reset_index(), on=["season", "applicant_id"], how="left")
-    df[["applications", "interviews"]] = df[["applications", "interviews"]].fillna(0).astype(int)
+    counts = ["applications", "interviews", "ranked"]
+    df[counts] = df[counts].fillna(0).astype(int)
+    df["active"] = df["ranked"] > 0
     df["matched"] = df["matched"].fillna(False).astype(bool)
     return df
 
 
-def match_rates_by_type(applicants: pd.DataFrame, applications: pd.DataFrame) -> pd.DataFrame:
-    """Per season and applicant type: applicants, match rate, interviews and applications per
-    applicant, with the published match rate beside the simulated one."""
+def match_rates_by_type(applicants: pd.DataFrame, applications: pd.DataFrame,
+                        scale: float = 1.0) -> pd.DataFrame:
+    """Per season and applicant type: applicants (all who applied, and the active ones, who
+    ranked a program), the match rate of active applicants as the NRMP counts it, interviews and
+    applications per applicant, with the published figures beside the simulated ones."""
     df = applicant_outcomes(applicants, applications)
+    df["matched_active"] = df["matched"].where(df["active"])
     out = df.groupby(["season", "applicant_type"]).agg(
         applicants=("applicant_id", "size"),
-        match_rate_pct=("matched", "mean"),
+        active_applicants=("active", "sum"),
+        match_rate_pct=("matched_active", "mean"),
         interviews_per_applicant=("interviews", "mean"),
         applications_per_applicant=("applications", "mean")).reset_index()
     out["match_rate_pct"] = (100 * out["match_rate_pct"]).round(1)
@@ -41,11 +55,15 @@ def match_rates_by_type(applicants: pd.DataFrame, applications: pd.DataFrame) ->
         MATCH_RESULTS.get(int(s), {}).get(t, (None, float("nan")))[1]
         for s, t in zip(out["season"], out["applicant_type"], strict=True)]
     out["difference_pp"] = (out["match_rate_pct"] - out["published_match_rate_pct"]).round(1)
+    published = [MATCH_RESULTS.get(int(s), {}).get(t, (None, 0.0))[0]
+                 for s, t in zip(out["season"], out["applicant_type"], strict=True)]
+    out["published_active_applicants"] = [round(n * scale) if n else pd.NA for n in published]
     out["applicant_type"] = pd.Categorical(out["applicant_type"], categories=APPLICANT_TYPES,
                                            ordered=True)
     out = out.sort_values(["season", "applicant_type"]).reset_index(drop=True)
     out["applicant_type"] = out["applicant_type"].astype(str)
-    return out[["season", "applicant_type", "applicants", "match_rate_pct",
+    return out[["season", "applicant_type", "applicants", "active_applicants",
+                "published_active_applicants", "match_rate_pct",
                 "published_match_rate_pct", "difference_pp", "interviews_per_applicant",
                 "applications_per_applicant"]].round(2)
 
@@ -178,23 +196,27 @@ def filled_by_type(applicants: pd.DataFrame, applications: pd.DataFrame,
 def preferred_specialty_outcomes(applicants: pd.DataFrame, applications: pd.DataFrame,
                                  programs: pd.DataFrame,
                                  applicant_type: str = "non_us_img") -> pd.DataFrame:
-    """Per season and preferred specialty, for one applicant type: applicants, the share who added
-    a backup, and the match rate in the preferred specialty and anywhere (as NRMP's Charting
-    Outcomes counts them)."""
-    a = applicants[applicants["applicant_type"] == applicant_type]
+    """Per season and preferred specialty, for one applicant type's active applicants (who ranked
+    a program, as NRMP's Charting Outcomes counts them): applicants, the share who added a
+    backup, and the match rate in the preferred specialty and anywhere. An applicant matched to
+    an advanced position and a PGY-1 year counts once, as matched in the advanced specialty."""
+    df = applicant_outcomes(applicants[applicants["applicant_type"] == applicant_type],
+                            applications)
+    df = df[df["active"]]
     m = applications[applications["matched"]].merge(programs[["program_id", "specialty"]],
-                                                     on="program_id")
-    m = m[["season", "applicant_id", "specialty"]].rename(columns={"specialty": "matched_in"})
-    df = a.merge(m, on=["season", "applicant_id"], how="left")
-    df["matched_any"] = df["matched_in"].notna()
-    df["matched_preferred"] = df["matched_in"] == df["preferred_specialty"]
-    backup = (df["backup_specialty"].notna() if "backup_specialty" in df
-              else pd.Series(False, index=df.index))
-    df["with_backup"] = backup
+                                                    on="program_id")
+    in_preferred = m.merge(df[["season", "applicant_id", "preferred_specialty"]],
+                           on=["season", "applicant_id"])
+    in_preferred = in_preferred[in_preferred["specialty"] == in_preferred["preferred_specialty"]]
+    keys = pd.MultiIndex.from_frame(df[["season", "applicant_id"]])
+    df["matched_preferred"] = keys.isin(pd.MultiIndex.from_frame(
+        in_preferred[["season", "applicant_id"]]))
+    df["with_backup"] = (df["backup_specialty"].notna() if "backup_specialty" in df
+                         else False)
     out = df.groupby(["season", "preferred_specialty"]).agg(
         applicants=("applicant_id", "size"), with_backup=("with_backup", "mean"),
         matched_preferred=("matched_preferred", "mean"),
-        matched_any=("matched_any", "mean")).reset_index()
+        matched_any=("matched", "mean")).reset_index()
     for col in ("with_backup", "matched_preferred", "matched_any"):
         out[col] = (100 * out[col]).round(1)
     return out.rename(columns={"preferred_specialty": "specialty",
@@ -217,12 +239,18 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
     lines = ["# Simulated season — validation report"]
     lines += markdown_table(
         "PGY-1 match rate by applicant type (simulated vs published NRMP)",
-        ["season", "applicant type", "applicants", "simulated %", "published %", "diff (pp)",
-         "interviews / applicant", "applications / applicant"],
-        [[r.season, APPLICANT_TYPE_LABELS[r.applicant_type], r.applicants,
+        ["season", "applicant type", "applicants", "active", "published active",
+         "simulated %", "published %", "diff (pp)", "interviews / applicant",
+         "applications / applicant"],
+        [[r.season, APPLICANT_TYPE_LABELS[r.applicant_type], r.applicants, r.active_applicants,
+          "" if pd.isna(r.published_active_applicants) else r.published_active_applicants,
           f"{r.match_rate_pct:.1f}", f"{r.published_match_rate_pct:.1f}",
           f"{r.difference_pp:+.1f}", f"{r.interviews_per_applicant:.1f}",
-          f"{r.applications_per_applicant:.1f}"] for r in rates.itertuples()])
+          f"{r.applications_per_applicant:.1f}"] for r in rates.itertuples()],
+        note="Active applicants ranked at least one program (NRMP's word: they submitted a rank "
+             "list); applicants whom no program interviewed are not active. Match rates and "
+             "published counts are of active applicants, as the NRMP reports them; published "
+             "counts are times the run's scale.")
     lines += markdown_table(
         "Positions and unfilled positions by specialty",
         ["season", "specialty", "positions", "filled", "unfilled %"],
@@ -257,6 +285,7 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
             [[r.season, r.specialty, r.applicants, f"{r.with_backup_pct:.1f}",
               f"{r.matched_preferred_pct:.1f}", f"{r.matched_any_pct:.1f}"]
              for r in img_outcomes.itertuples()],
-            note="Match rate in the preferred specialty and anywhere (a backup or PGY-1 year "
-                 "counts as anywhere).")
+            note="Active applicants only (who ranked a program, as Charting Outcomes counts "
+                 "them). Match rate in the preferred specialty and anywhere (a backup or PGY-1 "
+                 "year counts as anywhere).")
     return "\n".join(lines) + "\n"

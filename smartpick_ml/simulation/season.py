@@ -190,7 +190,7 @@ def draw_applicants(rng: np.random.Generator, season: int, scale: float,
     frames = []
     for t in APPLICANT_TYPES:
         tp: TypeParams = params.types[t]
-        n = int(round(params.applicants[season][t] * scale))
+        n = int(round(params.applicants[season][t] * tp.applicants_per_active * scale))
         if n == 0:
             continue
         step2 = np.clip(np.rint(rng.normal(tp.step2_mean, tp.step2_sd, n)), *STEP2_CLIP)
@@ -911,7 +911,7 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
     for name, frame in (("programs", programs), ("applicants", applicants),
                         ("applications", applications), ("program_outcomes", outcomes)):
         write_parquet_atomic(frame, paths[name])
-    rates = match_rates_by_type(applicants, applications)
+    rates = match_rates_by_type(applicants, applications, config.scale)
     unfilled = unfilled_by_specialty(programs, outcomes)
     market = {}
     if config.params.market_season in config.seasons and config.params.market:

@@ -41,7 +41,9 @@ def market(params):
 
 @pytest.fixture(scope="module")
 def counts(params):
-    return np.array([params.applicants[2025][t] for t in APPLICANT_TYPES], float)
+    """Applicants drawn per type: the published (active) counts x ``applicants_per_active``."""
+    return np.array([params.applicants[2025][t] for t in APPLICANT_TYPES], float) \
+        * params.per_type("applicants_per_active")
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +79,12 @@ def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market, 
     assert (plan.preferred[others] == 0).all()
 
 
-def test_expected_applicants_per_specialty_meet_the_published_counts(plan, market, params):
-    """Preferred plus expected backups equal the published applicants of each specialty (less
-    the double count of applicants ranking both tracks), where no floor was needed."""
+def test_expected_applicants_per_specialty_meet_the_published_counts(plan, market, counts,
+                                                                     params):
+    """Preferred plus expected backups follow the published applicants of each specialty (less
+    the double count of applicants ranking both tracks), where no floor was needed. The published
+    counts are of applicants who rank; the drawn applicants whom no program will interview are
+    the difference, so the totals exceed them by exactly that many, spread like the rest."""
     from smartpick_ml.contracts.numeric import expected_logistic
     from smartpick_ml.simulation.market import _backup_logit
 
@@ -91,7 +96,13 @@ def test_expected_applicants_per_specialty_meet_the_published_counts(plan, marke
     cat = market.categorical & np.isfinite(market.target)
     unfloored = cat & (plan.preferred.sum(axis=1) > 0.11 * np.nan_to_num(market.target))
     assert unfloored.sum() >= 15
-    np.testing.assert_allclose(total[unfloored], market.target[unfloored], rtol=0.02)
+    never_rank = counts.sum() - (counts / params.per_type("applicants_per_active")).sum()
+    assert never_rank > 0
+    np.testing.assert_allclose(total[cat].sum() - market.target[cat].sum(), never_rank,
+                               rtol=0.02)
+    share = total / total[cat].sum()
+    published_share = market.target / market.target[cat].sum()
+    np.testing.assert_allclose(share[unfloored], published_share[unfloored], rtol=0.02)
 
 
 def test_backups_go_to_less_selective_specialties(market, params):

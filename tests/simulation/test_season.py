@@ -12,6 +12,7 @@ from smartpick_ml.contracts.config import load_simulate_config
 from smartpick_ml.contracts.errors import ConfigError, DataValidationError
 from smartpick_ml.data.catalog import synthetic_catalog
 from smartpick_ml.simulation.matching import blocking_pairs
+from smartpick_ml.simulation.report import applicant_outcomes
 from smartpick_ml.simulation.season import (
     build_market_inputs,
     oracle_q,
@@ -53,9 +54,15 @@ def test_same_seed_gives_byte_identical_tables(tmp_path, programs):
 
 
 def test_applicant_counts_follow_published_mix(season, params):
+    """The published counts are of active applicants (who rank a program): more apply, by each
+    type's ``applicants_per_active``, and the active ones come out near the published count."""
     counts = season.applicants["applicant_type"].value_counts()
+    active = applicant_outcomes(season.applicants, season.applications).query("active")[
+        "applicant_type"].value_counts()
     for t, n in params.applicants[2025].items():
-        assert counts[t] == round(n * SCALE)
+        assert counts[t] == round(n * params.types[t].applicants_per_active * SCALE)
+        assert active[t] == pytest.approx(n * SCALE, rel=0.05), t
+    assert params.types["non_us_img"].applicants_per_active > 1.0
 
 
 def test_labels_are_consistent(season):

@@ -1,0 +1,63 @@
+"""The season report counts applicants as the NRMP does: active applicants (who ranked a program),
+each once, whatever number of positions they matched to."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from smartpick_ml.simulation.report import (
+    applicant_outcomes,
+    match_rates_by_type,
+    preferred_specialty_outcomes,
+)
+
+
+def _tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Four non-US IMGs preferring Neurology (advanced positions):
+    A matches an advanced Neurology program and a Preliminary Medicine year (two matched rows);
+    B ranks and does not match; C gets no interview (not active); D matches Internal Medicine."""
+    programs = pd.DataFrame({"program_id": ["N1", "P1", "I1"],
+                             "specialty": ["Neurology", "Preliminary Medicine",
+                                           "Internal Medicine"]})
+    applicants = pd.DataFrame({
+        "applicant_id": list("ABCD"), "season": 2025, "applicant_type": "non_us_img",
+        "preferred_specialty": "Neurology",
+        "backup_specialty": [None, None, None, "Internal Medicine"]})
+    rows = [  # applicant, program, interviewed, rank position, matched, rank list
+        ("A", "N1", True, 1, True, "primary"), ("A", "P1", True, 1, True, "supplemental"),
+        ("B", "N1", True, 1, False, "primary"),
+        ("C", "N1", False, None, False, "primary"),
+        ("D", "N1", True, 1, False, "primary"), ("D", "I1", True, 2, True, "primary")]
+    applications = pd.DataFrame(rows, columns=["applicant_id", "program_id", "interviewed",
+                                               "rank_position", "matched", "rank_list"])
+    applications["season"] = 2025
+    applications["rank_position"] = applications["rank_position"].astype("Int64")
+    return applicants, applications, programs
+
+
+def test_an_applicant_no_program_interviewed_is_not_active():
+    applicants, applications, _ = _tables()
+    out = applicant_outcomes(applicants, applications).set_index("applicant_id")
+    assert out["active"].to_dict() == {"A": True, "B": True, "C": False, "D": True}
+    assert out.loc["A", "ranked"] == 2 and out.loc["C", "ranked"] == 0
+
+
+def test_match_rate_by_type_is_of_active_applicants():
+    applicants, applications, _ = _tables()
+    row = match_rates_by_type(applicants, applications, scale=0.5).iloc[0]
+    assert row["applicants"] == 4 and row["active_applicants"] == 3
+    # A and D matched, of the three active: C, who never ranked, is not in the denominator
+    assert row["match_rate_pct"] == pytest.approx(100 * 2 / 3, abs=0.05)
+    assert row["published_active_applicants"] == round(11465 * 0.5)
+
+
+def test_an_advanced_match_with_its_pgy1_year_counts_once_in_the_preferred_specialty():
+    applicants, applications, programs = _tables()
+    out = preferred_specialty_outcomes(applicants, applications, programs)
+    assert len(out) == 1
+    row = out.iloc[0]
+    assert row["applicants"] == 3  # A, B, D: C is not active
+    assert row["matched_preferred_pct"] == pytest.approx(100 / 3, abs=0.05)  # A
+    assert row["matched_any_pct"] == pytest.approx(200 / 3, abs=0.05)  # A and D
+    assert row["with_backup_pct"] == pytest.approx(100 / 3, abs=0.05)  # D
