@@ -300,11 +300,25 @@ def derive_pgy1_programs(programs: pd.DataFrame, totals: dict[str, int] | None =
     return pd.concat(frames, ignore_index=True)
 
 
+#: Visa sponsorship, calibrated on the one published census (Tiako et al., J Grad Med Educ 2022;
+#: 14(6):680, 419 Internal Medicine programs: 63.7 % accept J-1, 22.0 % also sponsor H-1B): a
+#: program that interviewed non-US IMGs accepts J-1 with this probability (some interview only
+#: permanent residents), so that the real catalog's IM programs accept J-1 at 63.7 % in
+#: expectation ...
+J1_IF_INTERVIEWS_NON_US_IMGS = 0.80
+#: ... (a suppressed rate: the share of IM programs with a known rate that is positive) ...
+J1_RATE_KNOWN_POSITIVE = 0.79
+#: ... and a J-1 program sponsors H-1B with probability base + per_rate x its non-US IMG rate
+#: (34.5 % of IM's J-1 programs in expectation).
+H1B_IF_J1_BASE, H1B_IF_J1_PER_RATE = 0.19, 5.7
+
+
 def derive_img_support(programs: pd.DataFrame) -> pd.DataFrame:
     """Derive the IMG-support markers from IMG interview rates (simulated attributes).
 
     - J-1: a program that interviewed no non-US IMG (rate 0) is taken not to sponsor visas; one with
-      a positive rate accepts J-1; suppressed rates are decided by a fixed coin (p = 0.6).
+      a positive rate accepts J-1 by a fixed coin (``J1_IF_INTERVIEWS_NON_US_IMGS``, calibrated on
+      the published share of Internal Medicine programs); a suppressed rate by a smaller coin.
     - H-1B: a subset of J-1 programs, more likely the more non-US IMGs they interview.
     - IMG share of residents: the IMG share of the program's expected interviewees, weighting each
       type's interview rate by the national number of applications of that type.
@@ -325,8 +339,11 @@ def derive_img_support(programs: pd.DataFrame) -> pd.DataFrame:
     u_mentor = np.array([stable_uniform(k, "mentorship") for k in keys])
     u_orient = np.array([stable_uniform(k, "orientation") for k in keys])
     nonus = r["rate_non_us_img"].to_numpy()
-    j1 = np.where(np.isnan(nonus), u_j1 < 0.6, nonus > 0)
-    p_h1b = np.clip(0.1 + 3.0 * np.nan_to_num(nonus, nan=0.03), 0, 0.8)
+    # a suppressed rate hides whether the program interviewed any non-US IMG: as often as not
+    p_j1 = np.where(np.isnan(nonus), J1_IF_INTERVIEWS_NON_US_IMGS * J1_RATE_KNOWN_POSITIVE,
+                    np.where(nonus > 0, J1_IF_INTERVIEWS_NON_US_IMGS, 0.0))
+    j1 = u_j1 < p_j1
+    p_h1b = np.clip(H1B_IF_J1_BASE + H1B_IF_J1_PER_RATE * np.nan_to_num(nonus, nan=0.03), 0, 0.9)
     h1b = j1 & (u_h1b < p_h1b)
     # an unknown share takes the median of the catalog-file programs, so derived PGY-1-only
     # programs (copies of their hosts' rates) do not shift the markers of the others
