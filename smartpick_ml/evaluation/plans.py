@@ -36,7 +36,7 @@ from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.contracts.reference import APPLICANT_TYPES
 from smartpick_ml.data.io import read_table
 from smartpick_ml.modelling.persist import save_plan_calibration
-from smartpick_ml.modelling.pmatch import PlanCalibration
+from smartpick_ml.modelling.pmatch import MIN_JOINT_APPLICANTS, PlanCalibration
 from smartpick_ml.simulation.season import (
     TIER_BACKUP,
     TIER_PREFERRED,
@@ -632,6 +632,8 @@ def _errors_by_season(evaluation: PlanEvaluation, groups: list[Scenario]) -> dic
 
 #: only plans: SmartPick states the calibrated figure for the lists it chose, not for others
 _STATED = ("stated_plan",)
+#: a joint plan's figure (a match anywhere on the list), calibrated by lines of its own
+_JOINT_STATED = "stated_joint"
 
 
 def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
@@ -646,17 +648,27 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
     get the line fitted on all of it, which is also the calibration saved for the model.
     Returns that calibration (None without outcomes) and ``planned`` with ``stated_plan``
     calibrated, the figure before kept as ``stated_plan_uncalibrated``."""
-    out = planned.assign(**{f"{c}_uncalibrated": planned[c] for c in _STATED})
+    joint = _JOINT_STATED in planned and "realised_joint_any" in measured
+    stated = {**{c: False for c in _STATED}, **({_JOINT_STATED: True} if joint else {})}
+    out = planned.assign(**{f"{c}_uncalibrated": planned[c] for c in stated})
     if trials < 1 or measured.empty:
         return None, out
     def fit(part: pd.DataFrame) -> PlanCalibration:
-        return PlanCalibration.fit(part["stated_plan"], part["realised_plan"] * trials,
-                                   np.full(len(part), trials), part["applicant_type"],
-                                   model_sha256, season)
+        single = PlanCalibration.fit(part["stated_plan"], part["realised_plan"] * trials,
+                                     np.full(len(part), trials), part["applicant_type"],
+                                     model_sha256, season)
+        if not joint:
+            return single
+        # joint plans: P(match anywhere on the list), fitted on those who had one
+        together = part[part[_JOINT_STATED].notna()]
+        return single.with_joint(together[_JOINT_STATED],
+                                 together["realised_joint_any"] * trials,
+                                 np.full(len(together), trials), together["applicant_type"])
 
     full = fit(measured)
-    for column in _STATED:
-        out[column] = full.apply_by_type(out[f"{column}_uncalibrated"], out["applicant_type"])
+    for column, is_joint in stated.items():
+        out[column] = full.apply_by_type(out[f"{column}_uncalibrated"], out["applicant_type"],
+                                         joint=is_joint)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     half = np.zeros(len(measured), np.int8)
     for typ in pd.unique(measured["applicant_type"]):
@@ -666,9 +678,10 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
     for k in (0, 1):
         other = fit(measured[half != k])
         rows = position[half == k]
-        for column in _STATED:
+        for column, is_joint in stated.items():
             out.loc[out.index[rows], column] = other.apply_by_type(
-                out[f"{column}_uncalibrated"].iloc[rows], out["applicant_type"].iloc[rows])
+                out[f"{column}_uncalibrated"].iloc[rows], out["applicant_type"].iloc[rows],
+                joint=is_joint)
     return full, out
 
 
@@ -732,10 +745,12 @@ def format_summary(ev: PlanEvaluation) -> str:
         lines += markdown_table(
             "The joint plan: the backup list and the signals chosen too",
             ["applicant type", "applicants with a backup", "stated P(match), joint plan",
-             "P(match), joint plan", "single-specialty plan", "gain (pp)",
+             "before calibration", "P(match), joint plan", "single-specialty plan", "gain (pp)",
              "in the preferred specialty: joint", "single", "gain (pp)"],
             [[APPLICANT_TYPE_LABELS[r.applicant_type], r.applicants,
-              f"{100 * r.stated_joint:.1f}", _pm(r.matched_plan, r.matched_plan_mc),
+              f"{100 * r.stated_joint:.1f}",
+              f"{100 * getattr(r, 'stated_joint_uncalibrated', r.stated_joint):.1f}",
+              _pm(r.matched_plan, r.matched_plan_mc),
               _pm(r.matched_own, r.matched_own_mc),
               _pm(r.matched_gain, r.matched_gain_mc, signed=True),
               _pm(r.matched_preferred_plan, r.matched_preferred_plan_mc),
@@ -746,7 +761,9 @@ def format_summary(ev: PlanEvaluation) -> str:
                  "(plan_across at their own list sizes: preferred and backup programs and the "
                  "signals chosen together) against the single-specialty plan, which keeps their "
                  "own signals and backup list; the same re-run seasons. P(match): anywhere on "
-                 "the primary list; stated: before calibration (fitted on single plans).")
+                 "the primary list. Stated: calibrated on these joint plans where at least "
+                 f"{MIN_JOINT_APPLICANTS} of the type had one, else by the single-plan line "
+                 "(cross-fitted); before calibration: the model's own figure.")
     reliability = reliability_table(ev)
     lines += markdown_table(
         "Stated against realised P(match) of the plans, by tenth of the stated figure",

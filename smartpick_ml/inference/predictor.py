@@ -778,7 +778,7 @@ class MatchPredictor:
                 "expected_utility": res.expected_utility, "p_match_corrected": corrected}
 
     def correct_p_match(self, q_in_order: np.ndarray, applicant_type: str,
-                        planned: bool = False) -> np.ndarray:
+                        planned: bool = False, joint: bool = False) -> np.ndarray:
         """P(match) of the first 1, 2, … programs of a list, corrected for programs' decisions
         sharing the applicant's unobserved strength (``pmatch``; the independence figure for
         models trained without the correction), and never below the q of the likeliest
@@ -786,7 +786,8 @@ class MatchPredictor:
         For a list SmartPick chose (``planned``), then, where ``evaluate-plans`` fitted one for
         this model, the plan calibration: what such figures realised in re-run seasons
         (``pmatch.PlanCalibration``). Only there: a plan picks the programs whose q is highest,
-        so its q errors lean optimistic; a list the applicant chose does not."""
+        so its q errors lean optimistic; a list the applicant chose does not. ``joint``: a plan
+        across specialties, calibrated by its own line where one was fitted."""
         q = np.asarray(q_in_order, float)
         cal = getattr(self.model, "pmatch_calibrator_", None)
         independent = -np.expm1(np.cumsum(np.log1p(-np.clip(q, 0.0, 1.0 - 1e-12))))
@@ -799,7 +800,7 @@ class MatchPredictor:
         if len(q):
             corrected = np.maximum(corrected, np.maximum.accumulate(q))
         if planned and self.plan_calibration is not None:
-            corrected = self.plan_calibration.apply(corrected, applicant_type)
+            corrected = self.plan_calibration.apply(corrected, applicant_type, joint)
         return corrected
 
     def plan(self, applicant: Mapping[str, Any] | ApplicantProfile,
@@ -918,9 +919,11 @@ class MatchPredictor:
         programs.insert(0, "rank", np.arange(1, len(programs) + 1))
         q_list = programs["q"].to_numpy()
         preferred = programs["specialty"].to_numpy() == specs[0]
-        # down the list: its corrected P(match) and its fee so far (fees restart per specialty)
+        # down the list: its corrected P(match) and its fee so far (fees restart per specialty);
+        # a list across specialties states the joint plans' calibration
+        across = sum(len(chosen) > 0 for chosen in joint.chosen) > 1
         programs["p_match_corrected"] = (self.correct_p_match(q_list, profile.applicant_type,
-                                                              planned=True)
+                                                              planned=True, joint=across)
                                          if len(q_list) else q_list)
         fee_so_far = np.zeros(len(programs), np.int64)
         done = 0
@@ -931,13 +934,13 @@ class MatchPredictor:
                 done = int(fee_so_far[here[-1]])
         programs["fee_usd"] = fee_so_far + USMLE_TRANSCRIPT_FEE_USD
 
-        def corrected(q: np.ndarray) -> float:
-            return (float(self.correct_p_match(q, profile.applicant_type, planned=True)[-1])
-                    if len(q) else 0.0)
+        def corrected(q: np.ndarray, joint_line: bool) -> float:
+            return (float(self.correct_p_match(q, profile.applicant_type, planned=True,
+                                               joint=joint_line)[-1]) if len(q) else 0.0)
 
         return {"specialties": specs, "programs": programs, "p_match": joint.p_match,
-                "p_match_corrected": corrected(q_list),
-                "p_match_preferred_corrected": corrected(q_list[preferred]),
+                "p_match_corrected": corrected(q_list, across),
+                "p_match_preferred_corrected": corrected(q_list[preferred], False),
                 "expected_utility": joint.expected_utility,
                 "programs_per_specialty": {s: int(len(c)) for s, c in
                                            zip(specs, joint.chosen, strict=True)},

@@ -32,6 +32,9 @@ from scipy.optimize import minimize_scalar
 from smartpick_ml.contracts.errors import ModelIntegrityError
 
 MIN_APPLICANTS = 200
+#: a joint plan's line (plans across specialties) is fitted on the fewer sampled applicants who
+#: sent a backup list
+MIN_JOINT_APPLICANTS = 100
 #: the largest shared-strength scale fitted (in probits per SD of strength)
 MAX_STRENGTH_SD = 5.0
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(24)
@@ -190,6 +193,23 @@ def _finite_number(value: Any) -> bool:
         return False
 
 
+def _fit_lines(stated: np.ndarray, successes: np.ndarray, trials: np.ndarray,
+               applicant_type: np.ndarray, min_applicants: int
+               ) -> tuple[dict[str, tuple[float, float]], dict[str, int]]:
+    """One probit line per type with at least ``min_applicants`` applicants and both outcomes
+    seen, and the applicants of every type."""
+    stated, successes, trials = (np.asarray(v, float) for v in (stated, successes, trials))
+    types = np.asarray(applicant_type, dtype=object)
+    by_type, counts = {}, {}
+    for typ in pd.unique(types):
+        sel = types == typ
+        counts[str(typ)] = int(sel.sum())
+        if sel.sum() < min_applicants or successes[sel].sum() in (0, trials[sel].sum()):
+            continue
+        by_type[str(typ)] = _fit_probit_line(stated[sel], successes[sel], trials[sel])
+    return by_type, counts
+
+
 class PlanCalibration:
     """The stated P(match) recalibrated on what SmartPick's own plans realised in re-run seasons
     (``smartpick evaluate-plans``): per applicant type, ``Phi(intercept + slope * probit(p))``.
@@ -199,11 +219,18 @@ class PlanCalibration:
     optimistic (the optimiser's curse), and the latest season can be harder than the ones trained
     on; neither shows on own lists. A line in probit space with a positive slope keeps the stated
     figure smooth and strictly rising with every program added. It belongs to one model: the
-    file records the model's sha256 and is refused by any other."""
+    file records the model's sha256 and is refused by any other.
+
+    A plan across specialties (``plan_across`` with a backup) has lines of its own where enough
+    such plans were measured (``joint_by_type``): its P(match) is of a match anywhere on the
+    list, and the line fitted on single-specialty plans missed it by up to 5 pp."""
 
     def __init__(self, by_type: dict[str, tuple[float, float]], model_sha256: str,
-                 season: int | None = None, applicants: dict[str, int] | None = None):
+                 season: int | None = None, applicants: dict[str, int] | None = None,
+                 joint_by_type: dict[str, tuple[float, float]] | None = None):
         self.by_type = {str(t): (float(a), float(b)) for t, (a, b) in by_type.items()}
+        self.joint_by_type = {str(t): (float(a), float(b))
+                              for t, (a, b) in (joint_by_type or {}).items()}
         self.model_sha256 = str(model_sha256)
         self.season = season
         self.applicants = dict(applicants or {})
@@ -215,37 +242,44 @@ class PlanCalibration:
         """One line per type with at least ``MIN_APPLICANTS`` applicants and both outcomes seen
         (others keep the stated figure): ``stated`` per applicant, and how many of ``trials``
         re-run seasons matched them."""
-        stated, successes, trials = (np.asarray(v, float) for v in (stated, successes, trials))
-        types = np.asarray(applicant_type, dtype=object)
-        by_type, counts = {}, {}
-        for typ in pd.unique(types):
-            sel = types == typ
-            counts[str(typ)] = int(sel.sum())
-            if sel.sum() < MIN_APPLICANTS or successes[sel].sum() in (0, trials[sel].sum()):
-                continue
-            by_type[str(typ)] = _fit_probit_line(stated[sel], successes[sel], trials[sel])
+        by_type, counts = _fit_lines(stated, successes, trials, applicant_type, MIN_APPLICANTS)
         return cls(by_type, model_sha256, season, counts)
 
-    def apply(self, p: np.ndarray, applicant_type: str) -> np.ndarray:
-        line = self.by_type.get(str(applicant_type))
+    def with_joint(self, stated: np.ndarray, successes: np.ndarray, trials: np.ndarray,
+                   applicant_type: np.ndarray) -> PlanCalibration:
+        """A copy with lines for joint plans, fitted like :meth:`fit` on their figures (types
+        with fewer than ``MIN_JOINT_APPLICANTS`` keep the single-specialty line)."""
+        joint, _ = _fit_lines(stated, successes, trials, applicant_type, MIN_JOINT_APPLICANTS)
+        return PlanCalibration(self.by_type, self.model_sha256, self.season, self.applicants,
+                               joint)
+
+    def apply(self, p: np.ndarray, applicant_type: str, joint: bool = False) -> np.ndarray:
+        """The calibrated figure of a plan (``joint``: a plan across specialties, by its own
+        line where one was fitted, else the single-specialty line)."""
+        line = ((self.joint_by_type.get(str(applicant_type)) if joint else None)
+                or self.by_type.get(str(applicant_type)))
         p = np.asarray(p, float)
         if line is None:
             return p
         return special.ndtr(line[0] + line[1] * _probit(p))
 
-    def apply_by_type(self, p: np.ndarray, applicant_types: np.ndarray) -> np.ndarray:
+    def apply_by_type(self, p: np.ndarray, applicant_types: np.ndarray,
+                      joint: bool = False) -> np.ndarray:
         """:meth:`apply` to figures of applicants of several types (one type each)."""
         out = np.asarray(p, float).copy()
         types = np.asarray(applicant_types, dtype=object)
         for typ in pd.unique(types):
             sel = types == typ
-            out[sel] = self.apply(out[sel], typ)
+            out[sel] = self.apply(out[sel], typ, joint)
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        def lines(by_type: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+            return {t: {"intercept": a, "slope": b} for t, (a, b) in by_type.items()}
+
         return {"kind": "smartpick plan calibration", "model_sha256": self.model_sha256,
                 "season": self.season, "applicants": self.applicants,
-                "by_type": {t: {"intercept": a, "slope": b} for t, (a, b) in self.by_type.items()}}
+                "by_type": lines(self.by_type), "joint_by_type": lines(self.joint_by_type)}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> PlanCalibration:
@@ -257,22 +291,28 @@ class PlanCalibration:
             raise bad("kind", "is not 'smartpick plan calibration'")
         if not isinstance(data.get("model_sha256"), str):
             raise bad("model_sha256", "must be a string")
-        lines = data.get("by_type")
-        if not isinstance(lines, dict):
-            raise bad("by_type", "must be an object of applicant types")
-        by_type = {}
-        for typ, line in lines.items():
-            if not isinstance(line, dict):
-                raise bad(f"by_type.{str(typ)[:40]}", "must be an object")
-            a, b = line.get("intercept"), line.get("slope")
-            if not all(_finite_number(v) for v in (a, b)):
-                raise bad(f"by_type.{str(typ)[:40]}", "needs finite intercept and slope")
-            if not _SLOPE_BOUNDS[0] <= b <= _SLOPE_BOUNDS[1]:
-                raise bad(f"by_type.{str(typ)[:40]}.slope",
-                          f"must lie in [{_SLOPE_BOUNDS[0]}, {_SLOPE_BOUNDS[1]}]")
-            by_type[str(typ)] = (float(a), float(b))
+        def read_lines(field: str) -> dict[str, tuple[float, float]]:
+            lines = data.get(field, {} if field == "joint_by_type" else None)
+            if not isinstance(lines, dict):
+                raise bad(field, "must be an object of applicant types")
+            out = {}
+            for typ, line in lines.items():
+                where_line = f"{field}.{str(typ)[:40]}"
+                if not isinstance(line, dict):
+                    raise bad(where_line, "must be an object")
+                a, b = line.get("intercept"), line.get("slope")
+                if not all(_finite_number(v) for v in (a, b)):
+                    raise bad(where_line, "needs finite intercept and slope")
+                if not _SLOPE_BOUNDS[0] <= b <= _SLOPE_BOUNDS[1]:
+                    raise bad(f"{where_line}.slope",
+                              f"must lie in [{_SLOPE_BOUNDS[0]}, {_SLOPE_BOUNDS[1]}]")
+                out[str(typ)] = (float(a), float(b))
+            return out
+
+        by_type = read_lines("by_type")
+        joint = read_lines("joint_by_type")  # absent in files written before joint lines
         season = data.get("season")
         applicants = data.get("applicants")
         return cls(by_type, data["model_sha256"],
                    season if isinstance(season, int) else None,
-                   applicants if isinstance(applicants, dict) else None)
+                   applicants if isinstance(applicants, dict) else None, joint)

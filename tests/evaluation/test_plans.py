@@ -308,6 +308,36 @@ def test_the_stated_figure_is_calibrated_cross_fitted_on_what_plans_realised():
     assert none is None and (kept["stated_plan"] == planned["stated_plan"]).all()
 
 
+def test_joint_plans_are_calibrated_cross_fitted_on_their_own_outcomes():
+    """Joint plans (a match anywhere on the list) whose figure runs high by more than single
+    plans': their own line, cross-fitted, lands on what they realised; applicants without a
+    joint plan keep no joint figure."""
+    from scipy.special import ndtr, ndtri
+
+    rng = np.random.default_rng(4)
+    n, trials = 800, 6
+    raw = rng.uniform(0.05, 0.99, n)
+    joint_raw = np.where(np.arange(n) < 400, rng.uniform(0.3, 0.99, n), np.nan)
+    planned = pd.DataFrame({"applicant_id": [f"a{i}" for i in range(n)],
+                            "applicant_type": "non_us_img", "stated_plan": raw,
+                            "stated_joint": joint_raw})
+    single_truth = ndtr(-0.2 + 0.95 * ndtri(raw))
+    joint_truth = ndtr(-0.6 + 0.9 * ndtri(np.nan_to_num(joint_raw, nan=0.5)))
+    measured = planned.assign(
+        realised_plan=rng.binomial(trials, single_truth) / trials,
+        realised_joint_any=np.where(np.isnan(joint_raw), np.nan,
+                                    rng.binomial(trials, joint_truth) / trials))
+    calibration, out = calibrate_stated(planned, measured, trials, "ab" * 32, 2025, seed=1)
+    assert set(calibration.joint_by_type) == {"non_us_img"}
+    has = ~np.isnan(joint_raw)
+    realised = measured["realised_joint_any"][has].mean()
+    single_line = calibration.apply(joint_raw[has], "non_us_img").mean()
+    assert joint_raw[has].mean() - realised > 0.05 and single_line - realised > 0.02
+    assert abs(out["stated_joint"][has].mean() - realised) < 0.015
+    assert out["stated_joint"][~has].isna().all()
+    np.testing.assert_array_equal(out["stated_joint_uncalibrated"][has], joint_raw[has])
+
+
 def test_the_evaluation_saves_a_calibration_for_the_model_it_evaluated(evaluation, predictor,
                                                                        tmp_path):
     from smartpick_ml.modelling.persist import load_plan_calibration

@@ -412,6 +412,34 @@ def test_without_backup_programs_it_is_the_single_specialty_plan(predictor):
     assert across["p_match"] == pytest.approx(single["p_match"], rel=1e-9)
 
 
+def test_a_plan_across_specialties_states_the_joint_plans_calibration(predictor):
+    """A list with backup programs states its figure by the joint plans' line; its preferred
+    part, and a list of one specialty, by the single-specialty plans' line."""
+    import copy
+
+    from smartpick_ml.modelling.pmatch import PlanCalibration
+
+    typ = WITH_BACKUPS["applicant_type"]
+    uncalibrated, calibrated = copy.copy(predictor), copy.copy(predictor)
+    uncalibrated.plan_calibration = None
+    calibrated.plan_calibration = PlanCalibration({typ: (-0.2, 0.9)}, "0" * 64,
+                                                  joint_by_type={typ: (-0.8, 0.7)})
+    raw = uncalibrated.plan_across(WITH_BACKUPS, sizes=[15, 6, 0])
+    assert raw["programs_per_specialty"]["Family Medicine"] > 0
+    both = calibrated.plan_across(WITH_BACKUPS, sizes=[15, 6, 0])
+    cal = calibrated.plan_calibration
+    assert both["p_match_corrected"] == pytest.approx(
+        float(cal.apply(np.array([raw["p_match_corrected"]]), typ, joint=True)[0]))
+    assert both["p_match_preferred_corrected"] == pytest.approx(
+        float(cal.apply(np.array([raw["p_match_preferred_corrected"]]), typ)[0]))
+    np.testing.assert_allclose(both["programs"]["p_match_corrected"],
+                               cal.apply(raw["programs"]["p_match_corrected"], typ, joint=True))
+    alone = calibrated.plan_across(WITH_BACKUPS, sizes=[15, 0, 0])
+    alone_raw = uncalibrated.plan_across(WITH_BACKUPS, sizes=[15, 0, 0])
+    assert alone["p_match_corrected"] == pytest.approx(
+        float(cal.apply(np.array([alone_raw["p_match_corrected"]]), typ)[0]))
+
+
 @pytest.mark.parametrize("backup_sizes", [[5, 0], [0, 5], [10, 5], [30, 20]])
 def test_room_for_backups_never_lowers_the_expected_value(predictor, backup_sizes):
     alone = predictor.plan_across(WITH_BACKUPS, sizes=[15, 0, 0])

@@ -153,6 +153,40 @@ def test_a_plan_calibration_round_trips_through_its_file_form():
     assert back.season == 2025 and back.applicants == {"non_us_img": 2000}
 
 
+def test_joint_plans_get_lines_of_their_own_and_fall_back_on_the_single_line():
+    single_stated, single_wins, _ = _plans_measured(2_000, -0.2, 0.95, 6, seed=13)
+    cal = PlanCalibration.fit(single_stated, single_wins, np.full(2_000, 6),
+                              np.repeat("non_us_img", 2_000), "abc", 2025)
+    # joint plans run further from their figure than single ones: a line of their own
+    stated, wins, truth = _plans_measured(300, -0.5, 0.9, 6, seed=14)
+    types = np.array(["non_us_img"] * 220 + ["us_do_senior"] * 80)  # too few DOs for a line
+    both = cal.with_joint(stated, wins, np.full(300, 6), types)
+    assert set(both.joint_by_type) == {"non_us_img"} and both.by_type == cal.by_type
+    nonus = types == "non_us_img"
+    joint = both.apply(stated[nonus], "non_us_img", joint=True)
+    single = both.apply(stated[nonus], "non_us_img")
+    assert abs(joint.mean() - truth[nonus].mean()) < abs(single.mean() - truth[nonus].mean())
+    assert abs(joint.mean() - truth[nonus].mean()) < 0.02
+    np.testing.assert_array_equal(single, cal.apply(stated[nonus], "non_us_img"))
+    # no joint line for the type: the single-specialty line (none here: its figure)
+    np.testing.assert_array_equal(both.apply(stated[~nonus], "us_do_senior", joint=True),
+                                  stated[~nonus])
+    back = PlanCalibration.from_dict(json.loads(json.dumps(both.to_dict())), "x.json")
+    assert back.joint_by_type == both.joint_by_type and back.by_type == both.by_type
+    # a file written before joint lines existed reads as having none
+    old = {k: v for k, v in cal.to_dict().items() if k != "joint_by_type"}
+    assert PlanCalibration.from_dict(old, "old.json").joint_by_type == {}
+
+
+@pytest.mark.parametrize("lines", [[0.1, 1.0], {"non_us_img": {"intercept": 0.1, "slope": 9.0}},
+                                   {"non_us_img": None}])
+def test_a_malformed_joint_line_is_refused_naming_the_field(lines):
+    data = {"kind": "smartpick plan calibration", "model_sha256": "a" * 64, "by_type": {},
+            "joint_by_type": lines}
+    with pytest.raises(ModelIntegrityError, match="joint_by_type"):
+        PlanCalibration.from_dict(data, "cal.json")
+
+
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.integers(10**300, 10**400)
                      | st.floats() | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=4)
