@@ -675,13 +675,24 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
         rows = np.flatnonzero(measured["applicant_type"].to_numpy() == typ)
         half[rng.permutation(rows)[: len(rows) // 2]] = 1
     position = pd.Index(out["applicant_id"]).get_indexer(measured["applicant_id"])
+    validated = set(full.joint_by_type)
     for k in (0, 1):
         other = fit(measured[half != k])
+        validated &= set(other.joint_by_type)
         rows = position[half == k]
         for column, is_joint in stated.items():
             out.loc[out.index[rows], column] = other.apply_by_type(
                 out[f"{column}_uncalibrated"].iloc[rows], out["applicant_type"].iloc[rows],
                 joint=is_joint)
+    # a joint line is kept only where both halves had one, so what is saved was also what the
+    # cross-fitted figures were judged with
+    full = PlanCalibration(full.by_type, full.model_sha256, full.season, full.applicants,
+                           {t: line for t, line in full.joint_by_type.items() if t in validated})
+    if joint:  # outside the sample: the lines kept
+        outside = np.setdiff1d(np.arange(len(out)), position)
+        out.loc[out.index[outside], _JOINT_STATED] = full.apply_by_type(
+            out[f"{_JOINT_STATED}_uncalibrated"].iloc[outside],
+            out["applicant_type"].iloc[outside], joint=True)
     return full, out
 
 
@@ -761,9 +772,10 @@ def format_summary(ev: PlanEvaluation) -> str:
                  "(plan_across at their own list sizes: preferred and backup programs and the "
                  "signals chosen together) against the single-specialty plan, which keeps their "
                  "own signals and backup list; the same re-run seasons. P(match): anywhere on "
-                 "the primary list. Stated: calibrated on these joint plans where at least "
-                 f"{MIN_JOINT_APPLICANTS} of the type had one, else by the single-plan line "
-                 "(cross-fitted); before calibration: the model's own figure.")
+                 "the primary list. Stated: calibrated on these joint plans where each half of "
+                 f"the sample had at least {MIN_JOINT_APPLICANTS} of the type with one, else by "
+                 "the single-plan line (cross-fitted); before calibration: the model's own "
+                 "figure.")
     reliability = reliability_table(ev)
     lines += markdown_table(
         "Stated against realised P(match) of the plans, by tenth of the stated figure",

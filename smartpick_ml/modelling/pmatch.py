@@ -34,7 +34,7 @@ from smartpick_ml.contracts.errors import ModelIntegrityError
 MIN_APPLICANTS = 200
 #: a joint plan's line (plans across specialties) is fitted on the fewer sampled applicants who
 #: sent a backup list
-MIN_JOINT_APPLICANTS = 100
+MIN_JOINT_APPLICANTS = 50
 #: the largest shared-strength scale fitted (in probits per SD of strength)
 MAX_STRENGTH_SD = 5.0
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(24)

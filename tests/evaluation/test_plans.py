@@ -327,8 +327,16 @@ def test_joint_plans_are_calibrated_cross_fitted_on_their_own_outcomes():
         realised_plan=rng.binomial(trials, single_truth) / trials,
         realised_joint_any=np.where(np.isnan(joint_raw), np.nan,
                                     rng.binomial(trials, joint_truth) / trials))
+    # 60 US-citizen IMGs with a joint plan: enough for a line on all of them, not on each half
+    few = planned.iloc[:60].assign(applicant_id=[f"b{i}" for i in range(60)],
+                                   applicant_type="us_img", stated_joint=0.8)
+    planned = pd.concat([planned, few], ignore_index=True)
+    measured = pd.concat([measured, few.assign(realised_plan=0.7, realised_joint_any=0.9)],
+                         ignore_index=True)
     calibration, out = calibrate_stated(planned, measured, trials, "ab" * 32, 2025, seed=1)
+    # saved only where the cross-fitted figures were judged by a line of the same kind
     assert set(calibration.joint_by_type) == {"non_us_img"}
+    planned, measured, out = planned.iloc[:n], measured.iloc[:n], out.iloc[:n]
     has = ~np.isnan(joint_raw)
     realised = measured["realised_joint_any"][has].mean()
     single_line = calibration.apply(joint_raw[has], "non_us_img").mean()

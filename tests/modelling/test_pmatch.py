@@ -159,7 +159,7 @@ def test_joint_plans_get_lines_of_their_own_and_fall_back_on_the_single_line():
                               np.repeat("non_us_img", 2_000), "abc", 2025)
     # joint plans run further from their figure than single ones: a line of their own
     stated, wins, truth = _plans_measured(300, -0.5, 0.9, 6, seed=14)
-    types = np.array(["non_us_img"] * 220 + ["us_do_senior"] * 80)  # too few DOs for a line
+    types = np.array(["non_us_img"] * 260 + ["us_do_senior"] * 40)  # too few DOs for a line
     both = cal.with_joint(stated, wins, np.full(300, 6), types)
     assert set(both.joint_by_type) == {"non_us_img"} and both.by_type == cal.by_type
     nonus = types == "non_us_img"
