@@ -339,7 +339,8 @@ def derive_img_support(programs: pd.DataFrame) -> pd.DataFrame:
     u_mentor = np.array([stable_uniform(k, "mentorship") for k in keys])
     u_orient = np.array([stable_uniform(k, "orientation") for k in keys])
     nonus = r["rate_non_us_img"].to_numpy()
-    # a suppressed rate hides whether the program interviewed any non-US IMG: as often as not
+    # a suppressed rate hides whether the program interviewed any non-US IMG: weighted by the
+    # chance that a known rate is positive
     p_j1 = np.where(np.isnan(nonus), J1_IF_INTERVIEWS_NON_US_IMGS * J1_RATE_KNOWN_POSITIVE,
                     np.where(nonus > 0, J1_IF_INTERVIEWS_NON_US_IMGS, 0.0))
     j1 = u_j1 < p_j1

@@ -649,8 +649,9 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
     Returns that calibration (None without outcomes) and ``planned`` with ``stated_plan``
     calibrated, the figure before kept as ``stated_plan_uncalibrated``."""
     joint = _JOINT_STATED in planned and "realised_joint_any" in measured
-    stated = {**{c: False for c in _STATED}, **({_JOINT_STATED: True} if joint else {})}
-    out = planned.assign(**{f"{c}_uncalibrated": planned[c] for c in stated})
+    # each calibrated column, and whether it is a joint plan's
+    calibrated = {**{c: False for c in _STATED}, **({_JOINT_STATED: True} if joint else {})}
+    out = planned.assign(**{f"{c}_uncalibrated": planned[c] for c in calibrated})
     if trials < 1 or measured.empty:
         return None, out
     def fit(part: pd.DataFrame) -> PlanCalibration:
@@ -666,7 +667,7 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
                                  np.full(len(together), trials), together["applicant_type"])
 
     full = fit(measured)
-    for column, is_joint in stated.items():
+    for column, is_joint in calibrated.items():
         out[column] = full.apply_by_type(out[f"{column}_uncalibrated"], out["applicant_type"],
                                          joint=is_joint)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
@@ -680,7 +681,7 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
         other = fit(measured[half != k])
         validated &= set(other.joint_by_type)
         rows = position[half == k]
-        for column, is_joint in stated.items():
+        for column, is_joint in calibrated.items():
             out.loc[out.index[rows], column] = other.apply_by_type(
                 out[f"{column}_uncalibrated"].iloc[rows], out["applicant_type"].iloc[rows],
                 joint=is_joint)

@@ -223,7 +223,7 @@ class PlanCalibration:
 
     A plan across specialties (``plan_across`` with a backup) has lines of its own where enough
     such plans were measured (``joint_by_type``): its P(match) is of a match anywhere on the
-    list, and the line fitted on single-specialty plans missed it by up to 5 pp."""
+    list, which the line fitted on single-specialty plans does not describe."""
 
     def __init__(self, by_type: dict[str, tuple[float, float]], model_sha256: str,
                  season: int | None = None, applicants: dict[str, int] | None = None,
