@@ -667,9 +667,6 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
                                  np.full(len(together), trials), together["applicant_type"])
 
     full = fit(measured)
-    for column, is_joint in calibrated.items():
-        out[column] = full.apply_by_type(out[f"{column}_uncalibrated"], out["applicant_type"],
-                                         joint=is_joint)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     half = np.zeros(len(measured), np.int8)
     for typ in pd.unique(measured["applicant_type"]):
@@ -689,11 +686,11 @@ def calibrate_stated(planned: pd.DataFrame, measured: pd.DataFrame, trials: int,
     # cross-fitted figures were judged with
     full = PlanCalibration(full.by_type, full.model_sha256, full.season, full.applicants,
                            {t: line for t, line in full.joint_by_type.items() if t in validated})
-    if joint:  # outside the sample: the lines kept
-        outside = np.setdiff1d(np.arange(len(out)), position)
-        out.loc[out.index[outside], _JOINT_STATED] = full.apply_by_type(
-            out[f"{_JOINT_STATED}_uncalibrated"].iloc[outside],
-            out["applicant_type"].iloc[outside], joint=True)
+    outside = np.setdiff1d(np.arange(len(out)), position)  # adoption seasons' followers
+    for column, is_joint in calibrated.items():
+        out.loc[out.index[outside], column] = full.apply_by_type(
+            out[f"{column}_uncalibrated"].iloc[outside], out["applicant_type"].iloc[outside],
+            joint=is_joint)
     return full, out
 
 

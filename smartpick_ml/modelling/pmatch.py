@@ -291,8 +291,8 @@ class PlanCalibration:
             raise bad("kind", "is not 'smartpick plan calibration'")
         if not isinstance(data.get("model_sha256"), str):
             raise bad("model_sha256", "must be a string")
-        def read_lines(field: str) -> dict[str, tuple[float, float]]:
-            lines = data.get(field, {} if field == "joint_by_type" else None)
+        def read_lines(field: str, required: bool) -> dict[str, tuple[float, float]]:
+            lines = data.get(field) if required else data.get(field, {})
             if not isinstance(lines, dict):
                 raise bad(field, "must be an object of applicant types")
             out = {}
@@ -309,8 +309,8 @@ class PlanCalibration:
                 out[str(typ)] = (float(a), float(b))
             return out
 
-        by_type = read_lines("by_type")
-        joint = read_lines("joint_by_type")  # absent in files written before joint lines
+        by_type = read_lines("by_type", required=True)
+        joint = read_lines("joint_by_type", required=False)  # absent in files before joint lines
         season = data.get("season")
         applicants = data.get("applicants")
         return cls(by_type, data["model_sha256"],

@@ -51,13 +51,12 @@ def match_rates_by_type(applicants: pd.DataFrame, applications: pd.DataFrame,
         interviews_per_applicant=("interviews", "mean"),
         applications_per_applicant=("applications", "mean")).reset_index()
     out["match_rate_pct"] = (100 * out["match_rate_pct"]).round(1)
-    out["published_match_rate_pct"] = [
-        MATCH_RESULTS.get(int(s), {}).get(t, (None, float("nan")))[1]
-        for s, t in zip(out["season"], out["applicant_type"], strict=True)]
-    out["difference_pp"] = (out["match_rate_pct"] - out["published_match_rate_pct"]).round(1)
-    published = [MATCH_RESULTS.get(int(s), {}).get(t, (None, 0.0))[0]
+    published = [MATCH_RESULTS.get(int(s), {}).get(t, (None, float("nan")))
                  for s, t in zip(out["season"], out["applicant_type"], strict=True)]
-    out["published_active_applicants"] = [round(n * scale) if n else pd.NA for n in published]
+    out["published_match_rate_pct"] = [rate for _, rate in published]
+    out["difference_pp"] = (out["match_rate_pct"] - out["published_match_rate_pct"]).round(1)
+    out["published_active_applicants"] = [round(n * scale) if n else pd.NA
+                                          for n, _ in published]
     out["applicant_type"] = pd.Categorical(out["applicant_type"], categories=APPLICANT_TYPES,
                                            ordered=True)
     out = out.sort_values(["season", "applicant_type"]).reset_index(drop=True)
