@@ -934,13 +934,14 @@ class MatchPredictor:
                 done = int(fee_so_far[here[-1]])
         programs["fee_usd"] = fee_so_far + USMLE_TRANSCRIPT_FEE_USD
 
-        def corrected(q: np.ndarray, joint_line: bool) -> float:
-            return (float(self.correct_p_match(q, profile.applicant_type, planned=True,
-                                               joint=joint_line)[-1]) if len(q) else 0.0)
-
+        q_preferred = q_list[preferred]
         return {"specialties": specs, "programs": programs, "p_match": joint.p_match,
-                "p_match_corrected": corrected(q_list, across),
-                "p_match_preferred_corrected": corrected(q_list[preferred], False),
+                # the whole list's figure is the last row's, already computed down the list
+                "p_match_corrected": (float(programs["p_match_corrected"].iloc[-1])
+                                      if len(programs) else 0.0),
+                "p_match_preferred_corrected": (
+                    float(self.correct_p_match(q_preferred, profile.applicant_type,
+                                               planned=True)[-1]) if len(q_preferred) else 0.0),
                 "expected_utility": joint.expected_utility,
                 "programs_per_specialty": {s: int(len(c)) for s, c in
                                            zip(specs, joint.chosen, strict=True)},
