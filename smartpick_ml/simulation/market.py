@@ -13,7 +13,8 @@ catalog, and leaves every outcome to the season:
 - **Preferred specialty by type.** The number of applicants of each type preferring each specialty
   is the table closest to "in proportion to the positions the type fills there" whose row totals
   are the type's applicants and whose column totals are the specialty's applicants less its
-  backups (iterative proportional fitting, the maximum-entropy table with those margins).
+  backups (iterative proportional fitting, the maximum-entropy table with those margins), with
+  no cell below the positions the type fills there (a type's matches come from its applicants).
 - **Who hedges, and with what (mechanism, judgement parameters).** An applicant adds a backup more
   often the more selective the preferred specialty and the weaker the applicant; the backup is a
   less selective specialty, weighted by positions and by family (surgical or not). Stronger
@@ -157,16 +158,34 @@ def supplemental_share(advanced_share: float | np.ndarray) -> float | np.ndarray
     return 1.0 - (1.0 - a) ** _TYPICAL_RANKED
 
 
-def _fit_table(seed: np.ndarray, column_totals: np.ndarray, row_totals: np.ndarray
-               ) -> np.ndarray:
+def _fit_table(seed: np.ndarray, column_totals: np.ndarray, row_totals: np.ndarray,
+               lower: np.ndarray | None = None) -> np.ndarray:
     """Iterative proportional fitting: ``seed`` scaled per row and per column until its column
-    sums are ``column_totals`` and its row sums ``row_totals`` (rescaled to the same total)."""
+    sums are ``column_totals`` and its row sums ``row_totals`` (rescaled to the same total), no
+    cell below ``lower``."""
     row_totals = row_totals * column_totals.sum() / max(row_totals.sum(), 1e-12)
     x = seed.astype(float).copy()
+    low = np.zeros_like(x) if lower is None else np.asarray(lower, dtype=float)
     for _ in range(_IPF_ROUNDS):
-        x *= (row_totals / np.maximum(x.sum(axis=1), 1e-12))[:, None]
-        x *= (column_totals / np.maximum(x.sum(axis=0), 1e-12))[None, :]
+        x = _scale_to_totals(x, row_totals, low, axis=1)
+        x = _scale_to_totals(x, column_totals, low, axis=0)
     return x
+
+
+def _scale_to_totals(x: np.ndarray, totals: np.ndarray, low: np.ndarray, axis: int
+                     ) -> np.ndarray:
+    """Scale each line of ``x`` (rows: ``axis=1``) by one factor so that its sum, with every
+    cell raised to its floor ``low``, is its total."""
+    def per_line(v: np.ndarray) -> np.ndarray:
+        return v[:, None] if axis == 1 else v[None, :]
+
+    f = totals / np.maximum(x.sum(axis=axis), 1e-12)
+    for _ in range(20):  # the cells at their floor depend on the factor: a few fixed-point steps
+        pinned = x * per_line(f) < low
+        fixed = np.where(pinned, low, 0.0).sum(axis=axis)
+        free = np.where(pinned, 0.0, x).sum(axis=axis)
+        f = np.maximum(totals - fixed, 0.0) / np.maximum(free, 1e-12)
+    return np.maximum(x * per_line(f), low)
 
 
 def _solve_intercept(expected: callable, target: float) -> float:
@@ -218,9 +237,13 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
     backups_needed = max(target[cat].sum() - active.sum(), 0.0)
     base = _backup_logit(market, params)
     cols = np.where(cat, target, 0.0)
+    # a type cannot fill more positions than it has applicants preferring the specialty (backups
+    # add few matches): without this floor the table starves US seniors of the large specialties
+    # that absorb the backups, and IMGs fill their positions instead
+    floor = np.where(cat[:, None], market.filled * market.size_factor, 0.0)
     intercept = 0.0
     for _ in range(30):
-        preferred = _fit_table(seed, counts, cols)
+        preferred = _fit_table(seed, counts, cols, lower=floor)
 
         def expected(c: float, preferred: np.ndarray = preferred) -> float:
             p = expected_logistic(base + c, params.backup_strength_weight)

@@ -66,6 +66,45 @@ def test_fitted_table_has_the_given_margins(n_rows, n_cols, seed):
     assert ratio == pytest.approx((table[0, 0] * table[1, -1]) / (table[0, -1] * table[1, 0]))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 8), st.integers(1, 5), st.integers(0, 10_000), st.floats(0.0, 0.9))
+def test_fitted_table_keeps_its_floor_and_margins(n_rows, n_cols, seed, tightness):
+    """With a floor the margins still hold and no cell is below it; floors that bind are met."""
+    rng = np.random.default_rng(seed)
+    table = rng.uniform(0.1, 10.0, (n_rows, n_cols))
+    cols = rng.uniform(1, 100, n_cols)
+    rows = rng.uniform(1, 100, n_rows)
+    rows_scaled = rows * cols.sum() / rows.sum()
+    # a feasible floor: a share of the smaller margin, spread over the line
+    room = np.minimum(rows_scaled[:, None] / n_cols, cols[None, :] / n_rows)
+    lower = tightness * room * rng.uniform(0.0, 1.0, table.shape)
+    lower[0, 0] = tightness * room[0, 0]  # at least one that may bind
+    fitted = _fit_table(table, column_totals=cols, row_totals=rows, lower=lower)
+    assert (fitted >= lower - 1e-9).all()
+    np.testing.assert_allclose(fitted.sum(axis=1), rows_scaled, rtol=1e-5)
+    np.testing.assert_allclose(fitted.sum(axis=0), cols, rtol=1e-5)
+
+
+def test_fitted_table_lifts_a_starved_cell_to_its_floor():
+    table = np.array([[10.0, 1.0], [1.0, 10.0]])
+    cols = np.array([50.0, 50.0])
+    fitted = _fit_table(table, column_totals=cols, row_totals=np.array([50.0, 50.0]))
+    assert fitted[0, 1] < 10  # unconstrained, the small cell stays small
+    floored = _fit_table(table, column_totals=cols, row_totals=np.array([50.0, 50.0]),
+                         lower=np.array([[0.0, 20.0], [0.0, 0.0]]))
+    assert floored[0, 1] == pytest.approx(20.0, rel=1e-6)
+    np.testing.assert_allclose(floored.sum(axis=0), cols, rtol=1e-6)
+
+
+def test_no_type_prefers_a_specialty_less_often_than_it_fills_it(plan, market):
+    """A type's matches in a specialty come from its applicants there (backups add few), so the
+    plan never gives a type fewer applicants preferring a specialty than the positions it filled
+    there in the published season (here: US seniors in the large specialties backups go to)."""
+    cat = market.categorical & np.isfinite(market.target)
+    floor = market.filled[cat] * market.size_factor
+    assert (plan.preferred[cat] >= floor * (1 - 1e-6)).all()
+
+
 def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market, params):
     np.testing.assert_allclose(plan.preferred.sum(axis=0), counts, rtol=1e-6)
     # only those who need just a PGY-1 year (matched in a specialty with its own match) prefer
@@ -94,7 +133,11 @@ def test_expected_applicants_per_specialty_meet_the_published_counts(plan, marke
     inflow = plan.backup_to.T @ (plan.preferred * rate * has_dest[:, None]).sum(axis=1)
     total = plan.preferred.sum(axis=1) + inflow
     cat = market.categorical & np.isfinite(market.target)
-    unfloored = cat & (plan.preferred.sum(axis=1) > 0.11 * np.nan_to_num(market.target))
+    # a specialty whose every type is at the positions it fills (the published fills need more
+    # applicants than the published ranking count leaves) has more applicants than published
+    at_fills = (plan.preferred <= market.filled * market.size_factor * (1 + 1e-6)).all(axis=1)
+    unfloored = (cat & ~at_fills
+                 & (plan.preferred.sum(axis=1) > 0.11 * np.nan_to_num(market.target)))
     assert unfloored.sum() >= 15
     never_rank = counts.sum() - (counts / params.per_type("applicants_per_active")).sum()
     assert never_rank > 0
