@@ -179,13 +179,15 @@ def _scale_to_totals(x: np.ndarray, totals: np.ndarray, low: np.ndarray, axis: i
     def per_line(v: np.ndarray) -> np.ndarray:
         return v[:, None] if axis == 1 else v[None, :]
 
-    f = totals / np.maximum(x.sum(axis=axis), 1e-12)
-    for _ in range(20):  # the cells at their floor depend on the factor: a few fixed-point steps
-        pinned = x * per_line(f) < low
+    pinned = np.zeros(x.shape, bool)
+    while True:  # pinning a cell lowers the factor, which may pin more: at most one pass a cell
         fixed = np.where(pinned, low, 0.0).sum(axis=axis)
         free = np.where(pinned, 0.0, x).sum(axis=axis)
         f = np.maximum(totals - fixed, 0.0) / np.maximum(free, 1e-12)
-    return np.maximum(x * per_line(f), low)
+        now = pinned | (x * per_line(f) < low)
+        if (now == pinned).all():
+            return np.maximum(x * per_line(f), low)
+        pinned = now
 
 
 def _solve_intercept(expected: callable, target: float) -> float:
