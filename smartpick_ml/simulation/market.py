@@ -15,6 +15,8 @@ catalog, and leaves every outcome to the season:
   are the type's applicants and whose column totals are the specialty's applicants less its
   backups (iterative proportional fitting, the maximum-entropy table with those margins), with
   no cell below the positions the type fills there (a type's matches come from its applicants).
+  Like the published counts it is a table of active applicants (who rank a program); each type's
+  applicants whom no program interviews come on top, where that type applies.
 - **Who hedges, and with what (mechanism, judgement parameters).** An applicant adds a backup more
   often the more selective the preferred specialty and the weaker the applicant; the backup is a
   less selective specialty, weighted by positions and by family (surgical or not). Stronger
@@ -233,9 +235,11 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
     has_dest = dest.sum(axis=1) > 0
     seed = np.where(cat[:, None], market.filled + 1.0, 0.0)
     target = np.nan_to_num(market.target)
-    # the published counts are of applicants who rank: those whom no program interviews apply
-    # but never rank, so they add no backups
-    active = counts / params.per_type("applicants_per_active")
+    # the published counts are of applicants who rank (active): those whom no program
+    # interviews apply but never rank, so they add no backups. The table is fitted on active
+    # applicants, so a specialty many IMGs prefer gets its never-ranking IMGs on top
+    active_share = 1.0 / params.per_type("applicants_per_active")
+    active = counts * active_share
     backups_needed = max(target[cat].sum() - active.sum(), 0.0)
     base = _backup_logit(market, params)
     cols = np.where(cat, target, 0.0)
@@ -245,7 +249,7 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
     floor = np.where(cat[:, None], market.filled * market.size_factor, 0.0)
     intercept = 0.0
     for _ in range(30):
-        preferred = _fit_table(seed, counts, cols, lower=floor)
+        preferred = _fit_table(seed, active, cols, lower=floor) / active_share[None, :]
 
         def expected(c: float, preferred: np.ndarray = preferred) -> float:
             p = expected_logistic(base + c, params.backup_strength_weight)

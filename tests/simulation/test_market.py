@@ -96,13 +96,14 @@ def test_fitted_table_lifts_a_starved_cell_to_its_floor():
     np.testing.assert_allclose(floored.sum(axis=0), cols, rtol=1e-6)
 
 
-def test_no_type_prefers_a_specialty_less_often_than_it_fills_it(plan, market):
+def test_no_type_prefers_a_specialty_less_often_than_it_fills_it(plan, market, params):
     """A type's matches in a specialty come from its applicants there (backups add few), so the
-    plan never gives a type fewer applicants preferring a specialty than the positions it filled
+    plan never gives a type fewer active applicants preferring a specialty than the positions it filled
     there in the published season (here: US seniors in the large specialties backups go to)."""
     cat = market.categorical & np.isfinite(market.target)
     floor = market.filled[cat] * market.size_factor
-    assert (plan.preferred[cat] >= floor * (1 - 1e-6)).all()
+    active = plan.preferred / params.per_type("applicants_per_active")[None, :]
+    assert (active[cat] >= floor * (1 - 1e-6)).all()
 
 
 def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market, params):
@@ -120,10 +121,11 @@ def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market, 
 
 def test_expected_applicants_per_specialty_meet_the_published_counts(plan, market, counts,
                                                                      params):
-    """Preferred plus expected backups follow the published applicants of each specialty (less
-    the double count of applicants ranking both tracks), where no floor was needed. The published
-    counts are of applicants who rank; the drawn applicants whom no program will interview are
-    the difference, so the totals exceed them by exactly that many, spread like the rest."""
+    """Active applicants preferring each specialty plus expected backups follow the published
+    applicants of each specialty (less the double count of applicants ranking both tracks),
+    where no floor was needed: the published counts are of applicants who rank. The drawn
+    applicants whom no program will interview come on top, with their own type's share, so the
+    totals exceed the published ones by exactly that many."""
     from smartpick_ml.contracts.numeric import expected_logistic
     from smartpick_ml.simulation.market import _backup_logit
 
@@ -131,19 +133,21 @@ def test_expected_applicants_per_specialty_meet_the_published_counts(plan, marke
                               params.backup_strength_weight)
     has_dest = plan.backup_to.sum(axis=1) > 0
     inflow = plan.backup_to.T @ (plan.preferred * rate * has_dest[:, None]).sum(axis=1)
-    total = plan.preferred.sum(axis=1) + inflow
+    active = plan.preferred / params.per_type("applicants_per_active")[None, :]
     cat = market.categorical & np.isfinite(market.target)
     # a specialty whose every type is at the positions it fills (the published fills need more
     # applicants than the published ranking count leaves) has more applicants than published
-    at_fills = (plan.preferred <= market.filled * market.size_factor * (1 + 1e-6)).all(axis=1)
+    at_fills = (active <= market.filled * market.size_factor * (1 + 1e-6)).all(axis=1)
     unfloored = (cat & ~at_fills
-                 & (plan.preferred.sum(axis=1) > 0.11 * np.nan_to_num(market.target)))
+                 & (active.sum(axis=1) > 0.11 * np.nan_to_num(market.target)))
     assert unfloored.sum() >= 15
     never_rank = counts.sum() - (counts / params.per_type("applicants_per_active")).sum()
     assert never_rank > 0
+    total = plan.preferred.sum(axis=1) + inflow
     np.testing.assert_allclose(total[cat].sum() - market.target[cat].sum(), never_rank,
                                rtol=0.02)
-    share = total / total[cat].sum()
+    total_active = active.sum(axis=1) + inflow
+    share = total_active / total_active[cat].sum()
     published_share = market.target / market.target[cat].sum()
     np.testing.assert_allclose(share[unfloored], published_share[unfloored], rtol=0.02)
 
