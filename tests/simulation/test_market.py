@@ -98,8 +98,9 @@ def test_fitted_table_lifts_a_starved_cell_to_its_floor():
 
 def test_no_type_prefers_a_specialty_less_often_than_it_fills_it(plan, market, params):
     """A type's matches in a specialty come from its applicants there (backups add few), so the
-    plan never gives a type fewer active applicants preferring a specialty than the positions it filled
-    there in the published season (here: US seniors in the large specialties backups go to)."""
+    plan never gives a type fewer active applicants preferring a specialty than the positions
+    it filled there in the published season (here: US seniors in the large specialties backups
+    go to)."""
     cat = market.categorical & np.isfinite(market.target)
     floor = market.filled[cat] * market.size_factor
     active = plan.preferred / params.per_type("applicants_per_active")[None, :]
