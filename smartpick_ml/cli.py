@@ -340,8 +340,10 @@ def train(config: Path, track: bool) -> None:
     """Train the match model, score it against baselines and the oracle, log it to MLflow.
 
     Trains on the config's earlier seasons and validates on the latest (2023-2024 / 2025 by
-    default); simulates them first if data/raw is empty. The new model becomes `champion` only
-    if it beats the current champion on the same validation rows, else `challenger`.
+    default); simulates them first if data/raw is empty, or again if its seasons were simulated
+    by other parameters or code (data/raw/simulation_manifest.json). The new model becomes
+    `champion` only if it beats the current champion on the same validation rows, else
+    `challenger`.
 
     \b
     Output:
@@ -369,7 +371,8 @@ def run(config: Path) -> None:
     """The main job on the embedded default (what `make run` does).
 
     Simulates seasons 2023-2025 on the catalog (../shared when present, else synthetic) if
-    data/raw is empty, then trains, evaluates and registers the model — `smartpick train`.
+    data/raw is empty (again if pipelines/simulate.toml or the simulation code changed since),
+    then trains, evaluates and registers the model — `smartpick train`.
     A few minutes on a 2-core machine (docs/benchmarks.md).
 
     \b

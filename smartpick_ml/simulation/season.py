@@ -25,6 +25,8 @@ is what the oracle (:func:`oracle_q`) re-runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -864,6 +866,18 @@ def oracle_q(inputs: MarketInputs, pairs: np.ndarray, replicates: int, seed: int
 # ----------------------------------------------------------------------------- to disk
 
 
+def simulation_fingerprint(params: SimulationParams) -> str:
+    """What decides a season besides its run options (seasons, scale, seed, catalog): the
+    behavioural parameters and the code of the simulation and of the catalog's derived
+    attributes. Seasons on disk made with another fingerprint are stale."""
+    digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted([*package.glob("simulation/*.py"), package / "data" / "catalog.py"]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = None,
                      progress: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Run every season of ``config`` and write the tables to ``config.output_dir``.
@@ -925,7 +939,7 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
     write_text_atomic(paths["report"], format_report(rates, unfilled, img_outcomes=img, **market))
     manifest = {
         "seasons": config.seasons, "scale": config.scale, "seed": config.seed,
-        "catalog": config.catalog,
+        "catalog": config.catalog, "simulation_fingerprint": simulation_fingerprint(config.params),
         "rows": {"programs": len(programs), "applicants": len(applicants),
                  "applications": len(applications)},
         "sha256": {name: sha256_file(p) for name, p in paths.items()},
