@@ -43,6 +43,10 @@ class TypeParams(_Strict):
     #: are of active applicants, and those whom no program interviews drop out before ranking
     applicants_per_active: float = Field(default=1.0, ge=1.0, le=3.0)
     backup_bias: float = 0.0
+    #: share of this type's backup lists that end with at least one program ranked (the rest get
+    #: no interview there): the published counts are of applicants who rank, so the backup
+    #: volume is solved on ranking
+    backup_ranking_share: float = Field(default=1.0, gt=0, le=1)
     fallback_pgy1_bias: float = 0.0
     target_rate_weight: float
     target_prestige_weight: float
@@ -110,7 +114,6 @@ class SimulationParams(_Strict):
     backup_competitiveness_weight: float = 0.0
     backup_strength_weight: float = 0.0
     backup_family_affinity: float = Field(default=1.0, gt=0)
-    backup_size_power: float = Field(default=1.0, ge=0)
     backup_applications_share: float = Field(default=0.5, gt=0, le=1)
     backup_rank_penalty: float = 0.0
     supplemental_applications_mean: float = Field(default=12.0, gt=0)

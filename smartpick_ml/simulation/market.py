@@ -19,9 +19,12 @@ catalog, and leaves every outcome to the season:
   applicants whom no program interviews come on top, where that type applies.
 - **Who hedges, and with what (mechanism, judgement parameters).** An applicant adds a backup more
   often the more selective the preferred specialty and the weaker the applicant; the backup is a
-  less selective specialty, weighted by positions and by family (surgical or not). Stronger
-  applicants lean toward selective specialties (``specialty_strength_sorting``), with the counts
-  above kept.
+  less selective specialty, weighted by the backups its published count leaves room for (its
+  applicants less those its own fills imply) and by family (surgical or not). Selectivity is
+  revealed by who wins: US MD seniors' share of the positions filled. Backup volumes count the
+  backup lists that end with a ranked program (``backup_ranking_share``), as the published counts
+  do. Stronger applicants lean toward selective specialties (``specialty_strength_sorting``), with
+  the counts above kept.
 
 Simplifications (``docs/simulation.md``): at most one backup specialty; an applicant to advanced
 positions ranks the PGY-1 tracks with one probability for each track; a fallback is one
@@ -38,7 +41,7 @@ from scipy.special import expit, logit
 
 from smartpick_ml.contracts.config import SimulationParams
 from smartpick_ml.contracts.numeric import expected_logistic
-from smartpick_ml.contracts.reference import APPLICANT_TYPES, RATE_COLUMN_BY_TYPE, SPECIALTY_NAMES
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, MATCH_RESULTS, RATE_COLUMN_BY_TYPE, SPECIALTY_NAMES
 
 #: Specialties whose applicants back up into surgery (and fall back on a surgical preliminary
 #: year); every other one is in the non-surgical family.
@@ -62,7 +65,7 @@ class SpecialtyMarket:
     present: np.ndarray  # has programs with positions in this catalog
     pgy1_only: np.ndarray  # preliminary / transitional programs only
     surgical: np.ndarray
-    selectivity: np.ndarray  # -logit of the median US MD interview rate, z-scored (0 if absent)
+    selectivity: np.ndarray  # US MD seniors' share of positions filled, log-odds z-scored
     advanced_share: np.ndarray  # share of positions at advanced-track programs
     mean_rate: np.ndarray  # (n_spec, n_types) mean published interview rate of the programs
     target: np.ndarray  # applicants expected to apply (published count x modelled share x scale)
@@ -119,28 +122,41 @@ def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int,
     open_ = pos > 0
     mean_rate = (rates[open_].groupby(spec[open_]).mean().reindex(range(n)).fillna(0.0)
                  .to_numpy())
-    md = programs["rate_us_md"].astype(float).groupby(spec).median().reindex(range(n))
-    raw = -logit(np.clip(md.to_numpy(), 0.01, 0.99))
-    cat = present & ~pgy1_only & np.isfinite(raw)
-    selectivity = np.zeros(n)
-    if cat.sum() > 1:
-        selectivity[cat] = (raw[cat] - raw[cat].mean()) / (raw[cat].std() + 1e-9)
     modelled = sum(params.applicants[params.market_season].values())
     share = modelled / params.active_applicants if params.active_applicants else 1.0
     season_size = sum(params.applicants[season].values()) / max(modelled, 1)
     target = np.full(n, np.nan)
     filled = np.zeros((n, len(APPLICANT_TYPES)))
+    published_positions = np.zeros(n)
     for name, fig in params.market.items():
         i = index[name]
         target[i] = (fig.applicants_ranking * share * season_size * scale
                      / (1.0 + both_tracks_share(advanced_share[i])))
         filled[i] = [fig.filled[t] for t in APPLICANT_TYPES]
+        published_positions[i] = fig.positions
+    selectivity = _selectivity(filled, published_positions, present & ~pgy1_only)
     return SpecialtyMarket(present=present, pgy1_only=pgy1_only,
                            surgical=np.array([s in SURGICAL_SPECIALTIES for s in SPECIALTY_NAMES]),
                            selectivity=selectivity, advanced_share=advanced_share,
                            mean_rate=mean_rate,
                            target=np.where(present, target, np.nan), filled=filled,
                            size_factor=season_size * scale)
+
+
+def _selectivity(filled: np.ndarray, positions: np.ndarray, categorical: np.ndarray
+                 ) -> np.ndarray:
+    """Per specialty: how selective it is, as the log-odds of its positions that US MD seniors
+    filled in the market season (the competitiveness index NRMP readers use), z-scored over the
+    categorical specialties with published figures; 0 elsewhere. Revealed by who wins the
+    positions, not by interview rates, which are high where few apply (Radiation Oncology,
+    Child Neurology)."""
+    known = categorical & (positions > 0)
+    out = np.zeros(len(positions))
+    if known.sum() > 1:
+        share = filled[known, APPLICANT_TYPES.index("us_md_senior")] / positions[known]
+        raw = logit(np.clip(share, 0.01, 0.99))
+        out[known] = (raw - raw.mean()) / (raw.std() + 1e-9)
+    return out
 
 
 def both_tracks_share(advanced_share: float | np.ndarray) -> float | np.ndarray:
@@ -206,16 +222,27 @@ def _solve_intercept(expected: callable, target: float) -> float:
 
 
 def backup_destinations(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
-    """P(backup = b | preferred = s): less selective specialties, by size (applicants) to the power
-    ``backup_size_power`` (backups go to the large specialties), family-weighted."""
+    """P(backup = b | preferred = s): less selective specialties, in proportion to the backups
+    each one's published count leaves room for, family-weighted."""
     cat = market.categorical
-    size = np.nan_to_num(np.where(cat, market.target, 0.0)) ** params.backup_size_power
+    w = _backup_room(market, params)[None, :]
     less = market.selectivity[None, :] < market.selectivity[:, None]
     family = np.where(market.surgical[None, :] == market.surgical[:, None],
                       params.backup_family_affinity, 1.0)
-    w = size[None, :] * family * less * cat[None, :] * cat[:, None]
+    w = w * family * less * cat[None, :] * cat[:, None]
     np.fill_diagonal(w, 0.0)
     return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+
+
+def _backup_room(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
+    """Per specialty: its published applicants less those its own fills imply (each type's fills
+    over the type's published match rate), floored at a tenth of its applicants. Backups go where
+    the published count exceeds what the specialty's own applicants account for: many rank
+    Internal or Family Medicine below their first choice, few rank Pediatrics."""
+    rates = np.array([MATCH_RESULTS[params.market_season][t][1] for t in APPLICANT_TYPES]) / 100
+    target = np.nan_to_num(np.where(market.categorical, market.target, 0.0))
+    own = (market.filled * market.size_factor / rates[None, :]).sum(axis=1)
+    return np.maximum(target - own, 0.1 * target)
 
 
 def _backup_logit(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
@@ -247,17 +274,19 @@ def plan_choices(market: SpecialtyMarket, counts: np.ndarray,
     # add few matches): without this floor the table starves US seniors of the large specialties
     # that absorb the backups, and IMGs fill their positions instead
     floor = np.where(cat[:, None], market.filled * market.size_factor, 0.0)
+    # backups count where they rank: many backup lists get no interview
+    ranking = has_dest[:, None] * params.per_type("backup_ranking_share")[None, :]
     intercept = 0.0
     for _ in range(30):
         preferred = _fit_table(seed, active, cols, lower=floor) / active_share[None, :]
 
         def expected(c: float, preferred: np.ndarray = preferred) -> float:
             p = expected_logistic(base + c, params.backup_strength_weight)
-            return float((preferred * p * has_dest[:, None]).sum())
+            return float((preferred * p * ranking).sum())
 
         intercept = _solve_intercept(expected, backups_needed)
         rate = expected_logistic(base + intercept, params.backup_strength_weight)
-        inflow = dest.T @ (preferred * rate * has_dest[:, None]).sum(axis=1)
+        inflow = dest.T @ (preferred * rate * ranking).sum(axis=1)
         new_cols = np.where(cat, np.maximum(target - inflow, 0.1 * target), 0.0)
         if np.allclose(new_cols, cols, rtol=1e-4, atol=1e-3):
             break

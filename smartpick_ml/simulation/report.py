@@ -224,6 +224,32 @@ def preferred_specialty_outcomes(applicants: pd.DataFrame, applications: pd.Data
                                "matched_any": "matched_any_pct"})
 
 
+def backup_lists_by_type(applicants: pd.DataFrame, applications: pd.DataFrame,
+                         programs: pd.DataFrame, params: SimulationParams) -> pd.DataFrame:
+    """Per season and applicant type: the share of applicants who added a backup specialty, and
+    of those the share who ranked a program there, beside ``backup_ranking_share``, the share the
+    plan assumes when it solves the backup volume on the published counts."""
+    if "backup_specialty" not in applicants:
+        return pd.DataFrame()
+    ranked = applications[applications["rank_position"].notna()].merge(
+        programs[["program_id", "specialty"]], on="program_id")
+    pairs = pd.MultiIndex.from_frame(ranked[["season", "applicant_id", "specialty"]])
+    df = applicants[["season", "applicant_id", "applicant_type", "backup_specialty"]].copy()
+    df["applicant_type"] = pd.Categorical(df["applicant_type"], categories=APPLICANT_TYPES)
+    df["with_backup"] = df["backup_specialty"].notna()
+    df["ranks_backup"] = pd.MultiIndex.from_frame(
+        df[["season", "applicant_id", "backup_specialty"]]).isin(pairs) & df["with_backup"]
+    out = df.groupby(["season", "applicant_type"], observed=True).agg(
+        applicants=("applicant_id", "size"), with_backup=("with_backup", "sum"),
+        ranks_backup=("ranks_backup", "sum")).reset_index()
+    out["with_backup_pct"] = (100 * out["with_backup"] / out["applicants"]).round(1)
+    out["ranks_backup_pct"] = (100 * out["ranks_backup"]
+                               / out["with_backup"].where(out["with_backup"] > 0)).round(1)
+    out["assumed_pct"] = [round(100 * params.types[t].backup_ranking_share, 1)
+                          for t in out["applicant_type"].astype(str)]
+    return out
+
+
 def markdown_table(title: str, header: list[str], rows: list[list[object]], note: str = ""
                    ) -> list[str]:
     """A report section: its heading, an optional note, and a Markdown table."""
@@ -234,7 +260,8 @@ def markdown_table(title: str, header: list[str], rows: list[list[object]], note
 
 def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
                   ranking: pd.DataFrame | None = None, filled: pd.DataFrame | None = None,
-                  img_outcomes: pd.DataFrame | None = None) -> str:
+                  img_outcomes: pd.DataFrame | None = None,
+                  backups: pd.DataFrame | None = None) -> str:
     lines = ["# Simulated season — validation report"]
     lines += markdown_table(
         "PGY-1 match rate by applicant type (simulated vs published NRMP)",
@@ -276,6 +303,19 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
             note="Specialties with at least 100 positions; per 1.0 of scale; published: NRMP 2025 "
                  f"(pipelines/simulate.toml). Within ±25 %: {int(filled['within_25pct'].sum())} "
                  f"of {len(filled)}.")
+    if backups is not None and len(backups):
+        lines += markdown_table(
+            "Backup lists by applicant type",
+            ["season", "applicant type", "applicants", "with a backup %",
+             "of whom ranked a backup program %", "assumed by the plan %"],
+            [[r.season, APPLICANT_TYPE_LABELS[r.applicant_type], r.applicants,
+              f"{r.with_backup_pct:.1f}",
+              "" if pd.isna(r.ranks_backup_pct) else f"{r.ranks_backup_pct:.1f}",
+              f"{r.assumed_pct:.1f}"] for r in backups.itertuples()],
+            note="All applicants, active or not. A backup list counts in the published applicants "
+                 "ranking a specialty only if it ends with a ranked program; the plan assumes each "
+                 "type's share (backup_ranking_share in pipelines/simulate.toml). If the two "
+                 "columns drift apart, the backup volumes miss the published counts: re-measure.")
     if img_outcomes is not None and len(img_outcomes):
         lines += markdown_table(
             "Non-US IMGs by preferred specialty",

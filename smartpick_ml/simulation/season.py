@@ -896,6 +896,7 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
     )
     from smartpick_ml.simulation.report import (
         applicants_ranking_by_specialty,
+        backup_lists_by_type,
         filled_by_type,
         format_report,
         match_rates_by_type,
@@ -936,7 +937,9 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
                                      config.params, config.scale)}
     img = preferred_specialty_outcomes(applicants, applications, programs)
     paths["report"] = out / "simulation_report.md"
-    write_text_atomic(paths["report"], format_report(rates, unfilled, img_outcomes=img, **market))
+    backups = backup_lists_by_type(applicants, applications, programs, config.params)
+    write_text_atomic(paths["report"], format_report(rates, unfilled, img_outcomes=img,
+                                                     backups=backups, **market))
     manifest = {
         "seasons": config.seasons, "scale": config.scale, "seed": config.seed,
         "catalog": config.catalog, "simulation_fingerprint": simulation_fingerprint(config.params),

@@ -122,8 +122,8 @@ def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market, 
 
 def test_expected_applicants_per_specialty_meet_the_published_counts(plan, market, counts,
                                                                      params):
-    """Active applicants preferring each specialty plus expected backups follow the published
-    applicants of each specialty (less the double count of applicants ranking both tracks),
+    """Active applicants preferring each specialty plus the expected backups that end with a
+    ranked program (``backup_ranking_share``) follow the published applicants of each specialty (less the double count of applicants ranking both tracks),
     where no floor was needed: the published counts are of applicants who rank. The drawn
     applicants whom no program will interview come on top, with their own type's share, so the
     totals exceed the published ones by exactly that many."""
@@ -133,7 +133,8 @@ def test_expected_applicants_per_specialty_meet_the_published_counts(plan, marke
     rate = expected_logistic(_backup_logit(market, params) + plan.backup_intercept,
                               params.backup_strength_weight)
     has_dest = plan.backup_to.sum(axis=1) > 0
-    inflow = plan.backup_to.T @ (plan.preferred * rate * has_dest[:, None]).sum(axis=1)
+    ranking = has_dest[:, None] * params.per_type("backup_ranking_share")[None, :]
+    inflow = plan.backup_to.T @ (plan.preferred * rate * ranking).sum(axis=1)
     active = plan.preferred / params.per_type("applicants_per_active")[None, :]
     cat = market.categorical & np.isfinite(market.target)
     # a specialty whose every type is at the positions it fills (the published fills need more
@@ -165,6 +166,32 @@ def test_backups_go_to_less_selective_specialties(market, params):
     least = np.argmin(np.where(market.categorical, market.selectivity, np.inf))
     most = np.argmax(np.where(market.categorical, market.selectivity, -np.inf))
     assert rows[least] == 0 and rows[most] == pytest.approx(1)
+
+
+def test_selectivity_is_the_share_of_positions_us_md_seniors_fill(market, params):
+    """Revealed by who wins the positions, not by interview rates (high where few apply)."""
+    cat = market.categorical & np.isfinite(market.target)
+    names = np.array(SPECIALTY_NAMES)[cat]
+    share = [params.market[n].filled["us_md_senior"] / params.market[n].positions for n in names]
+    assert (np.argsort(market.selectivity[cat]) == np.argsort(share)).all()
+    assert market.selectivity[cat].mean() == pytest.approx(0, abs=1e-9)
+    assert (market.selectivity[~cat] == 0).all()
+
+
+def test_backups_go_where_the_published_counts_leave_room(market, params, plan):
+    """A specialty whose published applicants are nearly all its own (each type's fills over the
+    type's match rate) gets few backups: Pediatrics, with 1.2 applicants a position, gets far fewer
+    than Family Medicine, with as many positions as Pediatrics has applicants."""
+    from smartpick_ml.simulation.market import _backup_room
+
+    room = _backup_room(market, params)
+    cat = market.categorical & np.isfinite(market.target)
+    assert (room[cat] >= 0.1 * market.target[cat] - 1e-9).all()
+    assert (room[cat] <= market.target[cat] + 1e-9).all()
+    peds, fm = SPECIALTY_NAMES.index("Pediatrics"), SPECIALTY_NAMES.index("Family Medicine")
+    inflow = plan.backup_to.sum(axis=0)  # backup weight received, each preferred specialty once
+    assert room[peds] < 0.5 * room[fm]
+    assert inflow[peds] < inflow[fm]
 
 
 def test_both_tracks_share_is_zero_for_single_track_specialties():

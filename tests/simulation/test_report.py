@@ -8,6 +8,7 @@ import pytest
 
 from smartpick_ml.simulation.report import (
     applicant_outcomes,
+    backup_lists_by_type,
     match_rates_by_type,
     preferred_specialty_outcomes,
 )
@@ -61,3 +62,30 @@ def test_an_advanced_match_with_its_pgy1_year_counts_once_in_the_preferred_speci
     assert row["matched_preferred_pct"] == pytest.approx(100 / 3, abs=0.05)  # A
     assert row["matched_any_pct"] == pytest.approx(200 / 3, abs=0.05)  # A and D
     assert row["with_backup_pct"] == pytest.approx(100 / 3, abs=0.05)  # D
+
+
+def test_backup_lists_count_as_ranked_only_when_a_backup_program_is_ranked():
+    """D ranked its backup (Internal Medicine); E added one and got no interview there, so only
+    half the backup lists would count in the published applicants ranking a specialty."""
+    from pathlib import Path
+
+    from smartpick_ml.contracts.config import load_simulate_config
+
+    applicants, applications, programs = _tables()
+    applicants = pd.concat([applicants, pd.DataFrame({
+        "applicant_id": ["E"], "season": 2025, "applicant_type": "non_us_img",
+        "preferred_specialty": "Neurology", "backup_specialty": "Internal Medicine"})])
+    applications = pd.concat([applications, pd.DataFrame({
+        "applicant_id": ["E", "E"], "program_id": ["N1", "I1"], "interviewed": [True, False],
+        "rank_position": pd.array([1, None], dtype="Int64"), "matched": False,
+        "rank_list": "primary", "season": 2025})])
+    params = load_simulate_config(
+        Path(__file__).resolve().parents[2] / "pipelines" / "simulate.toml").params
+    out = backup_lists_by_type(applicants, applications, programs, params)
+    row = out[out["applicant_type"] == "non_us_img"].iloc[0]
+    assert row["applicants"] == 5 and row["with_backup_pct"] == pytest.approx(40.0)
+    assert row["ranks_backup_pct"] == pytest.approx(50.0)
+    assert row["assumed_pct"] == pytest.approx(100 * params.types["non_us_img"]
+                                               .backup_ranking_share)
+    # types without applicants this season have no row to misread
+    assert set(out["applicant_type"].astype(str)) == {"non_us_img"}
