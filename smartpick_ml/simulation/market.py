@@ -41,7 +41,12 @@ from scipy.special import expit, logit
 
 from smartpick_ml.contracts.config import SimulationParams
 from smartpick_ml.contracts.numeric import expected_logistic
-from smartpick_ml.contracts.reference import APPLICANT_TYPES, MATCH_RESULTS, RATE_COLUMN_BY_TYPE, SPECIALTY_NAMES
+from smartpick_ml.contracts.reference import (
+    APPLICANT_TYPES,
+    MATCH_RESULTS,
+    RATE_COLUMN_BY_TYPE,
+    SPECIALTY_NAMES,
+)
 
 #: Specialties whose applicants back up into surgery (and fall back on a surgical preliminary
 #: year); every other one is in the non-surgical family.

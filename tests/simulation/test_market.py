@@ -123,10 +123,11 @@ def test_preferred_counts_add_up_to_each_types_applicants(plan, counts, market, 
 def test_expected_applicants_per_specialty_meet_the_published_counts(plan, market, counts,
                                                                      params):
     """Active applicants preferring each specialty plus the expected backups that end with a
-    ranked program (``backup_ranking_share``) follow the published applicants of each specialty (less the double count of applicants ranking both tracks),
-    where no floor was needed: the published counts are of applicants who rank. The drawn
-    applicants whom no program will interview come on top, with their own type's share, so the
-    totals exceed the published ones by exactly that many."""
+    ranked program (``backup_ranking_share``) follow the published applicants of each specialty
+    (less the double count of applicants ranking both tracks), where no floor was needed: the
+    published counts are of applicants who rank. The drawn applicants whom no program will
+    interview come on top, with their own type's share, so the totals exceed the published ones
+    by exactly that many."""
     from smartpick_ml.contracts.numeric import expected_logistic
     from smartpick_ml.simulation.market import _backup_logit
 
