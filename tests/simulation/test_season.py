@@ -330,3 +330,15 @@ def test_a_program_short_of_interviewees_stays_close_to_its_published_rates(prog
     # the rule is on the many cells, and no cell comes near the 40-80 % the false gems reached
     share = cells.loc[cells["n"] >= 10, "share"]
     assert (share >= 0.3).mean() <= 0.01 and (share < 0.5).all(), share.sort_values().tail()
+
+
+def test_the_backup_ranking_shares_the_plan_assumes_are_what_a_season_realises(programs, params):
+    """The backup volumes are solved on lists that end with a ranked program, at each type's
+    ``backup_ranking_share`` (measured in the simulation): a change to the mechanism that moves
+    the realised share away from it would make the backups miss the published counts."""
+    from smartpick_ml.simulation.report import backup_lists_by_type
+
+    season = simulate_season(programs, 2025, 0.1, params, seed=11)
+    out = backup_lists_by_type(season.applicants, season.applications, programs, params)
+    assert len(out) == 4 and (out["with_backup"] >= 100).all()
+    np.testing.assert_allclose(out["ranks_backup_pct"], out["assumed_pct"], atol=8.0)
