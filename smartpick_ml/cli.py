@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from smartpick_ml.contracts.errors import SmartPickError
+from smartpick_ml.contracts.errors import ConfigError, SmartPickError
 
 DEFAULT_SIMULATE_CONFIG = "pipelines/simulate.toml"
 DEFAULT_TRAIN_CONFIG = "pipelines/train.toml"
@@ -93,6 +93,8 @@ def main() -> None:
     Stages, in order (each writes what the next reads):
       catalog    import the ERAS program catalog (or build the synthetic one) -> data/raw/
       simulate   simulate Match seasons on it, by deferred acceptance        -> data/raw/
+      season-report
+                 the seasons against NRMP's figures (simulate writes it too) -> terminal, --out
       oracle     the true q for a simulated season (the floor for any model) -> data/processed/
       train      features -> calibrated gradient boosting -> baselines -> MLflow
                  -> data/processed/run/ (report.html, plots), models/, mlflow.db
@@ -267,6 +269,71 @@ def simulate(config: Path, seasons: str | None, scale: float | None, seed: int |
     click.echo("  smartpick train   # train on these seasons (reads data/raw/, see its --config)")
     click.echo(f"  less {paths['report']}   # match rate by type vs NRMP")
     click.echo("  notebooks/01_season_explorer.ipynb   # explore the seasons in Jupyter")
+
+
+@main.command("season-report")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("data/raw"), show_default=True,
+              help="The seasons' tables: programs, applicants, applications, program_outcomes.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path(DEFAULT_SIMULATE_CONFIG), show_default=True,
+              help="Where the published figures compared against come from.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the Markdown to this file instead of printing it.")
+def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
+    """Rebuild the seasons' validation report from their tables, against NRMP's figures.
+
+    Match rate by applicant type and unfilled positions each season; in the market season
+    (2025), applicants ranking each specialty and track and positions filled by applicant type;
+    backup lists; non-US IMGs by preferred specialty. `smartpick simulate` writes the same report
+    beside its tables; this rebuilds it, e.g. for the docs, or for tables from elsewhere in the
+    schemas (`smartpick schemas`). Simulated tables must come from this version's parameters
+    and code (their manifest says so), else simulate them again.
+
+    \b
+    Output: the terminal, or the file given to --out.
+    Example:
+      make run && smartpick season-report --out docs/season_report.md
+    """
+    import pandas as pd
+
+    from smartpick_ml.contracts.config import load_simulate_config
+    from smartpick_ml.data.io import read_table, write_text_atomic
+    from smartpick_ml.simulation.report import season_report
+    from smartpick_ml.simulation.season import simulation_fingerprint
+    from smartpick_ml.training.splits import read_simulation_manifest
+
+    cfg = load_simulate_config(config)
+    manifest_path = data_dir / "simulation_manifest.json"
+    made = read_simulation_manifest(data_dir) or {}
+    fingerprint = made.get("simulation_fingerprint")
+    if fingerprint and fingerprint != simulation_fingerprint(cfg.params):
+        raise ConfigError(f"{data_dir} holds seasons simulated by other parameters or code than "
+                          f"{config} and this version: run `smartpick simulate` (or `make run`) "
+                          "first")
+    tables = {n: read_table(data_dir / f"{n}.parquet", n)
+              for n in ("programs", "applicants", "applications")}
+    outcomes_path = data_dir / "program_outcomes.parquet"
+    if not outcomes_path.exists():
+        raise ConfigError(f"{data_dir} has no program_outcomes.parquet (positions filled per "
+                          "program and season), which the report needs")
+    scale = made.get("scale", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 10:
+        raise ConfigError(f"{manifest_path}: scale must be a number in (0, 10]")
+    made_by = (f"Seasons {', '.join(map(str, made.get('seasons', [])))} at scale {scale}, seed "
+               f"{made.get('seed')}, catalog {made.get('catalog')!r} "
+               f"({len(tables['programs']):,} programs); simulation fingerprint "
+               f"{str(fingerprint)[:12]}. Rebuilt by `smartpick season-report`."
+               if fingerprint else f"Tables in {data_dir} (no simulation manifest), scale 1.0. "
+               "Rebuilt by `smartpick season-report`.")
+    text = season_report(tables["programs"], tables["applicants"], tables["applications"],
+                         pd.read_parquet(outcomes_path), cfg.params, float(scale),
+                         made_by=made_by)
+    if out is None:
+        click.echo(text)
+        return
+    write_text_atomic(out, text)
+    click.echo(f"season report -> {out}")
 
 
 def _train(config: Path, track: bool) -> None:

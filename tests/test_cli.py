@@ -24,6 +24,7 @@ OUTPUT_LOCATIONS: dict[str, tuple[str, ...]] = {
     "catalog synthetic": ("data/raw/programs.parquet",),
     "catalog figures": ("smartpick_ml/resources/catalog_figures.json",),
     "simulate": ("data/raw/", "simulation_report.md"),
+    "season-report": ("terminal", "--out"),
     "oracle": ("data/processed/oracle_<season>.parquet",),
     "train": ("data/processed/run/report.html", "models/", "mlflow.db"),
     "run": ("data/processed/run/report.html", "models/", "mlflow.db"),
@@ -86,6 +87,51 @@ def test_simulate_shows_progress_and_ends_with_outputs_and_next(tmp_path):
     for name in ("applicants.parquet", "applications.parquet", "simulation_report.md"):
         assert str(out / name) in result.stdout and (out / name).is_file()
     assert "next:" in result.stdout and "smartpick train" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def small_seasons(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("seasons") / "raw"
+    result = CliRunner().invoke(main, ["simulate", "--scale", "0.01", "--seasons", "2024,2025",
+                                       "--catalog", "synthetic", "--output-dir", str(out),
+                                       "--no-report"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_season_report_rebuilds_the_report_simulate_wrote(small_seasons, tmp_path):
+    doc = tmp_path / "docs" / "season_report.md"
+    result = CliRunner().invoke(main, ["season-report", "--data-dir", str(small_seasons),
+                                       "--out", str(doc)])
+    assert result.exit_code == 0, result.output
+    assert str(doc) in result.stdout
+    written = (small_seasons / "simulation_report.md").read_text().splitlines()
+    rebuilt = doc.read_text().splitlines()
+    # the same report, line for line, but for the line saying where it comes from
+    assert len(rebuilt) == len(written) > 40
+    differ = [i for i, (a, b) in enumerate(zip(written, rebuilt, strict=True)) if a != b]
+    assert differ == [2] and "Rebuilt by `smartpick season-report`" in rebuilt[2]
+    assert "scale 0.01, seed" in rebuilt[2]
+    assert "## Positions filled by applicant type" in doc.read_text()
+
+
+def test_season_report_refuses_stale_seasons_and_missing_outcomes(small_seasons, tmp_path):
+    stale = tmp_path / "stale"
+    shutil.copytree(small_seasons, stale)
+    manifest = json.loads((stale / "simulation_manifest.json").read_text())
+    manifest["simulation_fingerprint"] = "0" * 64
+    (stale / "simulation_manifest.json").write_text(json.dumps(manifest))
+    doc = tmp_path / "report.md"
+    result = CliRunner().invoke(main, ["season-report", "--data-dir", str(stale), "--out",
+                                       str(doc)])
+    assert result.exit_code == 2 and "other parameters or code" in result.stderr
+    assert "Traceback" not in result.output and not doc.exists()
+    (stale / "simulation_manifest.json").unlink()
+    (stale / "program_outcomes.parquet").unlink()
+    result = CliRunner().invoke(main, ["season-report", "--data-dir", str(stale), "--out",
+                                       str(doc)])
+    assert result.exit_code == 2 and "program_outcomes.parquet" in result.stderr
+    assert not doc.exists()
 
 
 def test_train_ends_with_outputs_report_and_next(small_training_run, monkeypatch):

@@ -258,11 +258,33 @@ def markdown_table(title: str, header: list[str], rows: list[list[object]], note
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+def season_report(programs: pd.DataFrame, applicants: pd.DataFrame,
+                  applications: pd.DataFrame, outcomes: pd.DataFrame, params: SimulationParams,
+                  scale: float = 1.0, made_by: str = "") -> str:
+    """The validation report of seasons' tables against the published figures (Markdown):
+    match rate by type and unfilled positions every season; in the market season, applicants
+    ranking each specialty and track and positions filled by type; backup lists; non-US IMGs by
+    preferred specialty. ``made_by`` says where the tables come from."""
+    market = {}
+    if params.market_season in set(applicants["season"]) and params.market:
+        market = {
+            "ranking": applicants_ranking_by_specialty(applicants, applications, programs,
+                                                       params, scale),
+            "filled": filled_by_type(applicants, applications, programs, outcomes, params,
+                                     scale)}
+    return format_report(
+        match_rates_by_type(applicants, applications, scale),
+        unfilled_by_specialty(programs, outcomes),
+        img_outcomes=preferred_specialty_outcomes(applicants, applications, programs),
+        backups=backup_lists_by_type(applicants, applications, programs, params),
+        made_by=made_by, **market)
+
+
 def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
                   ranking: pd.DataFrame | None = None, filled: pd.DataFrame | None = None,
                   img_outcomes: pd.DataFrame | None = None,
-                  backups: pd.DataFrame | None = None) -> str:
-    lines = ["# Simulated season — validation report"]
+                  backups: pd.DataFrame | None = None, made_by: str = "") -> str:
+    lines = ["# Simulated season — validation report"] + (["", made_by] if made_by else [])
     lines += markdown_table(
         "PGY-1 match rate by applicant type (simulated vs published NRMP)",
         ["season", "applicant type", "applicants", "active", "published active",

@@ -869,10 +869,12 @@ def oracle_q(inputs: MarketInputs, pairs: np.ndarray, replicates: int, seed: int
 def simulation_fingerprint(params: SimulationParams) -> str:
     """What decides a season besides its run options (seasons, scale, seed, catalog): the
     behavioural parameters and the code of the simulation and of the catalog's derived
-    attributes. Seasons on disk made with another fingerprint are stale."""
+    attributes (not the report's, which reads the tables). Seasons on disk made with another
+    fingerprint are stale."""
     digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     package = Path(__file__).resolve().parents[1]
-    for path in sorted([*package.glob("simulation/*.py"), package / "data" / "catalog.py"]):
+    code = [p for p in package.glob("simulation/*.py") if p.name != "report.py"]
+    for path in sorted([*code, package / "data" / "catalog.py"]):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -894,15 +896,7 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
         write_parquet_atomic,
         write_text_atomic,
     )
-    from smartpick_ml.simulation.report import (
-        applicants_ranking_by_specialty,
-        backup_lists_by_type,
-        filled_by_type,
-        format_report,
-        match_rates_by_type,
-        preferred_specialty_outcomes,
-        unfilled_by_specialty,
-    )
+    from smartpick_ml.simulation.report import match_rates_by_type, season_report
 
     say = progress or (lambda _msg: None)
     programs = programs if programs is not None else load_catalog(config.catalog, config.seed)
@@ -926,27 +920,22 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
     for name, frame in (("programs", programs), ("applicants", applicants),
                         ("applications", applications), ("program_outcomes", outcomes)):
         write_parquet_atomic(frame, paths[name])
-    rates = match_rates_by_type(applicants, applications, config.scale)
-    unfilled = unfilled_by_specialty(programs, outcomes)
-    market = {}
-    if config.params.market_season in config.seasons and config.params.market:
-        market = {
-            "ranking": applicants_ranking_by_specialty(applicants, applications, programs,
-                                                       config.params, config.scale),
-            "filled": filled_by_type(applicants, applications, programs, outcomes,
-                                     config.params, config.scale)}
-    img = preferred_specialty_outcomes(applicants, applications, programs)
+    fingerprint = simulation_fingerprint(config.params)
     paths["report"] = out / "simulation_report.md"
-    backups = backup_lists_by_type(applicants, applications, programs, config.params)
-    write_text_atomic(paths["report"], format_report(rates, unfilled, img_outcomes=img,
-                                                     backups=backups, **market))
+    made_by = (f"Seasons {', '.join(map(str, config.seasons))} at scale {config.scale}, seed "
+               f"{config.seed}, catalog {config.catalog!r} ({len(programs):,} programs); "
+               f"simulation fingerprint {fingerprint[:12]}.")
+    write_text_atomic(paths["report"], season_report(programs, applicants, applications,
+                                                     outcomes, config.params, config.scale,
+                                                     made_by=made_by))
     manifest = {
         "seasons": config.seasons, "scale": config.scale, "seed": config.seed,
-        "catalog": config.catalog, "simulation_fingerprint": simulation_fingerprint(config.params),
+        "catalog": config.catalog, "simulation_fingerprint": fingerprint,
         "rows": {"programs": len(programs), "applicants": len(applicants),
                  "applications": len(applications)},
         "sha256": {name: sha256_file(p) for name, p in paths.items()},
-        "match_rate_by_type": rates.to_dict(orient="records"),
+        "match_rate_by_type": match_rates_by_type(applicants, applications, config.scale
+                                                  ).to_dict(orient="records"),
     }
     paths["manifest"] = out / "simulation_manifest.json"
     write_json_atomic(paths["manifest"], manifest)

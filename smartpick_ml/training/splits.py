@@ -36,7 +36,7 @@ def ensure_data(cfg: TrainConfig, progress: Callable[[str], None]) -> None:
         return
     made = None
     if not missing and cfg.data.simulate != "always":
-        made = _simulation_manifest(raw)
+        made = read_simulation_manifest(raw)
         if made is None:  # real data, or tables another tool wrote
             return
     from smartpick_ml.simulation.season import simulate_to_disk, simulation_fingerprint
@@ -61,7 +61,7 @@ def ensure_data(cfg: TrainConfig, progress: Callable[[str], None]) -> None:
     simulate_to_disk(sim, progress=progress)
 
 
-def _simulation_manifest(raw: Path) -> dict | None:
+def read_simulation_manifest(raw: Path) -> dict | None:
     """The manifest ``simulate_to_disk`` wrote beside the tables, or None (real data, or an
     unreadable file: then the tables are left as they are)."""
     try:
