@@ -89,3 +89,29 @@ def test_backup_lists_count_as_ranked_only_when_a_backup_program_is_ranked():
                                                .backup_ranking_share)
     # types without applicants this season have no row to misread
     assert set(out["applicant_type"].astype(str)) == {"non_us_img"}
+
+
+def test_the_docs_copy_of_the_season_report_has_every_section_the_report_writes():
+    """docs/season_report.md is rebuilt by `smartpick season-report`; a section added to the
+    report and missing there means the copy is stale."""
+    import re
+    from pathlib import Path
+
+    from smartpick_ml.contracts.config import load_simulate_config
+    from smartpick_ml.data.catalog import synthetic_catalog
+    from smartpick_ml.simulation.report import season_report
+    from smartpick_ml.simulation.season import simulate_season
+
+    root = Path(__file__).resolve().parents[2]
+    params = load_simulate_config(root / "pipelines" / "simulate.toml").params
+    programs = synthetic_catalog(seed=3)
+    season = simulate_season(programs, params.market_season, 0.01, params, seed=2)
+    fresh = season_report(programs, season.applicants, season.applications,
+                          season.program_outcomes, params, 0.01)
+    doc = (root / "docs" / "season_report.md").read_text()
+
+    def headings(text: str) -> list[str]:
+        return re.findall(r"^## (.+)$", text, re.M)
+
+    assert headings(doc) == headings(fresh)
+    assert "Rebuilt by `smartpick season-report`" in doc
