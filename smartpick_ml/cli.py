@@ -320,8 +320,9 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
     scale = made.get("scale", 1.0)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 10:
         raise ConfigError(f"{manifest_path}: scale must be a number in (0, 10]")
+    source = made.get("catalog_source") or f"catalog {made.get('catalog')!r}"
     made_by = (f"Seasons {', '.join(map(str, made.get('seasons', [])))} at scale {scale}, seed "
-               f"{made.get('seed')}, catalog {made.get('catalog')!r} "
+               f"{made.get('seed')}, {source} "
                f"({len(tables['programs']):,} programs); simulation fingerprint "
                f"{str(fingerprint)[:12]}. Rebuilt by `smartpick season-report`."
                if fingerprint else f"Tables in {data_dir} (no simulation manifest), scale 1.0. "

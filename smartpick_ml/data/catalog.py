@@ -614,6 +614,17 @@ def default_catalog_dir() -> Path | None:
     return None
 
 
+def describe_catalog(source: str | Path | None = "auto") -> str:
+    """Which catalog ``load_catalog(source)`` reads, in words (``"auto"`` resolved)."""
+    if source is None or str(source) == "auto":
+        found = default_catalog_dir()
+        return ("the real catalog of ../shared" if found
+                else "the synthetic catalog")
+    if str(source) == "synthetic":
+        return "the synthetic catalog"
+    return f"the catalog in {source}"
+
+
 def load_catalog(source: str | Path | None = "auto", seed: int = 0) -> pd.DataFrame:
     """The catalog a run uses: a directory of CSVs, a saved programs table, or ``"synthetic"``.
 

@@ -889,7 +889,7 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
     written to a temporary name and renamed into place, so an interrupted run leaves the previous
     tables as they were.
     """
-    from smartpick_ml.data.catalog import load_catalog
+    from smartpick_ml.data.catalog import describe_catalog, load_catalog
     from smartpick_ml.data.io import (
         sha256_file,
         write_json_atomic,
@@ -899,6 +899,7 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
     from smartpick_ml.simulation.report import match_rates_by_type, season_report
 
     say = progress or (lambda _msg: None)
+    supplied = programs
     programs = programs if programs is not None else load_catalog(config.catalog, config.seed)
     unknown = set(config.params.signals) - set(programs["specialty"])
     if unknown:
@@ -922,15 +923,18 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
         write_parquet_atomic(frame, paths[name])
     fingerprint = simulation_fingerprint(config.params)
     paths["report"] = out / "simulation_report.md"
+    source = (describe_catalog(config.catalog) if supplied is None
+              else "a catalog supplied by the caller")
     made_by = (f"Seasons {', '.join(map(str, config.seasons))} at scale {config.scale}, seed "
-               f"{config.seed}, catalog {config.catalog!r} ({len(programs):,} programs); "
-               f"simulation fingerprint {fingerprint[:12]}.")
+               f"{config.seed}, {source} ({len(programs):,} programs); simulation fingerprint "
+               f"{fingerprint[:12]}.")
     write_text_atomic(paths["report"], season_report(programs, applicants, applications,
                                                      outcomes, config.params, config.scale,
                                                      made_by=made_by))
     manifest = {
         "seasons": config.seasons, "scale": config.scale, "seed": config.seed,
-        "catalog": config.catalog, "simulation_fingerprint": fingerprint,
+        "catalog": config.catalog, "catalog_source": source,
+        "simulation_fingerprint": fingerprint,
         "rows": {"programs": len(programs), "applicants": len(applicants),
                  "applications": len(applications)},
         "sha256": {name: sha256_file(p) for name, p in paths.items()},

@@ -683,3 +683,15 @@ def test_pgy1_programs_on_small_catalogs(case):
             assert g["positions"].sum() == totals[s.name]
         if len(hosts) and totals.get(s.name, 1) > 0:
             assert len(g) > 0, s.name  # a host and a position: the track is there
+
+
+def test_describe_catalog_says_which_catalog_auto_resolves_to(monkeypatch):
+    from smartpick_ml.data import catalog
+
+    monkeypatch.setattr(catalog, "default_catalog_dir", lambda: None)
+    assert catalog.describe_catalog("auto") == "the synthetic catalog"
+    monkeypatch.setattr(catalog, "default_catalog_dir", lambda: Path("/x/shared/data/y"))
+    assert catalog.describe_catalog("auto").startswith("the real catalog")
+    assert catalog.describe_catalog("synthetic") == "the synthetic catalog"
+    assert catalog.describe_catalog("data/raw/programs.parquet") == \
+        "the catalog in data/raw/programs.parquet"
