@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from smartpick_ml.contracts.errors import ConfigError, SmartPickError
+from smartpick_ml.contracts.errors import ConfigError, DataValidationError, SmartPickError
 
 DEFAULT_SIMULATE_CONFIG = "pipelines/simulate.toml"
 DEFAULT_TRAIN_CONFIG = "pipelines/train.toml"
@@ -313,13 +313,18 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
                           "first")
     tables = {n: read_table(data_dir / f"{n}.parquet", n)
               for n in ("programs", "applicants", "applications")}
+    missing = [c for c in ("interviewed", "rank_position", "matched")
+               if c not in tables["applications"]]
+    if missing:
+        raise DataValidationError("applications", [
+            f"the report compares outcomes: it needs the columns {', '.join(missing)}"])
     outcomes_path = data_dir / "program_outcomes.parquet"
     if not outcomes_path.exists():
         raise ConfigError(f"{data_dir} has no program_outcomes.parquet (positions filled per "
                           "program and season), which the report needs")
     scale = made.get("scale", 1.0)
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 10:
-        raise ConfigError(f"{manifest_path}: scale must be a number in (0, 10]")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 2:
+        raise ConfigError(f"{manifest_path}: scale must be a number in (0, 2], as simulate's")
     source = made.get("catalog_source") or f"catalog {made.get('catalog')!r}"
     made_by = (f"Seasons {', '.join(map(str, made.get('seasons', [])))} at scale {scale}, seed "
                f"{made.get('seed')}, {source} "

@@ -132,6 +132,15 @@ def test_season_report_refuses_stale_seasons_and_missing_outcomes(small_seasons,
                                        str(doc)])
     assert result.exit_code == 2 and "program_outcomes.parquet" in result.stderr
     assert not doc.exists()
+    # tables without outcomes (e.g. a season still to be matched) say what is missing
+    pd.read_parquet(small_seasons / "program_outcomes.parquet").to_parquet(
+        stale / "program_outcomes.parquet")
+    pd.read_parquet(small_seasons / "applications.parquet").drop(
+        columns=["matched", "rank_position"]).to_parquet(stale / "applications.parquet")
+    result = CliRunner().invoke(main, ["season-report", "--data-dir", str(stale), "--out",
+                                       str(doc)])
+    assert result.exit_code == 2 and "matched" in result.stderr
+    assert "rank_position" in result.stderr and not doc.exists()
 
 
 def test_train_ends_with_outputs_report_and_next(small_training_run, monkeypatch):

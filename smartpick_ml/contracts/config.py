@@ -13,7 +13,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smartpick_ml.contracts.errors import ConfigError
-from smartpick_ml.contracts.reference import APPLICANT_TYPES, SIGNAL_ALLOTMENTS, SPECIALTY_NAMES
+from smartpick_ml.contracts.reference import (
+    APPLICANT_TYPES,
+    MATCH_RESULTS,
+    SIGNAL_ALLOTMENTS,
+    SPECIALTY_NAMES,
+)
 
 
 def counts_by_type(counts: dict[str, int], minimum: int) -> dict[str, int]:
@@ -160,6 +165,18 @@ class SimulationParams(_Strict):
         if unknown:
             raise ValueError(f"unknown specialty: {sorted(unknown)}")
         return v
+
+    @model_validator(mode="after")
+    def _market_season_known(self) -> SimulationParams:
+        # the market's figures are scaled by that season's applicants, and backups are placed by
+        # each type's published match rate that season
+        if self.market_season not in self.applicants:
+            raise ValueError(f"market_season {self.market_season} has no applicant counts in "
+                             "applicants")
+        if self.market_season not in MATCH_RESULTS:
+            raise ValueError(f"market_season must be a season with published match rates by "
+                             f"type: one of {sorted(MATCH_RESULTS)}")
+        return self
 
 
 class SimulateConfig(_Strict):

@@ -221,6 +221,22 @@ def test_bad_parameters_fail_before_work(override, message):
         load_simulate_config(CONFIG, **override)
 
 
+@pytest.mark.parametrize("season, message", [
+    (2031, "no applicant counts"), (2022, "published match rates by type")])
+def test_a_market_season_without_its_figures_fails_naming_the_field(tmp_path, season, message):
+    text = CONFIG.read_text()
+    assert "\nmarket_season = 2025\n" in text
+    text = text.replace("\nmarket_season = 2025\n", f"\nmarket_season = {season}\n")
+    if season == 2022:  # has applicant counts, but no published rates by type in the reference
+        text = text.replace("[params.applicants.2023]",
+                            "[params.applicants.2022]\nus_md_senior = 1\nus_do_senior = 1\n"
+                            "us_img = 1\nnon_us_img = 1\n\n[params.applicants.2023]")
+    bad = tmp_path / "simulate.toml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=f"market_season.*{message}|{message}"):
+        load_simulate_config(bad)
+
+
 def test_unknown_season_and_missing_catalog_fail_clearly(tmp_path, programs):
     cfg = load_simulate_config(CONFIG, seasons=[2031], scale=SCALE, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="2031"):
