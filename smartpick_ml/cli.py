@@ -299,7 +299,7 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
 
     from smartpick_ml.contracts.config import load_simulate_config
     from smartpick_ml.data.io import read_table, write_text_atomic
-    from smartpick_ml.simulation.report import season_report
+    from smartpick_ml.simulation.report import provenance, season_report
     from smartpick_ml.simulation.season import simulation_fingerprint
     from smartpick_ml.training.splits import read_simulation_manifest
 
@@ -325,13 +325,12 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
     scale = made.get("scale", 1.0)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 2:
         raise ConfigError(f"{manifest_path}: scale must be a number in (0, 2], as simulate's")
-    source = made.get("catalog_source") or f"catalog {made.get('catalog')!r}"
-    made_by = (f"Seasons {', '.join(map(str, made.get('seasons', [])))} at scale {scale}, seed "
-               f"{made.get('seed')}, {source} "
-               f"({len(tables['programs']):,} programs); simulation fingerprint "
-               f"{str(fingerprint)[:12]}. Rebuilt by `smartpick season-report`."
-               if fingerprint else f"Tables in {data_dir} (no simulation manifest), scale 1.0. "
-               "Rebuilt by `smartpick season-report`.")
+    seasons = made.get("seasons") if isinstance(made.get("seasons"), list) else []
+    made_by = (provenance(seasons, scale, made.get("seed"),
+                          made.get("catalog_source") or f"catalog {made.get('catalog')!r}",
+                          len(tables["programs"]), fingerprint, rebuilt=True) if fingerprint
+               else f"Tables in {data_dir} (no simulation manifest), scale 1.0. Rebuilt by "
+               "`smartpick season-report`.")
     text = season_report(tables["programs"], tables["applicants"], tables["applications"],
                          pd.read_parquet(outcomes_path), cfg.params, float(scale),
                          made_by=made_by)

@@ -258,6 +258,14 @@ def markdown_table(title: str, header: list[str], rows: list[list[object]], note
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+def provenance(seasons: list[int], scale: float, seed: object, catalog: str, n_programs: int,
+               fingerprint: str | None, rebuilt: bool = False) -> str:
+    """The report's line saying which seasons it describes and how they were made."""
+    line = (f"Seasons {', '.join(map(str, seasons))} at scale {scale}, seed {seed}, {catalog} "
+            f"({n_programs:,} programs); simulation fingerprint {str(fingerprint)[:12]}.")
+    return line + (" Rebuilt by `smartpick season-report`." if rebuilt else "")
+
+
 def season_report(programs: pd.DataFrame, applicants: pd.DataFrame,
                   applications: pd.DataFrame, outcomes: pd.DataFrame, params: SimulationParams,
                   scale: float = 1.0, made_by: str = "") -> str:

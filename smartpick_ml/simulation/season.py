@@ -896,7 +896,7 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
         write_parquet_atomic,
         write_text_atomic,
     )
-    from smartpick_ml.simulation.report import match_rates_by_type, season_report
+    from smartpick_ml.simulation.report import match_rates_by_type, provenance, season_report
 
     say = progress or (lambda _msg: None)
     supplied = programs
@@ -925,9 +925,8 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
     paths["report"] = out / "simulation_report.md"
     source = (describe_catalog(config.catalog) if supplied is None
               else "a catalog supplied by the caller")
-    made_by = (f"Seasons {', '.join(map(str, config.seasons))} at scale {config.scale}, seed "
-               f"{config.seed}, {source} ({len(programs):,} programs); simulation fingerprint "
-               f"{fingerprint[:12]}.")
+    made_by = provenance(config.seasons, config.scale, config.seed, source, len(programs),
+                         fingerprint)
     write_text_atomic(paths["report"], season_report(programs, applicants, applications,
                                                      outcomes, config.params, config.scale,
                                                      made_by=made_by))
