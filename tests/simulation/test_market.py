@@ -179,6 +179,31 @@ def test_selectivity_is_the_share_of_positions_us_md_seniors_fill(market, params
     assert (market.selectivity[~cat] == 0).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 12), st.integers(0, 10_000))
+def test_selectivity_orders_specialties_by_the_us_md_share_of_their_fills(n, seed):
+    """For any published fills: z-scored over the categorical specialties with positions (mean 0,
+    SD 1), rising with the share US MD seniors filled, 0 for the rest."""
+    from smartpick_ml.simulation.market import _selectivity
+
+    rng = np.random.default_rng(seed)
+    positions = rng.integers(0, 500, n).astype(float)
+    filled = rng.uniform(0, 1, (n, len(APPLICANT_TYPES))) * positions[:, None] / 4
+    categorical = rng.random(n) < 0.8
+    out = _selectivity(filled, positions, categorical)
+    known = categorical & (positions > 0)
+    assert (out[~known] == 0).all()
+    if known.sum() > 1:
+        share = np.clip(filled[known, 0] / positions[known], 0.01, 0.99)
+        order = np.argsort(share, kind="stable")
+        assert (np.diff(out[known][order]) >= -1e-9).all()
+        assert out[known].mean() == pytest.approx(0, abs=1e-9)
+        if np.ptp(share) > 1e-6:
+            assert out[known].std() == pytest.approx(1, abs=1e-6)
+    else:
+        assert (out == 0).all()
+
+
 def test_backups_go_where_the_published_counts_leave_room(market, params, plan):
     """A specialty whose published applicants are nearly all its own (each type's fills over the
     type's match rate) gets few backups: Pediatrics, with 1.2 applicants a position, gets far fewer
