@@ -300,17 +300,22 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
     from smartpick_ml.contracts.config import load_simulate_config
     from smartpick_ml.data.io import read_table, write_text_atomic
     from smartpick_ml.simulation.report import provenance, season_report
-    from smartpick_ml.simulation.season import simulation_fingerprint
-    from smartpick_ml.training.splits import read_simulation_manifest
+    from smartpick_ml.simulation.season import (
+        is_current,
+        manifest_config,
+        read_simulation_manifest,
+    )
 
     cfg = load_simulate_config(config)
-    manifest_path = data_dir / "simulation_manifest.json"
-    made = read_simulation_manifest(data_dir) or {}
-    fingerprint = made.get("simulation_fingerprint")
-    if fingerprint and fingerprint != simulation_fingerprint(cfg.params):
+    made = read_simulation_manifest(data_dir)
+    if made is not None and "simulation_fingerprint" in made and not is_current(made, cfg.params):
         raise ConfigError(f"{data_dir} holds seasons simulated by other parameters or code than "
                           f"{config} and this version: run `smartpick simulate` (or `make run`) "
                           "first")
+    recorded = manifest_config(made, cfg) if made is not None else None
+    if made is not None and recorded is None:
+        raise ConfigError(f"{data_dir}/simulation_manifest.json has unreadable run options "
+                          "(seasons, scale, seed, catalog)")
     tables = {n: read_table(data_dir / f"{n}.parquet", n)
               for n in ("programs", "applicants", "applications")}
     missing = [c for c in ("interviewed", "rank_position", "matched")
@@ -322,13 +327,11 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
     if not outcomes_path.exists():
         raise ConfigError(f"{data_dir} has no program_outcomes.parquet (positions filled per "
                           "program and season), which the report needs")
-    scale = made.get("scale", 1.0)
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 2:
-        raise ConfigError(f"{manifest_path}: scale must be a number in (0, 2], as simulate's")
-    seasons = made.get("seasons") if isinstance(made.get("seasons"), list) else []
-    made_by = (provenance(seasons, scale, made.get("seed"),
-                          made.get("catalog_source") or f"catalog {made.get('catalog')!r}",
-                          len(tables["programs"]), fingerprint, rebuilt=True) if fingerprint
+    scale = recorded.scale if recorded is not None else 1.0
+    made_by = (provenance(recorded.seasons, scale, recorded.seed,
+                          made.get("catalog_source") or f"catalog {recorded.catalog!r}",
+                          len(tables["programs"]), made.get("simulation_fingerprint"),
+                          rebuilt=True) if recorded is not None
                else f"Tables in {data_dir} (no simulation manifest), scale 1.0. Rebuilt by "
                "`smartpick season-report`.")
     text = season_report(tables["programs"], tables["applicants"], tables["applications"],

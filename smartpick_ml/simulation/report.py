@@ -268,11 +268,13 @@ def provenance(seasons: list[int], scale: float, seed: object, catalog: str, n_p
 
 def season_report(programs: pd.DataFrame, applicants: pd.DataFrame,
                   applications: pd.DataFrame, outcomes: pd.DataFrame, params: SimulationParams,
-                  scale: float = 1.0, made_by: str = "") -> str:
+                  scale: float = 1.0, made_by: str = "", rates: pd.DataFrame | None = None
+                  ) -> str:
     """The validation report of seasons' tables against the published figures (Markdown):
     match rate by type and unfilled positions every season; in the market season, applicants
     ranking each specialty and track and positions filled by type; backup lists; non-US IMGs by
-    preferred specialty. ``made_by`` says where the tables come from."""
+    preferred specialty. ``made_by`` says where the tables come from; ``rates``: the
+    :func:`match_rates_by_type` of these tables, if the caller has them already."""
     market = {}
     if params.market_season in set(applicants["season"]) and params.market:
         market = {
@@ -281,7 +283,7 @@ def season_report(programs: pd.DataFrame, applicants: pd.DataFrame,
             "filled": filled_by_type(applicants, applications, programs, outcomes, params,
                                      scale)}
     return format_report(
-        match_rates_by_type(applicants, applications, scale),
+        rates if rates is not None else match_rates_by_type(applicants, applications, scale),
         unfilled_by_specialty(programs, outcomes),
         img_outcomes=preferred_specialty_outcomes(applicants, applications, programs),
         backups=backup_lists_by_type(applicants, applications, programs, params),

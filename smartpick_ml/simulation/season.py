@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from scipy.special import expit, logit
 from scipy.stats import norm
 
@@ -880,6 +881,31 @@ def simulation_fingerprint(params: SimulationParams) -> str:
     return digest.hexdigest()
 
 
+def read_simulation_manifest(directory: str | Path) -> dict | None:
+    """The manifest :func:`simulate_to_disk` wrote beside the tables, or None (real data, or an
+    unreadable file)."""
+    try:
+        made = json.loads((Path(directory) / "simulation_manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return made if isinstance(made, dict) else None
+
+
+def is_current(made: dict, params: SimulationParams) -> bool:
+    """Whether the seasons a manifest describes were made by ``params`` and this code."""
+    return made.get("simulation_fingerprint") == simulation_fingerprint(params)
+
+
+def manifest_config(made: dict, config: SimulateConfig) -> SimulateConfig | None:
+    """``config`` with the run options the manifest records (seasons, scale, seed, catalog), or
+    None if they are not valid options."""
+    options = {k: made[k] for k in ("seasons", "scale", "seed", "catalog") if k in made}
+    try:
+        return SimulateConfig.model_validate({**config.model_dump(), **options})
+    except ValidationError:
+        return None
+
+
 def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = None,
                      progress: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Run every season of ``config`` and write the tables to ``config.output_dir``.
@@ -927,9 +953,10 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
               else "a catalog supplied by the caller")
     made_by = provenance(config.seasons, config.scale, config.seed, source, len(programs),
                          fingerprint)
+    rates = match_rates_by_type(applicants, applications, config.scale)
     write_text_atomic(paths["report"], season_report(programs, applicants, applications,
                                                      outcomes, config.params, config.scale,
-                                                     made_by=made_by))
+                                                     made_by=made_by, rates=rates))
     manifest = {
         "seasons": config.seasons, "scale": config.scale, "seed": config.seed,
         "catalog": config.catalog, "catalog_source": source,
@@ -937,8 +964,7 @@ def simulate_to_disk(config: SimulateConfig, programs: pd.DataFrame | None = Non
         "rows": {"programs": len(programs), "applicants": len(applicants),
                  "applications": len(applications)},
         "sha256": {name: sha256_file(p) for name, p in paths.items()},
-        "match_rate_by_type": match_rates_by_type(applicants, applications, config.scale
-                                                  ).to_dict(orient="records"),
+        "match_rate_by_type": rates.to_dict(orient="records"),
     }
     paths["manifest"] = out / "simulation_manifest.json"
     write_json_atomic(paths["manifest"], manifest)

@@ -3,16 +3,14 @@ labels, and split them by season and by applicant (never by row)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
-from smartpick_ml.contracts.config import SimulateConfig, TrainConfig, load_simulate_config
+from smartpick_ml.contracts.config import TrainConfig, load_simulate_config
 from smartpick_ml.contracts.errors import ConfigError
 from smartpick_ml.data.io import read_table
 from smartpick_ml.modelling.features import build_pairs
@@ -34,23 +32,27 @@ def ensure_data(cfg: TrainConfig, progress: Callable[[str], None]) -> None:
             raise ConfigError(f"data.simulate = 'never' but {raw} lacks: "
                               f"{', '.join(t for t in missing if t in RAW_TABLES)}")
         return
+    from smartpick_ml.simulation.season import (
+        is_current,
+        manifest_config,
+        read_simulation_manifest,
+        simulate_to_disk,
+    )
+
     made = None
     if not missing and cfg.data.simulate != "always":
         made = read_simulation_manifest(raw)
         if made is None:  # real data, or tables another tool wrote
             return
-    from smartpick_ml.simulation.season import simulate_to_disk, simulation_fingerprint
-
     sim = load_simulate_config(cfg.data.simulate_config, output_dir=str(raw))
     if made is not None:
-        if made.get("simulation_fingerprint") == simulation_fingerprint(sim.params):
+        if is_current(made, sim.params):
             return
-        options = {k: made[k] for k in ("seasons", "scale", "seed", "catalog") if k in made}
-        try:
-            sim = SimulateConfig.model_validate({**sim.model_dump(), **options})
-        except ValidationError:
+        recorded = manifest_config(made, sim)
+        if recorded is None:
             progress(f"{raw}/simulation_manifest.json has unreadable run options; the "
                      f"defaults of {cfg.data.simulate_config} are used")
+        sim = recorded or sim
         progress(f"{raw} holds seasons simulated by other parameters or code than "
                  f"{cfg.data.simulate_config} and this version; simulating them again")
     needed = sorted({*cfg.data.train_seasons, cfg.data.validation_season})
@@ -59,16 +61,6 @@ def ensure_data(cfg: TrainConfig, progress: Callable[[str], None]) -> None:
         sim = sim.model_copy(update={"seasons": sorted({*sim.seasons, *needed})})
     progress(f"simulating seasons {sim.seasons} at scale {sim.scale}")
     simulate_to_disk(sim, progress=progress)
-
-
-def read_simulation_manifest(raw: Path) -> dict | None:
-    """The manifest ``simulate_to_disk`` wrote beside the tables, or None (real data, or an
-    unreadable file: then the tables are left as they are)."""
-    try:
-        made = json.loads((raw / "simulation_manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return made if isinstance(made, dict) else None
 
 
 def load_tables(cfg: TrainConfig) -> dict[str, pd.DataFrame]:

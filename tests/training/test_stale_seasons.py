@@ -86,3 +86,22 @@ def test_tables_without_a_manifest_are_never_replaced(simulated):
     ensure_data(_train_config(simulated, _other_parameters(simulated)), said.append)
     assert said == []
     assert sha256_file(simulated / "raw" / "applications.parquet") == before
+
+
+@pytest.mark.parametrize("options", [{"scale": "big"}, {"seasons": 5}, {"scale": 40.0}])
+def test_a_manifest_with_unreadable_run_options(simulated, options):
+    """The run options a manifest records are read by one rule (the simulation config's):
+    `season-report` refuses odd ones, naming them; `manifest_config` gives None."""
+    from click.testing import CliRunner
+
+    from smartpick_ml.cli import main
+    from smartpick_ml.simulation.season import manifest_config
+
+    path = simulated / "raw" / "simulation_manifest.json"
+    path.write_text(json.dumps({**_manifest(simulated), **options}))
+    assert manifest_config(_manifest(simulated), load_simulate_config(SIMULATE_TOML)) is None
+    doc = simulated / "report.md"
+    result = CliRunner().invoke(main, ["season-report", "--data-dir", str(simulated / "raw"),
+                                       "--out", str(doc)])
+    assert result.exit_code == 2 and "unreadable run options" in result.stderr
+    assert "Traceback" not in result.output and not doc.exists()
