@@ -116,6 +116,7 @@ class SimulationParams(_Strict):
     market: dict[str, MarketFigures]
     pgy1_only_applicants: dict[str, int] = Field(default_factory=dict)
     specialty_strength_sorting: float = 0.0
+    rank_type_by_fill_share: float = Field(default=0.0, ge=0)
     backup_competitiveness_weight: float = 0.0
     backup_strength_weight: float = 0.0
     backup_family_affinity: float = Field(default=1.0, gt=0)

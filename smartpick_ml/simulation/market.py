@@ -164,6 +164,34 @@ def _selectivity(filled: np.ndarray, positions: np.ndarray, categorical: np.ndar
     return out
 
 
+def type_rank_offsets(params: SimulationParams) -> np.ndarray:
+    """(n_spec, n_types) how programs of each specialty rank each applicant type at equal
+    observed strength: ``rank_type_by_fill_share`` times the log of the type's share of the
+    specialty's published fills over its share of all of them (0 where none are published).
+
+    The published interview rates set how many of each type a program interviews; this sets how
+    they fare once interviewed. Specialties that train many IMGs rank them as they rank US
+    seniors; those that fill with US seniors rank the few IMGs they interview lower. Without it
+    every type turns interviews into matches alike within a specialty, and non-US IMGs fill the
+    specialties where they are a small minority half as often again as published."""
+    out = np.zeros((len(SPECIALTY_NAMES), len(APPLICANT_TYPES)))
+    if params.rank_type_by_fill_share == 0:
+        return out
+    rows = [SPECIALTY_NAMES.index(name) for name in params.market]
+    # one more position each, so a type that filled none is ranked low, not infinitely low
+    filled = np.array([[fig.filled[t] for t in APPLICANT_TYPES]
+                       for fig in params.market.values()], dtype=float) + 1.0
+    share = filled / filled.sum(axis=1, keepdims=True)
+    overall = filled.sum(axis=0) / filled.sum()
+    ratio = np.clip(np.log(share / overall[None, :]), -_MAX_LOG_SHARE_RATIO, _MAX_LOG_SHARE_RATIO)
+    out[rows] = params.rank_type_by_fill_share * ratio
+    return out
+
+
+#: a type twenty times rarer in a specialty than overall is ranked no lower than that
+_MAX_LOG_SHARE_RATIO = 3.0
+
+
 def both_tracks_share(advanced_share: float | np.ndarray) -> float | np.ndarray:
     """Share of a specialty's applicants who rank programs of both its tracks (categorical and
     advanced), if they rank a typical number of programs, each advanced with the specialty's

@@ -61,6 +61,7 @@ from smartpick_ml.simulation.market import (
     plan_choices,
     program_tracks,
     specialty_market,
+    type_rank_offsets,
 )
 from smartpick_ml.simulation.matching import deferred_acceptance
 
@@ -507,9 +508,11 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     prestige = _prestige(programs, rates)
     t = _type_index(applicants)
     tier = list_tiers(applicants, programs, applications, pa, pp)
+    spec = programs["specialty"].map({s: i for i, s in enumerate(SPECIALTY_NAMES)}).to_numpy()
     # programs rank an applicant for whom they are the backup below equals who chose them
     strength = (pair_strength(applicants, programs, pa, pp, prestige, params)
-                - params.backup_rank_penalty * (tier == TIER_BACKUP))
+                - params.backup_rank_penalty * (tier == TIER_BACKUP)
+                + type_rank_offsets(params)[spec[pp], t[pa]])
     home = applicants["home_state"].to_numpy(dtype=object)
     same_state = (home[pa] == programs["state"].to_numpy(dtype=object)[pp]).astype(float)
     r = rates[pp, t[pa]]

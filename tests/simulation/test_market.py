@@ -21,6 +21,7 @@ from smartpick_ml.simulation.market import (
     draw_choices,
     plan_choices,
     specialty_market,
+    type_rank_offsets,
 )
 from smartpick_ml.simulation.season import season_positions
 
@@ -304,3 +305,56 @@ def test_a_config_without_market_figures_is_refused_naming_them(tmp_path):
         path.write_text(body)
         with pytest.raises(ConfigError, match=r"params\.market"):
             load_simulate_config(path)
+
+
+def test_programs_rank_a_type_higher_where_it_fills_more_of_the_positions(params):
+    """Internal Medicine, which non-US IMGs fill a third of, ranks them up; Orthopaedic Surgery,
+    which they fill 2 % of, ranks them down; Dermatology ranks US MD seniors up. Specialties
+    without published figures, and a weight of 0, leave ranking alone."""
+    off = type_rank_offsets(params)
+    spec, ty = SPECIALTY_NAMES.index, APPLICANT_TYPES.index
+    assert off[spec("Internal Medicine"), ty("non_us_img")] > 0
+    assert off[spec("Orthopaedic Surgery"), ty("non_us_img")] < 0
+    assert off[spec("Dermatology"), ty("us_md_senior")] > 0
+    assert off[spec("Family Medicine"), ty("us_md_senior")] < 0
+    # by hand, one cell: 0.5 x log(type's share of the specialty's fills / its share of all)
+    filled = {n: {t: f.filled[t] + 1 for t in APPLICANT_TYPES} for n, f in params.market.items()}
+    im = filled["Internal Medicine"]
+    overall = sum(f["non_us_img"] for f in filled.values()) / sum(
+        sum(f.values()) for f in filled.values())
+    want = params.rank_type_by_fill_share * np.log(
+        im["non_us_img"] / sum(im.values()) / overall)
+    assert off[spec("Internal Medicine"), ty("non_us_img")] == pytest.approx(want)
+    unpublished = [i for i, n in enumerate(SPECIALTY_NAMES) if n not in params.market]
+    assert (off[unpublished] == 0).all()
+    assert (type_rank_offsets(params.model_copy(update={"rank_type_by_fill_share": 0.0}))
+            == 0).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(SPECIALTY_NAMES), min_size=1, max_size=8, unique=True),
+       st.integers(0, 10_000), st.floats(0.0, 2.0))
+def test_type_rank_offsets_are_bounded_and_follow_the_types_share(names, seed, weight):
+    """For any published fills (zeros included): finite, within weight x 3 of 0, 0 outside the
+    published specialties, and for each type the specialties where it fills a larger share of
+    the positions rank it no lower."""
+    from smartpick_ml.contracts.config import MarketFigures
+
+    base = load_simulate_config(CONFIG).params
+    rng = np.random.default_rng(seed)
+    fills = {n: {t: int(rng.integers(0, 3000)) * int(rng.random() < 0.8)
+                 for t in APPLICANT_TYPES} for n in names}
+    market = {n: MarketFigures(positions=sum(f.values()) + 1, prior_graduates=0,
+                               applicants_ranking=sum(f.values()) + 1, filled=f)
+              for n, f in fills.items()}
+    off = type_rank_offsets(base.model_copy(update={"market": market,
+                                                    "rank_type_by_fill_share": weight}))
+    assert np.isfinite(off).all()
+    assert (np.abs(off) <= weight * 3 + 1e-9).all()
+    rows = [SPECIALTY_NAMES.index(n) for n in names]
+    assert (np.delete(off, rows, axis=0) == 0).all()
+    for j, t in enumerate(APPLICANT_TYPES):
+        share = np.array([(fills[n][t] + 1) / (sum(fills[n].values()) + len(APPLICANT_TYPES))
+                          for n in names])
+        order = np.argsort(share, kind="stable")
+        assert (np.diff(off[rows, j][order]) >= -1e-9).all()

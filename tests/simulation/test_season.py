@@ -358,3 +358,24 @@ def test_the_backup_ranking_shares_the_plan_assumes_are_what_a_season_realises(p
     out = backup_lists_by_type(season.applicants, season.applications, programs, params)
     assert len(out) == 4 and (out["with_backup"] >= 100).all()
     np.testing.assert_allclose(out["ranks_backup_pct"], out["assumed_pct"], atol=8.0)
+
+
+def test_the_types_fill_share_moves_rankings_not_invitations(season, programs, params):
+    """How a specialty ranks a type once interviewed (``rank_type_by_fill_share``) leaves every
+    invitation as the published rates set it and shifts the program's score of each pair by the
+    type's offset in that specialty."""
+    from smartpick_ml.contracts.reference import APPLICANT_TYPES, SPECIALTY_NAMES
+    from smartpick_ml.simulation.market import type_rank_offsets
+
+    positions = season.program_outcomes["positions"].to_numpy()
+    flat = params.model_copy(update={"rank_type_by_fill_share": 0.0})
+    with_it = build_market_inputs(season.applicants, programs, season.applications, positions,
+                                  params)
+    without = build_market_inputs(season.applicants, programs, season.applications, positions,
+                                  flat)
+    np.testing.assert_allclose(with_it.invite_offset, without.invite_offset, atol=1e-6)
+    types = season.applicants["applicant_type"].map(APPLICANT_TYPES.index).to_numpy()
+    spec = programs["specialty"].map(SPECIALTY_NAMES.index).to_numpy()
+    want = type_rank_offsets(params)[spec[with_it.pair_program], types[with_it.pair_applicant]]
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(with_it.score_obs - without.score_obs, want, atol=1e-9)
