@@ -26,6 +26,11 @@ catalog, and leaves every outcome to the season:
   do. Stronger applicants lean toward selective specialties (``specialty_strength_sorting``), with
   the counts above kept.
 
+- **Who wins once interviewed** (``type_rank_offsets``, read by the season). The published
+  rates set how many of each type a program interviews, not how it ranks them: a type ranks
+  higher, at equal observed strength, in the specialties where it fills a larger share of the
+  published positions (``rank_type_by_fill_share``).
+
 Simplifications (``docs/simulation.md``): at most one backup specialty; an applicant to advanced
 positions ranks the PGY-1 tracks with one probability for each track; a fallback is one
 preliminary track (Medicine, or Surgery for surgical specialties).
