@@ -379,3 +379,29 @@ def test_the_types_fill_share_moves_rankings_not_invitations(season, programs, p
     want = type_rank_offsets(params)[spec[with_it.pair_program], types[with_it.pair_applicant]]
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(with_it.score_obs - without.score_obs, want, atol=1e-9)
+
+
+def _non_us_fill_ratios(programs, params, scale, seed):
+    """Non-US IMGs' simulated over published fills, summed over the specialties where they fill
+    under a tenth of the published positions, and over the others (PGY-1 tracks aside)."""
+    from smartpick_ml.simulation.report import filled_by_type
+
+    s = simulate_season(programs, 2025, scale, params, seed=seed)
+    f = filled_by_type(s.applicants, s.applications, programs, s.program_outcomes, params, scale)
+    total = f.groupby("specialty")["published"].transform("sum")
+    nus = f[(f["applicant_type"] == "non_us_img")
+            & ~f["specialty"].isin(["Preliminary Medicine", "Preliminary Surgery",
+                                    "Transitional Year"])]
+    few = (nus["published"] / total[nus.index]) < 0.10
+    return (nus.loc[few, "simulated"].sum() / nus.loc[few, "published"].sum(),
+            nus.loc[~few, "simulated"].sum() / nus.loc[~few, "published"].sum())
+
+
+def test_non_us_imgs_fill_where_they_are_few_about_as_often_as_published(programs, params):
+    """Ranked alike once interviewed, non-US IMGs filled the specialties where they are a small
+    minority ~40 % more often than published; ranked as each specialty fills with them, within
+    a fifth. Where they fill many positions, within 15 % either way."""
+    few, many = _non_us_fill_ratios(programs, params, 0.2, seed=11)
+    assert few < 1.3 and 0.85 < many < 1.15
+    flat = params.model_copy(update={"rank_type_by_fill_share": 0.0})
+    assert _non_us_fill_ratios(programs, flat, 0.2, seed=11)[0] > 1.3
