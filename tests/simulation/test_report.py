@@ -3,12 +3,16 @@ each once, whatever number of positions they matched to."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smartpick_ml.simulation.report import (
     applicant_outcomes,
     backup_lists_by_type,
+    chance_within,
     match_rates_by_type,
     preferred_specialty_outcomes,
 )
@@ -115,3 +119,27 @@ def test_the_docs_copy_of_the_season_report_has_every_section_the_report_writes(
 
     assert headings(doc) == headings(fresh)
     assert "Rebuilt by `smartpick season-report`" in doc
+
+
+def test_an_exact_simulation_misses_small_cells_by_chance():
+    """The report's baseline for the positions-filled table: a cell of 2 positions is within
+    ±25 % only when exactly 2 fill it (Poisson(2): 27 %); a cell of 1,000 almost always; a
+    cell with nothing published never counts as within."""
+    p = chance_within(np.array([2.0, 1000.0, 0.0]), 1.0, 0.25)
+    assert p[0] == pytest.approx(2 * np.exp(-2.0), abs=1e-12)
+    assert p[1] > 0.999999
+    assert p[2] == 0.0
+    # a tenth of the market: the same cell is a tenth as large, so it misses more often
+    assert chance_within(np.array([1000.0]), 0.1, 0.25)[0] < p[1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.5, 400.0), st.sampled_from([0.1, 0.5, 1.0]), st.integers(0, 10_000))
+def test_the_chance_within_is_what_poisson_draws_give(published, scale, seed):
+    """Against Monte-Carlo: the share of Poisson draws around published x scale whose
+    simulated figure (draw / scale) is within ±25 % of the published one."""
+    draws = np.random.default_rng(seed).poisson(published * scale, 20_000) / scale
+    share = np.mean(np.abs(draws / published - 1) <= 0.25 + 1e-12)
+    want = chance_within(np.array([published]), scale, 0.25)[0]
+    assert 0.0 <= want <= 1.0
+    assert abs(share - want) < 4 * np.sqrt(want * (1 - want) / 20_000) + 1e-3
