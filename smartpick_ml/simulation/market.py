@@ -107,6 +107,12 @@ def program_tracks(programs: pd.DataFrame) -> np.ndarray:
     return programs["track"].astype(object).fillna("categorical").to_numpy()
 
 
+def program_specialties(programs: pd.DataFrame) -> np.ndarray:
+    """Each program's specialty as its index into ``SPECIALTY_NAMES`` (the catalog's schema
+    admits no other specialty)."""
+    return programs["specialty"].map({s: i for i, s in enumerate(SPECIALTY_NAMES)}).to_numpy()
+
+
 def _draw_rows(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
     """One column index per row of ``weights`` (non-negative, not normalised), drawn in
     proportion to the row."""
@@ -120,7 +126,7 @@ def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int,
     """Read the catalog and the published market figures into per-specialty arrays."""
     n = len(SPECIALTY_NAMES)
     index = {s: i for i, s in enumerate(SPECIALTY_NAMES)}
-    spec = programs["specialty"].map(index).to_numpy()
+    spec = program_specialties(programs)
     pos = np.asarray(positions, dtype=float)
     present = np.bincount(spec, weights=pos, minlength=n) > 0
     track = program_tracks(programs)

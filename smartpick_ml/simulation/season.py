@@ -59,6 +59,7 @@ from smartpick_ml.simulation.market import (
     Choices,
     draw_choices,
     plan_choices,
+    program_specialties,
     program_tracks,
     specialty_market,
     type_rank_offsets,
@@ -508,7 +509,7 @@ def build_market_inputs(applicants: pd.DataFrame, programs: pd.DataFrame,
     prestige = _prestige(programs, rates)
     t = _type_index(applicants)
     tier = list_tiers(applicants, programs, applications, pa, pp)
-    spec = programs["specialty"].map({s: i for i, s in enumerate(SPECIALTY_NAMES)}).to_numpy()
+    spec = program_specialties(programs)
     # programs rank an applicant for whom they are the backup below equals who chose them
     strength = (pair_strength(applicants, programs, pa, pp, prestige, params)
                 - params.backup_rank_penalty * (tier == TIER_BACKUP)
