@@ -142,13 +142,12 @@ def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int,
     share = modelled / params.active_applicants if params.active_applicants else 1.0
     season_size = sum(params.applicants[season].values()) / max(modelled, 1)
     target = np.full(n, np.nan)
-    filled = np.zeros((n, len(APPLICANT_TYPES)))
+    filled = published_fills(params)
     published_positions = np.zeros(n)
     for name, fig in params.market.items():
         i = index[name]
         target[i] = (fig.applicants_ranking * share * season_size * scale
                      / (1.0 + both_tracks_share(advanced_share[i])))
-        filled[i] = [fig.filled[t] for t in APPLICANT_TYPES]
         published_positions[i] = fig.positions
     selectivity = _selectivity(filled, published_positions, present & ~pgy1_only)
     return SpecialtyMarket(present=present, pgy1_only=pgy1_only,
@@ -157,6 +156,15 @@ def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int,
                            mean_rate=mean_rate,
                            target=np.where(present, target, np.nan), filled=filled,
                            size_factor=season_size * scale)
+
+
+def published_fills(params: SimulationParams) -> np.ndarray:
+    """(n_spec, n_types) the positions each applicant type filled in each specialty in the
+    market season (NRMP, ``params.market``); 0 where nothing is published."""
+    out = np.zeros((len(SPECIALTY_NAMES), len(APPLICANT_TYPES)))
+    for name, fig in params.market.items():
+        out[SPECIALTY_NAMES.index(name)] = [fig.filled[t] for t in APPLICANT_TYPES]
+    return out
 
 
 def _selectivity(filled: np.ndarray, positions: np.ndarray, categorical: np.ndarray
@@ -188,14 +196,13 @@ def type_rank_offsets(params: SimulationParams) -> np.ndarray:
     out = np.zeros((len(SPECIALTY_NAMES), len(APPLICANT_TYPES)))
     if params.rank_type_by_fill_share == 0:
         return out
-    rows = [SPECIALTY_NAMES.index(name) for name in params.market]
+    published = np.isin(SPECIALTY_NAMES, list(params.market))
     # one more position each, so a type that filled none is ranked low, not infinitely low
-    filled = np.array([[fig.filled[t] for t in APPLICANT_TYPES]
-                       for fig in params.market.values()], dtype=float) + 1.0
+    filled = published_fills(params)[published] + 1.0
     share = filled / filled.sum(axis=1, keepdims=True)
     overall = filled.sum(axis=0) / filled.sum()
     ratio = np.clip(np.log(share / overall[None, :]), -_MAX_LOG_SHARE_RATIO, _MAX_LOG_SHARE_RATIO)
-    out[rows] = params.rank_type_by_fill_share * ratio
+    out[published] = params.rank_type_by_fill_share * ratio
     return out
 
 
