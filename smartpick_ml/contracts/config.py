@@ -52,7 +52,6 @@ class TypeParams(_Strict):
     #: no interview there): the published counts are of applicants who rank, so the backup
     #: volume is solved on ranking
     backup_ranking_share: float = Field(default=1.0, gt=0, le=1)
-    fallback_pgy1_bias: float = 0.0
     target_rate_weight: float
     target_prestige_weight: float
     years_since_graduation_mean: float = Field(ge=0)

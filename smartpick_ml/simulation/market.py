@@ -95,9 +95,10 @@ class ChoicePlan:
     preferred: np.ndarray  # (n_spec, n_types) expected applicants preferring each specialty
     backup_intercept: float
     backup_to: np.ndarray  # (n_spec, n_spec) P(backup b | preferred s, adds a backup)
-    supplemental: np.ndarray  # (n_spec,) P(ranks this PGY-1 track | applies to advanced)
-    fallback_share: np.ndarray  # (2, n_spec) per family: which PGY-1 track a fallback goes to
-    fallback_intercept: np.ndarray  # (2,) per family: non-surgical, surgical
+    supplemental: np.ndarray  # (n_spec, n_types) P(ranks this PGY-1 track | applies to advanced)
+    fallback_share: np.ndarray  # (n_types, 2, n_spec) per type and family (non-surgical,
+    # surgical): which PGY-1 track a fallback goes to
+    fallback_intercept: np.ndarray  # (n_types, 2) log-odds of a fallback at average strength
 
 
 def program_tracks(programs: pd.DataFrame) -> np.ndarray:
@@ -290,10 +291,14 @@ def _backup_room(market: SpecialtyMarket, params: SimulationParams) -> np.ndarra
     over the type's published match rate), floored at a tenth of its applicants. Backups go where
     the published count exceeds what the specialty's own applicants account for: many rank
     Internal or Family Medicine below their first choice, few rank Pediatrics."""
-    rates = np.array([MATCH_RESULTS[params.market_season][t][1] for t in APPLICANT_TYPES]) / 100
     target = np.nan_to_num(np.where(market.categorical, market.target, 0.0))
-    own = (market.filled * market.size_factor / rates[None, :]).sum(axis=1)
+    own = (market.filled * market.size_factor / _published_rates(params)[None, :]).sum(axis=1)
     return np.maximum(target - own, 0.1 * target)
+
+
+def _published_rates(params: SimulationParams) -> np.ndarray:
+    """Per type: its published match rate in the market season, as a share."""
+    return np.array([MATCH_RESULTS[params.market_season][t][1] for t in APPLICANT_TYPES]) / 100
 
 
 def _backup_logit(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
@@ -368,57 +373,73 @@ def _ranks_any(market: SpecialtyMarket, k: int, applications: float | np.ndarray
     return 1.0 - (1.0 - np.clip(market.mean_rate[k], 0.0, 1.0)) ** applications
 
 
+def pgy1_rankers(market: SpecialtyMarket, params: SimulationParams) -> np.ndarray:
+    """(n_spec, n_types) applicants of each type expected to rank each PGY-1 track: its published
+    applicants split over the types as their published fills there imply (zero elsewhere). Who
+    ranks a track, by type, is not published; who fills it is. A list is used only when nothing
+    above it matched: a supplemental list when its applicant matches an advanced position (about
+    the type's match rate), a fallback when they match nothing else (one minus the rate). So a
+    type's fills imply fills / rate applicants on the tracks supplemental lists reach, and
+    fills / (1 - rate) on the surgical track, which only fallbacks reach."""
+    pgy1 = market.present & market.pgy1_only & np.isfinite(market.target)
+    rates = _published_rates(params)
+    used = np.where(market.surgical[:, None], 1.0 - rates[None, :], rates[None, :])
+    implied = np.where(pgy1[:, None], market.filled / used + 1e-9, 0.0)
+    return (np.where(pgy1, np.nan_to_num(market.target), 0.0)[:, None] * implied
+            / np.maximum(implied.sum(axis=1, keepdims=True), 1e-12))
+
+
 def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: SimulationParams
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """How many rank each PGY-1 track: applicants to advanced positions on a supplemental list
-    (non-surgical tracks, one rate per track), and what the published count leaves over from
-    fallback lists (surgical specialties fall back on Preliminary Surgery, the others on
-    Preliminary Medicine or a Transitional Year). Volumes are solved on *ranking* (at least one
-    interview), as the NRMP counts them."""
-    n = len(SPECIALTY_NAMES)
-    target = np.nan_to_num(market.target)
+    """Supplemental and fallback rates that meet each type's ``pgy1_rankers``. Applicants who
+    need only a PGY-1 year come first; then a type's applicants to advanced positions on a
+    supplemental list (non-surgical tracks, one rate per track and type); the rest fall back on
+    the track at the bottom of their primary list, ``backup_family_affinity`` times as often on a
+    track of their own family (surgical or not) as on another, so each type and family has its
+    own rate. Volumes are solved on *ranking* (at least one interview), as the NRMP counts them."""
+    n, n_types = len(SPECIALTY_NAMES), len(APPLICANT_TYPES)
     pgy1 = market.present & market.pgy1_only & np.isfinite(market.target)
-    advanced = preferred * supplemental_share(market.advanced_share)[:, None]  # (n_spec, n_types)
+    target = pgy1_rankers(market, params)
+    advanced = preferred * supplemental_share(market.advanced_share)[:, None]
     adv_by_type = advanced.sum(axis=0)  # PGY-1 tracks have no advanced positions
-    supplemental = np.zeros(n)
-    leftover = np.zeros(n)
     # applicants who need only a PGY-1 year: those of the first track, who fall back on the other
     only = preferred[_index_of(PGY1_ONLY_FIRST)] if _index_of(PGY1_ONLY_FIRST) is not None \
-        else np.zeros(len(APPLICANT_TYPES))
-    taken = np.zeros(n)
+        else np.zeros(n_types)
     for name, applications in ((PGY1_ONLY_FIRST, params.per_type("applications_mean")),
                                (PGY1_ONLY_THEN, params.fallback_applications_mean)):
         k = _index_of(name)
         if k is not None and pgy1[k]:
-            taken[k] = float(only @ _ranks_any(market, k, applications))
-    target = np.maximum(target - taken, 0.0)
+            target[k] = np.maximum(target[k] - only * _ranks_any(market, k, applications), 0.0)
+    supplemental = np.zeros((n, n_types))
+    leftover = target.copy()
+    for k in np.flatnonzero(pgy1 & ~market.surgical):
+        ranks = adv_by_type * _ranks_any(market, k, params.supplemental_applications_mean)
+        supplemental[k] = np.minimum(target[k] / np.maximum(ranks, 1e-9), 0.9)
+        leftover[k] = np.maximum(target[k] - supplemental[k] * ranks, 0.0)
+    # fallback takers each track needs from each type: its leftover rankers / P(ranks | applies)
+    takers = np.zeros((n, n_types))
     for k in np.flatnonzero(pgy1):
-        if not market.surgical[k] and adv_by_type.sum() > 0:
-            reach = _ranks_any(market, k, params.supplemental_applications_mean)
-            ranks = float(adv_by_type @ reach)
-            supplemental[k] = min(target[k] / max(ranks, 1e-9), 0.9)
-            leftover[k] = max(target[k] - supplemental[k] * ranks, 0.0)
-        else:
-            leftover[k] = target[k]
-    fallback_share = np.zeros((2, n))
-    fallback_intercept = np.full(2, -np.inf)
-    fb_bias = params.per_type("fallback_pgy1_bias")
+        takers[k] = leftover[k] / np.maximum(
+            _ranks_any(market, k, params.fallback_applications_mean), 1e-9)
     not_advanced = np.where(market.pgy1_only[:, None], 0.0, preferred - advanced)
-    for family in (0, 1):
-        tracks = pgy1 & (market.surgical == bool(family))
-        need = leftover[tracks].sum()
-        if need <= 0:
-            continue
-        fallback_share[family, tracks] = leftover[tracks] / need
-        ranks = sum(fallback_share[family, k]
-                    * _ranks_any(market, k, params.fallback_applications_mean)
-                    for k in np.flatnonzero(tracks))
-        group = (not_advanced * (market.surgical == bool(family))[:, None]).sum(axis=0) * ranks
-
-        def expected(c: float, group: np.ndarray = group) -> float:
-            return float(group @ expected_logistic(fb_bias + c, params.fallback_strength_weight))
-
-        fallback_intercept[family] = _solve_intercept(expected, need)
+    by_family = np.stack([(not_advanced * (market.surgical == surgical)[:, None]).sum(axis=0)
+                          for surgical in (False, True)])  # (2, n_types)
+    affinity = np.where(market.surgical[None, :] == np.array([[False], [True]]),
+                        params.backup_family_affinity, 1.0) * pgy1[None, :]
+    fallback_share = np.zeros((n_types, 2, n))
+    fallback_intercept = np.full((n_types, 2), -np.inf)
+    for t in range(n_types):
+        # P(falls back on k | family f) = affinity[f, k] x one factor per track, the factor set
+        # so that the track's takers are met
+        factor = takers[:, t] / np.maximum(affinity.T @ by_family[:, t], 1e-12)
+        p_fallback = affinity * factor[None, :]
+        for family in (0, 1):
+            total = p_fallback[family].sum()
+            if total <= 0 or by_family[family, t] <= 0:
+                continue
+            fallback_share[t, family] = p_fallback[family] / total
+            fallback_intercept[t, family] = _solve_intercept(
+                lambda c: expected_logistic(c, params.fallback_strength_weight), min(total, 1.0))
     return supplemental, fallback_share, fallback_intercept
 
 
@@ -462,20 +483,19 @@ def draw_choices(rng: np.random.Generator, type_idx: np.ndarray, strength_z: np.
     if adds.any():
         backup[adds] = _draw_rows(rng, plan.backup_to[preferred[adds]])
     advanced = rng.random(n) < supplemental_share(market.advanced_share)[preferred]
-    supplemental = advanced[:, None] & (rng.random((n, n_spec)) < plan.supplemental[None, :])
-    fb_bias = params.per_type("fallback_pgy1_bias")
+    supplemental = advanced[:, None] & (rng.random((n, n_spec)) < plan.supplemental.T[type_idx])
     surgical = market.surgical[preferred]
-    c = plan.fallback_intercept[surgical.astype(int)]
+    c = plan.fallback_intercept[type_idx, surgical.astype(int)]
     with np.errstate(invalid="ignore"):
         p_fb = np.where(np.isneginf(c), 0.0,
-                        expit(c + fb_bias[type_idx]
-                              - params.fallback_strength_weight * strength_z))
+                        expit(c - params.fallback_strength_weight * strength_z))
     takes = ~advanced & (rng.random(n) < p_fb) & ~market.pgy1_only[preferred]
     fallback = np.full(n, -1, dtype=np.int64)
     then = _index_of(PGY1_ONLY_THEN)
     if then is not None and market.present[then]:
         fallback[market.pgy1_only[preferred] & (preferred != then)] = then
     if takes.any():
-        fallback[takes] = _draw_rows(rng, plan.fallback_share[surgical[takes].astype(int)])
+        fallback[takes] = _draw_rows(
+            rng, plan.fallback_share[type_idx[takes], surgical[takes].astype(int)])
     return Choices(preferred=preferred, backup=backup, fallback=fallback,
                    supplemental=supplemental)

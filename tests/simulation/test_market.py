@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 
 from smartpick_ml.contracts.config import load_simulate_config
 from smartpick_ml.contracts.errors import ConfigError
-from smartpick_ml.contracts.reference import APPLICANT_TYPES, SPECIALTY_NAMES
+from smartpick_ml.contracts.reference import APPLICANT_TYPES, MATCH_RESULTS, SPECIALTY_NAMES
 from smartpick_ml.data.catalog import synthetic_catalog
 from smartpick_ml.simulation.market import (
     _fit_table,
     backup_destinations,
     both_tracks_share,
     draw_choices,
+    pgy1_rankers,
     plan_choices,
     specialty_market,
     type_rank_offsets,
@@ -262,6 +263,52 @@ def test_drawn_choices_follow_the_plan(market, plan, params, counts):
     assert not (supp & (ch.fallback >= 0)).any()
     assert market.pgy1_only[ch.fallback[ch.fallback >= 0]].all()
     assert market.pgy1_only[np.nonzero(ch.supplemental)[1]].all()
+
+
+def test_pgy1_rankers_split_each_track_as_the_types_fills_imply(market, params):
+    """A PGY-1 track's published applicants, split over the types: they add up to the track's
+    count; on a track supplemental lists reach, in proportion to the type's fills over its
+    published match rate; on Preliminary Surgery, which only fallbacks reach, over one minus it."""
+    got = pgy1_rankers(market, params)
+    pgy1 = market.present & market.pgy1_only
+    assert pgy1.sum() == 3
+    np.testing.assert_allclose(got[pgy1].sum(axis=1), market.target[pgy1], rtol=1e-9)
+    assert (got[~pgy1] == 0).all()
+    rate = np.array([MATCH_RESULTS[2025][t][1] for t in APPLICANT_TYPES]) / 100
+    md, do, nus = (APPLICANT_TYPES.index(t) for t in ("us_md_senior", "us_do_senior",
+                                                       "non_us_img"))
+    ty, ps = SPECIALTY_NAMES.index("Transitional Year"), SPECIALTY_NAMES.index(
+        "Preliminary Surgery")
+    f = market.filled
+    assert got[ty, do] / got[ty, md] == pytest.approx(
+        (f[ty, do] / rate[do]) / (f[ty, md] / rate[md]), rel=1e-6)
+    assert got[ps, nus] / got[ps, md] == pytest.approx(
+        (f[ps, nus] / (1 - rate[nus])) / (f[ps, md] / (1 - rate[md])), rel=1e-6)
+
+
+def test_pgy1_lists_follow_each_types_published_fills(market, plan, params, counts):
+    """Who ranks which PGY-1 track depends on the type: DOs, who fill Transitional Years 2.5 x as
+    often as Preliminary Medicine (NRMP 2025), put a Transitional Year on their supplemental
+    lists relatively more often than US MD seniors do; and an applicant falls back on a track of
+    their own family (surgical or not) more often than on another."""
+    rng = np.random.default_rng(8)
+    n = 60_000
+    type_idx = rng.choice(len(APPLICANT_TYPES), size=n, p=counts / counts.sum())
+    ch = draw_choices(rng, type_idx, rng.standard_normal(n), market, plan, params)
+    ty, pm, ps = (SPECIALTY_NAMES.index(s) for s in ("Transitional Year", "Preliminary Medicine",
+                                                     "Preliminary Surgery"))
+    md, do = APPLICANT_TYPES.index("us_md_senior"), APPLICANT_TYPES.index("us_do_senior")
+
+    def ty_over_pm(t: int) -> float:
+        lists = ch.supplemental[type_idx == t]
+        return lists[:, ty].sum() / lists[:, pm].sum()
+
+    assert ty_over_pm(do) > 1.5 * ty_over_pm(md)
+    fell_back = (ch.fallback >= 0) & ~market.pgy1_only[ch.preferred]
+    surgical = market.surgical[ch.preferred]
+    to_ps = ch.fallback == ps
+    assert to_ps[fell_back & surgical].mean() > 2 * to_ps[fell_back & ~surgical].mean()
+    assert to_ps[fell_back & ~surgical].any()  # the other family is not closed
 
 
 def _bad_config(tmp_path, old, new):

@@ -381,6 +381,26 @@ def test_the_types_fill_share_moves_rankings_not_invitations(season, programs, p
     np.testing.assert_allclose(with_it.score_obs - without.score_obs, want, atol=1e-9)
 
 
+def test_each_type_fills_the_pgy1_tracks_about_as_published(programs, params):
+    """The PGY-1 tracks by type, at a fifth of the market: DOs fill a larger share of the
+    Transitional Year than of Preliminary Medicine (published 19 % against 9 %); non-US IMGs fill
+    Preliminary Surgery within 40 % of the published count (with one PGY-1 rate for every type
+    they filled under half of it)."""
+    from smartpick_ml.simulation.report import filled_by_type
+
+    s = simulate_season(programs, 2025, 0.2, params, seed=11)
+    f = filled_by_type(s.applicants, s.applications, programs, s.program_outcomes, params, 0.2)
+    f = f.set_index(["specialty", "applicant_type"])
+    sim = f["simulated"]
+
+    def do_share(track: str) -> float:
+        return sim[(track, "us_do_senior")] / sim[track].sum()
+
+    assert do_share("Transitional Year") > 1.3 * do_share("Preliminary Medicine")
+    cell = f.loc[("Preliminary Surgery", "non_us_img")]
+    assert 0.6 < cell["simulated"] / cell["published"] < 1.4
+
+
 def _non_us_fill_ratios(programs, params, scale, seed):
     """Non-US IMGs' simulated over published fills, summed over the specialties where they fill
     under a tenth of the published positions, and over the others (PGY-1 tracks aside)."""
