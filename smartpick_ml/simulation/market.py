@@ -80,6 +80,8 @@ class SpecialtyMarket:
     mean_rate: np.ndarray  # (n_spec, n_types) mean published interview rate of the programs
     target: np.ndarray  # applicants expected to apply (published count x modelled share x scale)
     size_factor: float  # this season's market relative to the market season's, x scale
+    type_growth: np.ndarray  # (n_types,) each type's applicants relative to the market season's,
+    # over the market's (1 for every type in the market season)
     filled: np.ndarray  # (n_spec, n_types) published positions filled by type
 
     @property
@@ -151,12 +153,15 @@ def specialty_market(programs: pd.DataFrame, positions: np.ndarray, season: int,
                      / (1.0 + both_tracks_share(advanced_share[i])))
         published_positions[i] = fig.positions
     selectivity = _selectivity(filled, published_positions, present & ~pgy1_only)
+    type_growth = np.array([params.applicants[season][t]
+                            / max(params.applicants[params.market_season][t], 1)
+                            for t in APPLICANT_TYPES]) / season_size
     return SpecialtyMarket(present=present, pgy1_only=pgy1_only,
                            surgical=np.array([s in SURGICAL_SPECIALTIES for s in SPECIALTY_NAMES]),
                            selectivity=selectivity, advanced_share=advanced_share,
                            mean_rate=mean_rate,
                            target=np.where(present, target, np.nan), filled=filled,
-                           size_factor=season_size * scale)
+                           size_factor=season_size * scale, type_growth=type_growth)
 
 
 def published_fills(params: SimulationParams) -> np.ndarray:
@@ -380,13 +385,15 @@ def pgy1_rankers(market: SpecialtyMarket, params: SimulationParams) -> np.ndarra
     above it matched: a supplemental list when its applicant matches an advanced position (about
     the type's match rate), a fallback when they match nothing else (one minus the rate). So a
     type's fills imply fills / rate applicants on the tracks supplemental lists reach, and
-    fills / (1 - rate) on the surgical track, which only fallbacks reach."""
+    fills / (1 - rate) on the surgical track, which only fallbacks reach. In another season each
+    type ranks the track as often per applicant as in the market season, whose split is the
+    published one (``type_growth``)."""
     pgy1 = market.present & market.pgy1_only & np.isfinite(market.target)
     rates = _published_rates(params)
     used = np.where(market.surgical[:, None], 1.0 - rates[None, :], rates[None, :])
     implied = np.where(pgy1[:, None], market.filled / used + 1e-9, 0.0)
     return (np.where(pgy1, np.nan_to_num(market.target), 0.0)[:, None] * implied
-            / np.maximum(implied.sum(axis=1, keepdims=True), 1e-12))
+            / np.maximum(implied.sum(axis=1, keepdims=True), 1e-12)) * market.type_growth[None, :]
 
 
 def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: SimulationParams

@@ -286,6 +286,25 @@ def test_pgy1_rankers_split_each_track_as_the_types_fills_imply(market, params):
         (f[ps, nus] / (1 - rate[nus])) / (f[ps, md] / (1 - rate[md])), rel=1e-6)
 
 
+def test_pgy1_rankers_per_applicant_of_each_type_hold_across_seasons(params):
+    """The published split is of the market season. In another season each type ranks a PGY-1
+    track as often per applicant as then, so a type with fewer applicants has fewer rankers even
+    when the season as a whole is about as large."""
+    programs = synthetic_catalog(seed=3)
+    by_season = {}
+    for season in (2023, 2025):
+        positions = season_positions(programs, season, 1.0, params, np.random.default_rng(0))
+        by_season[season] = pgy1_rankers(
+            specialty_market(programs, positions, season, 1.0, params), params)
+    pgy1 = by_season[2025].sum(axis=1) > 0
+    growth = np.array([params.applicants[2023][t] / params.applicants[2025][t]
+                       for t in APPLICANT_TYPES])
+    np.testing.assert_allclose(by_season[2023][pgy1] / by_season[2025][pgy1],
+                               np.broadcast_to(growth, (pgy1.sum(), len(growth))), rtol=1e-6)
+    # the types did not grow alike between these seasons, so this is not the season's size
+    assert growth.max() / growth.min() > 1.2
+
+
 def test_pgy1_lists_follow_each_types_published_fills(market, plan, params, counts):
     """Who ranks which PGY-1 track depends on the type: DOs, who fill Transitional Years 2.5 x as
     often as Preliminary Medicine (NRMP 2025), put a Transitional Year on their supplemental
