@@ -89,6 +89,11 @@ class SpecialtyMarket:
         """Specialties an applicant can prefer or back up into."""
         return self.present & ~self.pgy1_only
 
+    @property
+    def published_pgy1(self) -> np.ndarray:
+        """PGY-1 tracks this catalog has and the market figures count applicants for."""
+        return self.present & self.pgy1_only & np.isfinite(self.target)
+
 
 @dataclass(frozen=True)
 class ChoicePlan:
@@ -388,7 +393,7 @@ def pgy1_rankers(market: SpecialtyMarket, params: SimulationParams) -> np.ndarra
     fills / (1 - rate) on the surgical track, which only fallbacks reach. In another season each
     type ranks the track as often per applicant as in the market season, whose split is the
     published one (``type_growth``)."""
-    pgy1 = market.present & market.pgy1_only & np.isfinite(market.target)
+    pgy1 = market.published_pgy1
     rates = _published_rates(params)
     used = np.where(market.surgical[:, None], 1.0 - rates[None, :], rates[None, :])
     implied = np.where(pgy1[:, None], market.filled / used + 1e-9, 0.0)
@@ -405,7 +410,7 @@ def _plan_pgy1(market: SpecialtyMarket, preferred: np.ndarray, params: Simulatio
     track of their own family (surgical or not) as on another, so each type and family has its
     own rate. Volumes are solved on *ranking* (at least one interview), as the NRMP counts them."""
     n, n_types = len(SPECIALTY_NAMES), len(APPLICANT_TYPES)
-    pgy1 = market.present & market.pgy1_only & np.isfinite(market.target)
+    pgy1 = market.published_pgy1
     target = pgy1_rankers(market, params)
     advanced = preferred * supplemental_share(market.advanced_share)[:, None]
     adv_by_type = advanced.sum(axis=0)  # PGY-1 tracks have no advanced positions
