@@ -280,7 +280,13 @@ def simulate(config: Path, seasons: str | None, scale: float | None, seed: int |
               help="Where the published figures compared against come from.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the Markdown to this file instead of printing it.")
-def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
+@click.option("--held-out", "held_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="A CSV of published non-US IMG match rates by preferred specialty (season, "
+                   "specialty, matched_preferred_pct[, source]) to judge the seasons against: "
+                   "adds their rank correlation and offset-free error, beside #16's goals.")
+def season_report_cmd(data_dir: Path, config: Path, out: Path | None,
+                      held_out: Path | None) -> None:
     """Rebuild the seasons' validation report from their tables, against NRMP's figures.
 
     Match rate by applicant type and unfilled positions each season; in the market season
@@ -292,14 +298,15 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
 
     \b
     Output: the terminal, or the file given to --out.
-    Example:
+    Examples:
       make run && smartpick season-report --out docs/season_report.md
+      smartpick season-report --held-out held_out_rates.csv   # the held-out check
     """
     import pandas as pd
 
     from smartpick_ml.contracts.config import load_simulate_config
     from smartpick_ml.data.io import read_table, write_text_atomic
-    from smartpick_ml.simulation.report import provenance, season_report
+    from smartpick_ml.simulation.report import provenance, read_held_out, season_report
     from smartpick_ml.simulation.season import (
         is_current,
         manifest_config,
@@ -307,6 +314,7 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
     )
 
     cfg = load_simulate_config(config)
+    published = read_held_out(held_out) if held_out is not None else None
     made = read_simulation_manifest(data_dir)
     if made is not None and "simulation_fingerprint" in made and not is_current(made, cfg.params):
         raise ConfigError(f"{data_dir} holds seasons simulated by other parameters or code than "
@@ -336,7 +344,7 @@ def season_report_cmd(data_dir: Path, config: Path, out: Path | None) -> None:
                "`smartpick season-report`.")
     text = season_report(tables["programs"], tables["applicants"], tables["applications"],
                          pd.read_parquet(outcomes_path), cfg.params, float(scale),
-                         made_by=made_by)
+                         made_by=made_by, held_out=published)
     if out is None:
         click.echo(text)
         return

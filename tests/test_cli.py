@@ -115,6 +115,28 @@ def test_season_report_rebuilds_the_report_simulate_wrote(small_seasons, tmp_pat
     assert "## Positions filled by applicant type" in doc.read_text()
 
 
+def test_season_report_judges_the_seasons_against_held_out_figures(small_seasons, tmp_path):
+    """The held-out check is one option away, and a bad file is refused before anything is
+    written, naming the field."""
+    figures = tmp_path / "held_out.csv"
+    figures.write_text("season,specialty,matched_preferred_pct,source\n"
+                       "2025,Internal Medicine,55,a test figure\n2025,Neurology,50,\n"
+                       "2025,Family Medicine,70,\n2025,Pediatrics,60,\n")
+    doc = tmp_path / "report.md"
+    result = CliRunner().invoke(main, ["season-report", "--data-dir", str(small_seasons),
+                                       "--held-out", str(figures), "--out", str(doc)])
+    assert result.exit_code == 0, result.output
+    section = doc.read_text().split("## Held-out check")[1]
+    assert re.search(r"2025: \d specialties, rank correlation", section)
+    assert "| 2025 | Neurology |" in section and "| 50.0 |" in section
+    figures.write_text("season,specialty,matched_preferred_pct\n2025,Neurology,140\n")
+    doc.unlink()
+    result = CliRunner().invoke(main, ["season-report", "--data-dir", str(small_seasons),
+                                       "--held-out", str(figures), "--out", str(doc)])
+    assert result.exit_code == 2 and "matched_preferred_pct" in result.stderr
+    assert "Traceback" not in result.output and not doc.exists()
+
+
 def test_season_report_refuses_stale_seasons_and_missing_outcomes(small_seasons, tmp_path):
     stale = tmp_path / "stale"
     shutil.copytree(small_seasons, stale)

@@ -223,6 +223,26 @@ APPLICATIONS = TableSchema(
 )
 
 
+#: Published per-specialty outcomes of non-US IMGs that the simulation is judged against but not
+#: calibrated to (kept out of ``../shared``), read by ``smartpick season-report --held-out``. Not a
+#: table the pipeline reads or writes, so not in :data:`SCHEMAS`.
+HELD_OUT_RATES = TableSchema(
+    name="held_out_rates",
+    description="One row per season and specialty: the published share of non-US IMGs who "
+                "preferred the specialty (ranked it first) and matched in it.",
+    key=("season", "specialty"),
+    columns=(
+        ColumnSpec("season", "int", "Match year.", unit="year", min=2000, max=2100),
+        ColumnSpec("specialty", "str", "Preferred specialty (canonical name).",
+                   allowed=SPECIALTY_NAMES),
+        ColumnSpec("matched_preferred_pct", "float", "Published share of the season's non-US "
+                   "IMGs preferring the specialty who matched in it.", unit="%", min=0.0,
+                   max=100.0),
+        ColumnSpec("source", "str", "Where the figure is published.", nullable=True,
+                   required=False),
+    ),
+)
+
 SCHEMAS: dict[str, TableSchema] = {s.name: s for s in (PROGRAMS, APPLICANTS, APPLICATIONS)}
 
 

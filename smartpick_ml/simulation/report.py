@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy.stats import poisson
 
+from smartpick_ml.contracts.columns import name_list
 from smartpick_ml.contracts.config import SimulationParams
+from smartpick_ml.contracts.errors import DataValidationError
 from smartpick_ml.contracts.reference import (
     APPLICANT_TYPE_LABELS,
     APPLICANT_TYPES,
@@ -14,6 +18,8 @@ from smartpick_ml.contracts.reference import (
     RATE_COLUMN_BY_TYPE,
     SPECIALTIES,
 )
+from smartpick_ml.contracts.schemas import HELD_OUT_RATES, validate
+from smartpick_ml.data.io import parse_csv_table
 
 
 def applicant_outcomes(applicants: pd.DataFrame, applications: pd.DataFrame) -> pd.DataFrame:
@@ -238,6 +244,60 @@ def preferred_specialty_outcomes(applicants: pd.DataFrame, applications: pd.Data
                                "matched_any": "matched_any_pct"})
 
 
+#: #16's goals for the held-out per-specialty check: the simulated non-US IMG match rate by
+#: preferred specialty ranks the specialties as the published one does, and is close to it once
+#: the common offset (the type's overall level, calibrated elsewhere) is removed
+HELD_OUT_MIN_RANK_CORRELATION = 0.8
+HELD_OUT_MAX_MAE_PP = 7.0
+
+
+def read_held_out(path: str | Path) -> pd.DataFrame:
+    """The held-out figures (``contracts.schemas.HELD_OUT_RATES``) from a CSV, validated; a bad
+    file raises :class:`DataValidationError` naming the column and the CSV line."""
+    return validate(parse_csv_table(path, HELD_OUT_RATES), HELD_OUT_RATES)
+
+
+def held_out_check(img_outcomes: pd.DataFrame, published: pd.DataFrame
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compare :func:`preferred_specialty_outcomes` with published figures of the same seasons.
+
+    Returns the rows (season, specialty, simulated applicants and %, published %, and the
+    difference less the season's common offset) and one summary row per season: specialties
+    compared, Spearman rank correlation, the common offset (mean simulated minus published) and
+    the mean absolute difference once it is removed, each beside its goal. A published specialty
+    no simulated non-US IMG prefers is left out of the figures and listed in the summary."""
+    seasons = sorted(set(img_outcomes["season"]))
+    unknown = sorted(set(published["season"]) - set(seasons))
+    if unknown:
+        raise DataValidationError(HELD_OUT_RATES.name, [
+            f"column 'season': {name_list(unknown)} not among the simulated seasons "
+            f"{name_list(seasons)}"])
+    rows = published[["season", "specialty", "matched_preferred_pct"]].rename(
+        columns={"matched_preferred_pct": "published_pct"}).merge(
+        img_outcomes[["season", "specialty", "applicants", "matched_preferred_pct"]].rename(
+            columns={"matched_preferred_pct": "simulated_pct"}),
+        on=["season", "specialty"], how="left")
+    rows["difference_less_offset_pp"] = np.nan
+    summary = []
+    for season, g in rows.groupby("season", sort=True):
+        both = g.dropna(subset=["simulated_pct"])
+        diff = both["simulated_pct"] - both["published_pct"]
+        offset = float(diff.mean()) if len(both) else float("nan")
+        mae = float((diff - offset).abs().mean()) if len(both) else float("nan")
+        # undefined for fewer than three figures or a constant side
+        defined = len(both) > 2 and both[["simulated_pct", "published_pct"]].nunique().min() > 1
+        corr = (float(both["simulated_pct"].corr(both["published_pct"], method="spearman"))
+                if defined else float("nan"))
+        summary.append({
+            "season": season, "specialties": len(both), "rank_correlation": corr,
+            "offset_pp": offset, "mae_pp": mae,
+            "meets_goals": bool(corr >= HELD_OUT_MIN_RANK_CORRELATION
+                                and mae <= HELD_OUT_MAX_MAE_PP),
+            "not_simulated": ", ".join(g.loc[g["simulated_pct"].isna(), "specialty"])})
+        rows.loc[both.index, "difference_less_offset_pp"] = diff - offset
+    return rows, pd.DataFrame(summary)
+
+
 def backup_lists_by_type(applicants: pd.DataFrame, applications: pd.DataFrame,
                          programs: pd.DataFrame, params: SimulationParams) -> pd.DataFrame:
     """Per season and applicant type: the share of applicants who added a backup specialty, and
@@ -282,13 +342,14 @@ def provenance(seasons: list[int], scale: float, seed: object, catalog: str, n_p
 
 def season_report(programs: pd.DataFrame, applicants: pd.DataFrame,
                   applications: pd.DataFrame, outcomes: pd.DataFrame, params: SimulationParams,
-                  scale: float = 1.0, made_by: str = "", rates: pd.DataFrame | None = None
-                  ) -> str:
+                  scale: float = 1.0, made_by: str = "", rates: pd.DataFrame | None = None,
+                  held_out: pd.DataFrame | None = None) -> str:
     """The validation report of seasons' tables against the published figures (Markdown):
     match rate by type and unfilled positions every season; in the market season, applicants
     ranking each specialty and track and positions filled by type; backup lists; non-US IMGs by
-    preferred specialty. ``made_by`` says where the tables come from; ``rates``: the
-    :func:`match_rates_by_type` of these tables, if the caller has them already."""
+    preferred specialty, and against ``held_out`` figures (:func:`read_held_out`) if given.
+    ``made_by`` says where the tables come from; ``rates``: the :func:`match_rates_by_type` of
+    these tables, if the caller has them already."""
     market = {}
     if params.market_season in set(applicants["season"]) and params.market:
         market = {
@@ -296,18 +357,21 @@ def season_report(programs: pd.DataFrame, applicants: pd.DataFrame,
                                                        params, scale),
             "filled": filled_by_type(applicants, applications, programs, outcomes, params,
                                      scale)}
+    img_outcomes = preferred_specialty_outcomes(applicants, applications, programs)
     return format_report(
         rates if rates is not None else match_rates_by_type(applicants, applications, scale),
-        unfilled_by_specialty(programs, outcomes),
-        img_outcomes=preferred_specialty_outcomes(applicants, applications, programs),
+        unfilled_by_specialty(programs, outcomes), img_outcomes=img_outcomes,
         backups=backup_lists_by_type(applicants, applications, programs, params),
+        held_out=None if held_out is None else held_out_check(img_outcomes, held_out),
         made_by=made_by, **market)
 
 
 def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
                   ranking: pd.DataFrame | None = None, filled: pd.DataFrame | None = None,
                   img_outcomes: pd.DataFrame | None = None,
-                  backups: pd.DataFrame | None = None, made_by: str = "") -> str:
+                  backups: pd.DataFrame | None = None,
+                  held_out: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+                  made_by: str = "") -> str:
     lines = ["# Simulated season — validation report"] + (["", made_by] if made_by else [])
     lines += markdown_table(
         "PGY-1 match rate by applicant type (simulated vs published NRMP)",
@@ -376,4 +440,31 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
             note="Active applicants only (who ranked a program, as Charting Outcomes counts "
                  "them). Match rate in the preferred specialty and anywhere (a backup or PGY-1 "
                  "year counts as anywhere).")
+    if held_out is not None:
+        lines += _held_out_section(*held_out)
     return "\n".join(lines) + "\n"
+
+
+def _held_out_section(rows: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    verdicts = []
+    for r in summary.itertuples():
+        verdicts.append(
+            f"{r.season}: {r.specialties} specialties, rank correlation {r.rank_correlation:.2f} "
+            f"(goal ≥ {HELD_OUT_MIN_RANK_CORRELATION}), mean absolute difference "
+            f"{r.mae_pp:.1f} pp after removing the common offset of {r.offset_pp:+.1f} pp "
+            f"(goal ≤ {HELD_OUT_MAX_MAE_PP:g}): {'meets' if r.meets_goals else 'misses'} the "
+            "goals" + (f"; no simulated non-US IMG prefers {r.not_simulated}"
+                       if r.not_simulated else "") + ".")
+    return markdown_table(
+        "Held-out check: non-US IMGs' match rate in their preferred specialty",
+        ["season", "preferred specialty", "simulated applicants", "simulated %", "published %",
+         "difference less the offset (pp)"],
+        [[r.season, r.specialty, "" if pd.isna(r.applicants) else int(r.applicants),
+          "" if pd.isna(r.simulated_pct) else f"{r.simulated_pct:.1f}",
+          f"{r.published_pct:.1f}",
+          "" if pd.isna(r.difference_less_offset_pp) else f"{r.difference_less_offset_pp:+.1f}"]
+         for r in rows.itertuples()],
+        note="Published figures the simulation is judged against but not calibrated to (given "
+             "with --held-out). The offset, the mean difference, is the type's overall level, "
+             "calibrated separately; what is judged is how the specialties differ. "
+             + " ".join(verdicts))

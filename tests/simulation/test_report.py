@@ -9,12 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smartpick_ml.contracts.errors import DataValidationError
+from smartpick_ml.contracts.reference import SPECIALTY_NAMES
 from smartpick_ml.simulation.report import (
+    HELD_OUT_MAX_MAE_PP,
     applicant_outcomes,
     backup_lists_by_type,
     chance_within,
+    held_out_check,
     match_rates_by_type,
     preferred_specialty_outcomes,
+    read_held_out,
 )
 
 
@@ -143,3 +148,117 @@ def test_the_chance_within_is_what_poisson_draws_give(published, scale, seed):
     want = chance_within(np.array([published]), scale, 0.25)[0]
     assert 0.0 <= want <= 1.0
     assert abs(share - want) < 4 * np.sqrt(want * (1 - want) / 20_000) + 1e-3
+
+
+def _img_outcomes(rates: dict[str, float], season: int = 2025) -> pd.DataFrame:
+    return pd.DataFrame({"season": season, "specialty": list(rates), "applicants": 100,
+                         "matched_preferred_pct": list(rates.values())})
+
+
+def _published(rates: dict[str, float], season: int = 2025) -> pd.DataFrame:
+    return pd.DataFrame({"season": season, "specialty": list(rates),
+                         "matched_preferred_pct": list(rates.values())})
+
+
+SIMULATED = {"Internal Medicine": 60.0, "Neurology": 50.0, "Psychiatry": 45.0,
+             "Emergency Medicine": 30.0, "General Surgery": 20.0}
+
+
+def test_the_held_out_check_judges_how_specialties_differ_not_their_level():
+    # the same order and spread, 4 pp lower: a common offset, nothing else
+    rows, summary = held_out_check(_img_outcomes(SIMULATED),
+                                   _published({k: v - 4 for k, v in SIMULATED.items()}))
+    s = summary.iloc[0]
+    assert s["specialties"] == 5 and s["rank_correlation"] == pytest.approx(1.0)
+    assert s["offset_pp"] == pytest.approx(4.0) and s["mae_pp"] == pytest.approx(0.0)
+    assert s["meets_goals"] and rows["difference_less_offset_pp"].abs().max() < 1e-9
+    # the specialties in the reverse order: the level is right, the shape is wrong
+    reverse = dict(zip(SIMULATED, sorted(SIMULATED.values()), strict=True))
+    s = held_out_check(_img_outcomes(SIMULATED), _published(reverse))[1].iloc[0]
+    assert s["rank_correlation"] == pytest.approx(-1.0) and not s["meets_goals"]
+    assert s["offset_pp"] == pytest.approx(0.0) and s["mae_pp"] > HELD_OUT_MAX_MAE_PP
+
+
+def test_the_held_out_check_lists_what_it_cannot_compare():
+    published = _published({**SIMULATED, "Thoracic Surgery": 10.0})
+    rows, summary = held_out_check(_img_outcomes(SIMULATED), published)
+    assert summary.iloc[0]["specialties"] == 5
+    assert summary.iloc[0]["not_simulated"] == "Thoracic Surgery"
+    assert rows.set_index("specialty").loc["Thoracic Surgery", "simulated_pct"] != \
+        rows.set_index("specialty").loc["Thoracic Surgery", "simulated_pct"]  # NaN
+    with pytest.raises(DataValidationError, match="column 'season': 2019"):
+        held_out_check(_img_outcomes(SIMULATED), _published(SIMULATED, season=2019))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 1000)), min_size=3, max_size=22,
+                unique_by=lambda t: t[1]).map(lambda ps: [(a / 10, b / 10) for a, b in ps]),
+       st.floats(-20, 20))
+def test_the_held_out_figures_are_the_offset_free_error_and_a_rank_correlation(pairs, shift):
+    names = list(SPECIALTY_NAMES[:len(pairs)])
+    sim = dict(zip(names, [p[0] for p in pairs], strict=True))
+    pub = dict(zip(names, [p[1] for p in pairs], strict=True))
+    s = held_out_check(_img_outcomes(sim), _published(pub))[1].iloc[0]
+    diff = np.array([p[0] - p[1] for p in pairs])
+    assert s["offset_pp"] == pytest.approx(diff.mean(), abs=1e-9)
+    assert s["mae_pp"] == pytest.approx(np.abs(diff - diff.mean()).mean(), abs=1e-9)
+    # moving every published figure by the same amount moves the offset and nothing else
+    moved = held_out_check(_img_outcomes(sim),
+                           _published({k: v + shift for k, v in pub.items()}))[1].iloc[0]
+    assert moved["offset_pp"] == pytest.approx(s["offset_pp"] - shift, abs=1e-9)
+    assert moved["mae_pp"] == pytest.approx(s["mae_pp"], abs=1e-9)
+    if not np.isnan(s["rank_correlation"]):
+        assert -1 - 1e-9 <= s["rank_correlation"] <= 1 + 1e-9
+        assert moved["rank_correlation"] == pytest.approx(s["rank_correlation"], abs=1e-9)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("season,specialty,matched_preferred_pct\n2025,Neurosurgery,50\n", "column 'specialty'"),
+    ("season,specialty,matched_preferred_pct\n2025,Neurology,140\n",
+     "column 'matched_preferred_pct'"),
+    ("season,specialty,matched_preferred_pct\n2025,Neurology,abc\n",
+     "column 'matched_preferred_pct'"),
+    ("season,specialty,matched_preferred_pct\n2025.5,Neurology,50\n", "column 'season'"),
+    ("season,specialty\n2025,Neurology\n", "matched_preferred_pct"),
+    ("season,specialty,matched_preferred_pct\n2025,Neurology,50\n2025,Neurology,40\n",
+     "key (season, specialty)"),
+    ("season;specialty;matched_preferred_pct\n2025;Neurology;50\n", "comma-separated"),
+    ("season,specialty,matched_preferred_pct\n", "no rows"),
+    ("", "empty"),
+])
+def test_a_bad_held_out_file_is_refused_naming_the_field(tmp_path, text, says):
+    path = tmp_path / "held_out.csv"
+    path.write_text(text)
+    with pytest.raises(DataValidationError) as err:
+        read_held_out(path)
+    assert says in str(err.value) and "held_out_rates" in str(err.value)
+
+
+_cell = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True).map(str),
+                  st.sampled_from(["", "Neurology", "2025", "[1, 2]", '{"a": 1}', "null",
+                                   "True", "\"a,b\""]),
+                  st.text(max_size=12))
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.lists(_cell, min_size=0, max_size=6), min_size=0, max_size=6),
+       st.sampled_from([["season", "specialty", "matched_preferred_pct"],
+                        ["season", "specialty", "matched_preferred_pct", "source"],
+                        ["specialty", "season"], ["x"]]))
+def test_any_held_out_file_reads_or_is_refused_as_held_out_rates(tmp_path_factory, rows, header):
+    """Odd structures (ragged rows, nested-looking or non-numeric cells, no rows) either read
+    as a valid table or raise the table's validation error, never anything else."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *rows])
+    path = tmp_path_factory.mktemp("held_out") / "held_out.csv"
+    path.write_text(buf.getvalue())
+    try:
+        out = read_held_out(path)
+    except DataValidationError as err:
+        assert "held_out_rates" in str(err)
+    else:
+        assert out["matched_preferred_pct"].between(0, 100).all()
+        assert set(out["specialty"]) <= set(SPECIALTY_NAMES)
