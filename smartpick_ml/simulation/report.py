@@ -448,8 +448,10 @@ def format_report(rates: pd.DataFrame, unfilled: pd.DataFrame,
 def _held_out_section(rows: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     verdicts = []
     for r in summary.itertuples():
+        corr = ("undefined" if np.isnan(r.rank_correlation)
+                else f"{r.rank_correlation:.2f}")
         verdicts.append(
-            f"{r.season}: {r.specialties} specialties, rank correlation {r.rank_correlation:.2f} "
+            f"{r.season}: {r.specialties} specialties, rank correlation {corr} "
             f"(goal ≥ {HELD_OUT_MIN_RANK_CORRELATION}), mean absolute difference "
             f"{r.mae_pp:.1f} pp after removing the common offset of {r.offset_pp:+.1f} pp "
             f"(goal ≤ {HELD_OUT_MAX_MAE_PP:g}): {'meets' if r.meets_goals else 'misses'} the "

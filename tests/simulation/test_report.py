@@ -16,6 +16,7 @@ from smartpick_ml.simulation.report import (
     applicant_outcomes,
     backup_lists_by_type,
     chance_within,
+    format_report,
     held_out_check,
     match_rates_by_type,
     preferred_specialty_outcomes,
@@ -160,6 +161,9 @@ def _published(rates: dict[str, float], season: int = 2025) -> pd.DataFrame:
                          "matched_preferred_pct": list(rates.values())})
 
 
+_RATE_COLUMNS = ("season", "applicant_type", "applicants", "active_applicants",
+                 "published_active_applicants", "match_rate_pct", "published_match_rate_pct",
+                 "difference_pp", "interviews_per_applicant", "applications_per_applicant")
 SIMULATED = {"Internal Medicine": 60.0, "Neurology": 50.0, "Psychiatry": 45.0,
              "Emergency Medicine": 30.0, "General Surgery": 20.0}
 
@@ -186,6 +190,12 @@ def test_the_held_out_check_lists_what_it_cannot_compare():
     assert summary.iloc[0]["not_simulated"] == "Thoracic Surgery"
     assert rows.set_index("specialty").loc["Thoracic Surgery", "simulated_pct"] != \
         rows.set_index("specialty").loc["Thoracic Surgery", "simulated_pct"]  # NaN
+    # two specialties give no rank correlation: the report says so rather than printing "nan"
+    two = dict(list(SIMULATED.items())[:2])
+    text = format_report(pd.DataFrame(columns=list(_RATE_COLUMNS)), pd.DataFrame(
+        columns=["season", "specialty", "positions", "filled", "unfilled_pct"]),
+        held_out=held_out_check(_img_outcomes(two), _published(two)))
+    assert "rank correlation undefined" in text and "misses the goals" in text
     with pytest.raises(DataValidationError, match="column 'season': 2019"):
         held_out_check(_img_outcomes(SIMULATED), _published(SIMULATED, season=2019))
 
